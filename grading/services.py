@@ -1,0 +1,161 @@
+"""Writers for grading sessions and score reports."""
+
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from grading.models import GradingSession, ScoreReport, ScoreSection
+from grading.states import GRADING_TRANSITIONS, GradingStatus
+from lcm.events import publish_change
+from lcm.fsm import actor_name, apply_transition, normalize_status
+from sessions.models import LabletSession, SessionStatusChange
+from sessions.services import _record
+
+_GRADING_FIELDS = ("grading_session_id", "grading_part_id", "pod_id", "error_message")
+
+
+def grading_session_create(session, *, actor, reason: str = "", **fields) -> GradingSession:
+    """Create the GradingSession of a lablet session (called by the → GRADING transition)."""
+    unknown = set(fields) - set(_GRADING_FIELDS)
+    if unknown:
+        raise ValidationError({name: ["is not a grading session field"] for name in sorted(unknown)})
+    session_pk = session.pk if isinstance(session, LabletSession) else session
+    with transaction.atomic():
+        grading = GradingSession.objects.create(lablet_session_id=session_pk, **fields)
+        _record(session_pk, SessionStatusChange.Entity.GRADING_SESSION, "", grading.status, actor, reason or "created")
+    publish_change("grading_session", grading.pk, "", grading.status, actor=actor_name(actor), reason=reason)
+    return grading
+
+
+def grading_session_update(grading, *, actor, status: str | None = None, reason: str = "", **fields):
+    """Update a GradingSession's ids and, when `status` differs, move it forward (or to FAULTED)."""
+    unknown = set(fields) - set(_GRADING_FIELDS)
+    if unknown:
+        raise ValidationError({name: ["is not a grading session field"] for name in sorted(unknown)})
+    with transaction.atomic():
+        locked = GradingSession.objects.select_for_update().get(pk=grading.pk)
+        for name, value in fields.items():
+            setattr(locked, name, value)
+        previous = locked.status
+        if status is not None:
+            status = normalize_status(status, GradingStatus)
+            if status != previous:
+                apply_transition(locked, GRADING_TRANSITIONS, status, entity="grading session")
+                _record(
+                    locked.lablet_session_id,
+                    SessionStatusChange.Entity.GRADING_SESSION,
+                    previous,
+                    status,
+                    actor,
+                    reason,
+                )
+        locked.save()
+    if status is not None and status != previous:
+        publish_change("grading_session", locked.pk, previous, status, actor=actor_name(actor), reason=reason)
+    return locked
+
+
+def _decimal(errors, name, value, *, required=True):
+    if value is None or value == "":
+        if required:
+            errors[name] = ["is required"]
+        return None
+    if isinstance(value, bool):
+        errors[name] = ["must be a number"]
+        return None
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        errors[name] = ["must be a number"]
+        return None
+    if not number.is_finite() or number < 0 or number > Decimal("99999999"):
+        errors[name] = ["must be a number between 0 and 99999999"]
+        return None
+    return number.quantize(Decimal("0.01"))
+
+
+def score_report_create(
+    session,
+    *,
+    actor,
+    score,
+    max_score,
+    cut_score,
+    sections=(),
+    grading_session=None,
+    submitted_at=None,
+    manual: bool = False,
+) -> ScoreReport:
+    """Store an immutable score report (+ sections) and copy PASS/FAIL to the session's `grade_result`."""
+    errors: dict[str, list[str]] = {}
+    score = _decimal(errors, "score", score)
+    max_score = _decimal(errors, "max_score", max_score)
+    cut_score = _decimal(errors, "cut_score", cut_score)
+    if max_score is not None and max_score <= 0:
+        errors["max_score"] = ["must be greater than 0"]
+    if score is not None and max_score is not None and score > max_score and "max_score" not in errors:
+        errors["score"] = ["must not exceed max_score"]
+    if cut_score is not None and max_score is not None and cut_score > max_score and "max_score" not in errors:
+        errors["cut_score"] = ["must not exceed max_score"]
+    clean_sections = []
+    if not isinstance(sections, (list, tuple)):
+        errors["sections"] = ["must be a list"]
+        sections = ()
+    for index, section in enumerate(sections):
+        section_errors: dict[str, list[str]] = {}
+        if not isinstance(section, dict):
+            errors[f"sections[{index}]"] = ["must be an object"]
+            continue
+        name = str(section.get("name") or "").strip()
+        if not name:
+            section_errors["name"] = ["is required"]
+        s_score = _decimal(section_errors, "score", section.get("score"))
+        s_max = _decimal(section_errors, "max_score", section.get("max_score"))
+        weight = _decimal(section_errors, "weight", section.get("weight", 1))
+        for key, messages in section_errors.items():
+            errors[f"sections[{index}].{key}"] = messages
+        if not section_errors:
+            passed = section.get("passed")
+            clean_sections.append(
+                ScoreSection(
+                    position=index,
+                    name=name[:300],
+                    score=s_score,
+                    max_score=s_max,
+                    weight=weight,
+                    passed=None if passed is None else bool(passed),
+                )
+            )
+    if errors:
+        raise ValidationError(errors)
+    passed = score >= cut_score
+    with transaction.atomic():
+        session_pk = session.pk if isinstance(session, LabletSession) else session
+        locked = LabletSession.objects.select_for_update().get(pk=session_pk)
+        report = ScoreReport.objects.create(
+            lablet_session=locked,
+            grading_session=grading_session,
+            score=score,
+            max_score=max_score,
+            cut_score=cut_score,
+            passed=passed,
+            manual=manual,
+            submitted_at=submitted_at or timezone.now(),
+            created_by=actor_name(actor),
+        )
+        for section in clean_sections:
+            section.report = report
+        ScoreSection.objects.bulk_create(clean_sections)
+        locked.grade_result = "PASS" if passed else "FAIL"
+        locked.save(update_fields=["grade_result", "updated_at"])
+        _record(
+            locked.pk,
+            SessionStatusChange.Entity.SESSION,
+            locked.status,
+            locked.status,
+            actor,
+            f"score report {score}/{max_score} (cut {cut_score}): {locked.grade_result}",
+        )
+    return report

@@ -1,0 +1,89 @@
+"""The FSM helper shared by every state machine.
+
+Each model declares its transition table once (a dict `{source: {targets}}` in its
+`states.py`); `transitions_from_table` turns it into django-fsm-2 transition methods
+named `to_<target>`. Services call `apply_transition`, which refuses anything the table
+does not allow with `InvalidTransition` (HTTP 409, command exit 1, a page message).
+"""
+
+from collections import defaultdict
+
+from django_fsm import can_proceed, transition
+
+
+class InvalidTransition(Exception):
+    """A transition the state machine refuses; carries what callers need to explain it."""
+
+    code = "invalid_transition"
+
+    def __init__(self, entity: str, current: str, target: str, allowed: list[str], detail: str | None = None):
+        self.entity = entity
+        self.current = current
+        self.target = target
+        self.allowed = allowed
+        self.detail = detail or (
+            f"{entity} cannot go from {current} to {target}; allowed: {', '.join(allowed) or 'none'}"
+        )
+        super().__init__(self.detail)
+
+
+def method_name(target: str) -> str:
+    """Name of the transition method that leads to `target`."""
+    return f"to_{target.lower()}"
+
+
+def transitions_from_table(field, table: dict[str, set[str]]) -> dict:
+    """Build one django-fsm transition method per target from a `{source: {targets}}` table.
+
+    The methods do no I/O: side effects belong to the service that calls them.
+    """
+    sources_by_target: dict[str, list[str]] = defaultdict(list)
+    for source, targets in table.items():
+        for target in targets:
+            sources_by_target[target].append(source)
+
+    methods = {}
+    for target, sources in sources_by_target.items():
+
+        def _transition(self):
+            """Move the status; declared from the state table."""
+
+        _transition.__name__ = method_name(target)
+        methods[_transition.__name__] = transition(field=field, source=sorted(sources), target=target)(_transition)
+    return methods
+
+
+def allowed_targets(table: dict[str, set[str]], current: str) -> list[str]:
+    """Targets the table allows from `current`, sorted."""
+    return sorted(table.get(current, set()))
+
+
+def apply_transition(instance, table: dict[str, set[str]], target: str, *, entity: str, field: str = "status") -> str:
+    """Run the FSM transition of `instance` to `target` in memory; returns the previous status.
+
+    The caller holds the row lock and saves; refused moves raise `InvalidTransition`.
+    """
+    current = getattr(instance, field)
+    method = getattr(instance, method_name(target), None)
+    if method is None or target not in table.get(current, set()) or not can_proceed(method):
+        raise InvalidTransition(entity, current, target, allowed_targets(table, current))
+    method()
+    return current
+
+
+def normalize_status(value, choices) -> str:
+    """Accept a status case-insensitively; raise ValueError naming the valid values otherwise."""
+    text = str(value or "").strip().upper()
+    valid = [c for c in choices.values]
+    if text not in valid:
+        raise ValueError(f"unknown status {value!r}; expected one of {', '.join(valid)}")
+    return text
+
+
+def actor_name(actor) -> str:
+    """The history `actor` for a Django user, or a loop/command name passed as a string."""
+    if actor is None:
+        return "system"
+    if isinstance(actor, str):
+        return actor
+    return actor.get_username() or "anonymous"

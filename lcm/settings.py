@@ -1,0 +1,150 @@
+"""LCM settings, read from the environment (SPEC §7).
+
+Every variable is listed in `.env.example` with its safe local default. With nothing
+set, LCM runs on its embedded default: SQLite, in-process tasks and coordination.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("LCM_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+
+INSECURE_SECRET_KEY = "insecure-local-only-lcm-secret-key"  # noqa: S105 - local default, refused in production
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=INSECURE_SECRET_KEY)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INTERNAL_API_KEY = env.str("LCM_INTERNAL_API_KEY", default="local-internal-api-key")
+WEBHOOK_SECRET = env.str("LCM_WEBHOOK_SECRET", default="local-webhook-secret")
+DEMO_ADMIN_PASSWORD = env.str("LCM_DEMO_ADMIN_PASSWORD", default="admin")
+
+if not DEBUG:
+    # Production refuses to start with the shipped local defaults (SPEC §6.2).
+    for _name, _value, _default in (
+        ("DJANGO_SECRET_KEY", SECRET_KEY, INSECURE_SECRET_KEY),
+        ("LCM_INTERNAL_API_KEY", INTERNAL_API_KEY, "local-internal-api-key"),
+        ("LCM_WEBHOOK_SECRET", WEBHOOK_SECRET, "local-webhook-secret"),
+    ):
+        if _value == _default:
+            raise ImproperlyConfigured(f"{_name} must be set to a non-default value when DJANGO_DEBUG=0")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "django_fsm",
+    "sessions.apps.LabletSessionsConfig",
+    "workers.apps.WorkersConfig",
+    "scheduling.apps.SchedulingConfig",
+    "grading.apps.GradingConfig",
+]
+
+MIDDLEWARE = [
+    "lcm.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "lcm.urls"
+WSGI_APPLICATION = "lcm.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'lcm.sqlite3'}")}
+DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default serves pages while other threads write: wait instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Worker templates are seeded from this file on `migrate` (create-only).
+LCM_WORKER_TEMPLATES_FILE = env.str("LCM_WORKER_TEMPLATES_FILE", default=str(BASE_DIR / "workers" / "templates.yaml"))
+
+# CML worker defaults (the simulator's virtual workers in the embedded default).
+LCM_CML_SIMULATOR_URL = env.str("LCM_CML_SIMULATOR_URL", default="http://127.0.0.1:8101")
+LCM_CML_USERNAME = env.str("LCM_CML_USERNAME", default="admin")
+LCM_CML_PASSWORD = env.str("LCM_CML_PASSWORD", default="admin")
+
+# Placement and timeslot policy defaults (SystemSettings may override per deployment).
+LCM_PLACEMENT_LEAD_MINUTES = env.int("LCM_PLACEMENT_LEAD_MINUTES", default=35)
+LCM_BOOT_LEAD_MINUTES = env.int("LCM_BOOT_LEAD_MINUTES", default=20)
+LCM_GRADING_TIMEOUT_MINUTES = env.int("LCM_GRADING_TIMEOUT_MINUTES", default=30)
+LCM_SESSION_START_GRACE_SECONDS = env.int("LCM_SESSION_START_GRACE_SECONDS", default=60)
+
+LCM_LOG_FORMAT = env.str("LCM_LOG_FORMAT", default="text")
+LCM_LOG_LEVEL = env.str("LCM_LOG_LEVEL", default="INFO")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "lcm.logging.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "lcm.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id"],
+            "formatter": "json" if LCM_LOG_FORMAT == "json" else "text",
+        },
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "lcm": {"handlers": ["console"], "level": LCM_LOG_LEVEL, "propagate": False},
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}

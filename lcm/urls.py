@@ -1,0 +1,18 @@
+"""URL map: pages, admin, auth, health."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from lcm import health
+
+admin.site.site_header = "Lablet Cloud Manager"
+admin.site.site_title = "LCM admin"
+admin.site.index_title = "Raw data and admin actions"
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("sessions.urls")),
+]

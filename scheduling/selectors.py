@@ -1,0 +1,63 @@
+"""Reads for placement: free capacity of every worker in one query, derived from the sessions holding it."""
+
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from scheduling.capacity import WorkerCapacity
+from sessions.states import CAPACITY_HOLDING, SessionStatus
+from workers.models import CMLWorker, Port
+
+
+def _holding_filter() -> Q:
+    """Sessions that hold capacity on their worker (SPEC §2.2)."""
+    return Q(sessions__status__in=CAPACITY_HOLDING) | Q(
+        sessions__status=SessionStatus.TERMINATED, sessions__cleanup_pending=True
+    )
+
+
+def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
+    """`{worker id: WorkerCapacity}` for every worker (or the given ones), in a single SQL query.
+
+    Usage is summed over the sessions holding capacity; there is no counter to drift.
+    """
+    holding = _holding_filter()
+    ports_used = (
+        Port.objects.filter(worker=OuterRef("pk")).order_by().values("worker").annotate(n=Count("id")).values("n")
+    )
+    zero = Value(0, output_field=IntegerField())
+    rows = CMLWorker.objects.all()
+    if worker_ids is not None:
+        rows = rows.filter(pk__in=list(worker_ids))
+    rows = rows.annotate(
+        cpu_used=Coalesce(Sum("sessions__definition__cpu_cores", filter=holding), zero),
+        memory_used=Coalesce(Sum("sessions__definition__memory_gb", filter=holding), zero),
+        storage_used=Coalesce(Sum("sessions__definition__storage_gb", filter=holding), zero),
+        nodes_used=Coalesce(Sum("sessions__definition__node_count", filter=holding), zero),
+        sessions_held=Count("sessions", filter=holding),
+        ports_used=Coalesce(Subquery(ports_used, output_field=IntegerField()), zero),
+    ).values(
+        "id", "name", "status", "license_type", "cml_version", "cpu_cores", "memory_gb", "storage_gb",
+        "max_nodes", "port_range_start", "port_range_end", "cpu_used", "memory_used", "storage_used",
+        "nodes_used", "sessions_held", "ports_used",
+    )  # fmt: skip
+    return {
+        str(r["id"]): WorkerCapacity(
+            worker_id=str(r["id"]),
+            name=r["name"],
+            status=r["status"],
+            license_type=r["license_type"],
+            cml_version=r["cml_version"],
+            cpu_total=r["cpu_cores"],
+            memory_total=r["memory_gb"],
+            storage_total=r["storage_gb"],
+            nodes_total=r["max_nodes"],
+            ports_total=r["port_range_end"] - r["port_range_start"] + 1,
+            cpu_used=r["cpu_used"],
+            memory_used=r["memory_used"],
+            storage_used=r["storage_used"],
+            nodes_used=r["nodes_used"],
+            ports_used=r["ports_used"],
+            sessions=r["sessions_held"],
+        )
+        for r in rows
+    }

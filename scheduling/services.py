@@ -1,0 +1,58 @@
+"""Port allocation and release: race-free by the (worker, port) unique constraint, no compare-and-swap."""
+
+import logging
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from scheduling.ports import PortsExhausted, choose_ports
+from workers.models import Port
+
+logger = logging.getLogger("lcm.scheduling.services")
+
+_MAX_ALLOCATION_ROUNDS = 8
+
+
+def ports_allocate(lab_record, names: list[str]) -> dict[str, int]:
+    """Allocate one port per name on the lab's worker and record them for the lab; returns `{name: port}`.
+
+    Ports the lab already holds are kept (idempotent). On a race with another allocator
+    the losing insert hits the unique constraint, its savepoint rolls back and it picks
+    again from a fresh read. Raises `PortsExhausted` when the range is full.
+    """
+    worker = lab_record.worker
+    for _round in range(_MAX_ALLOCATION_ROUNDS):
+        held = dict(Port.objects.filter(lab_record=lab_record).values_list("name", "port"))
+        wanted = [n for n in dict.fromkeys(names) if n not in held]
+        if not wanted:
+            return {n: held[n] for n in names}
+        used = set(Port.objects.filter(worker=worker).values_list("port", flat=True))
+        highest = Port.objects.filter(worker=worker).aggregate(m=Max("port"))["m"]
+        hint = highest + 1 if highest is not None else None
+        chosen = choose_ports(used, len(wanted), worker.port_range_start, worker.port_range_end, hint)
+        try:
+            with transaction.atomic():
+                Port.objects.bulk_create(
+                    [
+                        Port(worker=worker, port=p, lab_record=lab_record, name=n)
+                        for n, p in zip(wanted, chosen, strict=True)
+                    ]
+                )
+        except IntegrityError:
+            logger.info("port allocation on %s raced; retrying", worker.name)
+            continue
+        held.update(zip(wanted, chosen, strict=True))
+        return {n: held[n] for n in names}
+    raise PortsExhausted(f"could not allocate {len(names)} ports on {worker.name} after repeated races")
+
+
+def ports_release(lab_record) -> int:
+    """Release every port the lab holds; returns how many were released."""
+    deleted, _ = Port.objects.filter(lab_record=lab_record).delete()
+    return deleted
+
+
+def ports_release_worker(worker) -> int:
+    """Release every port on a worker (it was terminated); returns how many."""
+    deleted, _ = Port.objects.filter(worker=worker).delete()
+    return deleted

@@ -1,0 +1,37 @@
+"""Reads of sessions for pages, API, commands and reconcilers (select_related, no N+1)."""
+
+from django.db.models import Count
+
+from sessions.models import LabletSession
+from sessions.states import SessionStatus
+
+
+def session_list(*, statuses=None, owner=None, definition=None, worker=None):
+    """Sessions with their definition and worker joined, newest timeslot last."""
+    rows = LabletSession.objects.select_related("definition", "worker")
+    if statuses:
+        rows = rows.filter(status__in=statuses)
+    if owner:
+        rows = rows.filter(owner=owner)
+    if definition:
+        rows = rows.filter(definition_id=definition)
+    if worker:
+        rows = rows.filter(worker_id=worker)
+    return rows
+
+
+def session_detail(pk):
+    """One session with everything its detail view shows, in a fixed number of queries."""
+    return (
+        LabletSession.objects.select_related("definition", "worker", "lab_record")
+        .prefetch_related("history", "user_sessions", "grading_sessions", "score_reports__sections")
+        .get(pk=pk)
+    )
+
+
+def session_counts_by_status() -> dict[str, int]:
+    """`{status: count}` with every status present (zero when none)."""
+    counts = dict.fromkeys(SessionStatus.values, 0)
+    for row in LabletSession.objects.order_by().values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts

@@ -1,0 +1,123 @@
+"""Status choice sets, transition tables (SPEC §2.1–2.3) and badge colours for the sessions app."""
+
+from django.db import models
+
+
+class SessionStatus(models.TextChoices):
+    PENDING = "PENDING"
+    SCHEDULED = "SCHEDULED"
+    INSTANTIATING = "INSTANTIATING"
+    READY = "READY"
+    RUNNING = "RUNNING"
+    COLLECTING = "COLLECTING"
+    GRADING = "GRADING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    ARCHIVED = "ARCHIVED"
+    TERMINATED = "TERMINATED"
+    EXPIRED = "EXPIRED"
+
+
+S = SessionStatus
+
+# SPEC §2.2, exactly: anything not listed is refused.
+SESSION_TRANSITIONS: dict[str, set[str]] = {
+    S.PENDING: {S.SCHEDULED, S.EXPIRED, S.TERMINATED},
+    S.SCHEDULED: {S.INSTANTIATING, S.PENDING, S.EXPIRED, S.TERMINATED},
+    S.INSTANTIATING: {S.READY, S.EXPIRED, S.TERMINATED},
+    S.READY: {S.RUNNING, S.EXPIRED, S.TERMINATED},
+    S.RUNNING: {S.COLLECTING, S.STOPPING, S.EXPIRED, S.TERMINATED},
+    S.COLLECTING: {S.GRADING, S.STOPPING, S.EXPIRED, S.TERMINATED},
+    S.GRADING: {S.STOPPING, S.EXPIRED, S.TERMINATED},
+    S.STOPPING: {S.STOPPED, S.TERMINATED},
+    S.STOPPED: {S.ARCHIVED, S.TERMINATED},
+    S.ARCHIVED: {S.TERMINATED},
+    S.EXPIRED: {S.STOPPING, S.TERMINATED},
+    S.TERMINATED: set(),
+}
+
+# Targets a person may ask for by hand (REST `transition`, pages, `session_transition`).
+MANUAL_TARGETS = {S.RUNNING, S.COLLECTING, S.GRADING, S.STOPPING, S.ARCHIVED}
+
+TERMINAL = {S.ARCHIVED, S.TERMINATED}
+# A session that may still change by itself (the reconciler has work to do on it).
+ACTIVE = set(SessionStatus.values) - TERMINAL
+
+# Capacity is held from SCHEDULED until the lab is stopped (SPEC §2.2); TERMINATED holds it
+# too while `cleanup_pending` is set.
+CAPACITY_HOLDING = {S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING, S.STOPPING, S.EXPIRED}
+
+BADGE_COLOURS = {
+    S.PENDING: "grey",
+    S.SCHEDULED: "blue",
+    S.INSTANTIATING: "indigo",
+    S.READY: "teal",
+    S.RUNNING: "green",
+    S.COLLECTING: "amber",
+    S.GRADING: "orange",
+    S.STOPPING: "purple",
+    S.STOPPED: "slate",
+    S.ARCHIVED: "dark",
+    S.TERMINATED: "red",
+    S.EXPIRED: "brown",
+}
+
+
+class EndReason(models.TextChoices):
+    COMPLETED = "COMPLETED"
+    EXPIRED = "EXPIRED"
+    TERMINATED = "TERMINATED"
+    FAILED = "FAILED"
+
+
+class DefinitionStatus(models.TextChoices):
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+    DEPRECATED = "DEPRECATED"
+    ARCHIVED = "ARCHIVED"
+
+
+D = DefinitionStatus
+
+# The spec names the states; the moves are ours: ACTIVE and INACTIVE toggle, DEPRECATED can
+# be re-activated, ARCHIVED is final.
+DEFINITION_TRANSITIONS: dict[str, set[str]] = {
+    D.ACTIVE: {D.INACTIVE, D.DEPRECATED, D.ARCHIVED},
+    D.INACTIVE: {D.ACTIVE, D.DEPRECATED, D.ARCHIVED},
+    D.DEPRECATED: {D.ACTIVE, D.ARCHIVED},
+    D.ARCHIVED: set(),
+}
+
+
+class LicenseType(models.TextChoices):
+    PERSONAL = "PERSONAL"
+    ENTERPRISE = "ENTERPRISE"
+    EVALUATION = "EVALUATION"
+
+
+class UserSessionStatus(models.TextChoices):
+    PROVISIONING = "PROVISIONING"
+    PROVISIONED = "PROVISIONED"
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    ENDED = "ENDED"
+    EXPIRED = "EXPIRED"
+    FAULTED = "FAULTED"
+
+
+U = UserSessionStatus
+
+# SPEC §2.3, exactly.
+USER_SESSION_TRANSITIONS: dict[str, set[str]] = {
+    U.PROVISIONING: {U.PROVISIONED, U.FAULTED},
+    U.PROVISIONED: {U.ACTIVE, U.FAULTED},
+    U.ACTIVE: {U.PAUSED, U.ENDED, U.EXPIRED, U.FAULTED},
+    U.PAUSED: {U.ACTIVE, U.ENDED, U.EXPIRED, U.FAULTED},
+    U.ENDED: set(),
+    U.EXPIRED: set(),
+    U.FAULTED: set(),
+}
+
+# Protocols a `protocol:port` node tag may name, in the priority used to pick a device's
+# access protocol (SPEC §3.3).
+PORT_PROTOCOLS = ("vnc", "http", "https", "ssh", "serial", "telnet")

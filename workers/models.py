@@ -1,0 +1,202 @@
+"""Worker templates, CML workers (+ history), lab records and the port table (SPEC §2.4)."""
+
+import uuid
+
+from django.db import models
+from django_fsm import ConcurrentTransitionMixin, FSMField
+
+from lcm.fsm import transitions_from_table
+from sessions.states import LicenseType
+from workers.states import (
+    LAB_TRANSITIONS,
+    WORKER_TRANSITIONS,
+    DesiredStatus,
+    LabStatus,
+    LicenseStatus,
+    WorkerStatus,
+)
+
+
+class WorkerTemplate(models.Model):
+    """How to launch a CML worker: EC2 instance type, AMI, region, licence and capacity.
+
+    Seeded from `workers/templates.yaml` on `migrate` (create-only), overwritten by
+    `manage.py templates_sync`.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True, default="")
+    instance_type = models.CharField(max_length=50)
+    ami_name_pattern = models.CharField(max_length=200)
+    region = models.CharField(max_length=50, default="us-east-1")
+    license_type = models.CharField(max_length=20, choices=LicenseType.choices, default=LicenseType.ENTERPRISE)
+    cpu_cores = models.PositiveIntegerField()
+    memory_gb = models.PositiveIntegerField()
+    storage_gb = models.PositiveIntegerField()
+    max_nodes = models.PositiveIntegerField()
+    port_range_start = models.PositiveIntegerField(default=2000)
+    port_range_end = models.PositiveIntegerField(default=9999)
+    startup_minutes = models.PositiveIntegerField(default=10)
+    cost_per_hour = models.DecimalField(max_digits=8, decimal_places=4, default=0)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "worker_templates"
+        ordering = ["cost_per_hour", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(port_range_end__gte=models.F("port_range_start")), name="template_port_range"
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class CMLWorker(ConcurrentTransitionMixin, models.Model):
+    """One EC2 machine running CML. `desired_status` is what admins ask for; `status` is what is."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    template = models.ForeignKey(
+        WorkerTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="workers"
+    )
+    region = models.CharField(max_length=50, default="us-east-1")
+    aws_instance_id = models.CharField(max_length=50, null=True, blank=True, unique=True)
+    instance_type = models.CharField(max_length=50, blank=True, default="")
+    ami_id = models.CharField(max_length=50, blank=True, default="")
+    public_ip = models.GenericIPAddressField(null=True, blank=True)
+    private_ip = models.GenericIPAddressField(null=True, blank=True)
+    cml_base_url = models.URLField(max_length=500, blank=True, default="")
+    cml_version = models.CharField(max_length=20, blank=True, default="")
+    license_type = models.CharField(max_length=20, choices=LicenseType.choices, default=LicenseType.ENTERPRISE)
+    license_status = models.CharField(max_length=20, choices=LicenseStatus.choices, default=LicenseStatus.UNREGISTERED)
+    license_error = models.TextField(blank=True, default="")
+    cpu_cores = models.PositiveIntegerField(default=0)
+    memory_gb = models.PositiveIntegerField(default=0)
+    storage_gb = models.PositiveIntegerField(default=0)
+    max_nodes = models.PositiveIntegerField(default=0)
+    port_range_start = models.PositiveIntegerField(default=2000)
+    port_range_end = models.PositiveIntegerField(default=9999)
+    status = FSMField(default=WorkerStatus.PENDING, choices=WorkerStatus.choices, protected=True, db_index=True)
+    desired_status = models.CharField(max_length=20, choices=DesiredStatus.choices, default=DesiredStatus.RUNNING)
+    service_status = models.CharField(max_length=20, blank=True, default="UNKNOWN")
+    cpu_percent = models.FloatField(null=True, blank=True)
+    memory_percent = models.FloatField(null=True, blank=True)
+    running_nodes = models.PositiveIntegerField(null=True, blank=True)
+    metrics_collected_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    idle_detection_enabled = models.BooleanField(default=True)
+    drain_started_at = models.DateTimeField(null=True, blank=True)
+    drain_deadline = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    locals().update(transitions_from_table(status, WORKER_TRANSITIONS))
+
+    class Meta:
+        db_table = "cml_workers"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(port_range_end__gte=models.F("port_range_start")), name="worker_port_range"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.name} [{self.status}]"
+
+    @property
+    def port_range_size(self) -> int:
+        """How many ports the worker offers to labs."""
+        return self.port_range_end - self.port_range_start + 1
+
+
+class WorkerStatusChange(models.Model):
+    """One row per change of a worker's `status` or `desired_status`, written in the same transaction."""
+
+    id = models.BigAutoField(primary_key=True)
+    worker = models.ForeignKey(CMLWorker, on_delete=models.CASCADE, related_name="history")
+    field = models.CharField(max_length=20, default="status")
+    from_status = models.CharField(max_length=20, blank=True, default="")
+    to_status = models.CharField(max_length=20)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=150)
+    reason = models.TextField(blank=True, default="")
+    request_id = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        db_table = "cml_worker_status_changes"
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        return f"{self.field} {self.from_status or '∅'} → {self.to_status} by {self.actor}"
+
+
+class LabRecord(ConcurrentTransitionMixin, models.Model):
+    """One CML lab on one worker. Owns its ports; at most one active session uses it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    worker = models.ForeignKey(CMLWorker, on_delete=models.PROTECT, related_name="lab_records")
+    cml_lab_id = models.CharField(max_length=100, blank=True, default="")
+    title = models.CharField(max_length=300, blank=True, default="")
+    definition = models.ForeignKey(
+        "lablets.LabletDefinition", null=True, blank=True, on_delete=models.SET_NULL, related_name="lab_records"
+    )
+    status = FSMField(default=LabStatus.IMPORTING, choices=LabStatus.choices, protected=True, db_index=True)
+    cml_state = models.CharField(max_length=30, blank=True, default="")
+    node_count = models.PositiveIntegerField(default=0)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    active_session = models.OneToOneField(
+        "lablets.LabletSession", null=True, blank=True, on_delete=models.SET_NULL, related_name="active_lab"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    locals().update(transitions_from_table(status, LAB_TRANSITIONS))
+
+    class Meta:
+        db_table = "lab_records"
+        ordering = ["worker", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["worker", "cml_lab_id"], condition=~models.Q(cml_lab_id=""), name="uniq_worker_cml_lab"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.title or self.cml_lab_id or self.id} on {self.worker_id} [{self.status}]"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """`{port name: number}` of the ports this lab holds."""
+        return {p.name: p.port for p in self.port_allocations.all()}
+
+
+class Port(models.Model):
+    """One allocated port on one worker, held by one lab. (worker, port) is unique in the DB."""
+
+    id = models.BigAutoField(primary_key=True)
+    worker = models.ForeignKey(CMLWorker, on_delete=models.CASCADE, related_name="ports")
+    port = models.PositiveIntegerField()
+    lab_record = models.ForeignKey(LabRecord, on_delete=models.CASCADE, related_name="port_allocations")
+    name = models.CharField(max_length=200)
+    allocated_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "worker_ports"
+        ordering = ["worker", "port"]
+        constraints = [
+            models.UniqueConstraint(fields=["worker", "port"], name="uniq_worker_port"),
+            models.UniqueConstraint(fields=["lab_record", "name"], name="uniq_lab_port_name"),
+        ]
+
+    def __str__(self):
+        return f"{self.name}={self.port}"

@@ -1,0 +1,297 @@
+"""Writers for worker templates, workers and lab records."""
+
+import logging
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import yaml
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+
+from lcm.events import publish_change
+from lcm.fsm import actor_name, apply_transition, normalize_status
+from lcm.middleware import current_request_id
+from sessions.states import LicenseType
+from workers.models import CMLWorker, LabRecord, WorkerStatusChange, WorkerTemplate
+from workers.states import LAB_TRANSITIONS, WORKER_TRANSITIONS, DesiredStatus, LabStatus, WorkerStatus
+
+logger = logging.getLogger("lcm.workers.services")
+
+_TEMPLATE_INT_FIELDS = (
+    "cpu_cores", "memory_gb", "storage_gb", "max_nodes", "port_range_start", "port_range_end", "startup_minutes",
+)  # fmt: skip
+_TEMPLATE_FIELDS = (
+    "description", "instance_type", "ami_name_pattern", "region", "license_type", "cost_per_hour", "enabled",
+    *_TEMPLATE_INT_FIELDS,
+)  # fmt: skip
+_CAPACITY_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "max_nodes", "port_range_start", "port_range_end")
+
+
+# ---------------------------------------------------------------------------------------
+# Templates
+# ---------------------------------------------------------------------------------------
+
+
+def _clean_template(entry: dict, where: str) -> dict:
+    """Validate one template entry; errors are keyed `<where>.<field>`."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(entry, dict):
+        raise ValidationError({where: ["must be a mapping"]})
+    clean = {"name": str(entry.get("name") or "").strip()}
+    if not clean["name"]:
+        errors[f"{where}.name"] = ["is required"]
+    for key in ("instance_type", "ami_name_pattern"):
+        clean[key] = str(entry.get(key) or "").strip()
+        if not clean[key]:
+            errors[f"{where}.{key}"] = ["is required"]
+    clean["description"] = str(entry.get("description") or "")
+    clean["region"] = str(entry.get("region") or "us-east-1").strip()
+    licence = str(entry.get("license_type") or "ENTERPRISE").strip().upper()
+    if licence not in LicenseType.values:
+        errors[f"{where}.license_type"] = [f"unknown licence {licence!r}"]
+    clean["license_type"] = licence
+    defaults = {"port_range_start": 2000, "port_range_end": 9999, "startup_minutes": 10}
+    for key in _TEMPLATE_INT_FIELDS:
+        value = entry.get(key, defaults.get(key))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            errors[f"{where}.{key}"] = ["must be a non-negative whole number"]
+        clean[key] = value
+    if not errors and not 1 <= clean["port_range_start"] <= clean["port_range_end"] <= 65535:
+        errors[f"{where}.port_range_end"] = ["port range must satisfy 1 ≤ start ≤ end ≤ 65535"]
+    try:
+        clean["cost_per_hour"] = Decimal(str(entry.get("cost_per_hour", 0)))
+    except InvalidOperation:
+        errors[f"{where}.cost_per_hour"] = ["must be a number"]
+    clean["enabled"] = bool(entry.get("enabled", True))
+    if errors:
+        raise ValidationError(errors)
+    return clean
+
+
+def load_template_file(path: str | Path | None = None) -> list[dict]:
+    """Read and validate the templates YAML file; raises ValidationError naming the bad entry and field."""
+    path = Path(path or settings.LCM_WORKER_TEMPLATES_FILE)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValidationError({"file": [f"cannot read {path}: {exc.strerror}"]}) from None
+    except yaml.YAMLError:
+        raise ValidationError({"file": [f"{path} is not valid YAML"]}) from None
+    entries = data.get("templates") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ValidationError({"file": [f"{path} must hold a 'templates' list"]})
+    cleaned = [_clean_template(entry, f"templates[{i}]") for i, entry in enumerate(entries)]
+    names = [c["name"] for c in cleaned]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValidationError({"templates": [f"duplicate names: {', '.join(duplicates)}"]})
+    return cleaned
+
+
+def templates_seed(path=None, *, overwrite: bool = False) -> dict[str, list[str]]:
+    """Create the templates of the file that the DB lacks; with `overwrite`, also reset existing ones.
+
+    Returns `{"created": [...], "updated": [...], "unchanged": [...]}` by name.
+    """
+    result: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
+    entries = load_template_file(path)
+    with transaction.atomic():
+        existing = {
+            t.name: t for t in WorkerTemplate.objects.select_for_update().filter(name__in=[e["name"] for e in entries])
+        }
+        for entry in entries:
+            current = existing.get(entry["name"])
+            if current is None:
+                WorkerTemplate.objects.create(**entry)
+                result["created"].append(entry["name"])
+            elif overwrite and any(getattr(current, k) != v for k, v in entry.items()):
+                for key, value in entry.items():
+                    setattr(current, key, value)
+                current.save()
+                result["updated"].append(entry["name"])
+            else:
+                result["unchanged"].append(entry["name"])
+    logger.info("worker templates seeded: %s", {k: len(v) for k, v in result.items()})
+    return result
+
+
+def seed_templates_after_migrate(sender, using="default", **kwargs):
+    """post_migrate hook: create missing templates from the YAML file (create-only)."""
+    if WorkerTemplate._meta.db_table not in connection.introspection.table_names():
+        return
+    try:
+        templates_seed()
+    except ValidationError as exc:
+        logger.error("worker templates file is invalid, nothing seeded: %s", exc)
+
+
+def template_update(template: WorkerTemplate, *, actor, **fields) -> WorkerTemplate:
+    """Change a template's fields (validated as in the YAML file)."""
+    unknown = set(fields) - set(_TEMPLATE_FIELDS)
+    if unknown:
+        raise ValidationError({name: ["is not a template field"] for name in sorted(unknown)})
+    merged = {k: getattr(template, k) for k in _TEMPLATE_FIELDS} | {"name": template.name} | fields
+    merged["cost_per_hour"] = str(merged["cost_per_hour"])
+    clean = _clean_template(merged, "template")
+    with transaction.atomic():
+        locked = WorkerTemplate.objects.select_for_update().get(pk=template.pk)
+        for key, value in clean.items():
+            setattr(locked, key, value)
+        locked.save()
+    logger.info("template %s updated by %s", locked.name, actor_name(actor))
+    return locked
+
+
+# ---------------------------------------------------------------------------------------
+# Workers
+# ---------------------------------------------------------------------------------------
+
+
+def _record(worker_pk, field, from_status, to_status, actor, reason):
+    request_id = current_request_id()
+    WorkerStatusChange.objects.create(
+        worker_id=worker_pk,
+        field=field,
+        from_status=from_status or "",
+        to_status=to_status,
+        actor=actor_name(actor),
+        reason=reason or "",
+        request_id="" if request_id == "-" else request_id,
+    )
+
+
+def worker_create(
+    *,
+    name: str,
+    actor,
+    template: WorkerTemplate | None = None,
+    status: str = WorkerStatus.PENDING,
+    desired_status: str = DesiredStatus.RUNNING,
+    reason: str = "",
+    **fields,
+) -> CMLWorker:
+    """Create a worker, from a template (capacity copied, editable later) and/or explicit fields.
+
+    A new EC2-backed worker starts PENDING; registering an existing CML endpoint may
+    pass the status it is known to be in.
+    """
+    errors: dict[str, list[str]] = {}
+    name = str(name or "").strip()
+    if not name:
+        errors["name"] = ["is required"]
+    elif CMLWorker.objects.filter(name=name).exists():
+        errors["name"] = [f"a worker named {name!r} already exists"]
+    base = {}
+    if template is not None:
+        base = {k: getattr(template, k) for k in _CAPACITY_FIELDS}
+        base |= {
+            "region": template.region,
+            "instance_type": template.instance_type,
+            "license_type": template.license_type,
+        }
+    values = base | fields
+    for key in _CAPACITY_FIELDS:
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            errors[key] = ["must be a non-negative whole number"]
+    try:
+        status = normalize_status(status, WorkerStatus)
+        desired_status = normalize_status(desired_status, DesiredStatus)
+    except ValueError as exc:
+        errors["status"] = [str(exc)]
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            worker = CMLWorker.objects.create(
+                name=name,
+                template=template,
+                status=status,
+                desired_status=desired_status,
+                created_by=actor_name(actor),
+                **values,
+            )
+            _record(worker.pk, "status", "", status, actor, reason or "created")
+    except IntegrityError as exc:
+        raise ValidationError({"name": [f"conflicts with an existing worker: {exc}"]}) from None
+    publish_change("worker", worker.pk, "", status, actor=actor_name(actor), reason=reason or "created")
+    return worker
+
+
+def worker_transition(worker, target: str, *, actor, reason: str = "", **fields) -> CMLWorker:
+    """Move a worker's actual status (reconciler, discovery, drain) under its row lock."""
+    target = normalize_status(target, WorkerStatus)
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        previous = apply_transition(locked, WORKER_TRANSITIONS, target, entity="worker")
+        for key, value in fields.items():
+            setattr(locked, key, value)
+        if target == WorkerStatus.RUNNING:
+            locked.drain_started_at = locked.drain_deadline = None
+        locked.save()
+        _record(locked.pk, "status", previous, target, actor, reason)
+    publish_change("worker", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
+    return locked
+
+
+def worker_set_desired(worker, desired: str, *, actor, reason: str = "") -> CMLWorker:
+    """Record what an admin wants (RUNNING/STOPPED/TERMINATED); the worker reconciler makes it so."""
+    desired = normalize_status(desired, DesiredStatus)
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        previous = locked.desired_status
+        if previous != desired:
+            locked.desired_status = desired
+            locked.save(update_fields=["desired_status", "updated_at"])
+            _record(locked.pk, "desired_status", previous, desired, actor, reason)
+    if previous != desired:
+        publish_change("worker.desired", locked.pk, previous, desired, actor=actor_name(actor), reason=reason)
+    return locked
+
+
+# ---------------------------------------------------------------------------------------
+# Lab records
+# ---------------------------------------------------------------------------------------
+
+
+def lab_record_create(
+    *, worker, actor, definition=None, cml_lab_id: str = "", title: str = "", status=LabStatus.IMPORTING, node_count=0
+) -> LabRecord:
+    """Record a CML lab on a worker (being imported, or discovered there)."""
+    status = normalize_status(status, LabStatus)
+    try:
+        with transaction.atomic():
+            record = LabRecord.objects.create(
+                worker=worker,
+                definition=definition,
+                cml_lab_id=cml_lab_id,
+                title=title,
+                status=status,
+                node_count=node_count,
+            )
+    except IntegrityError:
+        raise ValidationError({"cml_lab_id": [f"lab {cml_lab_id} is already recorded on {worker.name}"]}) from None
+    publish_change("lab_record", record.pk, "", status, actor=actor_name(actor), reason="recorded")
+    return record
+
+
+def lab_record_transition(record, target: str, *, actor, reason: str = "", **fields) -> LabRecord:
+    """Move a lab record's status (and set observed fields such as `cml_state`) under its row lock.
+
+    Deleting a lab releases its ports in the same transaction.
+    """
+    from scheduling.services import ports_release
+
+    target = normalize_status(target, LabStatus)
+    with transaction.atomic():
+        locked = LabRecord.objects.select_for_update().get(pk=getattr(record, "pk", record))
+        previous = apply_transition(locked, LAB_TRANSITIONS, target, entity="lab")
+        for key, value in fields.items():
+            setattr(locked, key, value)
+        if target == LabStatus.DELETED:
+            ports_release(locked)
+            locked.active_session = None
+        locked.save()
+    publish_change("lab_record", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
+    return locked
