@@ -1,0 +1,36 @@
+"""Shared fixtures; with LCM_TEST_STRICT=1 (set by .ci/run) a skipped test counts as a failure."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_SPECS = Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI nothing may silently skip: a skip there means a missing dependency, so it fails."""
+    report = yield
+    if os.environ.get("LCM_TEST_STRICT") == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under LCM_TEST_STRICT=1: {report.longrepr}"
+    return report
+
+
+@pytest.fixture
+def shared_specs() -> Path:
+    """`../shared/specs`, which CI has; a user's fresh machine may not (skip there, fail in CI)."""
+    if not SHARED_SPECS.is_dir():
+        pytest.skip(f"{SHARED_SPECS} is not present on this machine")
+    return SHARED_SPECS
+
+
+@pytest.fixture
+def sample_lab_yaml(shared_specs) -> str:
+    return (shared_specs / "sample-cml-lab.yaml").read_text()
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_superuser("admin", "admin@example.com", "admin-pass")
