@@ -1,6 +1,7 @@
 """Port allocation and release: race-free by the (worker, port) unique constraint, no compare-and-swap."""
 
 import logging
+import random
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -10,7 +11,8 @@ from workers.models import Port
 
 logger = logging.getLogger("lcm.scheduling.services")
 
-_MAX_ALLOCATION_ROUNDS = 8
+# Each round at least one racer wins, so this bounds the wait even with many allocators at once.
+_MAX_ALLOCATION_ROUNDS = 64
 
 
 def ports_allocate(lab_record, names: list[str]) -> dict[str, int]:
@@ -18,17 +20,21 @@ def ports_allocate(lab_record, names: list[str]) -> dict[str, int]:
 
     Ports the lab already holds are kept (idempotent). On a race with another allocator
     the losing insert hits the unique constraint, its savepoint rolls back and it picks
-    again from a fresh read. Raises `PortsExhausted` when the range is full.
+    again from a fresh read, starting at a random point so racers spread out. Raises
+    `PortsExhausted` when the range is full.
     """
     worker = lab_record.worker
-    for _round in range(_MAX_ALLOCATION_ROUNDS):
+    for attempt in range(_MAX_ALLOCATION_ROUNDS):
         held = dict(Port.objects.filter(lab_record=lab_record).values_list("name", "port"))
         wanted = [n for n in dict.fromkeys(names) if n not in held]
         if not wanted:
             return {n: held[n] for n in names}
         used = set(Port.objects.filter(worker=worker).values_list("port", flat=True))
-        highest = Port.objects.filter(worker=worker).aggregate(m=Max("port"))["m"]
-        hint = highest + 1 if highest is not None else None
+        if attempt == 0:
+            highest = Port.objects.filter(worker=worker).aggregate(m=Max("port"))["m"]
+            hint = highest + 1 if highest is not None else None
+        else:
+            hint = random.randint(worker.port_range_start, worker.port_range_end)
         chosen = choose_ports(used, len(wanted), worker.port_range_start, worker.port_range_end, hint)
         try:
             with transaction.atomic():

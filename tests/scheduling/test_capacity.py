@@ -1,0 +1,70 @@
+"""Free capacity per worker: one query, derived from the sessions holding capacity (SPEC §2.2)."""
+
+import pytest
+
+from scheduling.capacity import Demand, WorkerCapacity, licence_serves, rejection_reason
+from scheduling.selectors import worker_capacities
+from scheduling.services import ports_allocate
+from sessions.services import session_cleanup_finished
+from tests.factories import DefinitionFactory, LabRecordFactory, SessionFactory, WorkerFactory
+
+
+@pytest.mark.django_db
+def test_capacity_of_every_worker_in_one_query(django_assert_num_queries):
+    definition = DefinitionFactory(cpu_cores=2, memory_gb=4, storage_gb=10)
+    busy, idle = WorkerFactory(), WorkerFactory()
+    for status in ("SCHEDULED", "RUNNING", "GRADING", "EXPIRED", "STOPPING"):
+        SessionFactory(definition=definition, status=status, worker=busy)
+    # These hold nothing: released after STOPPED/ARCHIVED, or a terminated session whose cleanup is done.
+    SessionFactory(definition=definition, status="STOPPED", worker=busy)
+    SessionFactory(definition=definition, status="ARCHIVED", worker=busy)
+    SessionFactory(definition=definition, status="TERMINATED", worker=busy, cleanup_pending=False)
+    pending_cleanup = SessionFactory(definition=definition, status="TERMINATED", worker=busy, cleanup_pending=True)
+    ports_allocate(LabRecordFactory(worker=busy), ["a", "b", "c"])
+
+    with django_assert_num_queries(1):
+        capacities = worker_capacities()
+
+    cap = capacities[str(busy.pk)]
+    assert (cap.cpu_used, cap.memory_used, cap.storage_used) == (12, 24, 60)
+    assert cap.nodes_used == 6 * definition.node_count
+    assert cap.sessions == 6
+    assert cap.ports_used == 3
+    assert cap.cpu_free == busy.cpu_cores - 12
+    assert cap.ports_free == 8000 - 3
+    empty = capacities[str(idle.pk)]
+    assert (empty.cpu_used, empty.sessions, empty.ports_used) == (0, 0, 0)
+
+    session_cleanup_finished(pending_cleanup, actor="t")
+    assert worker_capacities([busy.pk])[str(busy.pk)].sessions == 5
+
+
+def _capacity(**overrides):
+    base = dict(
+        worker_id="w", name="w", status="RUNNING", license_type="ENTERPRISE", cml_version="2.9.0",
+        cpu_total=8, memory_total=32, storage_total=100, nodes_total=20, ports_total=100,
+    )  # fmt: skip
+    return WorkerCapacity(**(base | overrides))
+
+
+def test_rejection_reasons():
+    demand = Demand(cpu_cores=2, memory_gb=4, storage_gb=10, node_count=2, ports=3)
+    assert rejection_reason(_capacity(), demand) is None
+    assert "cpu" in rejection_reason(_capacity(cpu_used=7), demand)
+    assert "memory" in rejection_reason(_capacity(memory_used=30), demand)
+    assert "storage" in rejection_reason(_capacity(storage_used=95), demand)
+    assert "nodes" in rejection_reason(_capacity(nodes_used=19), demand)
+    assert "ports" in rejection_reason(_capacity(ports_used=98), demand)
+    assert rejection_reason(_capacity(ports_used=98), demand, reusable_lab=True) is None
+    personal = _capacity(license_type="PERSONAL", sessions=1)
+    assert "one session" in rejection_reason(personal, Demand(1, 1, 1, 1, 0, ("PERSONAL",)))
+    assert "20 nodes" in rejection_reason(_capacity(license_type="PERSONAL", nodes_total=50), Demand(1, 1, 1, 21, 0))
+
+
+def test_licence_compatibility():
+    assert licence_serves("ENTERPRISE", ("PERSONAL",))
+    assert licence_serves("ENTERPRISE", ("ENTERPRISE",))
+    assert not licence_serves("PERSONAL", ("ENTERPRISE",))
+    assert not licence_serves("ENTERPRISE", ("EVALUATION",))
+    assert licence_serves("EVALUATION", ("EVALUATION",))
+    assert licence_serves("PERSONAL", ())
