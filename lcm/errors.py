@@ -24,7 +24,7 @@ def first_error_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         if hasattr(exc, "error_dict"):
             parts = [
-                f"{name}: {'; '.join(e.message % (e.params or {}) for e in errs)}"
+                f"{name}: {'; '.join((e.message % e.params if e.params else e.message) for e in errs)}"
                 for name, errs in exc.error_dict.items()
             ]
             return "; ".join(parts)

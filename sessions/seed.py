@@ -29,9 +29,7 @@ ACTOR = "lcm_seed_demo"
 
 def database_is_empty() -> bool:
     """True when no definition, worker or session exists yet (a fresh install)."""
-    return not (
-        LabletDefinition.objects.exists() or CMLWorker.objects.exists() or LabletSession.objects.exists()
-    )
+    return not (LabletDefinition.objects.exists() or CMLWorker.objects.exists() or LabletSession.objects.exists())
 
 
 def ensure_users(admin_password: str | None = None) -> list[str]:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from lcm.errors import Conflict
 from lcm.events import publish_change
@@ -235,9 +236,10 @@ def _as_aware(errors, name, value):
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        from django.utils.dateparse import parse_datetime
-
-        parsed = parse_datetime(value.strip())
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:  # well-formed but impossible, e.g. February 30
+            parsed = None
         if parsed is None:
             errors[name] = [f"{value!r} is not an ISO 8601 date-time"]
             return None

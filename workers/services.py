@@ -73,9 +73,11 @@ def load_template_file(path: str | Path | None = None) -> list[dict]:
     """Read and validate the templates YAML file; raises ValidationError naming the bad entry and field."""
     path = Path(path or settings.LCM_WORKER_TEMPLATES_FILE)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValidationError({"file": [f"cannot read {path}: {exc.strerror}"]}) from None
+    except UnicodeDecodeError:
+        raise ValidationError({"file": [f"{path} is not UTF-8 text"]}) from None
     except yaml.YAMLError:
         raise ValidationError({"file": [f"{path} is not valid YAML"]}) from None
     entries = data.get("templates") if isinstance(data, dict) else None

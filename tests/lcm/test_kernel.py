@@ -86,3 +86,11 @@ def test_pages_render_for_a_logged_in_user(client, admin_user):
     assert detail.status_code == 200
     assert 'data-status="SCHEDULED"' in detail.content.decode()
     assert client.get("/sessions/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
+def test_first_error_line_survives_percent_signs():
+    from django.core.exceptions import ValidationError
+
+    from lcm.errors import first_error_line
+
+    assert first_error_line(ValidationError({"name": ["50%off is taken"]})) == "name: 50%off is taken"

@@ -114,6 +114,9 @@ def test_naive_and_malformed_times_are_field_errors():
     with pytest.raises(ValidationError) as excinfo:
         session_create(definition=definition, owner="x", timeslot_start="tomorrow", actor="t")
     assert "ISO 8601" in _errors(excinfo)["timeslot_start"][0]
+    with pytest.raises(ValidationError) as excinfo:
+        session_create(definition=definition, owner="x", timeslot_start="2030-02-30T10:00:00Z", actor="t")
+    assert "ISO 8601" in _errors(excinfo)["timeslot_start"][0]
 
 
 def test_owner_is_required():

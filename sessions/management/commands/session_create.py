@@ -1,0 +1,40 @@
+"""`manage.py session_create`: book a lablet session (SPEC §3.1) through `sessions.services.session_create`."""
+
+from lcm.management.command_utils import (
+    LcmCommand,
+    resolve_definition,
+    service_errors,
+    session_data,
+    session_summary,
+)
+from sessions.services import session_create
+
+
+class Command(LcmCommand):
+    help = "Book a lablet session; it starts PENDING. No --start means as soon as possible."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--definition", required=True, help="Definition id, or name[:version].")
+        parser.add_argument("--owner", required=True, help="The candidate the session is for.")
+        parser.add_argument("--start", help="Timeslot start, ISO 8601 with a timezone (default: now).")
+        parser.add_argument("--end", help="Timeslot end, ISO 8601 (default: start + the definition's maximum).")
+        parser.add_argument("--reservation-id", help="External reservation id (unique).")
+        parser.add_argument("--reason", default="", help="Reason recorded in the history.")
+        self.add_json_argument(parser)
+
+    def handle(self, *args, **options):
+        definition = resolve_definition(options["definition"])
+        with service_errors():
+            session = session_create(
+                definition=definition,
+                owner=options["owner"],
+                actor=self.actor,
+                timeslot_start=options["start"],
+                timeslot_end=options["end"],
+                reservation_id=options["reservation_id"],
+                reason=options["reason"],
+            )
+        if options["json"]:
+            self.write_json(session_data(session))
+        else:
+            self.stdout.write(f"Created session {session_summary(session)}")
