@@ -21,6 +21,11 @@ from sessions.states import (
 )
 
 
+def _newest(rows):
+    """The newest row of a related manager's `.all()` (which honours `prefetch_related`)."""
+    return max(rows, key=lambda row: row.created_at, default=None)
+
+
 class LabletDefinition(ConcurrentTransitionMixin, models.Model):
     """A versioned lab template: the CML topology plus what it needs from a worker.
 
@@ -135,17 +140,17 @@ class LabletSession(ConcurrentTransitionMixin, models.Model):
     @property
     def user_session(self):
         """The current UserSession (the newest), or None."""
-        return self.user_sessions.order_by("-created_at").first()
+        return _newest(self.user_sessions.all())
 
     @property
     def grading_session(self):
         """The current GradingSession (the newest), or None."""
-        return self.grading_sessions.order_by("-created_at").first()
+        return _newest(self.grading_sessions.all())
 
     @property
     def score_report(self):
         """The stored ScoreReport (the newest), or None."""
-        return self.score_reports.order_by("-created_at").first()
+        return _newest(self.score_reports.all())
 
 
 class SessionStatusChange(models.Model):
