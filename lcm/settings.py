@@ -45,6 +45,11 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_fsm",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "lcm.apps.LcmConfig",
     "sessions.apps.LabletSessionsConfig",
     "workers.apps.WorkersConfig",
     "scheduling.apps.SchedulingConfig",
@@ -151,3 +156,30 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
+
+# --- External systems (SPEC §7). Defaults point at the shipped simulators (SPEC §1). ---
+LCM_HTTP_CONNECT_TIMEOUT = env.float("LCM_HTTP_CONNECT_TIMEOUT", default=3.05)
+LCM_HTTP_READ_TIMEOUT = env.float("LCM_HTTP_READ_TIMEOUT", default=10.0)
+LCM_HTTP_RETRIES = env.int("LCM_HTTP_RETRIES", default=3)
+LCM_CML_VERIFY_TLS = env.bool("LCM_CML_VERIFY_TLS", default=False)  # CML workers use self-signed certificates
+LCM_LDS_BASE_URL = env.str("LCM_LDS_BASE_URL", default="http://127.0.0.1:8102")
+LCM_LDS_CLIENT_ID = env.str("LCM_LDS_CLIENT_ID", default="lcm")
+LCM_LDS_CLIENT_SECRET = env.str("LCM_LDS_CLIENT_SECRET", default="local-lds-secret")
+LCM_GRADING_BASE_URL = env.str("LCM_GRADING_BASE_URL", default="http://127.0.0.1:8103")
+LCM_GRADING_CLIENT_ID = env.str("LCM_GRADING_CLIENT_ID", default="lcm")
+LCM_GRADING_CLIENT_SECRET = env.str("LCM_GRADING_CLIENT_SECRET", default="local-grading-secret")
+LCM_AWS_REGION = env.str("LCM_AWS_REGION", default="us-east-1")
+LCM_AWS_ENDPOINT_URL = env.str("LCM_AWS_ENDPOINT_URL", default="")  # e.g. http://127.0.0.1:8104 for moto
+LCM_LDS_EVENT_PREFIX = env.str("LCM_LDS_EVENT_PREFIX", default="io.lablet.lds")
+LCM_GRADING_EVENT_PREFIX = env.str("LCM_GRADING_EVENT_PREFIX", default="io.lablet.grading")
+
+# --- Simulators (SPEC §1): where `manage.py lcm_simulators` and the embedded default serve them. ---
+LCM_SIM_HOST = env.str("LCM_SIM_HOST", default="127.0.0.1")
+LCM_SIM_CML_PORT = env.int("LCM_SIM_CML_PORT", default=8101)
+LCM_SIM_LDS_PORT = env.int("LCM_SIM_LDS_PORT", default=8102)
+LCM_SIM_GRADING_PORT = env.int("LCM_SIM_GRADING_PORT", default=8103)
+LCM_SIM_MOTO_PORT = env.int("LCM_SIM_MOTO_PORT", default=8104)
+LCM_SIM_ZERO_DELAY = env.bool("LCM_SIM_ZERO_DELAY", default=False)
+LCM_SIM_WEBHOOK_URL = env.str("LCM_SIM_WEBHOOK_URL", default="http://127.0.0.1:8000/api/events")
+
+# --- REST API (owned by the REST issue: DRF, auth, OpenAPI settings go below this line) ---

@@ -14,5 +14,9 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("api/", include("lcm.api.urls")),
+    path("", include("workers.urls")),
+    path("", include("scheduling.urls")),
+    path("", include("grading.urls")),
     path("", include("sessions.urls")),
 ]

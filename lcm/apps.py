@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class LcmConfig(AppConfig):
+    """The shared kernel as an app, so it can hold kernel models (API tokens) and commands."""
+
+    name = "lcm"
+    label = "lcm"
+    verbose_name = "LCM kernel"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,226 @@
+"""The HTTP client base every external-system client builds on (CML, LDS, Grading Engine).
+
+What it guarantees:
+- explicit connect/read timeouts on every call; a timeout is never retried, so a call
+  returns within its timeout (plus connect time) with `Timeout`;
+- bounded retries with exponential backoff and jitter for idempotent calls on connection
+  errors and 5xx answers (`retry_non_idempotent=True` to opt a POST in);
+- typed errors instead of raw `requests` exceptions: `Unavailable` (`Timeout`),
+  `AuthExpired`, `Forbidden`, `NotFound`, `Conflict`, `BadRequest`, `ExternalError`;
+- one re-authentication on 401 when the subclass knows how (`_reauthenticate`);
+- the current request id sent as `X-Request-ID`; no header or body in the logs, so no secret.
+"""
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import requests
+
+from lcm.middleware import current_request_id
+
+logger = logging.getLogger("lcm.http")
+
+IDEMPOTENT_METHODS = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
+RETRY_STATUSES = {500, 502, 503, 504}
+
+
+class ExternalError(Exception):
+    """An external system refused or failed a call; `status` is its HTTP status (None when it never answered)."""
+
+    def __init__(self, system: str, operation: str, detail: str, status: int | None = None, body=None):
+        self.system = system
+        self.operation = operation
+        self.detail = detail
+        self.status = status
+        self.body = body
+        super().__init__(f"{system} {operation}: {detail}" + (f" (HTTP {status})" if status else ""))
+
+
+class Unavailable(ExternalError):
+    """The system could not be reached or answered 5xx (after the allowed retries)."""
+
+
+class Timeout(Unavailable):
+    """The system did not answer within the call's timeout."""
+
+
+class AuthExpired(ExternalError):
+    """401 even after re-authenticating: the credentials or the token are no longer accepted."""
+
+
+class Forbidden(ExternalError):
+    """403: authenticated but not allowed (or bad credentials where the API answers 403)."""
+
+
+class NotFound(ExternalError):
+    """404: the resource does not exist (any more)."""
+
+
+class Conflict(ExternalError):
+    """409 (or 423): the resource is in a state that refuses the operation."""
+
+
+class BadRequest(ExternalError):
+    """400/422: the system rejected the request as malformed."""
+
+
+_STATUS_ERRORS = {400: BadRequest, 401: AuthExpired, 403: Forbidden, 404: NotFound, 409: Conflict, 422: BadRequest}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 3.05
+    read: float = 10.0
+
+
+class HttpClient:
+    """A JSON-over-HTTP client for one base URL of one external system."""
+
+    system = "external"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeouts: Timeouts | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
+        backoff_max: float = 2.0,
+        verify: bool | str = True,
+        session: requests.Session | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.timeouts = timeouts or Timeouts()
+        self.retries = retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.verify = verify
+        self.http = session or requests.Session()
+
+    # -- hooks for subclasses ------------------------------------------------------------
+
+    def _auth_headers(self) -> dict:
+        """Headers that authenticate a call (e.g. a cached bearer token)."""
+        return {}
+
+    def _reauthenticate(self) -> bool:
+        """Drop cached credentials and get new ones; True when a retry makes sense."""
+        return False
+
+    # -- the call ------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        json=None,
+        data=None,
+        params=None,
+        headers: dict | None = None,
+        authenticated: bool = True,
+        retry_non_idempotent: bool = False,
+        timeout: Timeouts | None = None,
+    ) -> requests.Response:
+        """Send one logical call (with its retries); returns the 2xx/3xx response or raises a typed error."""
+        method = method.upper()
+        may_retry = method in IDEMPOTENT_METHODS or retry_non_idempotent
+        timeouts = timeout or self.timeouts
+        reauthenticated = False
+        attempt = 0
+        while True:
+            attempt += 1
+            call_headers = {"Accept": "application/json"}
+            request_id = current_request_id()
+            if request_id != "-":
+                call_headers["X-Request-ID"] = request_id
+            if authenticated:
+                call_headers.update(self._auth_headers())
+            call_headers.update(headers or {})
+            started = time.monotonic()
+            try:
+                response = self.http.request(
+                    method,
+                    self.url(path),
+                    json=json,
+                    data=data,
+                    params=params,
+                    headers=call_headers,
+                    timeout=(timeouts.connect, timeouts.read),
+                    verify=self.verify,
+                )
+            except requests.Timeout:
+                self._log(operation, method, path, None, started, attempt)
+                raise Timeout(self.system, operation, f"no answer within {timeouts.read:g}s") from None
+            except requests.RequestException as exc:
+                self._log(operation, method, path, None, started, attempt)
+                if may_retry and attempt <= self.retries:
+                    self._sleep(attempt)
+                    continue
+                raise Unavailable(self.system, operation, f"cannot connect: {exc.__class__.__name__}") from None
+            self._log(operation, method, path, response.status_code, started, attempt)
+            status = response.status_code
+            if status == 401 and authenticated and not reauthenticated and self._reauthenticate():
+                reauthenticated = True
+                continue
+            if status in RETRY_STATUSES and may_retry and attempt <= self.retries:
+                self._sleep(attempt)
+                continue
+            if status < 400:
+                return response
+            raise self._error(operation, response)
+
+    def json(self, method: str, path: str, **kwargs):
+        """`request` and decode the JSON body (None for an empty body)."""
+        response = self.request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ExternalError(
+                self.system,
+                kwargs.get("operation", path),
+                "answered with a body that is not JSON",
+                response.status_code,
+            ) from None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _error(self, operation: str, response: requests.Response) -> ExternalError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text[:500]
+        detail = (
+            body.get("description") or body.get("detail") or body.get("message") if isinstance(body, dict) else None
+        )
+        detail = str(detail or body or response.reason or "error")[:500]
+        status = response.status_code
+        if status >= 500:
+            return Unavailable(self.system, operation, detail, status, body)
+        error_type = _STATUS_ERRORS.get(status, Conflict if status == 423 else ExternalError)
+        return error_type(self.system, operation, detail, status, body)
+
+    def _sleep(self, attempt: int) -> None:
+        delay = min(self.backoff_max, self.backoff * (2 ** (attempt - 1)))
+        time.sleep(delay * (0.5 + random.random() / 2))
+
+    def _log(self, operation, method, path, status, started, attempt):
+        logger.info(
+            "%s %s %s %s -> %s in %.0f ms (attempt %d)",
+            self.system,
+            operation,
+            method,
+            path.split("?")[0],
+            status if status is not None else "no answer",
+            (time.monotonic() - started) * 1000,
+            attempt,
+            extra={"system": self.system, "operation": operation, "status": status},
+        )
