@@ -11,7 +11,7 @@ from grading.states import GRADING_TRANSITIONS, GradingStatus
 from lcm.events import publish_change
 from lcm.fsm import actor_name, apply_transition, normalize_status
 from sessions.models import LabletSession, SessionStatusChange
-from sessions.services import _record
+from sessions.services import record_session_change
 
 _GRADING_FIELDS = ("grading_session_id", "grading_part_id", "pod_id", "error_message")
 
@@ -24,7 +24,9 @@ def grading_session_create(session, *, actor, reason: str = "", **fields) -> Gra
     session_pk = session.pk if isinstance(session, LabletSession) else session
     with transaction.atomic():
         grading = GradingSession.objects.create(lablet_session_id=session_pk, **fields)
-        _record(session_pk, SessionStatusChange.Entity.GRADING_SESSION, "", grading.status, actor, reason or "created")
+        record_session_change(
+            session_pk, SessionStatusChange.Entity.GRADING_SESSION, "", grading.status, actor, reason or "created"
+        )
     publish_change("grading_session", grading.pk, "", grading.status, actor=actor_name(actor), reason=reason)
     return grading
 
@@ -43,7 +45,7 @@ def grading_session_update(grading, *, actor, status: str | None = None, reason:
             status = normalize_status(status, GradingStatus)
             if status != previous:
                 apply_transition(locked, GRADING_TRANSITIONS, status, entity="grading session")
-                _record(
+                record_session_change(
                     locked.lablet_session_id,
                     SessionStatusChange.Entity.GRADING_SESSION,
                     previous,
@@ -150,7 +152,7 @@ def score_report_create(
         ScoreSection.objects.bulk_create(clean_sections)
         locked.grade_result = "PASS" if passed else "FAIL"
         locked.save(update_fields=["grade_result", "updated_at"])
-        _record(
+        record_session_change(
             locked.pk,
             SessionStatusChange.Entity.SESSION,
             locked.status,

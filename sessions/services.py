@@ -53,7 +53,8 @@ def version_key(version: str) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------
 
 
-def _record(session_id, entity, from_status, to_status, actor, reason):
+def record_session_change(session_id, entity, from_status, to_status, actor, reason):
+    """Append one row to a session's status timeline (call inside the transaction that made the change)."""
     SessionStatusChange.objects.create(
         session_id=session_id,
         entity=entity,
@@ -329,7 +330,9 @@ def session_create(
                 timeslot_end=end,
                 created_by=actor_name(actor),
             )
-            _record(session.pk, SessionStatusChange.Entity.SESSION, "", S.PENDING, actor, reason or "booked")
+            record_session_change(
+                session.pk, SessionStatusChange.Entity.SESSION, "", S.PENDING, actor, reason or "booked"
+            )
     except IntegrityError:
         existing = LabletSession.objects.filter(reservation_id=reservation_id).values_list("pk", flat=True).first()
         if existing:
@@ -482,7 +485,7 @@ def session_transition(
         if target not in (S.PENDING,):
             locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None
         locked.save()
-        _record(locked.pk, SessionStatusChange.Entity.SESSION, previous, target, actor, reason)
+        record_session_change(locked.pk, SessionStatusChange.Entity.SESSION, previous, target, actor, reason)
     publish_change("session", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
     return locked
 
@@ -499,7 +502,9 @@ def session_cleanup_finished(session, *, actor, reason: str = "teardown finished
         if locked.cleanup_pending:
             locked.cleanup_pending = False
             locked.save(update_fields=["cleanup_pending", "updated_at"])
-            _record(locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, reason)
+            record_session_change(
+                locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, reason
+            )
     return locked
 
 
@@ -542,7 +547,7 @@ def session_extend(session, new_end, *, actor, reason: str = "", is_admin: bool 
         locked.timeslot_end = new_end
         locked.save(update_fields=["timeslot_end", "updated_at"])
         note = f"timeslot_end {old_end.isoformat()} → {new_end.isoformat()}" + (f": {reason}" if reason else "")
-        _record(locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, note)
+        record_session_change(locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, note)
     publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=note)
     return locked
 
@@ -558,7 +563,7 @@ def session_requeue(session, *, actor, reason: str = "") -> LabletSession:
         locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None
         locked.save(update_fields=["attempts", "last_error", "next_attempt_at", "updated_at"])
         note = reason or "nudged: retry now"
-        _record(locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, note)
+        record_session_change(locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, note)
     publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=note)
     return locked
 
@@ -599,7 +604,9 @@ def user_session_create(session, *, actor, status=UserSessionStatus.PROVISIONING
     with transaction.atomic():
         session_pk = session.pk if isinstance(session, LabletSession) else session
         user_session = UserSession.objects.create(lablet_session_id=session_pk, status=status, **fields)
-        _record(session_pk, SessionStatusChange.Entity.USER_SESSION, "", status, actor, reason or "created")
+        record_session_change(
+            session_pk, SessionStatusChange.Entity.USER_SESSION, "", status, actor, reason or "created"
+        )
     publish_change("user_session", user_session.pk, "", status, actor=actor_name(actor), reason=reason)
     return user_session
 
@@ -620,7 +627,7 @@ def user_session_update(user_session, *, actor, status: str | None = None, reaso
             status = normalize_status(status, UserSessionStatus)
             if status != locked.status:
                 apply_transition(locked, USER_SESSION_TRANSITIONS, status, entity="user session")
-                _record(
+                record_session_change(
                     locked.lablet_session_id, SessionStatusChange.Entity.USER_SESSION, previous, status, actor, reason
                 )
         locked.save()

@@ -1,6 +1,7 @@
 """Writers for worker templates, workers and lab records."""
 
 import logging
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -8,9 +9,10 @@ import yaml
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from lcm.events import publish_change
-from lcm.fsm import actor_name, apply_transition, normalize_status
+from lcm.fsm import InvalidTransition, actor_name, apply_transition, normalize_status
 from lcm.middleware import current_request_id
 from sessions.states import LicenseType
 from workers.models import CMLWorker, LabRecord, WorkerStatusChange, WorkerTemplate
@@ -61,6 +63,8 @@ def _clean_template(entry: dict, where: str) -> dict:
         errors[f"{where}.port_range_end"] = ["port range must satisfy 1 ≤ start ≤ end ≤ 65535"]
     try:
         clean["cost_per_hour"] = Decimal(str(entry.get("cost_per_hour", 0)))
+        if not clean["cost_per_hour"].is_finite() or clean["cost_per_hour"] < 0:
+            errors[f"{where}.cost_per_hour"] = ["must be a non-negative number"]
     except InvalidOperation:
         errors[f"{where}.cost_per_hour"] = ["must be a number"]
     clean["enabled"] = bool(entry.get("enabled", True))
@@ -235,6 +239,37 @@ def worker_transition(worker, target: str, *, actor, reason: str = "", **fields)
         _record(locked.pk, "status", previous, target, actor, reason)
     publish_change("worker", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
     return locked
+
+
+def worker_drain(worker, *, actor, reason: str = "", timeout_minutes: int | None = None) -> CMLWorker:
+    """RUNNING → DRAINING: the worker takes no new sessions; at the deadline the remaining ones expire."""
+    from scheduling.models import SystemSettings
+
+    now = timezone.now()
+    minutes = timeout_minutes if timeout_minutes is not None else SystemSettings.load().drain_timeout_minutes
+    return worker_transition(
+        worker,
+        WorkerStatus.DRAINING,
+        actor=actor,
+        reason=reason or "drain",
+        drain_started_at=now,
+        drain_deadline=now + timedelta(minutes=minutes),
+    )
+
+
+def worker_cancel_drain(worker, *, actor, reason: str = "") -> CMLWorker:
+    """DRAINING → RUNNING, and only from DRAINING (the table also lets a booting worker become RUNNING)."""
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        if locked.status != WorkerStatus.DRAINING:
+            raise InvalidTransition(
+                "worker",
+                locked.status,
+                WorkerStatus.RUNNING,
+                [],
+                detail=f"worker {locked.name} is {locked.status}, not DRAINING: there is no drain to cancel",
+            )
+        return worker_transition(locked, WorkerStatus.RUNNING, actor=actor, reason=reason or "drain cancelled")
 
 
 def worker_set_desired(worker, desired: str, *, actor, reason: str = "") -> CMLWorker:

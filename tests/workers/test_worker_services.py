@@ -95,3 +95,31 @@ def test_deleting_a_lab_releases_its_ports():
     assert not Port.objects.filter(lab_record=lab).exists()
     with pytest.raises(InvalidTransition):
         lab_record_transition(lab, "STARTING", actor="t")
+
+
+def test_drain_sets_a_deadline_and_cancel_only_undoes_a_drain():
+    from workers.services import worker_cancel_drain, worker_drain
+
+    worker = WorkerFactory()
+    drained = worker_drain(worker, actor="admin", timeout_minutes=30)
+    assert drained.status == "DRAINING"
+    assert (drained.drain_deadline - drained.drain_started_at).total_seconds() == 1800
+    back = worker_cancel_drain(worker, actor="admin")
+    assert back.status == "RUNNING" and back.drain_deadline is None
+    with pytest.raises(InvalidTransition, match="not DRAINING"):
+        worker_cancel_drain(WorkerFactory(status="PROVISIONING"), actor="admin")
+
+
+def test_negative_template_cost_is_refused(tmp_path):
+    from django.core.exceptions import ValidationError
+
+    from workers.services import templates_seed
+
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "templates:\n  - {name: x, instance_type: m5, ami_name_pattern: a, cpu_cores: 1, memory_gb: 1,"
+        " storage_gb: 1, max_nodes: 1, cost_per_hour: -5}\n"
+    )
+    with pytest.raises(ValidationError) as excinfo:
+        templates_seed(path)
+    assert "templates[0].cost_per_hour" in excinfo.value.message_dict

@@ -1,0 +1,86 @@
+"""Admin for grading sessions, score reports and their sections (SPEC §5.5).
+
+Score reports are immutable (a correction is a new report), so they are read-only with
+their sections inline. A grading session's Grading Engine ids may be corrected through
+`grading_session_update`; its status moves only through the services.
+"""
+
+from django.contrib import admin
+
+from grading.models import GradingSession, ScoreReport, ScoreSection
+from grading.services import grading_session_update
+from lcm.admin_utils import ReadOnlyAdmin, ReadOnlyInline, ServiceModelForm, ServiceSaveMixin, model_field_names
+
+GRADING_EDIT_FIELDS = ("grading_session_id", "grading_part_id", "pod_id", "error_message")
+
+
+class GradingSessionForm(ServiceModelForm):
+    """Edits the Grading Engine ids through `grading_session_update`; the status stays as it is."""
+
+    class Meta:
+        model = GradingSession
+        fields = GRADING_EDIT_FIELDS
+
+    def call_service(self, actor):
+        changes = {name: self.cleaned_data[name] for name in GRADING_EDIT_FIELDS if name in self.cleaned_data}
+        return grading_session_update(self.instance, actor=actor, reason="edited in admin", **changes)
+
+
+class ScoreReportInline(ReadOnlyInline):
+    model = ScoreReport
+    fields = readonly_fields = ("score", "max_score", "cut_score", "passed", "manual", "submitted_at")
+    show_change_link = True
+
+
+@admin.register(GradingSession)
+class GradingSessionAdmin(ServiceSaveMixin, admin.ModelAdmin):
+    """Created by the → GRADING transition; never added or deleted here."""
+
+    form = GradingSessionForm
+    list_display = ("lablet_session", "status", "grading_session_id", "pod_id", "created_at")
+    list_filter = ("status",)
+    search_fields = ("grading_session_id", "grading_part_id", "pod_id", "lablet_session__owner")
+    date_hierarchy = "created_at"
+    list_select_related = ("lablet_session__definition",)
+    readonly_fields = ("id", "lablet_session", "status", "created_at", "updated_at")
+    fields = ("id", "lablet_session", "status", *GRADING_EDIT_FIELDS, "created_at", "updated_at")
+    inlines = (ScoreReportInline,)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ScoreSectionInline(ReadOnlyInline):
+    model = ScoreSection
+    fields = readonly_fields = ("position", "name", "score", "max_score", "weight", "passed")
+    ordering = ("position",)
+
+
+@admin.register(ScoreReport)
+class ScoreReportAdmin(ReadOnlyAdmin):
+    """Immutable results; `score_report_create` writes them and sets the session's grade."""
+
+    list_display = ("lablet_session", "score", "max_score", "cut_score", "passed", "manual", "submitted_at")
+    list_filter = ("passed", "manual")
+    search_fields = (
+        "lablet_session__owner", "lablet_session__definition__name", "created_by",
+        "grading_session__grading_session_id",
+    )  # fmt: skip
+    date_hierarchy = "created_at"
+    list_select_related = ("lablet_session__definition", "grading_session")
+    readonly_fields = model_field_names(ScoreReport)
+    inlines = (ScoreSectionInline,)
+
+
+@admin.register(ScoreSection)
+class ScoreSectionAdmin(ReadOnlyAdmin):
+    """Sections of the immutable score reports."""
+
+    list_display = ("report", "position", "name", "score", "max_score", "weight", "passed")
+    list_filter = ("passed",)
+    search_fields = ("name", "report__lablet_session__owner")
+    list_select_related = ("report",)
+    readonly_fields = model_field_names(ScoreSection)

@@ -1,0 +1,361 @@
+"""Admin for definitions, lablet sessions, their history and user sessions (SPEC §5.5).
+
+Statuses are read-only; they change only through the actions below, which call
+`sessions.services`. Definitions and sessions are created by `definition_create` and
+`session_create`; a published definition and an existing session are read-only.
+"""
+
+from django import forms
+from django.contrib import admin
+from django.utils.html import format_html
+
+from grading.models import GradingSession, ScoreReport
+from lcm.admin_utils import (
+    ActionsOnlyAdmin,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    ServiceModelForm,
+    ServiceSaveMixin,
+    model_field_names,
+    service_action,
+)
+from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
+from sessions.services import (
+    definition_create,
+    definition_transition,
+    session_create,
+    session_requeue,
+    session_terminate,
+    session_transition,
+    user_session_update,
+)
+from sessions.states import DefinitionStatus, LicenseType, SessionStatus
+
+# The history reason of every change made from the admin.
+ADMIN_REASON = "admin action"
+
+
+# ---------------------------------------------------------------------------------------
+# Definitions
+# ---------------------------------------------------------------------------------------
+
+DEFINITION_ADD_FIELDS = (
+    "name", "version", "description", "lab_yaml", "lab_artifact_uri", "cpu_cores", "memory_gb", "storage_gb",
+    "license_affinity", "cml_version_min", "cml_version_max", "max_duration_minutes", "boot_lead_minutes",
+    "form_qualified_name", "grading_enabled", "lab_reuse_enabled",
+)  # fmt: skip
+
+
+class DefinitionAddForm(ServiceModelForm):
+    """Publishes a definition through `definition_create`, which validates the YAML and every field."""
+
+    validate_model = False
+    license_affinity = forms.MultipleChoiceField(
+        choices=LicenseType.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Licences a worker may have to run this lab; none ticked = any.",
+    )
+
+    class Meta:
+        model = LabletDefinition
+        fields = DEFINITION_ADD_FIELDS
+
+    def call_service(self, actor):
+        return definition_create(actor=actor, **{name: self.cleaned_data.get(name) for name in DEFINITION_ADD_FIELDS})
+
+
+def _definition_action(name, label, target):
+    return service_action(
+        name, label, lambda definition, request: definition_transition(
+            definition, target, actor=request.user, reason=ADMIN_REASON
+        )
+    )  # fmt: skip
+
+
+@admin.register(LabletDefinition)
+class LabletDefinitionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
+    """Definitions are added through the service; a published version is immutable (status via actions)."""
+
+    form = DefinitionAddForm
+    list_display = (
+        "name",
+        "version",
+        "status",
+        "node_count",
+        "cpu_cores",
+        "memory_gb",
+        "grading_enabled",
+        "created_at",
+    )
+    list_filter = ("status", "grading_enabled", "lab_reuse_enabled")
+    search_fields = ("name", "version", "form_qualified_name", "id__exact")
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "id", "status", "topology", "lab_yaml_hash", "node_count", "node_definitions_required", "port_template",
+        "created_by", "created_at", "updated_at",
+    )  # fmt: skip
+    add_fieldsets = (
+        (None, {"fields": ("name", "version", "description", "form_qualified_name", "grading_enabled")}),
+        ("Topology", {"fields": ("lab_yaml", "lab_artifact_uri", "lab_reuse_enabled")}),
+        (
+            "Requirements",
+            {
+                "fields": (
+                    ("cpu_cores", "memory_gb", "storage_gb"),
+                    "license_affinity",
+                    ("cml_version_min", "cml_version_max"),
+                    "max_duration_minutes",
+                    "boot_lead_minutes",
+                )
+            },
+        ),
+    )
+    fieldsets = (
+        (None, {"fields": ("name", "version", "status", "description", "form_qualified_name", "grading_enabled")}),
+        (
+            "Topology",
+            {
+                "fields": (
+                    "topology",
+                    "lab_artifact_uri",
+                    "lab_yaml_hash",
+                    "node_count",
+                    "node_definitions_required",
+                    "port_template",
+                    "lab_reuse_enabled",
+                )
+            },
+        ),
+        (
+            "Requirements",
+            {
+                "fields": (
+                    ("cpu_cores", "memory_gb", "storage_gb"),
+                    "license_affinity",
+                    ("cml_version_min", "cml_version_max"),
+                    "max_duration_minutes",
+                    "boot_lead_minutes",
+                )
+            },
+        ),
+        ("Record", {"fields": ("id", "created_by", "created_at", "updated_at")}),
+    )
+    actions = [
+        _definition_action("activate_definitions", "Activate (→ ACTIVE)", DefinitionStatus.ACTIVE),
+        _definition_action("deactivate_definitions", "Deactivate (→ INACTIVE)", DefinitionStatus.INACTIVE),
+        _definition_action("deprecate_definitions", "Deprecate (→ DEPRECATED)", DefinitionStatus.DEPRECATED),
+        _definition_action("archive_definitions", "Archive (→ ARCHIVED)", DefinitionStatus.ARCHIVED),
+    ]
+
+    def get_fieldsets(self, request, obj=None):
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is not None:
+            kwargs["form"] = forms.ModelForm  # the change page is view-only; the add form is the service's
+        return super().get_form(request, obj, **kwargs)
+
+    @admin.display(description="Lab YAML")
+    def topology(self, obj):
+        """The topology with its indentation kept (YAML is unreadable without it)."""
+        return format_html('<pre style="max-height: 30em; overflow: auto">{}</pre>', obj.lab_yaml)
+
+
+# ---------------------------------------------------------------------------------------
+# Sessions
+# ---------------------------------------------------------------------------------------
+
+SESSION_ADD_FIELDS = ("definition", "owner", "reservation_id", "timeslot_start", "timeslot_end")
+
+
+class SessionAddForm(ServiceModelForm):
+    """Books a session through `session_create` (timeslot rules, ACTIVE definition, unique reservation)."""
+
+    validate_model = False
+    service_error_fields = {"definition_id": "definition"}
+
+    class Meta:
+        model = LabletSession
+        fields = SESSION_ADD_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        optional = {
+            "reservation_id": "The upstream booking id, if any (unique).",
+            "timeslot_start": "Empty = as soon as possible.",
+            "timeslot_end": "Empty = start + the definition's maximum duration.",
+        }
+        for name, help_text in optional.items():
+            if name in self.fields:
+                self.fields[name].required = False
+                self.fields[name].help_text = help_text
+
+    def call_service(self, actor):
+        data = self.cleaned_data
+        return session_create(
+            definition=data["definition"],
+            owner=data["owner"],
+            actor=actor,
+            timeslot_start=data.get("timeslot_start"),
+            timeslot_end=data.get("timeslot_end"),
+            reservation_id=data.get("reservation_id") or None,
+            reason="booked in admin",
+        )
+
+
+class SessionStatusChangeInline(ReadOnlyInline):
+    model = SessionStatusChange
+    fields = readonly_fields = ("at", "entity", "from_status", "to_status", "actor", "reason", "request_id")
+    ordering = ("at", "id")
+    verbose_name_plural = "Status history"
+
+
+class UserSessionInline(ReadOnlyInline):
+    model = UserSession
+    fields = readonly_fields = ("status", "lds_session_id", "login_url", "error_message", "created_at")
+    show_change_link = True
+
+
+class GradingSessionInline(ReadOnlyInline):
+    model = GradingSession
+    fields = readonly_fields = ("status", "grading_session_id", "pod_id", "error_message", "created_at")
+    show_change_link = True
+
+
+class ScoreReportInline(ReadOnlyInline):
+    model = ScoreReport
+    fields = readonly_fields = ("score", "max_score", "cut_score", "passed", "manual", "submitted_at")
+    show_change_link = True
+
+
+def _session_action(name, label, target):
+    return service_action(
+        name, label, lambda session, request: session_transition(
+            session, target, actor=request.user, reason=ADMIN_REASON
+        )
+    )  # fmt: skip
+
+
+@admin.register(LabletSession)
+class LabletSessionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
+    """Sessions are booked through the service; afterwards they change only through the actions."""
+
+    form = SessionAddForm
+    list_display = (
+        "owner", "definition", "status", "timeslot_start", "timeslot_end", "worker", "grade_result",
+        "cleanup_pending", "created_at",
+    )  # fmt: skip
+    list_filter = ("status", "end_reason", "grade_result", "cleanup_pending", "definition", "worker")
+    search_fields = ("owner", "reservation_id", "cml_lab_id", "definition__name", "worker__name", "id__exact")
+    date_hierarchy = "timeslot_start"
+    list_select_related = ("definition", "worker")
+    readonly_fields = model_field_names(LabletSession, exclude=SESSION_ADD_FIELDS)
+    add_fieldsets = ((None, {"fields": SESSION_ADD_FIELDS}),)
+    fieldsets = (
+        (None, {"fields": ("id", "owner", "definition", "definition_version", "status", "reservation_id")}),
+        (
+            "Timeslot",
+            {
+                "fields": (
+                    ("timeslot_start", "timeslot_end"),
+                    "scheduled_at",
+                    "started_at",
+                    "ended_at",
+                    "duration_seconds",
+                )
+            },
+        ),
+        ("Placement", {"fields": ("worker", "lab_record", "cml_lab_id", "allocated_ports")}),
+        ("Outcome", {"fields": ("end_reason", "end_reason_detail", "grade_result", "cleanup_pending")}),
+        ("Reconciler", {"fields": ("attempts", "last_error", "next_attempt_at")}),
+        ("Record", {"fields": ("created_by", "created_at", "updated_at")}),
+    )
+    inlines = (SessionStatusChangeInline, UserSessionInline, GradingSessionInline, ScoreReportInline)
+    actions = [
+        service_action(
+            "terminate_sessions",
+            "Terminate (→ TERMINATED)",
+            lambda session, request: session_terminate(session, actor=request.user, reason=ADMIN_REASON),
+        ),
+        service_action(
+            "requeue_sessions",
+            "Requeue (SCHEDULED → PENDING, otherwise retry now)",
+            lambda session, request: session_requeue(session, actor=request.user, reason=ADMIN_REASON),
+        ),
+        _session_action("start_sessions", "Start session (→ RUNNING)", SessionStatus.RUNNING),
+        _session_action("finish_sessions", "Finish session (→ COLLECTING)", SessionStatus.COLLECTING),
+        _session_action("start_grading", "Start grading (→ GRADING)", SessionStatus.GRADING),
+        _session_action("stop_sessions", "Stop (→ STOPPING)", SessionStatus.STOPPING),
+        _session_action("archive_sessions", "Archive (→ ARCHIVED)", SessionStatus.ARCHIVED),
+    ]
+
+    def get_fieldsets(self, request, obj=None):
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is None else model_field_names(LabletSession)
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is not None:
+            kwargs["form"] = forms.ModelForm  # the change page is view-only; the add form is the service's
+        return super().get_form(request, obj, **kwargs)
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else ()
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "definition":
+            # Sessions are only booked on ACTIVE definitions (the service says so too).
+            kwargs["queryset"] = LabletDefinition.objects.filter(status=DefinitionStatus.ACTIVE)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+@admin.register(SessionStatusChange)
+class SessionStatusChangeAdmin(ReadOnlyAdmin):
+    """The audit trail: written in the same transaction as each change, never edited."""
+
+    list_display = ("at", "session", "entity", "from_status", "to_status", "actor", "reason")
+    list_filter = ("entity", "to_status", "from_status")
+    search_fields = ("session__owner", "actor", "reason", "request_id", "session__id__exact")
+    date_hierarchy = "at"
+    list_select_related = ("session__definition",)
+
+
+# ---------------------------------------------------------------------------------------
+# User sessions
+# ---------------------------------------------------------------------------------------
+
+USER_SESSION_EDIT_FIELDS = ("lds_session_id", "lds_part_id", "login_url", "devices", "error_message")
+
+
+class UserSessionForm(ServiceModelForm):
+    """Edits the LDS ids and devices through `user_session_update`; the status stays as it is."""
+
+    class Meta:
+        model = UserSession
+        fields = USER_SESSION_EDIT_FIELDS
+
+    def call_service(self, actor):
+        changes = {name: self.cleaned_data[name] for name in USER_SESSION_EDIT_FIELDS if name in self.cleaned_data}
+        return user_session_update(self.instance, actor=actor, reason="edited in admin", **changes)
+
+
+@admin.register(UserSession)
+class UserSessionAdmin(ServiceSaveMixin, admin.ModelAdmin):
+    """Created by the → READY transition; the LDS fields may be corrected, the status only moves by the services."""
+
+    form = UserSessionForm
+    list_display = ("lablet_session", "status", "lds_session_id", "login_url", "created_at")
+    list_filter = ("status",)
+    search_fields = ("lds_session_id", "lds_part_id", "lablet_session__owner", "lablet_session__id__exact")
+    date_hierarchy = "created_at"
+    list_select_related = ("lablet_session__definition",)
+    readonly_fields = ("id", "lablet_session", "status", "created_at", "updated_at")
+    fields = ("id", "lablet_session", "status", *USER_SESSION_EDIT_FIELDS, "created_at", "updated_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
