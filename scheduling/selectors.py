@@ -61,3 +61,28 @@ def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
         )
         for r in rows
     }
+
+
+def reusable_lab_workers(definition) -> frozenset[str]:
+    """Ids of workers holding a wiped, unused lab of this definition (reuse saves the import)."""
+    from workers.models import LabRecord
+    from workers.states import LabStatus
+
+    if not definition.lab_reuse_enabled:
+        return frozenset()
+    rows = LabRecord.objects.filter(definition=definition, status=LabStatus.WIPED, active_session__isnull=True)
+    return frozenset(str(w) for w in rows.values_list("worker_id", flat=True).distinct())
+
+
+def placement_preview(definition) -> list:
+    """Dry run of placement for one session of `definition`: every worker with its score or rejection."""
+    from scheduling.capacity import Demand
+    from scheduling.placement import preview
+
+    return preview(
+        list(worker_capacities().values()),
+        Demand.of(definition),
+        cml_version_min=definition.cml_version_min,
+        cml_version_max=definition.cml_version_max,
+        reusable_on=reusable_lab_workers(definition),
+    )
