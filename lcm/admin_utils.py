@@ -18,7 +18,7 @@ from collections.abc import Callable
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db import transaction
+from django.db import models, transaction
 from django_fsm import ConcurrentTransition
 
 from lcm.errors import Conflict, first_error_line
@@ -182,6 +182,9 @@ class ServiceModelForm(forms.ModelForm):
 
 class ServiceSaveMixin:
     """ModelAdmin mixin: forms that are `ServiceModelForm`s are saved by their service."""
+
+    # URLs without a scheme are read as https (Django 6's default, opted into now).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def save_model(self, request, obj, form, change):
         if not isinstance(form, ServiceModelForm):
