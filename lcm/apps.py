@@ -8,3 +8,11 @@ class LcmConfig(AppConfig):
     label = "lcm"
     verbose_name = "LCM kernel"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from django.conf import settings
+
+        from lcm import projection
+
+        if settings.LCM_PROJECTION_ENABLED:
+            projection.connect()

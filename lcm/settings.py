@@ -182,4 +182,20 @@ LCM_SIM_MOTO_PORT = env.int("LCM_SIM_MOTO_PORT", default=8104)
 LCM_SIM_ZERO_DELAY = env.bool("LCM_SIM_ZERO_DELAY", default=False)
 LCM_SIM_WEBHOOK_URL = env.str("LCM_SIM_WEBHOOK_URL", default="http://127.0.0.1:8000/api/events")
 
+# --- Control loops (SPEC §1, §4) ---
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")  # unset = in-process task runner (embedded default)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+LCM_ETCD_ENDPOINTS = env.str("LCM_ETCD_ENDPOINTS", default="")  # unset = in-process coordination
+LCM_LOOP_PLACEMENT_SECONDS = env.float("LCM_LOOP_PLACEMENT_SECONDS", default=2.0)
+LCM_LOOP_LABLETS_SECONDS = env.float("LCM_LOOP_LABLETS_SECONDS", default=2.0)
+# Project state changes into coordination and wake the loops after each commit (off in unit tests).
+LCM_PROJECTION_ENABLED = env.bool("LCM_PROJECTION_ENABLED", default=True)
+LCM_INPROCESS_WORKERS = env.int("LCM_INPROCESS_WORKERS", default=4)
+LCM_MAX_RECONCILE_ATTEMPTS = env.int("LCM_MAX_RECONCILE_ATTEMPTS", default=8)
+LCM_GRADING_CUT_PERCENT = env.float("LCM_GRADING_CUT_PERCENT", default=70.0)  # pass = score ≥ this % of max
+
 # --- REST API (owned by the REST issue: DRF, auth, OpenAPI settings go below this line) ---

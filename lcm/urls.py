@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from lcm import health
+from lcm import health, webhooks
 
 admin.site.site_header = "Lablet Cloud Manager"
 admin.site.site_title = "LCM admin"
@@ -14,6 +14,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("api/events", webhooks.events_webhook, name="events-webhook"),
     path("api/", include("lcm.api.urls")),
     path("", include("workers.urls")),
     path("", include("scheduling.urls")),

@@ -19,7 +19,7 @@ from lcm.admin_utils import (
     model_field_names,
     service_action,
 )
-from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
+from sessions.models import LabletDefinition, LabletSession, ReceivedEvent, SessionStatusChange, UserSession
 from sessions.services import (
     definition_create,
     definition_transition,
@@ -320,6 +320,16 @@ class SessionStatusChangeAdmin(ReadOnlyAdmin):
     search_fields = ("session__owner", "actor", "reason", "request_id", "session__id__exact")
     date_hierarchy = "at"
     list_select_related = ("session__definition",)
+
+
+@admin.register(ReceivedEvent)
+class ReceivedEventAdmin(ReadOnlyAdmin):
+    """CloudEvents received by the webhook (kept to acknowledge redeliveries without acting twice)."""
+
+    list_display = ("received_at", "event_type", "event_id", "subject", "outcome")
+    list_filter = ("event_type",)
+    search_fields = ("event_id", "subject", "source")
+    date_hierarchy = "received_at"
 
 
 # ---------------------------------------------------------------------------------------

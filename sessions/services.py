@@ -322,6 +322,7 @@ def session_create(
     try:
         with transaction.atomic():
             session = LabletSession.objects.create(
+                status_changed_at=now,
                 definition=definition,
                 definition_version=definition.version,
                 owner=owner,
@@ -484,6 +485,7 @@ def session_transition(
         previous = apply_transition(locked, SESSION_TRANSITIONS, target, entity="session")
         if target not in (S.PENDING,):
             locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None
+        locked.status_changed_at = timezone.now()
         locked.save()
         record_session_change(locked.pk, SessionStatusChange.Entity.SESSION, previous, target, actor, reason)
     publish_change("session", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
@@ -565,6 +567,18 @@ def session_requeue(session, *, actor, reason: str = "") -> LabletSession:
         note = reason or "nudged: retry now"
         record_session_change(locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, note)
     publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=note)
+    return locked
+
+
+def session_attach_lab(session, lab_record, *, ports: dict[str, int] | None = None) -> LabletSession:
+    """Bind the session to its lab (and copy the lab's ports and CML id); the lab records the session."""
+    with transaction.atomic():
+        locked = _lock_session(session)
+        locked.lab_record = lab_record
+        locked.cml_lab_id = lab_record.cml_lab_id or ""
+        if ports is not None:
+            locked.allocated_ports = dict(ports)
+        locked.save(update_fields=["lab_record", "cml_lab_id", "allocated_ports", "updated_at"])
     return locked
 
 

@@ -279,7 +279,7 @@ class Simulator:
                 "method": request.method,
                 "path": request.path,
                 "query": request.query_string.decode(),
-                "headers": {k: v for k, v in request.headers.items() if k.lower() not in SENSITIVE_HEADERS},
+                "headers": {k: _redacted(k, v) for k, v in request.headers.items()},
                 "content_type": request.content_type,
                 "body": body[:100_000],
                 "status": response.status_code,
@@ -288,6 +288,16 @@ class Simulator:
                 "at": self.clock.now().isoformat(),
             }
         )
+
+
+def _redacted(name: str, value: str) -> str:
+    """A header value safe to record: secrets are masked, but an Authorization header keeps its scheme word
+    (`Basic`, `Bearer`) so contract checks can still see that the call was authenticated."""
+    if name.lower() not in SENSITIVE_HEADERS:
+        return value
+    if name.lower() == "authorization" and " " in value:
+        return value.split(" ", 1)[0] + " <redacted>"
+    return "<redacted>"
 
 
 def cloud_event(event_type: str, source: str, subject: str, data: dict) -> dict:

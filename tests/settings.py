@@ -7,3 +7,6 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/lcm")
 from lcm.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Unit tests drive reconcilers explicitly; the loop tests switch projection on themselves.
+LCM_PROJECTION_ENABLED = False

@@ -20,7 +20,7 @@ from grading.services import grading_session_create, score_report_create
 from lcm.events import status_changed
 from scheduling.models import SystemSettings
 from scheduling.services import ports_allocate
-from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
+from sessions.models import LabletDefinition, LabletSession, ReceivedEvent, SessionStatusChange, UserSession
 from sessions.services import session_create, session_transition, user_session_create
 from tests.factories import DEMO_LAB, DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
 from workers.models import CMLWorker, LabRecord, Port, WorkerStatusChange, WorkerTemplate
@@ -84,6 +84,7 @@ def _build_graph() -> dict:
         LabRecord: record,
         Port: record.port_allocations.first(),
         SystemSettings: SystemSettings.load(),
+        ReceivedEvent: ReceivedEvent.objects.create(event_id=f"evt-{n}", event_type="io.lablet.lds.session.running.v1"),
     }
 
 
@@ -196,7 +197,9 @@ def test_changelist_queries_do_not_grow_with_rows(admin_client, graph, model):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "model", [SessionStatusChange, WorkerStatusChange, ScoreReport, ScoreSection, LabRecord, Port], ids=str
+    "model",
+    [SessionStatusChange, WorkerStatusChange, ScoreReport, ScoreSection, LabRecord, Port, ReceivedEvent],
+    ids=str,
 )
 def test_read_only_models_refuse_writes(admin_client, admin_user, graph, model):
     model_admin = _model_admin(model)

@@ -1,0 +1,127 @@
+"""The grading reconciler (SPEC §3.4): drives a GRADING session's GradingSession to a stored score report.
+
+Desired state: a score report stored for the session (or the GradingSession FAULTED), then the
+session moves on to STOPPING. Steps, each resumable: create the Grading Engine session with
+the manager's own id (the GradingSession's UUID, so a retried create answers 409 and nothing
+is made twice) and the pod from the lab's devices → ask it to grade (202) → poll the session
+(a completion CloudEvent only makes the poll happen sooner) → store the report → submit.
+"""
+
+import contextlib
+import logging
+import math
+
+from django.conf import settings
+
+from grading.models import GradingSession
+from grading.services import grading_session_create, grading_session_update, score_report_create
+from grading.states import GRADING_TERMINAL, GradingStatus
+from lcm import http
+from lcm.fsm import InvalidTransition
+from lcm.reconcile import Result
+from sessions.services import session_transition
+from sessions.states import SessionStatus
+
+logger = logging.getLogger("lcm.grading.reconcilers")
+
+ACTOR = "grading-reconciler"
+POLL_SECONDS = 1.0
+G = GradingStatus
+ENGINE_FAULTED = {"faulted", "failed", "error"}
+
+
+def _grading_session(session) -> GradingSession:
+    grading = session.grading_sessions.order_by("-created_at").first()
+    if grading is None:  # GRADING always has one; recreate it if someone removed it by hand
+        grading = grading_session_create(session, actor=ACTOR, reason="missing grading session recreated")
+    return grading
+
+
+def fault_grading(session, reason: str) -> None:
+    """Mark the session's GradingSession FAULTED (grading timed out or failed); the session still tears down."""
+    grading = session.grading_sessions.order_by("-created_at").first()
+    if grading is not None and grading.status not in GRADING_TERMINAL:
+        grading_session_update(grading, status=G.FAULTED, error_message=reason, actor=ACTOR, reason=reason)
+
+
+def _to_stopping(session, reason: str) -> Result:
+    try:
+        session_transition(
+            session, SessionStatus.STOPPING, actor=ACTOR, reason=reason, expected_status=SessionStatus.GRADING
+        )
+    except InvalidTransition as exc:
+        return Result.done(f"moved on meanwhile: {exc.current}")
+    return Result.requeue(0, "graded")
+
+
+def _cut_score(max_score: int) -> int:
+    return math.ceil(max_score * settings.LCM_GRADING_CUT_PERCENT / 100)
+
+
+def reconcile_grading(session) -> Result:
+    """One pass of grading for a session in GRADING."""
+    from grading.clients.grading_engine import find_part, grading_client, part_score, pod_from_devices
+
+    grading = _grading_session(session)
+    if grading.status == G.FAULTED:
+        return _to_stopping(session, f"grading faulted: {grading.error_message}; tearing down without a score")
+    if session.score_reports.filter(grading_session=grading).exists():
+        return _to_stopping(session, "score report stored")
+
+    engine = grading_client()
+    part_id = session.definition.form_qualified_name or session.definition.name
+    external_id = str(grading.pk)
+    if not grading.grading_session_id:
+        user_session = session.user_sessions.order_by("-created_at").first()
+        devices = user_session.devices if user_session else []
+        pod = pod_from_devices(f"pod-{session.pk}", devices, collector="lcm")
+        # A 409 means a pass that crashed before recording it already created it.
+        with contextlib.suppress(http.Conflict):
+            engine.create_session(
+                session.owner.ljust(3, "_"),
+                session_id=external_id,
+                lds_session_id=(user_session.lds_session_id if user_session else "") or f"lcm-{session.pk}",
+                lds_environment="lcm",
+                part_id=part_id,
+                pod=pod,
+            )
+        grading = grading_session_update(
+            grading,
+            actor=ACTOR,
+            status=G.COLLECTING,
+            grading_session_id=external_id,
+            grading_part_id=part_id,
+            pod_id=pod["id"],
+            reason="Grading Engine session created",
+        )
+    if grading.status in (G.PENDING, G.COLLECTING):
+        engine.grade(external_id, part_id)
+        grading_session_update(grading, actor=ACTOR, status=G.GRADING, reason="grading requested")
+        return Result.requeue(POLL_SECONDS, "grading requested")
+
+    part = find_part(engine.get_session(external_id), part_id)
+    status = str(part.get("status") or "").lower()
+    if status in ENGINE_FAULTED:
+        reason = str(part.get("statusReason") or "the Grading Engine faulted")
+        grading_session_update(grading, actor=ACTOR, status=G.FAULTED, error_message=reason[:2000], reason=reason)
+        return _to_stopping(session, f"grading faulted: {reason}; tearing down without a score")
+    score = part_score(part)
+    if score is None:
+        return Result.requeue(POLL_SECONDS, f"grading ({status or 'unknown'})")
+    score_report_create(
+        session,
+        actor=ACTOR,
+        score=score.score,
+        max_score=max(score.max_score, 1),
+        cut_score=_cut_score(max(score.max_score, 1)),
+        grading_session=grading,
+        sections=[{"name": s.id, "score": s.score, "max_score": max(s.max_score, 0)} for s in score.sections],
+    )
+    if grading.status == G.GRADING:
+        grading = grading_session_update(grading, actor=ACTOR, status=G.REVIEWING, reason="score report received")
+    try:
+        engine.submit(external_id, part_id)
+        grading_session_update(grading, actor=ACTOR, status=G.SUBMITTED, reason="submitted")
+    except (http.BadRequest, http.Conflict) as exc:
+        logger.info("grading session %s not submitted: %s", external_id, exc)
+    return _to_stopping(session, f"score {score.score}/{score.max_score} stored")

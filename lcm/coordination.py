@@ -1,0 +1,291 @@
+"""Coordination (SPEC §4): leader leases, the live key projection and watches.
+
+The only module that talks to etcd (python-etcd3's API via `pyetcd`). With
+`LCM_ETCD_ENDPOINTS` unset, an in-process stand-in serves the embedded default. etcd holds
+nothing PostgreSQL does not: if it is down, writes are skipped (logged), leadership is
+assumed (placement stays safe through row locks) and the loops run from their ticks.
+"""
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from django.conf import settings
+
+logger = logging.getLogger("lcm.coordination")
+
+PREFIX = "/lcm"
+LEADER_TTL_SECONDS = 15
+
+
+def session_status_key(session_id) -> str:
+    return f"{PREFIX}/sessions/{session_id}/status"
+
+
+def session_ports_key(session_id) -> str:
+    return f"{PREFIX}/sessions/{session_id}/ports"
+
+
+def worker_key(worker_id, which: str) -> str:
+    return f"{PREFIX}/workers/{worker_id}/{which}"
+
+
+def leader_key(loop: str) -> str:
+    return f"{PREFIX}/leader/{loop}"
+
+
+def holder_id() -> str:
+    """Who this process is, as written into leader keys."""
+    return f"{os.uname().nodename}:{os.getpid()}:{_PROCESS_TOKEN}"
+
+
+_PROCESS_TOKEN = uuid.uuid4().hex[:8]
+
+
+class InProcessCoordinator:
+    """A dict with leases and prefix watches, for one process (the embedded default and unit tests)."""
+
+    def __init__(self):
+        self._data: dict[str, str] = {}
+        self._expiry: dict[str, float] = {}
+        self._watchers: list[tuple[str, Callable]] = []
+        self._lock = threading.RLock()
+
+    def _expire(self):
+        now = time.monotonic()
+        for key in [k for k, t in self._expiry.items() if t <= now]:
+            self._expiry.pop(key, None)
+            self._data.pop(key, None)
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            self._expire()
+            return self._data.get(key)
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        with self._lock:
+            self._expire()
+            return {k: v for k, v in self._data.items() if k.startswith(prefix)}
+
+    def put_if_changed(self, key: str, value: str) -> bool:
+        with self._lock:
+            if self._data.get(key) == value:
+                return False
+            self._data[key] = value
+        self._notify("put", key, value)
+        return True
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            existed = self._data.pop(key, None) is not None
+            self._expiry.pop(key, None)
+        if existed:
+            self._notify("delete", key, None)
+        return existed
+
+    def try_lead(self, loop: str, ttl: int = LEADER_TTL_SECONDS) -> bool:
+        key, me = leader_key(loop), holder_id()
+        with self._lock:
+            self._expire()
+            if self._data.get(key) not in (None, me):
+                return False
+            self._data[key] = me
+            self._expiry[key] = time.monotonic() + ttl
+            return True
+
+    def resign(self, loop: str) -> None:
+        with self._lock:
+            if self._data.get(leader_key(loop)) == holder_id():
+                self._data.pop(leader_key(loop), None)
+                self._expiry.pop(leader_key(loop), None)
+
+    def leader(self, loop: str) -> str | None:
+        return self.get(leader_key(loop))
+
+    def watch_prefix(self, prefix: str, callback: Callable[[str, str, str | None], None]) -> Callable[[], None]:
+        entry = (prefix, callback)
+        with self._lock:
+            self._watchers.append(entry)
+
+        def cancel():
+            with self._lock:
+                if entry in self._watchers:
+                    self._watchers.remove(entry)
+
+        return cancel
+
+    def _notify(self, kind: str, key: str, value: str | None) -> None:
+        with self._lock:
+            watchers = [cb for prefix, cb in self._watchers if key.startswith(prefix)]
+        for callback in watchers:
+            try:
+                callback(kind, key, value)
+            except Exception:
+                logger.exception("watch callback failed for %s", key)
+
+    def healthy(self) -> bool:
+        return True
+
+
+class EtcdCoordinator:
+    """etcd through pyetcd; the client is created lazily per process (after a fork)."""
+
+    def __init__(self, endpoints: str, timeout: float = 2.0):
+        first = endpoints.split(",")[0].strip()
+        parsed = urlparse(first if "://" in first else f"http://{first}")
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 2379
+        self.timeout = timeout
+        self._client = None
+        self._pid = None
+        self._leases: dict[str, object] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def client(self):
+        if self._client is None or self._pid != os.getpid():
+            import pyetcd
+
+            self._client = pyetcd.client(host=self.host, port=self.port, timeout=self.timeout)
+            self._pid = os.getpid()
+            self._leases = {}
+        return self._client
+
+    def _safe(self, what: str, fn, default=None):
+        try:
+            return fn()
+        except Exception as exc:  # etcd down or slow: degrade to database + ticks only
+            logger.warning("etcd %s failed (%s); carrying on without it", what, exc.__class__.__name__)
+            with self._lock:
+                self._client = None
+            return default
+
+    def get(self, key: str) -> str | None:
+        def _get():
+            value, _meta = self.client.get(key)
+            return value.decode() if value is not None else None
+
+        return self._safe("get", _get)
+
+    def get_prefix(self, prefix: str) -> dict[str, str]:
+        def _get():
+            return {meta.key.decode(): value.decode() for value, meta in self.client.get_prefix(prefix)}
+
+        return self._safe("get_prefix", _get, {})
+
+    def put_if_changed(self, key: str, value: str) -> bool:
+        def _put():
+            current, _meta = self.client.get(key)
+            if current is not None and current.decode() == value:
+                return False
+            self.client.put(key, value)
+            return True
+
+        return bool(self._safe("put", _put, False))
+
+    def delete(self, key: str) -> bool:
+        return bool(self._safe("delete", lambda: self.client.delete(key), False))
+
+    def try_lead(self, loop: str, ttl: int = LEADER_TTL_SECONDS) -> bool:
+        key, me = leader_key(loop), holder_id()
+
+        def _lead():
+            with self._lock:
+                lease = self._leases.get(loop)
+                current, _meta = self.client.get(key)
+                if current is not None and current.decode() == me and lease is not None:
+                    lease.refresh()
+                    return True
+                if current is not None:
+                    return False
+                lease = self.client.lease(ttl)
+                if self.client.put_if_not_exists(key, me, lease=lease):
+                    self._leases[loop] = lease
+                    return True
+                lease.revoke()
+                return False
+
+        # With etcd unreachable every process may act as leader: placement stays correct through row locks.
+        return bool(self._safe("leader lease", _lead, True))
+
+    def resign(self, loop: str) -> None:
+        def _resign():
+            with self._lock:
+                lease = self._leases.pop(loop, None)
+                if lease is not None:
+                    lease.revoke()
+
+        self._safe("resign", _resign)
+
+    def leader(self, loop: str) -> str | None:
+        return self.get(leader_key(loop))
+
+    def watch_prefix(self, prefix: str, callback: Callable[[str, str, str | None], None]) -> Callable[[], None]:
+        """Call `callback(kind, key, value)` for each change under `prefix` (from a pyetcd thread)."""
+        from pyetcd.events import DeleteEvent
+
+        def _on_response(response):
+            if isinstance(response, Exception):
+                logger.warning("etcd watch error: %s", response)
+                return
+            for event in response.events:
+                kind = "delete" if isinstance(event, DeleteEvent) else "put"
+                value = event.value.decode() if kind == "put" and event.value is not None else None
+                try:
+                    callback(kind, event.key.decode(), value)
+                except Exception:
+                    logger.exception("watch callback failed")
+
+        watch_id = self.client.add_watch_prefix_callback(prefix, _on_response)
+        return lambda: self._safe("cancel watch", lambda: self.client.cancel_watch(watch_id))
+
+    def healthy(self) -> bool:
+        return self._safe("status", lambda: self.client.status() is not None, False)
+
+
+_coordinator = None
+_coordinator_lock = threading.Lock()
+
+
+def coordinator():
+    """The process's coordinator: etcd when `LCM_ETCD_ENDPOINTS` is set, else the in-process stand-in."""
+    global _coordinator
+    with _coordinator_lock:
+        if _coordinator is None:
+            endpoints = getattr(settings, "LCM_ETCD_ENDPOINTS", "")
+            _coordinator = EtcdCoordinator(endpoints) if endpoints else InProcessCoordinator()
+        return _coordinator
+
+
+def reset_coordinator() -> None:
+    """Forget the process's coordinator (tests switch backends)."""
+    global _coordinator
+    with _coordinator_lock:
+        _coordinator = None
+
+
+# --- the projection of SPEC §4, fed by lcm.events after each commit ---------------------
+
+SESSION_KEY_GONE = {"ARCHIVED", "TERMINATED"}
+
+
+def project_session(session_id, status: str, ports: dict | None, *, clean: bool = True) -> None:
+    """Write (or remove) a session's keys; removed at ARCHIVED/TERMINATED and at EXPIRED once clean."""
+    coord = coordinator()
+    if status in SESSION_KEY_GONE or (status == "EXPIRED" and clean):
+        coord.delete(session_status_key(session_id))
+        coord.delete(session_ports_key(session_id))
+        return
+    coord.put_if_changed(session_status_key(session_id), status)
+    coord.put_if_changed(session_ports_key(session_id), json.dumps(ports or {}, sort_keys=True))
+
+
+def project_worker(worker_id, desired: str, actual: str) -> None:
+    coord = coordinator()
+    coord.put_if_changed(worker_key(worker_id, "desired"), desired)
+    coord.put_if_changed(worker_key(worker_id, "actual"), actual)

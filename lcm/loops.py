@@ -1,0 +1,145 @@
+"""The control loops, declared once: Celery beat (production) and the in-process runner (embedded
+default) both tick exactly these.
+
+A loop's `tick` either does its work itself (singleton loops such as placement, guarded by
+a leader lease) or returns the keys needing work, found with one query; those are fanned
+out as one reconcile per key (a Celery task each, or the in-process pool).
+"""
+
+import importlib
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from lcm import reconcile
+
+logger = logging.getLogger("lcm.loops")
+
+
+@dataclass(frozen=True)
+class Loop:
+    """One control loop: its tick, the per-key reconciler (if it fans out) and its interval setting."""
+
+    name: str
+    tick: str
+    reconciler: str | None
+    on_error: str | None
+    interval_setting: str
+
+    @property
+    def interval(self) -> float:
+        return float(getattr(settings, self.interval_setting))
+
+
+LOOPS = {
+    loop.name: loop
+    for loop in (
+        Loop("placement", "scheduling.scheduler.place_pending", None, None, "LCM_LOOP_PLACEMENT_SECONDS"),
+        Loop(
+            "lablets",
+            "sessions.reconcilers.sessions_needing_work",
+            "sessions.reconcilers.reconcile_session",
+            "sessions.reconcilers.record_failure",
+            "LCM_LOOP_LABLETS_SECONDS",
+        ),
+    )
+}
+
+
+def resolve(dotted: str):
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def reconcile_key(loop_name: str, key) -> reconcile.Result:
+    """Run one reconcile pass of a fan-out loop (what a Celery task or the pool calls)."""
+    loop = LOOPS[loop_name]
+    on_error = resolve(loop.on_error) if loop.on_error else None
+    return reconcile.run(loop.name, key, resolve(loop.reconciler), on_error)
+
+
+def tick(loop_name: str) -> list:
+    """Run a loop's tick; returns the keys to fan out (empty for loops that do their own work)."""
+    loop = LOOPS[loop_name]
+    result = resolve(loop.tick)()
+    if loop.reconciler is None:
+        return []
+    return list(result)
+
+
+# --- dispatch: Celery when a broker is configured, the in-process pool otherwise ---------
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_in_flight: set = set()
+
+
+def _run_in_pool(loop_name: str, key) -> None:
+    try:
+        close_old_connections()
+        reconcile_key(loop_name, key)
+    finally:
+        close_old_connections()
+        with _pool_lock:
+            _in_flight.discard((loop_name, str(key)))
+
+
+def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
+    """Ask for one reconcile of `key` soon (deduplicated while one is queued in-process)."""
+    if settings.CELERY_BROKER_URL:
+        from lcm.tasks import reconcile_task
+
+        reconcile_task.apply_async(args=[loop_name, str(key)], countdown=countdown, expires=300)
+        return
+    global _pool
+    with _pool_lock:
+        if (loop_name, str(key)) in _in_flight:
+            return
+        _in_flight.add((loop_name, str(key)))
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=settings.LCM_INPROCESS_WORKERS, thread_name_prefix="lcm-reconcile")
+    if countdown:
+        timer = threading.Timer(countdown, lambda: _pool.submit(_run_in_pool, loop_name, key))
+        timer.daemon = True
+        timer.start()
+    else:
+        _pool.submit(_run_in_pool, loop_name, key)
+
+
+class InProcessLoops:
+    """Ticks every loop on its interval from one thread (the embedded default's beat + worker)."""
+
+    def __init__(self):
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="lcm-loops")
+        self.last_tick: dict[str, float] = {}
+
+    def start(self) -> "InProcessLoops":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _run(self) -> None:
+        import time
+
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            for name, loop in LOOPS.items():
+                if now - self.last_tick.get(name, 0) < loop.interval:
+                    continue
+                self.last_tick[name] = now
+                try:
+                    close_old_connections()
+                    for key in tick(name):
+                        enqueue(name, key)
+                except Exception:
+                    logger.exception("tick of %s failed", name)
+                finally:
+                    close_old_connections()
+            self.stop_event.wait(0.2)

@@ -1,0 +1,108 @@
+"""The CloudEvents webhook `POST /api/events` (SPEC §5.2).
+
+Authenticated by a shared secret header (constant-time compare); accepts CloudEvents 1.0 in
+structured mode (`application/cloudevents+json`, or JSON carrying `specversion`) and binary
+mode (`ce-*` headers, the body is `data`); deduplicated by event id; always 202 for a
+well-formed, authenticated event, whether it was acted on, unknown or a repeat.
+"""
+
+import hmac
+import json
+import logging
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+logger = logging.getLogger("lcm.webhooks")
+
+SECRET_HEADER = "X-LCM-Webhook-Secret"
+REQUIRED = ("id", "type", "source", "specversion")
+MAX_BODY_BYTES = 1_000_000
+
+
+def _error(status: int, payload: dict) -> JsonResponse:
+    return JsonResponse(payload, status=status)
+
+
+def parse_event(request) -> tuple[dict | None, dict | None]:
+    """(event, None) or (None, field errors) from a structured- or binary-mode request."""
+    content_type = (request.content_type or "").lower()
+    if "ce-specversion" in {k.lower() for k in request.headers}:
+        event = {key[3:].lower(): value for key, value in request.headers.items() if key.lower().startswith("ce-")}
+        body = request.body
+        if body:
+            if content_type.endswith("json"):
+                try:
+                    event["data"] = json.loads(body)
+                except ValueError:
+                    return None, {"data": ["is not valid JSON"]}
+            else:
+                event["data"] = body.decode("utf-8", "replace")
+        event["datacontenttype"] = content_type
+    else:
+        try:
+            event = json.loads(request.body or b"")
+        except ValueError:
+            return None, {"body": ["is not valid JSON (expected a CloudEvent in structured mode)"]}
+        if not isinstance(event, dict):
+            return None, {"body": ["must be a JSON object (a CloudEvent)"]}
+    errors = {name: ["is required"] for name in REQUIRED if not str(event.get(name) or "").strip()}
+    if not errors and str(event["specversion"]) != "1.0":
+        errors["specversion"] = ["must be 1.0"]
+    for name in ("id", "type", "source", "subject"):
+        if name in event and not isinstance(event[name], str):
+            errors[name] = ["must be a string"]
+    return (None, errors) if errors else (event, None)
+
+
+def dispatch(event: dict) -> str:
+    """Hand the event to the app that owns its type; returns what was done."""
+    from grading.events import handle_grading_event
+    from sessions.events import handle_lds_event
+
+    event_type = event["type"]
+    if event_type.startswith(settings.LCM_LDS_EVENT_PREFIX + "."):
+        return handle_lds_event(event)
+    if event_type.startswith(settings.LCM_GRADING_EVENT_PREFIX + "."):
+        return handle_grading_event(event)
+    return "ignored: unknown type"
+
+
+@csrf_exempt
+@require_POST
+def events_webhook(request):
+    """Receive one CloudEvent."""
+    from sessions.models import ReceivedEvent
+
+    given = request.headers.get(SECRET_HEADER, "")
+    if not given or not hmac.compare_digest(given.encode(), settings.WEBHOOK_SECRET.encode()):
+        return _error(401, {"detail": f"missing or wrong {SECRET_HEADER} header"})
+    if len(request.body) > MAX_BODY_BYTES:
+        return _error(400, {"body": [f"is larger than {MAX_BODY_BYTES} bytes"]})
+    event, errors = parse_event(request)
+    if errors:
+        return _error(400, errors)
+    try:
+        with transaction.atomic():
+            record = ReceivedEvent.objects.create(
+                event_id=event["id"][:200],
+                event_type=event["type"][:200],
+                source=event["source"][:500],
+                subject=str(event.get("subject") or "")[:200],
+            )
+    except IntegrityError:
+        logger.info("duplicate event %s (%s) acknowledged", event["id"], event["type"])
+        return JsonResponse({"id": event["id"], "status": "duplicate"}, status=202)
+    try:
+        outcome = dispatch(event)
+    except Exception:
+        # Forget the event so the sender's retry is acted on; the state is unchanged (services are atomic).
+        ReceivedEvent.objects.filter(pk=record.pk).delete()
+        logger.exception("event %s (%s) could not be handled", event["id"], event["type"])
+        return _error(503, {"detail": "the event could not be handled now; retry later"})
+    ReceivedEvent.objects.filter(pk=record.pk).update(outcome=outcome[:200])
+    logger.info("event %s (%s): %s", event["id"], event["type"], outcome)
+    return JsonResponse({"id": event["id"], "status": "accepted", "outcome": outcome}, status=202)

@@ -1,0 +1,60 @@
+"""`manage.py lcm_watch`: turn each etcd key change into an immediate reconcile (SPEC §1, §4).
+
+Beat ticks stay the safety net: if this process or etcd is down, nothing is lost, only slower.
+"""
+
+import re
+import signal
+import threading
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from lcm import coordination, loops
+
+SESSION_KEY = re.compile(r"^/lcm/sessions/([0-9a-f-]{36})/status$")
+
+
+class Command(BaseCommand):
+    help = "Watch etcd and enqueue a reconcile for every session whose projected status changes."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="connect, report, and exit (a health check)")
+
+    def handle(self, *args, **options):
+        if not settings.LCM_ETCD_ENDPOINTS:
+            raise CommandError("lcm_watch needs LCM_ETCD_ENDPOINTS (the embedded default reacts in-process)")
+        coord = coordination.coordinator()
+        if not coord.healthy():
+            if options["once"]:
+                raise CommandError(f"etcd at {settings.LCM_ETCD_ENDPOINTS} is not reachable")
+            self.stderr.write(f"etcd at {settings.LCM_ETCD_ENDPOINTS} is not reachable yet; retrying")
+        if options["once"]:
+            self.stdout.write(f"etcd at {settings.LCM_ETCD_ENDPOINTS} is reachable")
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+        def on_change(kind, key, value):
+            match = SESSION_KEY.match(key)
+            if match and kind == "put":
+                loops.enqueue("lablets", match.group(1))
+
+        cancel = None
+        self.stdout.write(f"watching {coordination.PREFIX}/sessions/ on {settings.LCM_ETCD_ENDPOINTS}")
+        while not stop.is_set():
+            if cancel is None:
+                try:
+                    cancel = coord.watch_prefix(f"{coordination.PREFIX}/sessions/", on_change)
+                except Exception as exc:  # etcd down: try again shortly
+                    self.stderr.write(f"watch failed ({exc.__class__.__name__}); retrying in 2 s")
+                    time.sleep(2)
+                    continue
+            if not coord.healthy():
+                cancel()
+                cancel = None
+            stop.wait(2)
+        if cancel is not None:
+            cancel()

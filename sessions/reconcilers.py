@@ -1,0 +1,499 @@
+"""The lablet reconciler (SPEC §3.3–3.5): one function of one session id, level-triggered.
+
+Desired state by status:
+- PENDING/SCHEDULED/INSTANTIATING/READY past `timeslot_end`: EXPIRED (the session never ran).
+- SCHEDULED: INSTANTIATING from `timeslot_start − boot_lead`; back to PENDING if its worker left RUNNING.
+- INSTANTIATING: a lab on the worker (a reused wiped one, else imported with ports rewritten),
+  started and converged, an LDS session with devices and a login URL → READY.
+- RUNNING at `timeslot_end`: COLLECTING (the definition grades) or STOPPING.
+- COLLECTING: GRADING (grading enabled) or STOPPING; GRADING: the grading reconciler.
+- STOPPING / EXPIRED / TERMINATED with cleanup pending: lab stopped and wiped (deleted when reuse
+  is off or the session FAILED), LDS released; then STOPPED → ARCHIVED, or cleanup finished.
+Invariants: every external resource is recorded before or right after it is made (the lab
+record and its ports exist before the import; an import is titled `lcm-<lab record id>` so a
+crash between import and commit is found again by title), so a pass may crash anywhere and
+the next pass finishes the job without leaking a lab, port or LDS session. A failing pass
+backs off on the row; after `LCM_MAX_RECONCILE_ATTEMPTS` the session is TERMINATED (FAILED)
+and cleaned up.
+"""
+
+import contextlib
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from lcm import http
+from lcm.fsm import InvalidTransition
+from lcm.reconcile import Result, backoff
+from scheduling.models import SystemSettings
+from scheduling.services import ports_allocate
+from sessions.labyaml import rewrite_ports
+from sessions.models import LabletSession, UserSession
+from sessions.services import (
+    session_attach_lab,
+    session_cleanup_finished,
+    session_record_failure,
+    session_terminate,
+    session_transition,
+    user_session_create,
+    user_session_update,
+)
+from sessions.states import PORT_PROTOCOLS, EndReason, SessionStatus, UserSessionStatus
+from workers.models import LabRecord
+from workers.services import lab_record_create, lab_record_transition
+from workers.states import LabStatus, WorkerStatus
+
+logger = logging.getLogger("lcm.sessions.reconcilers")
+
+S = SessionStatus
+L = LabStatus
+ACTOR = "lablet-reconciler"
+POLL_SECONDS = 1.0
+USER_SESSION_DONE = {UserSessionStatus.ENDED, UserSessionStatus.EXPIRED, UserSessionStatus.FAULTED}
+# CML lab states (EXTERNAL-SYSTEMS.md §1.3); there is no lab-level BOOTED.
+CML_STARTED, CML_STOPPED, CML_DEFINED = "STARTED", "STOPPED", "DEFINED_ON_CORE"
+
+
+# --- which sessions need work (one query per tick) ------------------------------------------
+
+
+def sessions_needing_work(now=None) -> list:
+    """Ids of sessions the reconciler has something to do for now, found with one query."""
+    now = now or timezone.now()
+    policy = SystemSettings.load()
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    boot_window = now + timedelta(minutes=policy.boot_lead_minutes)
+    needs = (
+        Q(status__in=[S.INSTANTIATING, S.COLLECTING, S.GRADING, S.STOPPING, S.STOPPED, S.EXPIRED])
+        | Q(status__in=[S.PENDING, S.READY, S.RUNNING], timeslot_end__lte=now)
+        | Q(status=S.SCHEDULED, timeslot_start__lte=boot_window)
+        | Q(status=S.SCHEDULED, definition__boot_lead_minutes__isnull=False)
+        | Q(status=S.SCHEDULED, worker__status__in=[WorkerStatus.DRAINING, WorkerStatus.STOPPING])
+        | Q(status=S.TERMINATED, cleanup_pending=True)
+    )
+    return list(LabletSession.objects.filter(needs & due).order_by("timeslot_start").values_list("pk", flat=True))
+
+
+# --- the reconciler -----------------------------------------------------------------------
+
+
+def reconcile_session(session_id) -> Result:
+    """One pass for one session: do the next step its status calls for."""
+    session = LabletSession.objects.select_related("definition", "worker", "lab_record").filter(pk=session_id).first()
+    if session is None:
+        return Result.done("gone")
+    now = timezone.now()
+    if session.next_attempt_at and session.next_attempt_at > now:
+        return Result.requeue((session.next_attempt_at - now).total_seconds(), "backing off")
+    handler = _HANDLERS.get(session.status)
+    if handler is None:
+        return Result.done("nothing to do")
+    return handler(session, now)
+
+
+def record_failure(session_id, exc) -> float | None:
+    """`on_error` hook: back off on the row; past the attempt limit, terminate as FAILED (cleanup follows)."""
+    session = LabletSession.objects.filter(pk=session_id).first()
+    if session is None:
+        return None
+    error = f"{exc.__class__.__name__}: {exc}"
+    attempts = session.attempts + 1
+    if attempts >= settings.LCM_MAX_RECONCILE_ATTEMPTS and session.status not in (S.TERMINATED, S.ARCHIVED):
+        try:
+            session_terminate(
+                session,
+                actor=ACTOR,
+                reason=f"gave up after {attempts} attempts: {error}"[:2000],
+                end_reason=EndReason.FAILED,
+            )
+            return 0.0
+        except InvalidTransition:
+            pass
+    delay = backoff(attempts)
+    session_record_failure(session, error, retry_in=delay)
+    return delay.total_seconds()
+
+
+def _expired(session, now) -> bool:
+    return now >= session.timeslot_end
+
+
+def _expire(session, reason="the timeslot ended before the session ran") -> Result:
+    session_transition(session, S.EXPIRED, actor=ACTOR, reason=reason)
+    return Result.requeue(0, "expired")
+
+
+def _boot_lead(session) -> timedelta:
+    minutes = session.definition.boot_lead_minutes
+    if minutes is None:
+        minutes = SystemSettings.load().boot_lead_minutes
+    return timedelta(minutes=minutes)
+
+
+def _on_pending(session, now) -> Result:
+    if _expired(session, now):
+        return _expire(session)
+    return Result.done("waiting for placement")
+
+
+def _on_scheduled(session, now) -> Result:
+    if _expired(session, now):
+        return _expire(session)
+    if session.worker is None or session.worker.status != WorkerStatus.RUNNING:
+        session_transition(session, S.PENDING, actor=ACTOR, reason="worker no longer RUNNING before instantiation")
+        return Result.done("requeued")
+    start_at = session.timeslot_start - _boot_lead(session)
+    if now < start_at:
+        return Result.requeue((start_at - now).total_seconds(), "waiting for boot lead")
+    session = session_transition(session, S.INSTANTIATING, actor=ACTOR, reason="boot lead reached")
+    return _on_instantiating(_reload(session), now)
+
+
+def _reload(session) -> LabletSession:
+    return LabletSession.objects.select_related("definition", "worker", "lab_record").get(pk=session.pk)
+
+
+def _cml(session):
+    from workers.clients.cml import cml_client_for
+
+    return cml_client_for(session.worker)
+
+
+# --- instantiation ------------------------------------------------------------------------
+
+
+def _claim_reusable_lab(session, cml) -> LabRecord | None:
+    """A wiped lab of this definition on this worker, still present in CML, now bound to the session."""
+    if not session.definition.lab_reuse_enabled:
+        return None
+    while True:
+        with transaction.atomic():
+            lab = (
+                LabRecord.objects.select_for_update(skip_locked=True)
+                .filter(worker=session.worker, definition=session.definition, status=L.WIPED, active_session=None)
+                .order_by("created_at")
+                .first()
+            )
+            if lab is None:
+                return None
+            lab.active_session = session
+            lab.save(update_fields=["active_session", "updated_at"])
+        try:
+            state = cml.lab_state(lab.cml_lab_id)
+        except http.NotFound:
+            _walk_lab(lab, [L.ORPHANED, L.DELETED], "", "vanished from CML")
+            continue
+        if state not in (CML_DEFINED, CML_STOPPED):
+            # Not in a reusable shape after all: leave it to lab discovery and import a fresh one.
+            lab_record_transition(lab, L.ERROR, actor=ACTOR, reason=f"wiped lab found {state}", cml_state=state)
+            LabRecord.objects.filter(pk=lab.pk).update(active_session=None)
+            continue
+        session_attach_lab(session, lab, ports=lab.ports)
+        return lab
+
+
+def _ensure_lab(session, cml) -> LabRecord:
+    """The session's lab record, imported into CML (idempotent across crashes)."""
+    lab = session.lab_record
+    if lab is None or lab.status in (L.DELETED, L.ORPHANED):
+        lab = _claim_reusable_lab(session, cml)
+        if lab is None:
+            with transaction.atomic():
+                lab = lab_record_create(
+                    worker=session.worker,
+                    actor=ACTOR,
+                    definition=session.definition,
+                    node_count=session.definition.node_count,
+                )
+                LabRecord.objects.filter(pk=lab.pk).update(title=f"lcm-{lab.pk}", active_session=session)
+                lab.refresh_from_db()
+                ports = ports_allocate(lab, session.definition.port_names)
+                session_attach_lab(session, lab, ports=ports)
+    if lab.status == L.IMPORTING:
+        title = lab.title or f"lcm-{lab.pk}"
+        existing = _find_lab_by_title(cml, title)
+        lab_id = existing or cml.import_lab(rewrite_ports(session.definition.lab_yaml, lab.ports), title=title)
+        lab = lab_record_transition(
+            lab, L.DEFINED, actor=ACTOR, reason="imported", cml_lab_id=lab_id, cml_state=CML_DEFINED
+        )
+        session_attach_lab(session, lab)
+    return lab
+
+
+def _find_lab_by_title(cml, title: str) -> str | None:
+    """The id of a lab with this title already in CML (an import whose answer was lost)."""
+    for lab_id in cml.labs(show_all=True):
+        try:
+            if cml.get_lab(lab_id).get("lab_title") == title:
+                return lab_id
+        except http.NotFound:
+            continue
+    return None
+
+
+def _devices(session) -> list[dict]:
+    """One device per node: label, protocol by priority (vnc, http, https, ssh, serial, telnet), host, port."""
+    host = session.worker.public_ip or session.worker.private_ip or _host_of(session.worker.cml_base_url)
+    by_node: dict[str, list[dict]] = {}
+    for entry in session.definition.port_template:
+        by_node.setdefault(entry["node_label"], []).append(entry)
+    devices = []
+    ports = session.allocated_ports or {}
+    for label, entries in by_node.items():
+        entries.sort(key=lambda e: PORT_PROTOCOLS.index(e["protocol"]))
+        best = entries[0]
+        devices.append({"label": label, "protocol": best["protocol"], "host": host, "port": ports.get(best["name"])})
+    return devices
+
+
+def _host_of(url: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(url).hostname or ""
+
+
+def _on_instantiating(session, now) -> Result:
+    if _expired(session, now):
+        return _expire(session)
+    cml = _cml(session)
+    lab = _ensure_lab(session, cml)
+    if lab.status in (L.DEFINED, L.WIPED, L.STOPPED):
+        cml.start_lab(lab.cml_lab_id)
+        lab = lab_record_transition(lab, L.STARTING, actor=ACTOR, reason="start", cml_state=CML_STARTED)
+    if lab.status == L.STARTING:
+        if not cml.check_converged(lab.cml_lab_id):
+            return Result.requeue(POLL_SECONDS, "waiting for nodes to boot")
+        lab = lab_record_transition(lab, L.BOOTED, actor=ACTOR, reason="converged", last_synced_at=timezone.now())
+    if lab.status != L.BOOTED:
+        raise http.ExternalError("cml", "instantiate", f"lab {lab.cml_lab_id} is {lab.status}")
+    session = _reload(session)
+    user_session = _ensure_lds_session(session)
+    session_transition(session, S.READY, actor=ACTOR, reason="lab booted, login URL issued")
+    logger.info("session %s READY: %s", session.pk, user_session.login_url)
+    return Result.done("ready")
+
+
+def _ensure_lds_session(session) -> UserSession:
+    """The UserSession with an LDS session, its devices and the launch URL (each step resumable)."""
+    from sessions.clients.lds import lds_client
+
+    lds = lds_client()
+    user_session = session.user_sessions.exclude(status__in=USER_SESSION_DONE).order_by("-created_at").first()
+    if user_session is None:
+        user_session = user_session_create(session, actor=ACTOR, reason="provisioning LDS session")
+    if not user_session.lds_session_id:
+        created = lds.create_session(
+            candidate_id=session.owner,
+            form_qualified_name=session.definition.form_qualified_name or session.definition.name,
+            first_name=session.owner.split("@")[0][:50] or "candidate",
+            last_name="-",
+            scheduled_date=session.timeslot_start,
+            user_timeslot_end=session.timeslot_end,
+        )
+        user_session = user_session_update(
+            user_session, actor=ACTOR, lds_session_id=created.session_id, lds_part_id="1"
+        )
+    if not user_session.login_url:
+        devices = _devices(session)
+        lds.set_devices(user_session.lds_session_id, devices)
+        url = lds.launch_url(user_session.lds_session_id)
+        user_session = user_session_update(
+            user_session,
+            actor=ACTOR,
+            devices=devices,
+            login_url=url,
+            status=UserSessionStatus.PROVISIONED,
+            reason="devices set, launch URL issued",
+        )
+    return user_session
+
+
+# --- running, collecting, grading ------------------------------------------------------------
+
+
+def _on_ready(session, now) -> Result:
+    if _expired(session, now):
+        return _expire(session, "the candidate never started")
+    return Result.requeue((session.timeslot_end - now).total_seconds(), "waiting for the candidate")
+
+
+def _on_running(session, now) -> Result:
+    if not _expired(session, now):
+        return Result.requeue((session.timeslot_end - now).total_seconds(), "running")
+    target = S.COLLECTING if session.definition.grading_enabled else S.STOPPING
+    session_transition(session, target, actor=ACTOR, reason="time is up", expected_status=S.RUNNING)
+    return Result.requeue(0, "time is up")
+
+
+def _grading_timed_out(session, now) -> bool:
+    since = session.status_changed_at or session.updated_at
+    return now - since > timedelta(minutes=SystemSettings.load().grading_timeout_minutes)
+
+
+def _on_collecting(session, now) -> Result:
+    if _grading_timed_out(session, now):
+        return _expire(session, "grading timed out while collecting")
+    if not session.definition.grading_enabled:
+        session_transition(session, S.STOPPING, actor=ACTOR, reason="the definition does not grade")
+        return Result.requeue(0, "skip grading")
+    session_transition(session, S.GRADING, actor=ACTOR, reason="collected; grading", expected_status=S.COLLECTING)
+    return Result.requeue(0, "grading")
+
+
+def _on_grading(session, now) -> Result:
+    from grading.reconcilers import fault_grading, reconcile_grading
+
+    if _grading_timed_out(session, now):
+        fault_grading(session, "grading timed out")
+        return _expire(session, "grading timed out")
+    return reconcile_grading(session)
+
+
+# --- teardown ---------------------------------------------------------------------------------
+
+
+def _teardown(session, *, delete_lab: bool) -> Result | None:
+    """Stop and wipe (or delete) the lab and release the LDS session; None when nothing is left."""
+    lab = session.lab_record
+    if lab is not None and lab.status not in (L.DELETED, L.ORPHANED, L.WIPED) and lab.active_session_id == session.pk:
+        if not lab.cml_lab_id:
+            if lab.status == L.IMPORTING:
+                cml = _cml(session)
+                found = _find_lab_by_title(cml, lab.title or f"lcm-{lab.pk}")
+                if found:
+                    lab = lab_record_transition(
+                        lab, L.DEFINED, actor=ACTOR, reason="found after lost import", cml_lab_id=found
+                    )
+            if not lab.cml_lab_id:
+                lab_record_transition(lab, L.DELETED, actor=ACTOR, reason="never imported")
+                lab = None
+        if lab is not None:
+            result = _teardown_lab(session, lab, delete_lab=delete_lab)
+            if result is not None:
+                return result
+    elif lab is not None and lab.status == L.WIPED and lab.active_session_id == session.pk:
+        _release_lab(lab)
+    for user_session in session.user_sessions.exclude(status__in=USER_SESSION_DONE):
+        _release_lds(user_session)
+    return None
+
+
+def _teardown_lab(session, lab, *, delete_lab: bool) -> Result | None:
+    """Stop the lab, then wipe it for reuse or delete it; a requeue while CML is still stopping it."""
+    cml = _cml(session)
+    try:
+        state = cml.lab_state(lab.cml_lab_id)
+    except http.NotFound:
+        _walk_lab(lab, [L.ORPHANED, L.DELETED], "", "vanished from CML")
+        return None
+    if state == CML_STARTED:
+        cml.stop_lab(lab.cml_lab_id)
+        _walk_lab(lab, [L.STOPPING], state, "stopping")
+        return Result.requeue(POLL_SECONDS, "stopping lab")
+    if state not in (CML_STOPPED, CML_DEFINED):
+        return Result.requeue(POLL_SECONDS, f"lab is {state}")
+    lab = _walk_lab(lab, [L.STOPPING, L.STOPPED], state, "stopped")
+    cml.wipe_lab(lab.cml_lab_id)
+    if delete_lab or not session.definition.lab_reuse_enabled:
+        cml.delete_lab(lab.cml_lab_id)
+        _walk_lab(lab, [L.DELETING, L.DELETED], "", "deleted")  # DELETED releases the ports
+    else:
+        lab = _walk_lab(lab, [L.WIPING, L.WIPED], CML_DEFINED, "wiped for reuse")
+        _release_lab(lab)
+    return None
+
+
+def _walk_lab(lab, path, cml_state: str, reason: str) -> LabRecord:
+    """Move the lab record along `path`, skipping steps it has passed or that its table does not need.
+
+    Re-running after a crash finds the record wherever the last pass left it.
+    """
+    from workers.states import LAB_TRANSITIONS
+
+    lab = LabRecord.objects.get(pk=lab.pk)
+    for target in path:
+        if lab.status == target or target not in LAB_TRANSITIONS.get(lab.status, set()):
+            continue
+        lab = lab_record_transition(lab, target, actor=ACTOR, reason=reason, cml_state=cml_state)
+    return lab
+
+
+def _release_lab(lab) -> None:
+    """The lab no longer serves a session (it stays WIPED for reuse)."""
+    LabRecord.objects.filter(pk=lab.pk).update(active_session=None)
+
+
+def _release_lds(user_session) -> None:
+    from sessions.clients.lds import lds_client
+
+    if user_session.lds_session_id:
+        with contextlib.suppress(http.NotFound):
+            lds_client().release(user_session.lds_session_id)
+    target = {
+        UserSessionStatus.ACTIVE: UserSessionStatus.ENDED,
+        UserSessionStatus.PAUSED: UserSessionStatus.ENDED,
+    }.get(user_session.status, UserSessionStatus.FAULTED)
+    user_session_update(
+        user_session,
+        actor=ACTOR,
+        status=target,
+        reason="released",
+        error_message="" if target == UserSessionStatus.ENDED else "released before use",
+    )
+
+
+def _on_stopping(session, now) -> Result:
+    result = _teardown(session, delete_lab=False)
+    if result is not None:
+        return result
+    session_transition(session, S.STOPPED, actor=ACTOR, reason="lab stopped and wiped, LDS released")
+    return Result.requeue(0, "stopped")
+
+
+def _on_stopped(session, now) -> Result:
+    session_transition(session, S.ARCHIVED, actor=ACTOR, reason="archived")
+    return Result.done("archived")
+
+
+def _holds_resources(session) -> bool:
+    lab = session.lab_record
+    lab_held = lab is not None and lab.active_session_id == session.pk and lab.status != L.DELETED
+    return lab_held or session.user_sessions.exclude(status__in=USER_SESSION_DONE).exists()
+
+
+def _on_expired(session, now) -> Result:
+    if _holds_resources(session):
+        session_transition(session, S.STOPPING, actor=ACTOR, reason="expired: tearing down")
+        return Result.requeue(0, "tearing down")
+    if session.cleanup_pending:
+        session_cleanup_finished(session, actor=ACTOR)
+    return Result.done("expired and clean")
+
+
+def _on_terminated(session, now) -> Result:
+    if not session.cleanup_pending:
+        return Result.done("nothing to clean")
+    result = _teardown(session, delete_lab=session.end_reason == EndReason.FAILED)
+    if result is not None:
+        return result
+    session_cleanup_finished(session, actor=ACTOR)
+    return Result.done("cleaned up")
+
+
+_HANDLERS = {
+    S.PENDING: _on_pending,
+    S.SCHEDULED: _on_scheduled,
+    S.INSTANTIATING: _on_instantiating,
+    S.READY: _on_ready,
+    S.RUNNING: _on_running,
+    S.COLLECTING: _on_collecting,
+    S.GRADING: _on_grading,
+    S.STOPPING: _on_stopping,
+    S.STOPPED: _on_stopped,
+    S.EXPIRED: _on_expired,
+    S.TERMINATED: _on_terminated,
+}
