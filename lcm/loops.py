@@ -95,6 +95,8 @@ def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
 
         reconcile_task.apply_async(args=[loop_name, str(key)], countdown=countdown, expires=300)
         return
+    if settings.LCM_INPROCESS_WORKERS <= 0:
+        return  # no in-process pool (unit tests drive the loops themselves): the next tick picks it up
     global _pool
     with _pool_lock:
         if (loop_name, str(key)) in _in_flight:

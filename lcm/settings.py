@@ -168,6 +168,9 @@ LCM_LDS_CLIENT_SECRET = env.str("LCM_LDS_CLIENT_SECRET", default="local-lds-secr
 LCM_GRADING_BASE_URL = env.str("LCM_GRADING_BASE_URL", default="http://127.0.0.1:8103")
 LCM_GRADING_CLIENT_ID = env.str("LCM_GRADING_CLIENT_ID", default="lcm")
 LCM_GRADING_CLIENT_SECRET = env.str("LCM_GRADING_CLIENT_SECRET", default="local-grading-secret")
+LCM_GRADING_TOKEN_URL = env.str("LCM_GRADING_TOKEN_URL", default="")  # default: the realm on LCM_GRADING_BASE_URL
+LCM_GRADING_REALM = env.str("LCM_GRADING_REALM", default="lcm")
+LCM_GRADING_SCOPE = env.str("LCM_GRADING_SCOPE", default="api")
 LCM_AWS_REGION = env.str("LCM_AWS_REGION", default="us-east-1")
 LCM_AWS_ENDPOINT_URL = env.str("LCM_AWS_ENDPOINT_URL", default="")  # e.g. http://127.0.0.1:8104 for moto
 LCM_LDS_EVENT_PREFIX = env.str("LCM_LDS_EVENT_PREFIX", default="io.lablet.lds")

@@ -10,3 +10,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # Unit tests drive reconcilers explicitly; the loop tests switch projection on themselves.
 LCM_PROJECTION_ENABLED = False
+LCM_INPROCESS_WORKERS = 0

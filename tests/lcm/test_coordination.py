@@ -1,0 +1,108 @@
+"""Coordination: the in-process stand-in, real etcd (started here), the projection, and degradation."""
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from lcm.coordination import EtcdCoordinator, InProcessCoordinator, project_session, session_status_key
+from lcm.reconcile import Result, backoff, run
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def etcd_url():
+    binary = shutil.which("etcd") or ("/usr/bin/etcd" if shutil.os.path.exists("/usr/bin/etcd") else None)
+    if binary is None:
+        pytest.skip("etcd is not installed (Debian package etcd-server)")
+    client_port, peer_port = _free_port(), _free_port()
+    data_dir = tempfile.mkdtemp(prefix="lcm-etcd-")
+    url = f"http://127.0.0.1:{client_port}"
+    process = subprocess.Popen(
+        [binary, "--data-dir", data_dir, "--listen-client-urls", url, "--advertise-client-urls", url,
+         "--listen-peer-urls", f"http://127.0.0.1:{peer_port}", "--initial-advertise-peer-urls",
+         f"http://127.0.0.1:{peer_port}", "--initial-cluster", f"default=http://127.0.0.1:{peer_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    coordinator = EtcdCoordinator(url)
+    for _ in range(100):
+        if coordinator.healthy():
+            break
+        time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("backend", ["in-process", "etcd"])
+def test_put_only_on_change_watch_and_leader(backend, request):
+    coord = InProcessCoordinator() if backend == "in-process" else EtcdCoordinator(request.getfixturevalue("etcd_url"))
+    seen = []
+    cancel = coord.watch_prefix("/lcm/sessions/", lambda kind, key, value: seen.append((kind, key, value)))
+    try:
+        assert coord.put_if_changed("/lcm/sessions/a/status", "READY") is True
+        assert coord.put_if_changed("/lcm/sessions/a/status", "READY") is False
+        assert coord.get("/lcm/sessions/a/status") == "READY"
+        assert coord.delete("/lcm/sessions/a/status")
+        for _ in range(50):
+            if len(seen) >= 2:
+                break
+            time.sleep(0.05)
+        assert seen == [("put", "/lcm/sessions/a/status", "READY"), ("delete", "/lcm/sessions/a/status", None)]
+        assert coord.try_lead(f"loop-{backend}") is True
+        assert coord.try_lead(f"loop-{backend}") is True  # refreshing one's own lease
+        coord.resign(f"loop-{backend}")
+    finally:
+        cancel()
+
+
+def test_a_second_holder_cannot_lead(etcd_url, monkeypatch):
+    import lcm.coordination as coordination
+
+    first = EtcdCoordinator(etcd_url)
+    assert first.try_lead("placement-x")
+    monkeypatch.setattr(coordination, "_PROCESS_TOKEN", "another-process")
+    assert EtcdCoordinator(etcd_url).try_lead("placement-x") is False
+
+
+def test_etcd_down_degrades_without_raising():
+    coord = EtcdCoordinator(f"http://127.0.0.1:{_free_port()}", timeout=0.5)
+    assert coord.put_if_changed("/lcm/x", "y") is False
+    assert coord.get("/lcm/x") is None
+    assert coord.try_lead("placement") is True  # placement stays safe through row locks
+    assert coord.healthy() is False
+
+
+def test_projection_writes_and_removes_session_keys(monkeypatch):
+    import lcm.coordination as coordination
+
+    coord = InProcessCoordinator()
+    monkeypatch.setattr(coordination, "_coordinator", coord)
+    project_session("s1", "READY", {"a": 2000})
+    assert coord.get(session_status_key("s1")) == "READY"
+    project_session("s1", "EXPIRED", {}, clean=False)
+    assert coord.get(session_status_key("s1")) == "EXPIRED"
+    project_session("s1", "ARCHIVED", {})
+    assert coord.get(session_status_key("s1")) is None
+
+
+def test_reconcile_runner_isolates_errors_and_backs_off():
+    calls = []
+
+    def failing(key):
+        raise RuntimeError(f"boom {key}")
+
+    result = run("demo", "k1", failing, on_error=lambda key, exc: calls.append((key, str(exc))) or 4.0)
+    assert result.action == "error" and result.requeue_after == 4.0 and "boom k1" in result.error
+    assert calls == [("k1", "boom k1")]
+    assert run("demo", "k2", lambda key: Result.requeue(2, "wait")).requeue_after == 2
+    assert backoff(1).total_seconds() == 2 and backoff(20).total_seconds() == 300
