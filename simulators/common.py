@@ -11,6 +11,7 @@ Faults are declared per operation (the OpenAPI operationId or a simulator's own 
 import json
 import logging
 import random
+import socket
 import threading
 import time
 import uuid
@@ -354,9 +355,11 @@ class ServerThread:
     """Serves a WSGI app on host:port from a daemon thread (port 0 picks a free one)."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
-        self.server = make_server(host, port, app, threaded=True)
+        # Bind here first: werkzeug's own bind prints and calls sys.exit on a port in use; this raises OSError.
+        with socket.create_server((host, port)) as listening:
+            self.server = make_server(host, port, app, threaded=True, fd=listening.fileno())
         self.host = host
-        self.port = self.server.server_port
+        self.port = self.server.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name=f"sim-{self.port}")
 
     @property

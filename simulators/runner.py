@@ -11,14 +11,11 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
-
-from werkzeug.serving import make_server
 
 from simulators.common import ServerThread
 
@@ -28,19 +25,8 @@ STARTUP_TIMEOUT = 60.0  # seconds a child process may take to listen (imports mo
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ListeningServerThread(ServerThread):
-    """A `ServerThread` on a socket bound here first, so that a port in use raises `OSError`.
-
-    werkzeug's own bind prints two lines and calls `sys.exit(1)` instead, which would break the
-    command's one-line error and kill an embedding process.
-    """
-
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
-        with socket.create_server((host, port)) as listening:  # SO_REUSEADDR, like werkzeug
-            self.server = make_server(host, port, app, threaded=True, fd=listening.fileno())  # dups the fd
-        self.host = host
-        self.port = self.server.port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name=f"sim-{self.port}")
+# `ServerThread` binds its socket first, so a port in use raises OSError instead of exiting.
+ListeningServerThread = ServerThread
 
 
 class SimulatorStartError(Exception):
