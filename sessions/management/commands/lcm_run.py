@@ -1,9 +1,11 @@
-"""`manage.py lcm_run [--port 8000]`: the embedded all-in-one.
+"""`manage.py lcm_run [--port 8000]`: the embedded all-in-one (SPEC §1).
 
-Migrates, seeds demo data when the database is empty, then serves the site and admin.
-(Control loops and simulators join this process as they are built.)
+Migrates, seeds demo data when the database is empty, starts the simulators (CML, LDS,
+Grading Engine, moto) and the control loops in this process, then serves the site, admin,
+REST API and webhook. Sessions move by themselves; manual transitions finish them.
 """
 
+import requests
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -12,12 +14,14 @@ from sessions.seed import database_is_empty, ensure_users, seed_demo
 
 
 class Command(BaseCommand):
-    help = "Run LCM on its embedded default: migrate, seed demo data when empty, serve web + admin."
+    help = "Run LCM on its embedded default: migrate, seed when empty, simulators + loops + web in one process."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--no-serve", action="store_true", help="prepare the database and exit")
+        parser.add_argument("--no-simulators", action="store_true", help="use the configured real endpoints")
+        parser.add_argument("--no-loops", action="store_true", help="serve pages only; nothing moves by itself")
 
     def handle(self, *args, **options):
         port = options["port"]
@@ -32,9 +36,45 @@ class Command(BaseCommand):
         if not settings.DEBUG:
             call_command("collectstatic", interactive=False, verbosity=0)
         url = f"http://{options['host']}:{port}"
+        if options["no_serve"]:
+            self._banner(url)
+            return
+        if not options["no_simulators"]:
+            self._start_simulators(url)
+        if not options["no_loops"]:
+            from lcm.loops import InProcessLoops
+
+            InProcessLoops().start()
+            self.stdout.write("Control loops running in-process (placement, lablets).")
+        self._banner(url)
+        call_command("runserver", f"{options['host']}:{port}", use_reloader=False, use_threading=True)
+
+    def _banner(self, url):
         self.stdout.write(f"LCM is starting at {url}/")
         self.stdout.write(f"Log in at {url}/accounts/login/ (demo users: admin and instructor; see README)")
         self.stdout.write(f"Admin at {url}/admin/")
-        if options["no_serve"]:
-            return
-        call_command("runserver", f"{options['host']}:{port}", use_reloader=False, use_threading=True)
+
+    def _start_simulators(self, url):
+        """Serve the simulators on their configured ports and give every simulator-backed worker its virtual CML."""
+        from simulators.runner import SimulatorStartError, start_simulators
+        from workers.models import CMLWorker
+
+        try:
+            handle = start_simulators(
+                settings.LCM_SIM_HOST,
+                cml_port=settings.LCM_SIM_CML_PORT,
+                lds_port=settings.LCM_SIM_LDS_PORT,
+                grading_port=settings.LCM_SIM_GRADING_PORT,
+                moto_port=settings.LCM_SIM_MOTO_PORT,
+                zero_delay=settings.LCM_SIM_ZERO_DELAY,
+                webhook_url=f"{url}/api/events",
+                webhook_secret=settings.WEBHOOK_SECRET,
+            )
+        except SimulatorStartError as exc:
+            raise CommandError(f"simulators could not start: {exc} (or pass --no-simulators)") from None
+        cml_url = handle.urls["cml"]
+        prefix = f"{settings.LCM_CML_SIMULATOR_URL.rstrip('/')}/w/"
+        for worker in CMLWorker.objects.filter(cml_base_url__startswith=prefix):
+            name = worker.cml_base_url[len(prefix) :].strip("/")
+            requests.post(f"{cml_url}/_sim/workers", json={"name": name}, timeout=5).raise_for_status()
+        self.stdout.write("Simulators: " + ", ".join(f"{k} {v}" for k, v in handle.urls.items()))
