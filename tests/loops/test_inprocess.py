@@ -1,0 +1,49 @@
+"""The embedded default's loop runner: ticks + after-commit wake-ups + the in-process pool, no Celery, no etcd."""
+
+import time
+
+import pytest
+
+from lcm import coordination, projection
+from lcm.events import status_changed
+from lcm.loops import InProcessLoops
+from sessions.services import session_create, session_transition
+from tests.factories import DefinitionFactory
+from tests.loops.conftest import status_of
+
+
+@pytest.fixture
+def live_loops(settings, monkeypatch):
+    settings.LCM_INPROCESS_WORKERS = 2
+    settings.LCM_LOOP_PLACEMENT_SECONDS = 0.2
+    settings.LCM_LOOP_LABLETS_SECONDS = 0.2
+    monkeypatch.setattr(coordination, "_coordinator", coordination.InProcessCoordinator())
+    projection.connect()
+    loops = InProcessLoops().start()
+    yield loops
+    loops.stop()
+    loops.thread.join(timeout=5)
+    status_changed.disconnect(dispatch_uid="lcm.projection")
+
+
+def _wait(condition, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sessions_move_by_themselves_to_ready_and_finish_after_manual_moves(sims, sim_worker, live_loops):
+    sim_worker("w1")
+    definition = DefinitionFactory(boot_lead_minutes=30, grading_enabled=False)
+    session = session_create(definition=definition, owner="embedded@example.com", actor="test")
+    assert _wait(lambda: status_of(session) == "READY"), status_of(session)
+    # The projection mirrors the session's status while it is active.
+    assert coordination.coordinator().get(coordination.session_status_key(session.pk)) == "READY"
+    session_transition(session, "RUNNING", actor="instructor")
+    session_transition(session, "STOPPING", actor="instructor")
+    assert _wait(lambda: status_of(session) == "ARCHIVED"), status_of(session)
+    assert coordination.coordinator().get(coordination.session_status_key(session.pk)) is None
