@@ -75,21 +75,44 @@ def tick(loop_name: str) -> list:
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-_in_flight: set = set()
+# Keys queued or running in the pool → whether another pass was asked for meanwhile.
+_in_flight: dict[tuple[str, str], bool] = {}
+# A short requeue is honoured in-process (the ticks cover longer ones).
+MAX_INPROCESS_REQUEUE_SECONDS = 30.0
 
 
 def _run_in_pool(loop_name: str, key) -> None:
-    try:
-        close_old_connections()
-        reconcile_key(loop_name, key)
-    finally:
-        close_old_connections()
-        with _pool_lock:
-            _in_flight.discard((loop_name, str(key)))
+    entry = (loop_name, str(key))
+    while True:
+        result = None
+        try:
+            close_old_connections()
+            result = reconcile_key(loop_name, key)
+        finally:
+            close_old_connections()
+            with _pool_lock:
+                again = _in_flight.get(entry, False)
+                if again:
+                    _in_flight[entry] = False
+                else:
+                    _in_flight.pop(entry, None)
+        if not again:
+            break
+    if (
+        result is not None
+        and result.requeue_after is not None
+        and result.requeue_after <= MAX_INPROCESS_REQUEUE_SECONDS
+    ):
+        enqueue(loop_name, key, countdown=result.requeue_after)
 
 
 def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
-    """Ask for one reconcile of `key` soon (deduplicated while one is queued in-process)."""
+    """Ask for one reconcile of `key` soon.
+
+    In-process, a key already queued is not queued twice, and a key being reconciled right
+    now gets one more pass when it finishes (the change that asked for it may have come
+    from that very pass).
+    """
     if settings.CELERY_BROKER_URL:
         from lcm.tasks import reconcile_task
 
@@ -97,19 +120,21 @@ def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
         return
     if settings.LCM_INPROCESS_WORKERS <= 0:
         return  # no in-process pool (unit tests drive the loops themselves): the next tick picks it up
-    global _pool
-    with _pool_lock:
-        if (loop_name, str(key)) in _in_flight:
-            return
-        _in_flight.add((loop_name, str(key)))
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=settings.LCM_INPROCESS_WORKERS, thread_name_prefix="lcm-reconcile")
     if countdown:
-        timer = threading.Timer(countdown, lambda: _pool.submit(_run_in_pool, loop_name, key))
+        timer = threading.Timer(countdown, enqueue, args=(loop_name, key))
         timer.daemon = True
         timer.start()
-    else:
-        _pool.submit(_run_in_pool, loop_name, key)
+        return
+    global _pool
+    entry = (loop_name, str(key))
+    with _pool_lock:
+        if entry in _in_flight:
+            _in_flight[entry] = True
+            return
+        _in_flight[entry] = False
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=settings.LCM_INPROCESS_WORKERS, thread_name_prefix="lcm-reconcile")
+    _pool.submit(_run_in_pool, loop_name, key)
 
 
 class InProcessLoops:
