@@ -1,3 +1,12 @@
-"""URL routes (filled in by the issue that builds them)."""
+"""Pages: score reports and their CSV export (SPEC §5.4)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from grading import views
+
+app_name = "grading"
+
+urlpatterns = [
+    path("reports/", views.report_list, name="report_list"),
+    path("reports/export.csv", views.report_export, name="report_export"),
+]

@@ -1,3 +1,12 @@
-"""URL routes (filled in by the issue that builds them)."""
+"""Pages: scheduler and settings (SPEC §5.4)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from scheduling import views
+
+app_name = "scheduling"
+
+urlpatterns = [
+    path("scheduler/", views.scheduler, name="scheduler"),
+    path("settings/", views.settings_page, name="settings"),
+]

@@ -1,50 +1,578 @@
-"""Instructor pages (the full HTMX set grows in its own issue): dashboard, session list and detail."""
+"""Instructor pages for sessions and definitions (SPEC §5.4), and the page helpers every app's views share.
 
+Views are thin: they read through selectors and FilterSets, write through the services and
+render `templates/<app>/<page>.html`, or only a fragment of it (`page.html#live`) for htmx.
+
+Live updates (SPEC §5.3) are short polls of a page's `live` fragment. The poll URL carries a
+digest of what the browser shows; when nothing changed the server answers 204 and htmx
+leaves the page alone, so a form being typed into or a focused button is only replaced
+when the data really changed. A session detail stops polling at a terminal state.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from functools import wraps
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
-from django.http import Http404
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Count, Q
+from django.http import Http404, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.utils.dateparse import parse_date
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
 
+from lcm.errors import Conflict, first_error_line
+from lcm.fsm import InvalidTransition
+from lcm.roles import is_admin, is_instructor
 from scheduling.selectors import worker_capacities
 from sessions import selectors
-from sessions.states import BADGE_COLOURS, SessionStatus
+from sessions.filters import DefinitionFilterSet, SessionFilterSet
+from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm
+from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
+from sessions.services import definition_transition, session_requeue, session_transition
+from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, SessionStatus
+
+S = SessionStatus
+
+POLL_EVERY = "1s"  # a change is visible within 2 s (SPEC §5.3)
+PAGE_SIZE = 50
+_MAX_PARAM_LENGTH = 500
+_CSRF_INPUT = re.compile(r'<input type="hidden" name="csrfmiddlewaretoken" value="[^"]*">')
 
 
-@login_required
+# ---------------------------------------------------------------------------------------
+# Helpers shared by the pages of every app
+# ---------------------------------------------------------------------------------------
+
+
+def instructor_required(view):
+    """Login, then the instructor role (admins have it too); anyone else gets 403."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request, *args, **kwargs):
+        if not is_instructor(request.user):
+            raise PermissionDenied("These pages are for instructors and admins.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def admin_required(view):
+    """Login, then the admin role; instructors get 403 (and never see the links)."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request, *args, **kwargs):
+        if not is_admin(request.user):
+            raise PermissionDenied("Only admins may do this.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def page_context(request, nav: str, **extra) -> dict:
+    """What every page template needs besides its own data: the active nav entry and the user's role."""
+    return {"nav": nav, "can_admin": is_admin(request.user), **extra}
+
+
+def clean_params(query: QueryDict) -> QueryDict:
+    """A copy of the query string safe to hand to a FilterSet: no NUL characters (PostgreSQL refuses
+    them in text), no unbounded values. Anything else wrong becomes a form error in the FilterSet."""
+    cleaned = QueryDict(mutable=True)
+    for key, values in query.lists():
+        cleaned.setlist(key[:100], [v.replace("\x00", "")[:_MAX_PARAM_LENGTH] for v in values])
+    return cleaned
+
+
+def filter_errors(filterset) -> dict[str, str]:
+    """`{query parameter: message}` for the filters that were ignored because their value is invalid."""
+    return {name.rstrip("_"): " ".join(errors) for name, errors in filterset.errors.items()}
+
+
+def paginate(rows, params: QueryDict, per_page: int = PAGE_SIZE):
+    """One page of `rows` (bad `?page` values fall back to the first or last page) and the query without `page`."""
+    page = Paginator(rows, per_page).get_page(params.get("page"))
+    rest = params.copy()
+    rest.pop("page", None)
+    rest.pop("v", None)
+    return page, rest.urlencode()
+
+
+def _digest(html: str) -> str:
+    # A CSRF token is masked differently on every render; it is not a change the user could see.
+    return hashlib.blake2s(_CSRF_INPUT.sub("", html).encode(), digest_size=8).hexdigest()
+
+
+def render_live(request, template: str, context: dict, *, status: int = 200, poll: bool = True, path: str = ""):
+    """Render a page whose `live` fragment refreshes itself (SPEC §5.3).
+
+    The template defines `live_body` (the changing content) and `live` (its polling
+    wrapper, showing `{{ live_body }}`). A poll whose `?v=` equals the digest of the current
+    body gets 204 (no swap). htmx requests get only the `live` fragment; `path` is the page
+    the poll asks (the current one unless an action URL answered).
+    """
+    body = render_to_string(f"{template}#live_body", context, request=request)
+    digest = _digest(body)
+    fragment = bool(request.htmx) and not request.htmx.boosted  # a boosted link or form wants the whole page
+    if request.method == "GET" and fragment and request.GET.get("v") == digest:
+        response = HttpResponse(status=204)
+    else:
+        query = clean_params(request.GET) if request.method == "GET" else QueryDict(mutable=True)
+        query["v"] = digest
+        live = {
+            "live_body": mark_safe(body),  # noqa: S308 - rendered by our own template just above
+            "live_url": f"{path or request.path}?{query.urlencode()}",
+            "live_poll": poll,
+            "poll_every": POLL_EVERY,
+        }
+        name = f"{template}#live" if fragment else template
+        response = render(request, name, {**context, **live}, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def toast_html(request, text: str, level: str = "success") -> str:
+    """A message for htmx responses, appended to the page's message area out of band."""
+    return render_to_string("includes/toast_oob.html", {"text": text, "level": level}, request=request)
+
+
+def action_response(request, *, page_url: str, render_page, text: str, level: str, status: int):
+    """Answer a button: htmx gets the refreshed `live` fragment plus a toast; a plain form post
+    gets a Django message and a redirect back to the page (never an error page)."""
+    if request.htmx:
+        response = render_page(status)
+        response.content += toast_html(request, text, level).encode()
+        return response
+    getattr(messages, level)(request, text)
+    return redirect(page_url)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One option of a filter's select."""
+
+    value: str
+    label: str
+
+
+def status_choices(values, presets=()) -> list[Choice]:
+    """Options of a status filter: presets (comma lists) first, then each status."""
+    return [Choice(v, label) for v, label in presets] + [Choice(v, v) for v in values]
+
+
+# ---------------------------------------------------------------------------------------
+# Dashboard
+# ---------------------------------------------------------------------------------------
+
+
+def fleet_summary(capacities) -> dict:
+    """Totals over the RUNNING/DRAINING workers: what the fleet offers and what sessions hold."""
+    live = [c for c in capacities if c.status in ("RUNNING", "DRAINING")]
+    fields = ("cpu", "memory", "storage", "nodes", "ports")
+    summary = {
+        f"{f}_{kind}": sum(getattr(c, f"{f}_{kind}") for c in live) for f in fields for kind in ("used", "total")
+    }
+    summary["workers"] = len(live)
+    return summary
+
+
+@instructor_required
 def dashboard(request):
-    """Counts by state, fleet capacity and the most recent sessions."""
+    """Counts by state, fleet capacity, loop health and recent events; refreshes itself."""
+    from scheduling.views import loop_health, queue_depth
+
     capacities = sorted(worker_capacities().values(), key=lambda c: c.name)
-    return render(
+    counts = selectors.session_counts_by_status()
+    context = page_context(
         request,
-        "sessions/dashboard.html",
-        {
-            "counts": selectors.session_counts_by_status(),
-            "capacities": capacities,
-            "recent": selectors.session_list().order_by("-created_at")[:10],
-            "colours": BADGE_COLOURS,
-        },
+        "dashboard",
+        counts=counts,
+        active_total=sum(n for status, n in counts.items() if status in ACTIVE),
+        capacities=capacities,
+        fleet=fleet_summary(capacities),
+        recent=selectors.session_list().order_by("-created_at")[:10],
+        events=SessionStatusChange.objects.select_related("session").order_by("-at", "-id")[:12],
+        loops=loop_health(),
+        queue=queue_depth(),
     )
+    return render_live(request, "sessions/dashboard.html", context)
 
 
-@login_required
-def session_list(request):
-    """All sessions, optionally filtered by status (`?status=RUNNING,READY`) and owner."""
-    raw = request.GET.get("status", "")
-    statuses = [s for s in (part.strip().upper() for part in raw.split(",")) if s in SessionStatus.values]
-    owner = request.GET.get("owner", "").strip()[:200] or None
-    rows = selectors.session_list(statuses=statuses or None, owner=owner).order_by("-timeslot_start")[:500]
-    return render(
-        request,
-        "sessions/session_list.html",
-        {"sessions": rows, "statuses": SessionStatus.values, "selected": statuses, "owner": owner or ""},
-    )
+# ---------------------------------------------------------------------------------------
+# Sessions
+# ---------------------------------------------------------------------------------------
+
+ACTIVE_FILTER = ",".join(s for s in SessionStatus.values if s in ACTIVE)
+STATUS_PRESETS = (
+    (ACTIVE_FILTER, "Not finished"),
+    ("READY,RUNNING", "Ready or running"),
+    ("COLLECTING,GRADING", "Being graded"),
+)
 
 
-@login_required
-def session_detail(request, pk):
-    """One session: timeslot, worker, ports, children and its status timeline."""
+def _date_window(params: QueryDict) -> str | None:
+    """`?date=YYYY-MM-DD` is the day [00:00, 24:00) UTC as `from`/`to` (unless those are given); returns an error."""
+    raw = params.get("date", "").strip()
+    if not raw:
+        return None
     try:
-        session = selectors.session_detail(pk)
-    except (selectors.LabletSession.DoesNotExist, ValidationError):
+        day = parse_date(raw)
+    except ValueError:
+        day = None
+    if day is None:
+        return f"{raw!r} is not a date (YYYY-MM-DD)."
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    params.setdefault("from", start.isoformat())
+    params.setdefault("to", (start + timedelta(days=1)).isoformat())
+    return None
+
+
+@instructor_required
+def session_list(request):
+    """Filterable sessions with live status, and the "New session" form (POST books a session)."""
+    form = SessionCreateForm(request.POST or None) if request.method == "POST" else SessionCreateForm()
+    status = 200
+    if request.method == "POST":
+        session = form.submit(actor=request.user) if form.is_valid() else None
+        if session is not None:
+            messages.success(request, f"Booked a session for {session.owner}: it is {session.status}.")
+            url = reverse("sessions:session_detail", args=[session.pk])
+            if request.htmx:
+                return HttpResponse(headers={"HX-Redirect": url})
+            return redirect(url)
+        status = 422
+        if request.htmx:
+            return render(request, "sessions/session_list.html#new_session", {"form": form}, status=status)
+
+    params = clean_params(request.GET)
+    date_error = _date_window(params)
+    filterset = SessionFilterSet(params, queryset=selectors.session_list().order_by("-timeslot_start", "-created_at"))
+    page, query = paginate(filterset.qs, params)
+    errors = filter_errors(filterset)
+    if date_error:
+        errors["date"] = date_error
+    selected_status = params.get("status", "")
+    choices = status_choices(SessionStatus.values, STATUS_PRESETS)
+    if selected_status and selected_status not in {c.value for c in choices}:
+        choices.insert(0, Choice(selected_status, selected_status))
+    context = page_context(
+        request,
+        "sessions",
+        page=page,
+        query=query,
+        params=params,
+        errors=errors,
+        status_choices=choices,
+        definitions=LabletDefinition.objects.only("id", "name", "version").order_by("name", "-created_at"),
+        workers=_worker_options(),
+        form=form,
+        form_open=request.method == "POST" or "new" in request.GET,
+    )
+    return render_live(request, "sessions/session_list.html", context, status=status)
+
+
+def _worker_options():
+    from workers.models import CMLWorker
+
+    return CMLWorker.objects.only("id", "name").order_by("name")
+
+
+@dataclass(frozen=True)
+class SessionAction:
+    """One button of the SPEC §5.4 table: its label, the states it applies to and what it does."""
+
+    slug: str
+    label: str
+    valid_from: frozenset
+    target: str | None = None  # a plain transition; None = a special action below
+    style: str = "primary"
+    confirm: str = ""
+
+
+_TERMINATE_FROM = frozenset({S.READY, S.RUNNING, S.GRADING, S.PENDING, S.SCHEDULED, S.INSTANTIATING})
+SESSION_ACTIONS = {
+    a.slug: a
+    for a in (
+        SessionAction("start", "Start Session", frozenset({S.READY}), S.RUNNING),
+        SessionAction("finish", "Finish Session", frozenset({S.RUNNING}), S.COLLECTING),
+        SessionAction("start-grading", "Start Grading", frozenset({S.COLLECTING}), S.GRADING),
+        SessionAction("skip-grading", "Skip Grading", frozenset({S.COLLECTING}), S.STOPPING, "secondary"),
+        SessionAction("complete-grading", "Complete Grading", frozenset({S.GRADING}), S.STOPPING),
+        SessionAction("archive", "Archive", frozenset({S.STOPPED}), S.ARCHIVED),
+        SessionAction(
+            "terminate",
+            "Terminate",
+            _TERMINATE_FROM,
+            S.TERMINATED,
+            "danger",
+            "Terminate this session? The lab is torn down and the candidate loses access. This cannot be undone.",
+        ),
+        SessionAction("extend", "Extend", frozenset({S.PENDING, S.SCHEDULED, S.INSTANTIATING}), style="secondary"),
+        SessionAction("requeue", "Requeue", frozenset({S.SCHEDULED}), style="secondary"),
+    )
+}
+# SPEC §5.4: exactly these buttons, in this order, per state; no other state has any.
+SESSION_BUTTONS = {
+    S.READY: ("start", "terminate"),
+    S.RUNNING: ("finish", "terminate"),
+    S.COLLECTING: ("start-grading", "skip-grading"),
+    S.GRADING: ("complete-grading", "terminate"),
+    S.STOPPED: ("archive",),
+    S.PENDING: ("terminate", "extend"),
+    S.SCHEDULED: ("terminate", "extend", "requeue"),
+    S.INSTANTIATING: ("terminate", "extend"),
+}
+
+
+def _progress(session) -> list[dict] | None:
+    """Instantiation steps (SPEC §3.3) with what is known about each, while the session is being prepared."""
+    if session.status not in (S.SCHEDULED, S.INSTANTIATING, S.READY):
+        return None
+    lab = session.lab_record
+    lab_status = lab.status if lab else ""
+    nodes = (lab.node_count if lab and lab.node_count else None) or session.definition.node_count
+    ready = session.status == S.READY
+    booted = nodes if lab_status == "BOOTED" or ready else None
+    has_user_session = session.user_session is not None
+
+    def state(done, current):
+        return "done" if done else ("current" if current else "todo")
+
+    instantiating = session.status == S.INSTANTIATING
+    lab_done = bool(lab) and lab_status not in ("IMPORTING", "")
+    return [
+        {"label": "Placed on a worker", "state": "done", "detail": session.worker.name if session.worker else ""},
+        {
+            "label": "Lab imported or reused",
+            "state": state(lab_done or ready, instantiating and not lab_done),
+            "detail": f"{lab.cml_lab_id} ({lab_status})" if lab else "",
+        },
+        {
+            "label": "Lab started, nodes booted",
+            "state": state(lab_status == "BOOTED" or ready, instantiating and lab_done),
+            "detail": f"{booted if booted is not None else '?'}/{nodes} nodes booted",
+        },
+        {
+            "label": "LDS session opened",
+            "state": state(has_user_session, instantiating and lab_status == "BOOTED"),
+            "detail": "",
+        },
+        {"label": "Ready for the candidate", "state": state(ready, False), "detail": ""},
+    ]
+
+
+def _detail_context(request, session, *, extend_form=None, score_form=None) -> dict:
+    actions = [SESSION_ACTIONS[slug] for slug in SESSION_BUTTONS.get(session.status, ())]
+    suggested_end = max(session.timeslot_end, timezone.now()) + timedelta(minutes=15)
+    return page_context(
+        request,
+        "sessions",
+        session=session,
+        actions=actions,
+        history=list(reversed(session.history.all())),
+        user_session=session.user_session,
+        grading=session.grading_session,
+        reports=list(session.score_reports.all()),
+        progress=_progress(session),
+        extend_form=extend_form or ExtendForm(initial={"timeslot_end": suggested_end}),
+        score_form=score_form or ManualScoreForm(),
+        terminal=session.status in TERMINAL,
+    )
+
+
+def _load_session(pk):
+    try:
+        return selectors.session_detail(pk)
+    except LabletSession.DoesNotExist:
         raise Http404("No such session") from None
-    return render(request, "sessions/session_detail.html", {"session": session})
+
+
+def _render_detail(request, session_pk, *, status=200, **forms):
+    session = _load_session(session_pk)
+    context = _detail_context(request, session, **forms)
+    return render_live(
+        request,
+        "sessions/session_detail.html",
+        context,
+        status=status,
+        poll=not context["terminal"],
+        path=reverse("sessions:session_detail", args=[session.pk]),
+    )
+
+
+@instructor_required
+def session_detail(request, pk):
+    """One session: timeslot, worker, ports, lab, progress, children, timeline and its buttons; live."""
+    return _render_detail(request, pk)
+
+
+def _stale(action: SessionAction, current: str) -> str:
+    return f"“{action.label}” no longer applies: the session is now {current}. The page shows its current state."
+
+
+def _run_session_action(request, session, spec: SessionAction, expected: str, forms: dict) -> str:
+    """Do what the button asks through the services; returns the message for the user."""
+    actor = request.user
+    if spec.slug == "extend":
+        form = ExtendForm(request.POST)
+        if not form.is_valid() or form.submit(session, actor=actor, is_admin=is_admin(actor)) is None:
+            forms["extend_form"] = form
+            raise ValidationError([e for errors in form.errors.values() for e in errors])
+        return f"Timeslot extended to {form.cleaned_data['timeslot_end']:%Y-%m-%d %H:%M} UTC."
+    if spec.slug == "requeue":
+        session_requeue(session, actor=actor, reason="requeued from the session page")
+        return "Session requeued: it is PENDING and will be placed again."
+    if spec.slug == "complete-grading":
+        form = ManualScoreForm(request.POST)
+        if not form.is_valid():
+            forms["score_form"] = form
+            raise ValidationError([e for errors in form.errors.values() for e in errors])
+        with transaction.atomic():  # a refused transition must not leave a manual report behind
+            if form.has_score:
+                from grading.services import score_report_create
+
+                score_report_create(
+                    session, actor=actor, manual=True, grading_session=session.grading_session, **form.cleaned_data
+                )
+            session_transition(
+                session, spec.target, actor=actor, expected_status=expected, reason="grading completed by hand"
+            )
+        return "Grading completed; the session is STOPPING."
+    session_transition(
+        session, spec.target, actor=actor, expected_status=expected, reason=f"{spec.label} from the session page"
+    )
+    return f"{spec.label}: the session is now {spec.target}."
+
+
+@require_POST
+@instructor_required
+def session_action(request, pk, action):
+    """Run one button of the session detail through the services; a stale button gets a message (409)."""
+    spec = SESSION_ACTIONS.get(action)
+    if spec is None:
+        raise Http404("No such action")
+    session = get_object_or_404(LabletSession, pk=pk)
+    # The state the page showed when the button was drawn; without it, the current one.
+    expected = request.POST.get("expected", "").strip().upper() or session.status
+    forms: dict = {}
+    if session.status != expected or session.status not in spec.valid_from:
+        text, level, status = _stale(spec, session.status), "warning", 409
+    else:
+        try:
+            text, level, status = _run_session_action(request, session, spec, expected, forms), "success", 200
+        except InvalidTransition:
+            # Someone else moved it between our read and the service's row lock.
+            current = LabletSession.objects.filter(pk=pk).values_list("status", flat=True).first() or session.status
+            text, level, status = _stale(spec, current), "warning", 409
+        except (ValidationError, Conflict) as exc:
+            text, level, status = f"{spec.label}: {first_error_line(exc)}", "error", 422
+    return action_response(
+        request,
+        page_url=reverse("sessions:session_detail", args=[pk]),
+        render_page=lambda code: _render_detail(request, pk, status=code, **forms),
+        text=text,
+        level=level,
+        status=status,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Definitions
+# ---------------------------------------------------------------------------------------
+
+# Admin buttons on a definition: target status → label.
+DEFINITION_ACTIONS = {
+    DefinitionStatus.ACTIVE: "Activate",
+    DefinitionStatus.INACTIVE: "Deactivate",
+    DefinitionStatus.DEPRECATED: "Deprecate",
+    DefinitionStatus.ARCHIVED: "Archive definition",
+}
+
+
+@instructor_required
+def definition_list(request):
+    """Definitions with their requirements and how many sessions use them."""
+    params = clean_params(request.GET)
+    rows = LabletDefinition.objects.annotate(
+        session_count=Count("sessions"), active_count=Count("sessions", filter=Q(sessions__status__in=ACTIVE))
+    ).order_by("name", "-created_at")
+    filterset = DefinitionFilterSet(params, queryset=rows)
+    page, query = paginate(filterset.qs, params)
+    context = page_context(
+        request,
+        "definitions",
+        page=page,
+        query=query,
+        params=params,
+        errors=filter_errors(filterset),
+        status_choices=status_choices(DefinitionStatus.values),
+    )
+    return render(request, "sessions/definition_list.html", context)
+
+
+@instructor_required
+def definition_detail(request, pk):
+    """One definition: requirements, port template, YAML, its sessions by state, admin status buttons."""
+    definition = get_object_or_404(LabletDefinition, pk=pk)
+    by_status = {
+        row["status"]: row["n"] for row in definition.sessions.order_by().values("status").annotate(n=Count("id"))
+    }
+    context = page_context(
+        request,
+        "definitions",
+        definition=definition,
+        by_status=[(s, by_status[s]) for s in SessionStatus.values if by_status.get(s)],
+        recent=definition.sessions.select_related("worker").order_by("-created_at")[:10],
+        actions=[
+            (target, DEFINITION_ACTIONS[target])
+            for target in sorted(DEFINITION_TRANSITIONS.get(definition.status, ()), key=list(DEFINITION_ACTIONS).index)
+        ],
+    )
+    return render(request, "sessions/definition_detail.html", context)
+
+
+@admin_required
+def definition_create(request):
+    """Upload a definition (admin): field errors keep the input."""
+    form = DefinitionCreateForm(request.POST or None, request.FILES or None)
+    status = 200
+    if request.method == "POST":
+        definition = form.submit(actor=request.user) if form.is_valid() else None
+        if definition is not None:
+            messages.success(request, f"Definition {definition} created ({definition.status}).")
+            return redirect("sessions:definition_detail", pk=definition.pk)
+        status = 422
+    return render(
+        request, "sessions/definition_form.html", page_context(request, "definitions", form=form), status=status
+    )
+
+
+@require_POST
+@admin_required
+def definition_action(request, pk):
+    """Change a definition's status (admin); a stale button gets a message."""
+    definition = get_object_or_404(LabletDefinition, pk=pk)
+    target = request.POST.get("target", "").strip().upper()
+    expected = request.POST.get("expected", "").strip().upper()
+    label = DEFINITION_ACTIONS.get(target, target.title() or "Change status")
+    if expected and expected != definition.status:
+        messages.warning(request, f"“{label}” no longer applies: the definition is now {definition.status}.")
+    else:
+        try:
+            definition = definition_transition(definition, target, actor=request.user, reason="from the page")
+            messages.success(request, f"Definition {definition} is now {definition.status}.")
+        except (InvalidTransition, ValueError) as exc:
+            messages.warning(request, f"{label}: {exc}")
+    return redirect("sessions:definition_detail", pk=pk)

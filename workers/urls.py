@@ -1,3 +1,14 @@
-"""URL routes (filled in by the issue that builds them)."""
+"""Pages: workers (SPEC §5.4)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from workers import views
+
+app_name = "workers"
+
+urlpatterns = [
+    path("workers/", views.worker_list, name="worker_list"),
+    path("workers/new/", views.worker_create, name="worker_create"),
+    path("workers/<uuid:pk>/", views.worker_detail, name="worker_detail"),
+    path("workers/<uuid:pk>/actions/<slug:action>/", views.worker_action, name="worker_action"),
+]

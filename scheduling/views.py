@@ -1,0 +1,139 @@
+"""Scheduler and settings pages (SPEC §5.4): queue depth, loop health, leader, placement preview, SystemSettings."""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import Count, Min, Q
+from django.shortcuts import redirect, render
+from django.utils import timezone
+
+from lcm.fsm import actor_name
+from scheduling.forms import PlacementPreviewForm, SystemSettingsForm
+from scheduling.models import SystemSettings
+from scheduling.selectors import placement_preview
+from sessions.models import LabletSession
+from sessions.states import ACTIVE, SessionStatus
+from sessions.views import admin_required, clean_params, instructor_required, page_context, render_live
+
+S = SessionStatus
+
+# What each control loop of `lcm.loops.LOOPS` does, for people reading the page.
+LOOP_DESCRIPTIONS = {
+    "placement": "Places PENDING sessions on workers (leader only)",
+    "lablets": "Instantiates, runs and tears down sessions",
+    "grading": "Drives grading and stores score reports",
+    "workers": "Makes EC2 and CML match each worker's desired state",
+    "autoscaler": "Adds and drains workers",
+    "discovery": "Finds unknown instances and labs",
+}
+
+
+def loop_health() -> list[dict]:
+    """One row per control loop: its interval and last tick.
+
+    The loops do not record their ticks anywhere a web process can read yet (the in-process
+    runner keeps them in memory, beat keeps none), so the last tick is shown as unknown
+    rather than guessed.
+    """
+    from lcm.loops import LOOPS
+
+    rows = []
+    for loop in LOOPS.values():
+        try:
+            interval = loop.interval
+        except (AttributeError, TypeError, ValueError):  # interval setting missing or not a number
+            interval = None
+        rows.append(
+            {
+                "name": loop.name,
+                "description": LOOP_DESCRIPTIONS.get(loop.name, loop.tick),
+                "interval": interval,
+                "last_tick": None,
+                "state": "no tick reported",
+            }
+        )
+    return rows
+
+
+def placement_leader() -> dict:
+    """Who holds the placement leader lease (SPEC §4), as the coordination backend tells it."""
+    from lcm.coordination import coordinator
+
+    try:
+        holder = coordinator().leader("placement")
+    except Exception:  # coordination down degrades latency, never the pages (SPEC §1)
+        return {"holder": None, "state": "unknown: the coordination backend did not answer"}
+    if holder:
+        return {"holder": holder, "state": "holds the placement lease"}
+    return {"holder": None, "state": "no process holds the placement lease right now"}
+
+
+def queue_depth() -> dict:
+    """Sessions waiting for the loops, counted in one query."""
+    lead = SystemSettings.load().placement_lead_minutes
+    horizon = timezone.now() + timedelta(minutes=lead)
+    pending = Q(status=S.PENDING)
+    depth = LabletSession.objects.aggregate(
+        pending=Count("id", filter=pending),
+        eligible=Count("id", filter=pending & Q(timeslot_start__lte=horizon)),
+        scheduled=Count("id", filter=Q(status=S.SCHEDULED)),
+        instantiating=Count("id", filter=Q(status=S.INSTANTIATING)),
+        backing_off=Count("id", filter=Q(status__in=ACTIVE, attempts__gt=0)),
+        oldest_eligible=Min("created_at", filter=pending & Q(timeslot_start__lte=horizon)),
+    )
+    depth["lead_minutes"] = lead
+    return depth
+
+
+@instructor_required
+def scheduler(request):
+    """Queue depth, loop freshness, leader, the next sessions to place and a placement preview."""
+    params = clean_params(request.GET)
+    form = PlacementPreviewForm(params if "definition" in params else None)
+    candidates = leader = None
+    # The preview and the leader sit outside the live fragment: polls (htmx) do not recompute them.
+    if not request.htmx:
+        leader = placement_leader()
+        if form.is_bound and form.is_valid():
+            candidates = placement_preview(form.cleaned_data["definition"])
+    lead = SystemSettings.load().placement_lead_minutes
+    waiting = (
+        LabletSession.objects.select_related("definition")
+        .filter(status=S.PENDING)
+        .order_by("timeslot_start", "created_at")[:20]
+    )
+    context = page_context(
+        request,
+        "scheduler",
+        queue=queue_depth(),
+        loops=loop_health(),
+        leader=leader,
+        waiting=waiting,
+        horizon=timezone.now() + timedelta(minutes=lead),
+        form=form,
+        candidates=candidates,
+    )
+    return render_live(request, "scheduling/scheduler.html", context)
+
+
+@admin_required
+def settings_page(request):
+    """Edit the SystemSettings singleton (admin); field errors keep the input."""
+    current = SystemSettings.load()
+    form = SystemSettingsForm(request.POST or None, instance=current)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            # There is no settings service: this singleton has no state machine or history,
+            # so the page saves it like the Django admin does, recording who changed it.
+            with transaction.atomic():
+                SystemSettings.objects.select_for_update().filter(pk=current.pk).first()
+                settings_row = form.save(commit=False)
+                settings_row.updated_by = actor_name(request.user)
+                settings_row.save()
+            messages.success(request, "Settings saved.")
+            return redirect("scheduling:settings")
+        status = 422
+    context = page_context(request, "settings", form=form, current=current)
+    return render(request, "scheduling/settings.html", context, status=status)

@@ -1,0 +1,193 @@
+"""Forms of the session and definition pages.
+
+Forms check the shape of the input (types, required fields); the services decide what is
+allowed. `submit()` calls the service and turns its ValidationError into field errors, so
+a page always shows the user's input back with the message next to the field.
+"""
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from lcm.errors import Conflict
+from sessions.models import LabletDefinition
+from sessions.services import definition_create, session_create, session_extend
+from sessions.states import DefinitionStatus, LicenseType
+
+DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
+
+
+def datetime_input(**attrs):
+    """A browser date-time picker; the pages show and read times in UTC."""
+    return forms.DateTimeInput(attrs={"type": "datetime-local", **attrs}, format=DATETIME_LOCAL)
+
+
+def add_service_errors(form: forms.Form, exc: ValidationError, field_map: dict[str, str] | None = None) -> None:
+    """Attach a service's ValidationError to the form: known fields get their message, the rest go on top."""
+    field_map = field_map or {}
+    if not hasattr(exc, "error_dict"):
+        for message in exc.messages:
+            form.add_error(None, message)
+        return
+    for name, errors in exc.error_dict.items():
+        field = field_map.get(name, name)
+        target = field if field in form.fields else None
+        for error in errors:
+            text = error.message % error.params if error.params else error.message
+            # The services word messages to follow the field name ("is required"); on a
+            # page the field's label is right there, so start with a capital letter.
+            text = text[:1].upper() + text[1:]
+            form.add_error(target, text if target else f"{name}: {text}")
+
+
+class SessionCreateForm(forms.Form):
+    """The "New session" form: definition, owner, ASAP or a timeslot, and an optional reservation id."""
+
+    ASAP, AT = "asap", "at"
+
+    definition = forms.ModelChoiceField(
+        queryset=LabletDefinition.objects.none(), empty_label="Choose a definition…", label="Definition"
+    )
+    owner = forms.CharField(max_length=200, label="Owner", help_text="The candidate's id.")
+    when = forms.ChoiceField(
+        choices=[(ASAP, "As soon as possible"), (AT, "At a set time")],
+        initial=ASAP,
+        widget=forms.RadioSelect,
+        label="Start",
+    )
+    timeslot_start = forms.DateTimeField(required=False, label="Start (UTC)", widget=datetime_input())
+    timeslot_end = forms.DateTimeField(
+        required=False,
+        label="End (UTC)",
+        widget=datetime_input(),
+        help_text="Empty = start + the definition's maximum duration.",
+    )
+    reservation_id = forms.CharField(max_length=200, required=False, label="Reservation id")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.conflict_id = None
+        self.fields["definition"].queryset = LabletDefinition.objects.filter(status=DefinitionStatus.ACTIVE).order_by(
+            "name", "-created_at"
+        )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("when") == self.AT and not data.get("timeslot_start") and "timeslot_start" not in self.errors:
+            self.add_error("timeslot_start", "Give a start time, or choose “As soon as possible”.")
+        return data
+
+    def submit(self, *, actor):
+        """Book the session through `session_create`; returns it, or None with the errors on the form."""
+        data = self.cleaned_data
+        try:
+            return session_create(
+                definition=data["definition"],
+                owner=data["owner"],
+                timeslot_start=data["timeslot_start"] if data["when"] == self.AT else None,
+                timeslot_end=data["timeslot_end"],
+                reservation_id=data["reservation_id"] or None,
+                actor=actor,
+                reason="booked from the sessions page",
+            )
+        except ValidationError as exc:
+            add_service_errors(self, exc, {"definition_id": "definition"})
+        except Conflict as exc:
+            self.conflict_id = exc.existing_id
+            self.add_error(exc.field if exc.field in self.fields else None, exc.detail)
+        return None
+
+
+class ExtendForm(forms.Form):
+    """Move a session's timeslot end later."""
+
+    timeslot_end = forms.DateTimeField(label="New end (UTC)", widget=datetime_input())
+
+    def submit(self, session, *, actor, is_admin: bool):
+        """Extend through `session_extend`; returns the session, or None with the errors on the form."""
+        try:
+            new_end = self.cleaned_data["timeslot_end"]
+            return session_extend(session, new_end, actor=actor, is_admin=is_admin, reason="extended from the page")
+        except ValidationError as exc:
+            add_service_errors(self, exc)
+        return None
+
+
+class ManualScoreForm(forms.Form):
+    """The optional manual score that may come with "Complete Grading" (SPEC §3.4)."""
+
+    score = forms.DecimalField(required=False, min_value=0, max_digits=10, decimal_places=2)
+    max_score = forms.DecimalField(required=False, min_value=0, max_digits=10, decimal_places=2)
+    cut_score = forms.DecimalField(required=False, min_value=0, max_digits=10, decimal_places=2)
+
+    def clean(self):
+        data = super().clean()
+        given = [name for name in ("score", "max_score", "cut_score") if data.get(name) is not None]
+        if given and len(given) != 3 and not self.errors:
+            raise ValidationError("A manual score needs score, maximum and cut score, or none of them.")
+        return data
+
+    @property
+    def has_score(self) -> bool:
+        return self.cleaned_data.get("score") is not None
+
+
+class DefinitionCreateForm(forms.Form):
+    """Upload a lablet definition: the CML topology plus what it needs from a worker (SPEC §2.1)."""
+
+    name = forms.CharField(max_length=200)
+    version = forms.CharField(max_length=50, initial="1.0.0", help_text="Semantic version, e.g. 1.0.0.")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    lab_file = forms.FileField(required=False, label="Lab YAML file", help_text="Or paste the YAML below.")
+    lab_yaml = forms.CharField(
+        required=False, label="Lab YAML", widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false"})
+    )
+    lab_artifact_uri = forms.CharField(required=False, max_length=500, label="Artifact URI")
+    cpu_cores = forms.IntegerField(min_value=1, max_value=10_000, initial=1, label="CPU cores")
+    memory_gb = forms.IntegerField(min_value=1, max_value=10_000, initial=1, label="Memory (GB)")
+    storage_gb = forms.IntegerField(min_value=1, max_value=10_000, initial=1, label="Storage (GB)")
+    license_affinity = forms.MultipleChoiceField(
+        required=False,
+        choices=LicenseType.choices,
+        widget=forms.CheckboxSelectMultiple,
+        label="Licences",
+        help_text="None ticked = any licence.",
+    )
+    cml_version_min = forms.CharField(required=False, max_length=20, label="CML version min")
+    cml_version_max = forms.CharField(required=False, max_length=20, label="CML version max")
+    max_duration_minutes = forms.IntegerField(
+        min_value=1, max_value=7 * 24 * 60, initial=60, label="Max duration (min)"
+    )
+    boot_lead_minutes = forms.IntegerField(
+        required=False, min_value=0, max_value=24 * 60, label="Boot lead (min)", help_text="Empty = global setting."
+    )
+    form_qualified_name = forms.CharField(required=False, max_length=300, label="Form qualified name")
+    grading_enabled = forms.BooleanField(required=False, label="Grading enabled")
+    lab_reuse_enabled = forms.BooleanField(required=False, initial=True, label="Reuse wiped labs")
+    status = forms.ChoiceField(
+        choices=[(DefinitionStatus.ACTIVE, "Active"), (DefinitionStatus.INACTIVE, "Inactive")],
+        initial=DefinitionStatus.ACTIVE,
+    )
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("lab_file")
+        if upload:
+            if upload.size > 2_000_000:
+                self.add_error("lab_file", "The file is larger than 2 MB.")
+            else:
+                try:
+                    data["lab_yaml"] = upload.read().decode("utf-8")
+                except UnicodeDecodeError:
+                    self.add_error("lab_file", "The file is not UTF-8 text.")
+        elif not data.get("lab_yaml", "").strip() and "lab_yaml" not in self.errors:
+            self.add_error("lab_yaml", "Paste the lab YAML or choose a file.")
+        return data
+
+    def submit(self, *, actor):
+        """Create the definition through `definition_create`; returns it, or None with the errors on the form."""
+        data = {k: v for k, v in self.cleaned_data.items() if k not in ("lab_file", "status")}
+        try:
+            return definition_create(actor=actor, status=self.cleaned_data["status"], **data)
+        except ValidationError as exc:
+            add_service_errors(self, exc, {"resource_requirements": "cpu_cores"})
+        return None

@@ -1,0 +1,568 @@
+"""Pages through Django's test client: roles, forms, actions, live-update polling, CSV, query budgets
+and junk filter values (SPEC §5.3, §5.4, §6.2)."""
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from grading.models import ScoreReport
+from grading.states import GradingStatus
+from scheduling.models import SystemSettings
+from sessions.models import LabletDefinition, LabletSession
+from sessions.services import session_transition
+from sessions.states import DefinitionStatus, SessionStatus, UserSessionStatus
+from tests.factories import DEMO_LAB, DefinitionFactory, LabRecordFactory, WorkerFactory
+from tests.pages.conftest import make_session
+from workers.models import CMLWorker
+from workers.states import LabStatus, LicenseStatus, WorkerStatus
+
+pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+HX = {"HX-Request": "true"}
+
+
+def page_urls(fleet):
+    session = fleet["sessions"]["GRADING"].pk
+    worker = fleet["worker"].pk
+    definition = fleet["definition"].pk
+    return [
+        "/",
+        "/sessions/",
+        f"/sessions/{session}/",
+        "/workers/",
+        f"/workers/{worker}/",
+        "/definitions/",
+        f"/definitions/{definition}/",
+        "/definitions/new/",
+        "/reports/",
+        "/reports/export.csv",
+        "/scheduler/",
+        f"/scheduler/?definition={definition}",
+        "/settings/",
+    ]
+
+
+ADMIN_ONLY = ("/definitions/new/", "/settings/")
+
+
+# --- access ------------------------------------------------------------------------------
+
+
+def test_every_page_requires_login(client, fleet):
+    for url in page_urls(fleet):
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/accounts/login/"), url
+
+
+def test_a_user_without_a_role_gets_403(client, django_user_model, fleet):
+    client.force_login(django_user_model.objects.create_user("nobody", password="x"))
+    for url in page_urls(fleet):
+        assert client.get(url).status_code == 403, url
+
+
+def test_every_page_renders_for_an_admin(admin_client, fleet):
+    for url in page_urls(fleet):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+
+
+def test_instructors_see_every_page_but_the_admin_ones(instructor_client, fleet):
+    for url in page_urls(fleet):
+        response = instructor_client.get(url)
+        assert response.status_code == (403 if url in ADMIN_ONLY else 200), url
+    assert "Only admins" in instructor_client.get("/settings/").content.decode()
+
+
+def test_admin_actions_are_403_for_instructors(instructor_client, fleet):
+    worker, definition = fleet["worker"], fleet["definition"]
+    posts = [
+        ("/settings/", {"idle_timeout_minutes": 5}),
+        ("/definitions/new/", {"name": "x"}),
+        (f"/definitions/{definition.pk}/status/", {"target": "INACTIVE"}),
+        ("/workers/new/", {"template": fleet["template"].pk}),
+        *[(f"/workers/{worker.pk}/actions/{a}/", {}) for a in ("start", "stop", "drain", "cancel-drain", "terminate")],
+    ]
+    for url, data in posts:
+        assert instructor_client.post(url, data).status_code == 403, url
+    worker.refresh_from_db()
+    definition.refresh_from_db()
+    assert (worker.status, worker.desired_status, definition.status) == ("RUNNING", "RUNNING", "ACTIVE")
+    assert not CMLWorker.objects.filter(template=fleet["template"]).exclude(name__in=["worker-a", "worker-b"]).exists()
+
+
+def test_instructors_do_not_see_admin_controls(instructor_client, admin_client, fleet):
+    worker = fleet["worker"]
+    checks = [
+        ("/workers/", "New worker"),
+        (f"/workers/{worker.pk}/", 'id="worker-actions"'),
+        ("/definitions/", "Upload definition"),
+        (f"/definitions/{fleet['definition'].pk}/", "Deactivate"),
+        ("/", 'href="/settings/"'),
+    ]
+    for url, marker in checks:
+        assert marker in admin_client.get(url).content.decode(), url
+        assert marker not in instructor_client.get(url).content.decode(), url
+
+
+def test_sessions_buttons_are_for_instructors(instructor_client, fleet):
+    session = fleet["sessions"]["READY"]
+    response = instructor_client.post(f"/sessions/{session.pk}/actions/start/", {"expected": "READY"}, headers=HX)
+    assert response.status_code == 200
+    session.refresh_from_db()
+    assert session.status == "RUNNING"
+
+
+# --- the session detail: buttons, stale buttons, live polling -------------------------------
+
+BUTTONS = {
+    "READY": ["Start Session", "Terminate"],
+    "RUNNING": ["Finish Session", "Terminate"],
+    "COLLECTING": ["Start Grading", "Skip Grading"],
+    "GRADING": ["Complete Grading", "Terminate"],
+    "STOPPED": ["Archive"],
+    "PENDING": ["Terminate", "Extend"],
+    "SCHEDULED": ["Terminate", "Extend", "Requeue"],
+    "INSTANTIATING": ["Terminate", "Extend"],
+}
+
+
+def action_buttons(html: str) -> list[str]:
+    block = html.split('id="session-actions"', 1)[1].split("</section>", 1)[0]
+    return [re.sub(r"\s+", " ", b).strip() for b in re.findall(r"<button[^>]*>(.*?)</button>", block, re.S)]
+
+
+def test_detail_shows_exactly_the_buttons_of_the_spec_table(admin_client, fleet):
+    for status, session in fleet["sessions"].items():
+        html = admin_client.get(f"/sessions/{session.pk}/").content.decode()
+        assert f'data-status="{status}"' in html
+        assert html.count("data-status=") == 1, status
+        assert action_buttons(html) == BUTTONS.get(status, []), status
+
+
+def test_a_stale_button_gets_a_message_not_an_error(admin_client, fleet):
+    session = fleet["sessions"]["READY"]
+    session_transition(session, "RUNNING", actor="someone-else")
+    response = admin_client.post(f"/sessions/{session.pk}/actions/start/", {"expected": "READY"}, headers=HX)
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "no longer applies" in html and "RUNNING" in html
+    assert 'data-status="RUNNING"' in html  # the fragment shows the current state and its buttons
+    assert action_buttons(html) == ["Finish Session", "Terminate"]
+    # Without htmx: a message and a redirect back to the page.
+    response = admin_client.post(f"/sessions/{session.pk}/actions/start/", {"expected": "READY"}, follow=True)
+    assert response.status_code == 200
+    assert "no longer applies" in response.content.decode()
+
+
+def test_a_button_from_another_state_is_refused_even_without_expected(admin_client, fleet):
+    session = fleet["sessions"]["COLLECTING"]
+    response = admin_client.post(f"/sessions/{session.pk}/actions/terminate/", headers=HX)
+    assert response.status_code == 409
+    session.refresh_from_db()
+    assert session.status == "COLLECTING"
+    assert admin_client.post(f"/sessions/{session.pk}/actions/fly/", headers=HX).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("status", "action", "data", "target"),
+    [
+        ("READY", "start", {}, "RUNNING"),
+        ("RUNNING", "finish", {}, "COLLECTING"),
+        ("COLLECTING", "start-grading", {}, "GRADING"),
+        ("COLLECTING", "skip-grading", {}, "STOPPING"),
+        ("GRADING", "complete-grading", {}, "STOPPING"),
+        ("STOPPED", "archive", {}, "ARCHIVED"),
+        ("RUNNING", "terminate", {}, "TERMINATED"),
+        ("SCHEDULED", "requeue", {}, "PENDING"),
+    ],
+)
+def test_buttons_move_the_session_through_the_services(admin_client, fleet, status, action, data, target):
+    session = fleet["sessions"][status]
+    response = admin_client.post(f"/sessions/{session.pk}/actions/{action}/", {"expected": status, **data}, headers=HX)
+    assert response.status_code == 200, response.content.decode()[:500]
+    session.refresh_from_db()
+    assert session.status == target
+    last = session.history.order_by("-at", "-id").first()
+    assert (last.to_status, last.actor) == (target, "admin")
+    assert 'hx-swap-oob="beforeend"' in response.content.decode()  # the toast
+
+
+def test_complete_grading_with_a_manual_score(admin_client, fleet):
+    session = make_session("GRADING", definition=fleet["definition"], worker=fleet["worker"], with_children=False)
+    url = f"/sessions/{session.pk}/actions/complete-grading/"
+    bad = admin_client.post(url, {"expected": "GRADING", "score": "5"}, headers=HX)
+    assert bad.status_code == 422
+    assert "none of them" in bad.content.decode()
+    ok = admin_client.post(url, {"expected": "GRADING", "score": "7", "max_score": "10", "cut_score": "6"}, headers=HX)
+    assert ok.status_code == 200
+    session.refresh_from_db()
+    assert (session.status, session.grade_result) == ("STOPPING", "PASS")
+    assert ScoreReport.objects.get(lablet_session=session).manual
+
+
+def test_extend(admin_client, instructor_client, fleet):
+    session = fleet["sessions"]["PENDING"]
+    url = f"/sessions/{session.pk}/actions/extend/"
+    new_end = (session.timeslot_end + timezone.timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M")
+    too_long = instructor_client.post(url, {"expected": "PENDING", "timeslot_end": new_end}, headers=HX)
+    assert too_long.status_code == 422
+    assert "at most 60 allowed" in too_long.content.decode()
+    assert new_end in too_long.content.decode()  # the input is kept
+    junk = instructor_client.post(url, {"expected": "PENDING", "timeslot_end": "soon"}, headers=HX)
+    assert junk.status_code == 422
+    ok = admin_client.post(url, {"expected": "PENDING", "timeslot_end": new_end}, headers=HX)  # admins may exceed
+    assert ok.status_code == 200
+    session.refresh_from_db()
+    assert session.timeslot_end.strftime("%Y-%m-%dT%H:%M") == new_end
+
+
+def test_instantiation_progress_shows_the_step_nodes_and_the_last_error(admin_client, fleet):
+    session = fleet["sessions"]["INSTANTIATING"]
+    lab = LabRecordFactory(worker=fleet["worker"], status="STARTING", node_count=2)
+    LabletSession.objects.filter(pk=session.pk).update(
+        lab_record=lab, attempts=2, last_error="CML 503", next_attempt_at=timezone.now()
+    )
+    html = admin_client.get(f"/sessions/{session.pk}/").content.decode()
+    assert '<li class="current">' in html and "Lab started, nodes booted" in html
+    assert "?/2 nodes booted" in html and "CML 503" in html and "attempt 2" in html and "Next retry" in html
+
+
+def test_polling_answers_204_until_something_changes(admin_client, fleet):
+    session = fleet["sessions"]["READY"]
+    url = f"/sessions/{session.pk}/"
+    first = admin_client.get(url, headers=HX)
+    html = first.content.decode()
+    assert first.status_code == 200 and html.lstrip().startswith('<div id="live"')
+    poll = re.search(r'hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert 'hx-trigger="every 1s"' in html
+    assert admin_client.get(poll, headers=HX).status_code == 204
+    session_transition(session, "RUNNING", actor="lds-webhook")
+    changed = admin_client.get(poll, headers=HX)
+    assert changed.status_code == 200
+    assert 'data-status="RUNNING"' in changed.content.decode()
+
+
+def test_polling_stops_at_terminal_states(admin_client, fleet):
+    for status in ("ARCHIVED", "TERMINATED"):
+        html = admin_client.get(f"/sessions/{fleet['sessions'][status].pk}/").content.decode()
+        assert "hx-trigger" not in html.split('id="live"', 1)[1].split(">", 1)[0]
+    html = admin_client.get(f"/sessions/{fleet['sessions']['EXPIRED'].pk}/").content.decode()
+    assert "every 1s" in html
+
+
+def test_list_pages_poll_with_their_filters(admin_client, fleet):
+    html = admin_client.get("/sessions/?status=RUNNING&owner=cand-running").content.decode()
+    poll = re.search(r'<section id="live"[^>]*hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert "status=RUNNING" in poll and "owner=cand-running" in poll
+    assert admin_client.get(poll, headers=HX).status_code == 204
+
+
+# --- forms ---------------------------------------------------------------------------------
+
+
+def test_new_session_form_books_a_session(instructor_client, fleet):
+    data = {"definition": fleet["definition"].pk, "owner": "alice", "when": "asap", "reservation_id": "R-1"}
+    response = instructor_client.post("/sessions/", data)
+    session = LabletSession.objects.get(reservation_id="R-1")
+    assert response.status_code == 302 and response["Location"] == f"/sessions/{session.pk}/"
+    assert (session.owner, session.status, session.created_by) == ("alice", "PENDING", "instructor")
+    htmx = instructor_client.post("/sessions/", {**data, "reservation_id": "R-2", "owner": "bob"}, headers=HX)
+    assert htmx["HX-Redirect"].startswith("/sessions/")
+
+
+def test_new_session_form_shows_field_errors_and_keeps_the_input(instructor_client, fleet):
+    inactive = DefinitionFactory(status="INACTIVE")
+    carol = {"definition": fleet["definition"].pk, "owner": "carol"}
+    cases = [
+        ({"definition": "", "owner": "", "when": "asap"}, ["definition", "owner"]),
+        ({"definition": inactive.pk, "owner": "carol", "when": "asap"}, ["definition"]),
+        ({**carol, "when": "at"}, ["timeslot_start"]),
+        ({**carol, "when": "at", "timeslot_start": "2001-01-01T10:00"}, ["timeslot_start"]),
+        ({**carol, "when": "asap", "timeslot_end": "2001-01-01T10:00"}, ["timeslot_end"]),
+        ({**carol, "when": "asap", "timeslot_start": "not a date"}, ["timeslot_start"]),
+        ({**carol, "owner": "x" * 300, "when": "asap"}, ["owner"]),
+    ]
+    for data, fields in cases:
+        for headers in ({}, HX):
+            response = instructor_client.post("/sessions/", data, headers=headers)
+            html = response.content.decode()
+            assert response.status_code == 422, data
+            for field in fields:
+                assert f'id="id_{field}-error"' in html or f'id="id_{field}_0-error"' in html, (data, field)
+            if data.get("owner") and len(data["owner"]) < 200:
+                assert f'value="{data["owner"]}"' in html
+    assert not LabletSession.objects.filter(owner="carol").exists()
+
+
+def test_a_duplicate_reservation_points_at_the_existing_session(instructor_client, fleet):
+    data = {"definition": fleet["definition"].pk, "owner": "dave", "when": "asap", "reservation_id": "R-9"}
+    instructor_client.post("/sessions/", data)
+    again = instructor_client.post("/sessions/", data)
+    existing = LabletSession.objects.get(reservation_id="R-9")
+    assert again.status_code == 422
+    assert f"/sessions/{existing.pk}/" in again.content.decode()
+
+
+def test_definition_upload(admin_client):
+    data = {
+        "name": "bgp-lab", "version": "1.0.0", "lab_yaml": DEMO_LAB, "cpu_cores": 2, "memory_gb": 4, "storage_gb": 8,
+        "max_duration_minutes": 90, "status": "ACTIVE", "lab_reuse_enabled": "on", "license_affinity": ["ENTERPRISE"],
+    }  # fmt: skip
+    response = admin_client.post("/definitions/new/", data)
+    definition = LabletDefinition.objects.get(name="bgp-lab")
+    assert response.status_code == 302 and response["Location"] == f"/definitions/{definition.pk}/"
+    assert (definition.node_count, definition.license_affinity, definition.created_by) == (2, ["ENTERPRISE"], "admin")
+    bad = admin_client.post("/definitions/new/", {**data, "cpu_cores": "x"})
+    assert bad.status_code == 422 and 'id="id_cpu_cores-error"' in bad.content.decode()
+    bad = admin_client.post("/definitions/new/", {**data, "name": "ospf-lab", "version": "one", "lab_yaml": "nodes: ["})
+    html = bad.content.decode()
+    assert bad.status_code == 422
+    assert 'id="id_version-error"' in html and 'id="id_lab_yaml-error"' in html and 'value="ospf-lab"' in html
+    duplicate = admin_client.post("/definitions/new/", data)
+    assert duplicate.status_code == 422 and "already exists" in duplicate.content.decode()
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("lab.yaml", DEMO_LAB.encode(), content_type="application/x-yaml")
+    from_file = admin_client.post("/definitions/new/", {**data, "version": "1.1.0", "lab_yaml": "", "lab_file": upload})
+    assert from_file.status_code == 302
+    binary = SimpleUploadedFile("lab.yaml", b"\xff\xfe\x00", content_type="application/octet-stream")
+    refused = admin_client.post("/definitions/new/", {**data, "version": "1.2.0", "lab_yaml": "", "lab_file": binary})
+    assert refused.status_code == 422 and "UTF-8" in refused.content.decode()
+
+
+def test_definition_status_buttons(admin_client, fleet):
+    definition = fleet["definition"]
+    url = f"/definitions/{definition.pk}/status/"
+    admin_client.post(url, {"target": "INACTIVE", "expected": "ACTIVE"})
+    definition.refresh_from_db()
+    assert definition.status == "INACTIVE"
+    stale = admin_client.post(url, {"target": "INACTIVE", "expected": "ACTIVE"}, follow=True)
+    assert stale.status_code == 200 and "no longer applies" in stale.content.decode()
+    junk = admin_client.post(url, {"target": "FLYING"}, follow=True)
+    assert junk.status_code == 200 and "unknown status" in junk.content.decode()
+
+
+def test_settings_page_saves_through_the_form(admin_client):
+    settings_row = SystemSettings.load()
+    fields = {
+        name: getattr(settings_row, name)
+        for name in ("idle_timeout_minutes", "min_workers_per_region", "max_workers_per_region",
+                     "scale_up_cooldown_minutes", "scale_down_cooldown_minutes", "drain_timeout_minutes",
+                     "placement_lead_minutes", "boot_lead_minutes", "grading_timeout_minutes",
+                     "discovery_ami_pattern", "discovery_interval_minutes")
+    }  # fmt: skip
+    response = admin_client.post("/settings/", {**fields, "placement_lead_minutes": 40, "autoscaling_enabled": "on"})
+    assert response.status_code == 302
+    settings_row.refresh_from_db()
+    assert (settings_row.placement_lead_minutes, settings_row.autoscaling_enabled) == (40, True)
+    assert settings_row.updated_by == "admin"
+    junk = {"min_workers_per_region": 9, "max_workers_per_region": 2, "idle_timeout_minutes": "-3"}
+    bad = admin_client.post("/settings/", {**fields, **junk, "drain_timeout_minutes": "9" * 30})
+    assert bad.status_code == 422
+    html = bad.content.decode()
+    for field in ("max_workers_per_region", "idle_timeout_minutes", "drain_timeout_minutes"):
+        assert f'id="id_{field}-error"' in html, field
+    settings_row.refresh_from_db()
+    assert settings_row.min_workers_per_region == 0
+
+
+def test_worker_create_and_admin_actions(admin_client, fleet):
+    response = admin_client.post("/workers/new/", {"template": fleet["template"].pk, "name": "worker-new"})
+    worker = CMLWorker.objects.get(name="worker-new")
+    assert response.status_code == 302 and (worker.status, worker.cpu_cores) == ("PENDING", 16)
+    bad = admin_client.post("/workers/new/", {"template": fleet["template"].pk, "name": "worker-new"})
+    assert bad.status_code == 422 and "already exists" in bad.content.decode()
+    generated = admin_client.post("/workers/new/", {"template": fleet["template"].pk}, follow=True)
+    assert generated.status_code == 200 and "m5-enterprise-" in generated.content.decode()
+
+    running = fleet["worker"]
+    url = f"/workers/{running.pk}/actions/"
+    assert admin_client.post(url + "drain/", {"expected": "RUNNING"}, headers=HX).status_code == 200
+    running.refresh_from_db()
+    assert running.status == WorkerStatus.DRAINING and running.drain_deadline
+    assert admin_client.post(url + "drain/", {"expected": "RUNNING"}, headers=HX).status_code == 409
+    assert admin_client.post(url + "cancel-drain/", {"expected": "DRAINING"}, headers=HX).status_code == 200
+    assert admin_client.post(url + "stop/", {"expected": "RUNNING"}, headers=HX).status_code == 200
+    running.refresh_from_db()
+    assert (running.status, running.desired_status) == ("RUNNING", "STOPPED")
+    assert admin_client.post(url + "start/", {"expected": "RUNNING"}, headers=HX).status_code == 200
+    assert admin_client.post(url + "terminate/", {"expected": "RUNNING"}, headers=HX).status_code == 200
+    running.refresh_from_db()
+    assert running.desired_status == "TERMINATED"
+    assert admin_client.post(url + "terminate/", {"expected": "RUNNING"}, headers=HX).status_code == 409
+    assert admin_client.post(url + "explode/", headers=HX).status_code == 404
+
+
+# --- reports and CSV -----------------------------------------------------------------------
+
+
+def test_csv_export_has_one_row_per_report(admin_client, fleet):
+    reports = ScoreReport.objects.count()
+    assert reports == 4
+    response = admin_client.get("/reports/export.csv")
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][0] == "report_id" and len(rows) == reports + 1
+    assert {r[1] for r in rows[1:]} == {str(s.pk) for s in LabletSession.objects.filter(score_reports__isnull=False)}
+    assert "Routing=40.00/50.00; Security=42.00/50.00" in rows[1]
+    owner = fleet["sessions"]["GRADING"].owner
+    one = admin_client.get(f"/reports/export.csv?owner={owner}")
+    assert len(list(csv.reader(io.StringIO(b"".join(one.streaming_content).decode())))) == 2
+    assert admin_client.get("/reports/export.csv?definition=nope").status_code == 400
+
+
+def test_csv_cells_never_start_a_formula(admin_client, fleet):
+    make_session("ARCHIVED", definition=fleet["definition"], worker=fleet["worker"], owner="=HYPERLINK(1)")
+    body = b"".join(admin_client.get("/reports/export.csv").streaming_content).decode()
+    assert ",'=HYPERLINK(1)," in body
+
+
+# --- query budgets -------------------------------------------------------------------------
+
+
+def _query_counts(client, urls):
+    counts = {}
+    for url in urls:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(url)
+            if getattr(response, "streaming", False):
+                b"".join(response.streaming_content)
+        assert response.status_code == 200, url
+        counts[url] = len(queries)
+    return counts
+
+
+def _more_sessions(fleet, n):
+    states = ["PENDING", "SCHEDULED", "RUNNING", "GRADING", "ARCHIVED", "TERMINATED"]
+    for i in range(n):
+        make_session(states[i % len(states)], definition=fleet["definition"], worker=fleet["worker"])
+
+
+def test_query_count_per_page_does_not_grow_with_sessions(admin_client, fleet):
+    urls = [u for u in page_urls(fleet)]
+    urls += [
+        "/sessions/?status=RUNNING,GRADING",
+        "/reports/?passed=true",
+        f"/sessions/{fleet['sessions']['READY'].pk}/",
+    ]
+    LabletSession.objects.filter(status__in=["EXPIRED", "STOPPING"]).delete()
+    assert LabletSession.objects.count() == 10
+    _query_counts(admin_client, urls)  # warm up: first use creates the settings row, the CSRF secret…
+    small = _query_counts(admin_client, urls)
+    _more_sessions(fleet, 200 - LabletSession.objects.count())
+    assert LabletSession.objects.count() == 200
+    large = _query_counts(admin_client, urls)
+    assert small == large
+
+
+# --- junk filter values -------------------------------------------------------------------
+
+JUNK = [
+    "", "nonsense", "\x00", "a\x00b", "'; DROP TABLE lablet_sessions; --", "%", "%%00", "9" * 40, "-1", "0",
+    "2026-02-30", "2026-13-01T25:61", "2026-01-01", "true,false", "RUNNING,,ready", ",", "<script>x</script>",
+    "x" * 5000, "😀", "../../etc/passwd", "null", "None", "[]", "{}", "1e309", "00000000-0000-0000-0000-000000000000",
+]  # fmt: skip
+PARAMS = [
+    "status", "owner", "definition", "worker", "reservation_id", "from", "to", "date", "page", "q", "name", "region",
+    "license_type", "template", "passed", "v", "new",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("junk", JUNK, ids=range(len(JUNK)))
+def test_no_page_returns_500_for_junk_filter_values(admin_client, fleet, junk):
+    from urllib.parse import urlencode
+
+    query = urlencode(dict.fromkeys(PARAMS, junk))
+    for url in page_urls(fleet):
+        base = url.split("?")[0]
+        for headers in ({}, HX):
+            response = admin_client.get(f"{base}?{query}", headers=headers)
+            assert response.status_code in (200, 204, 400), (url, junk, response.status_code)
+            if response.status_code == 400:
+                assert base == "/reports/export.csv"
+        single = admin_client.get(f"{base}?{urlencode({'status': junk, 'page': junk})}")
+        assert single.status_code in (200, 400), (url, junk)
+
+
+def test_the_date_filter_is_one_utc_day(admin_client, fleet):
+    today = timezone.now().strftime("%Y-%m-%d")
+    html = admin_client.get(f"/sessions/?date={today}").content.decode()
+    assert "cand-running" in html
+    html = admin_client.get("/sessions/?date=2001-01-01").content.decode()
+    assert "cand-running" not in html and "No sessions match these filters" in html
+
+
+def test_boosted_requests_get_the_whole_page(admin_client, fleet):
+    html = admin_client.get("/sessions/", headers={**HX, "HX-Boosted": "true"}).content.decode()
+    assert html.startswith("<!doctype html>")
+    fragment = admin_client.get("/sessions/", headers=HX).content.decode()
+    assert fragment.lstrip().startswith('<section id="live"')
+
+
+def test_invalid_filters_are_shown_as_form_errors(admin_client, fleet):
+    html = admin_client.get("/sessions/?status=FLYING&definition=nope&date=2026-02-30").content.decode()
+    assert "unknown status FLYING" in html
+    assert "is not a date" in html
+    assert "Enter a valid UUID" in html
+
+
+# --- assets --------------------------------------------------------------------------------
+
+
+def test_htmx_is_vendored_and_nothing_comes_from_a_cdn(admin_client, fleet):
+    assert (ROOT / "static" / "vendor" / "htmx" / "htmx.min.js").stat().st_size > 10_000
+    for url in page_urls(fleet):
+        if url.endswith(".csv"):
+            continue
+        html = admin_client.get(url).content.decode()
+        assert not re.search(r'<(script|link)[^>]+(src|href)="(https?:)?//', html), url
+        assert "/static/vendor/htmx/htmx.min.js" in html
+        assert "X-CSRFToken" in html
+
+
+def test_every_status_has_a_badge_colour():
+    css = (ROOT / "static" / "lcm" / "lcm.css").read_text()
+    for prefix, values in (
+        ("s", SessionStatus.values),
+        ("w", WorkerStatus.values),
+        ("l", LabStatus.values),
+        ("u", UserSessionStatus.values),
+        ("lic", LicenseStatus.values),
+        ("g", GradingStatus.values),
+        ("d", DefinitionStatus.values),
+    ):
+        for value in values:
+            assert f".{prefix}-{value.lower()}" in css, (prefix, value)
+
+
+def test_worker_page_shows_capacity_labs_and_ports(admin_client, fleet):
+    html = admin_client.get(f"/workers/{fleet['worker'].pk}/").content.decode()
+    assert 'role="meter"' in html and "edge-router_serial 2001" in html and fleet["lab"].cml_lab_id in html
+    listing = admin_client.get("/workers/").content.decode()
+    assert "worker-a" in listing and "worker-b" in listing and 'aria-label="CPU used"' in listing
+
+
+def test_scheduler_preview_lists_every_worker(admin_client, fleet):
+    WorkerFactory(name="worker-c")  # worker-a is full with the fixture's sessions
+    html = admin_client.get(f"/scheduler/?definition={fleet['definition'].pk}").content.decode()
+    assert "would be chosen" in html and "worker-b" in html and "not RUNNING" in html
+    assert "no tick reported" in html and "placement lease" in html and "not enough cpu" in html
+
+
+def test_open_lab_button_and_devices(admin_client, fleet):
+    from sessions.models import UserSession
+
+    session = fleet["sessions"]["RUNNING"]
+    html = admin_client.get(f"/sessions/{session.pk}/").content.decode()
+    assert '<a class="button btn-open" href="https://lds.example.test/login/abc"' in html and ">Open Lab</a>" in html
+    assert "10.0.0.5:2003" in html and "workstation" in html
+    UserSession.objects.filter(lablet_session=session).update(login_url="javascript:alert(1)")
+    assert "Open Lab" not in admin_client.get(f"/sessions/{session.pk}/").content.decode()

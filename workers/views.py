@@ -1,0 +1,215 @@
+"""Worker pages (SPEC §5.4): the fleet with capacity bars, licence and metrics; one worker with its
+sessions, labs and history; admin actions through the worker services."""
+
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import Case, IntegerField, Value, When
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from lcm.errors import first_error_line
+from lcm.fsm import InvalidTransition
+from scheduling.selectors import worker_capacities
+from sessions.states import CAPACITY_HOLDING, LicenseType
+from sessions.views import (
+    action_response,
+    admin_required,
+    clean_params,
+    filter_errors,
+    instructor_required,
+    page_context,
+    paginate,
+    render_live,
+    status_choices,
+)
+from workers.filters import WorkerFilterSet
+from workers.forms import WorkerCreateForm
+from workers.models import CMLWorker, WorkerTemplate
+from workers.services import worker_cancel_drain, worker_drain, worker_set_desired
+from workers.states import DesiredStatus, LabStatus, WorkerStatus
+
+W = WorkerStatus
+_GONE = {W.TERMINATING, W.TERMINATED}
+
+
+@dataclass(frozen=True)
+class WorkerAction:
+    """An admin button on a worker: label, when it applies, and an optional confirmation."""
+
+    slug: str
+    label: str
+    style: str = "secondary"
+    confirm: str = ""
+
+    def applies(self, worker) -> bool:
+        desired, status = worker.desired_status, worker.status
+        return {
+            "start": desired != DesiredStatus.RUNNING and status not in _GONE,
+            "stop": desired == DesiredStatus.RUNNING and status not in _GONE | {W.STOPPING, W.STOPPED},
+            "drain": status == W.RUNNING,
+            "cancel-drain": status == W.DRAINING,
+            "terminate": desired != DesiredStatus.TERMINATED and status not in _GONE,
+        }[self.slug]
+
+
+WORKER_ACTIONS = {
+    a.slug: a
+    for a in (
+        WorkerAction("start", "Start", "primary"),
+        WorkerAction("stop", "Stop"),
+        WorkerAction("drain", "Drain"),
+        WorkerAction("cancel-drain", "Cancel drain"),
+        WorkerAction(
+            "terminate",
+            "Terminate worker",
+            "danger",
+            "Terminate this worker? Its EC2 instance is destroyed; sessions on it expire. This cannot be undone.",
+        ),
+    )
+}
+
+
+def _cards(workers, capacities):
+    return [(w, capacities.get(str(w.pk))) for w in workers]
+
+
+@instructor_required
+def worker_list(request):
+    """The fleet: status, capacity bars, licence, metrics; admins also get "New worker"."""
+    return _render_list(request)
+
+
+def _render_list(request, form=None, status=200):
+    params = clean_params(request.GET)
+    filterset = WorkerFilterSet(params, queryset=CMLWorker.objects.select_related("template").order_by("name"))
+    page, query = paginate(filterset.qs, params)
+    capacities = worker_capacities([w.pk for w in page])
+    context = page_context(
+        request,
+        "workers",
+        page=page,
+        cards=_cards(page, capacities),
+        query=query,
+        params=params,
+        errors=filter_errors(filterset),
+        status_choices=status_choices(WorkerStatus.values),
+        licences=LicenseType.values,
+        templates=WorkerTemplate.objects.only("id", "name").order_by("name"),
+        form=form or WorkerCreateForm(),
+    )
+    return render_live(request, "workers/worker_list.html", context, status=status, path=reverse("workers:worker_list"))
+
+
+@require_POST
+@admin_required
+def worker_create(request):
+    """Create a worker from a template (admin); errors show on the workers page with the input kept."""
+    form = WorkerCreateForm(request.POST)
+    worker = form.submit(actor=request.user) if form.is_valid() else None
+    if worker is not None:
+        messages.success(request, f"Worker {worker.name} created: it is {worker.status} and will be launched.")
+        return redirect("workers:worker_detail", pk=worker.pk)
+    return _render_list(request, form=form, status=422)
+
+
+def _detail_context(request, worker) -> dict:
+    capacity = worker_capacities([worker.pk]).get(str(worker.pk))
+    sessions = (
+        worker.sessions.select_related("definition")
+        .annotate(
+            holding=Case(
+                When(status__in=CAPACITY_HOLDING, then=Value(0)),
+                When(status="TERMINATED", cleanup_pending=True, then=Value(0)),
+                default=Value(1),
+                output_field=IntegerField(),
+            )
+        )
+        .order_by("holding", "-timeslot_start")[:50]
+    )
+    labs = (
+        worker.lab_records.select_related("definition", "active_session")
+        .prefetch_related("port_allocations")
+        .annotate(
+            gone=Case(When(status=LabStatus.DELETED, then=Value(1)), default=Value(0), output_field=IntegerField())
+        )
+        .order_by("gone", "created_at")[:100]
+    )
+    return page_context(
+        request,
+        "workers",
+        worker=worker,
+        capacity=capacity,
+        sessions=sessions,
+        labs=labs,
+        history=worker.history.order_by("-at", "-id")[:30],
+        actions=[a for a in WORKER_ACTIONS.values() if a.applies(worker)],
+    )
+
+
+def _render_detail(request, pk, status=200):
+    worker = get_object_or_404(CMLWorker.objects.select_related("template"), pk=pk)
+    return render_live(
+        request,
+        "workers/worker_detail.html",
+        _detail_context(request, worker),
+        status=status,
+        poll=worker.status != W.TERMINATED,
+        path=reverse("workers:worker_detail", args=[worker.pk]),
+    )
+
+
+@instructor_required
+def worker_detail(request, pk):
+    """One worker: capacity, licence, metrics, EC2/CML facts, its sessions, labs and history; live."""
+    return _render_detail(request, pk)
+
+
+def _run_worker_action(request, worker, spec: WorkerAction) -> str:
+    actor, reason = request.user, f"{spec.label} from the worker page"
+    if spec.slug == "start":
+        worker_set_desired(worker, DesiredStatus.RUNNING, actor=actor, reason=reason)
+        return f"{worker.name} will be started."
+    if spec.slug == "stop":
+        worker_set_desired(worker, DesiredStatus.STOPPED, actor=actor, reason=reason)
+        return f"{worker.name} will be stopped."
+    if spec.slug == "drain":
+        worker = worker_drain(worker, actor=actor, reason=reason)
+        return f"{worker.name} is draining: it takes no new sessions."
+    if spec.slug == "cancel-drain":
+        worker = worker_cancel_drain(worker, actor=actor, reason=reason)
+        return f"Drain cancelled: {worker.name} is RUNNING again."
+    worker_set_desired(worker, DesiredStatus.TERMINATED, actor=actor, reason=reason)
+    return f"{worker.name} will be terminated."
+
+
+@require_POST
+@admin_required
+def worker_action(request, pk, action):
+    """Run an admin button on a worker through the services; a stale button gets a message (409)."""
+    spec = WORKER_ACTIONS.get(action)
+    if spec is None:
+        raise Http404("No such action")
+    worker = get_object_or_404(CMLWorker, pk=pk)
+    expected = request.POST.get("expected", "").strip().upper() or worker.status
+    if worker.status != expected or not spec.applies(worker):
+        text = f"“{spec.label}” no longer applies: {worker.name} is {worker.status} (wanted {worker.desired_status})."
+        level, status = "warning", 409
+    else:
+        try:
+            text, level, status = _run_worker_action(request, worker, spec), "success", 200
+        except InvalidTransition as exc:
+            text, level, status = f"“{spec.label}” no longer applies: {exc.detail}", "warning", 409
+        except (ValidationError, ValueError) as exc:
+            text, level, status = f"{spec.label}: {first_error_line(exc)}", "error", 422
+    return action_response(
+        request,
+        page_url=reverse("workers:worker_detail", args=[pk]),
+        render_page=lambda code: _render_detail(request, pk, status=code),
+        text=text,
+        level=level,
+        status=status,
+    )
