@@ -7,11 +7,16 @@ are level-triggered: they read desired and observed state, do the next step, per
 and return; running one twice, or crashing between any two lines, is safe.
 """
 
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+
+from django.db import connection
 
 logger = logging.getLogger("lcm.reconcile")
 
@@ -41,8 +46,50 @@ def backoff(attempts: int, *, base: float = BACKOFF_BASE_SECONDS, cap: float = B
     return timedelta(seconds=min(cap, base * (2 ** max(0, attempts - 1))))
 
 
+@contextmanager
+def key_lock(loop: str, key):
+    """Hold the key for one pass: two workers never reconcile the same key at once.
+
+    PostgreSQL: a session-level advisory lock (works across processes and machines); other
+    databases (the embedded SQLite default is one process): a lock in this process.
+    """
+    name = f"{loop}:{key}"
+    if connection.vendor == "postgresql":
+        lock_id = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock_id])
+            acquired = cursor.fetchone()[0]
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+        return
+    with _local_locks_guard:
+        lock = _local_locks.setdefault(name, threading.Lock())
+    acquired = lock.acquire(blocking=False)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            lock.release()
+
+
+_local_locks: dict[str, threading.Lock] = {}
+_local_locks_guard = threading.Lock()
+BUSY_RETRY_SECONDS = 0.5
+
+
 def run(loop: str, key, reconcile: Callable, on_error: Callable | None = None) -> Result:
-    """Run one reconcile pass for one key; never raises."""
+    """Run one reconcile pass for one key; never raises. A key another worker is reconciling is skipped."""
+    with key_lock(loop, key) as acquired:
+        if not acquired:
+            return Result.requeue(BUSY_RETRY_SECONDS, "busy elsewhere")
+        return _run(loop, key, reconcile, on_error)
+
+
+def _run(loop: str, key, reconcile: Callable, on_error: Callable | None) -> Result:
     started = time.perf_counter()
     try:
         result = reconcile(key)

@@ -273,7 +273,7 @@ def _on_instantiating(session, now) -> Result:
     session = _reload(session)
     user_session = _ensure_lds_session(session)
     session_transition(session, S.READY, actor=ACTOR, reason="lab booted, login URL issued")
-    logger.info("session %s READY: %s", session.pk, user_session.login_url)
+    logger.info("session %s READY (LDS session %s)", session.pk, user_session.lds_session_id)
     return Result.done("ready")
 
 

@@ -95,6 +95,7 @@ def test_projection_writes_and_removes_session_keys(monkeypatch):
     assert coord.get(session_status_key("s1")) is None
 
 
+@pytest.mark.django_db
 def test_reconcile_runner_isolates_errors_and_backs_off():
     calls = []
 
