@@ -35,19 +35,25 @@ class Loop:
         return float(getattr(settings, self.interval_setting))
 
 
-LOOPS = {
-    loop.name: loop
-    for loop in (
-        Loop("placement", "scheduling.scheduler.place_pending", None, None, "LCM_LOOP_PLACEMENT_SECONDS"),
-        Loop(
-            "lablets",
-            "sessions.reconcilers.sessions_needing_work",
-            "sessions.reconcilers.reconcile_session",
-            "sessions.reconcilers.record_failure",
-            "LCM_LOOP_LABLETS_SECONDS",
-        ),
+LOOPS: dict[str, Loop] = {}
+
+
+def register(loop: Loop) -> Loop:
+    """Declare a control loop (apps register theirs in `AppConfig.ready`); beat and the in-process runner tick it."""
+    LOOPS[loop.name] = loop
+    return loop
+
+
+register(Loop("placement", "scheduling.scheduler.place_pending", None, None, "LCM_LOOP_PLACEMENT_SECONDS"))
+register(
+    Loop(
+        "lablets",
+        "sessions.reconcilers.sessions_needing_work",
+        "sessions.reconcilers.reconcile_session",
+        "sessions.reconcilers.record_failure",
+        "LCM_LOOP_LABLETS_SECONDS",
     )
-}
+)
 
 
 def resolve(dotted: str):
@@ -63,12 +69,43 @@ def reconcile_key(loop_name: str, key) -> reconcile.Result:
 
 
 def tick(loop_name: str) -> list:
-    """Run a loop's tick; returns the keys to fan out (empty for loops that do their own work)."""
+    """Run a loop's tick and record its heartbeat; returns the keys to fan out (none for self-working loops)."""
+    import time
+
     loop = LOOPS[loop_name]
-    result = resolve(loop.tick)()
-    if loop.reconciler is None:
-        return []
-    return list(result)
+    started = time.perf_counter()
+    error = ""
+    keys: list = []
+    try:
+        result = resolve(loop.tick)()
+        keys = [] if loop.reconciler is None else list(result)
+    except Exception as exc:
+        error = f"{exc.__class__.__name__}: {exc}"[:500]
+        raise
+    finally:
+        _heartbeat(loop_name, (time.perf_counter() - started) * 1000, len(keys), error)
+    return keys
+
+
+def _heartbeat(loop_name: str, duration_ms: float, keys: int, error: str) -> None:
+    """Record the tick for the pages and the status API; never fails the tick."""
+    from django.db.models import F
+    from django.utils import timezone
+
+    from scheduling.models import LoopHeartbeat
+
+    values = {
+        "last_tick_at": timezone.now(),
+        "last_duration_ms": round(duration_ms, 1),
+        "last_keys": keys,
+        "last_error": error,
+    }
+    try:
+        updated = LoopHeartbeat.objects.filter(name=loop_name).update(ticks=F("ticks") + 1, **values)
+        if not updated:
+            LoopHeartbeat.objects.get_or_create(name=loop_name, defaults={**values, "ticks": 1})
+    except Exception:  # a heartbeat is information, not work
+        logger.warning("could not record the heartbeat of %s", loop_name, exc_info=True)
 
 
 # --- dispatch: Celery when a broker is configured, the in-process pool otherwise ---------

@@ -40,3 +40,22 @@ class SystemSettings(models.Model):
         """The singleton, created with defaults on first use."""
         obj, _ = cls.objects.get_or_create(pk=1)
         return obj
+
+
+class LoopHeartbeat(models.Model):
+    """The last tick of each control loop, written by whichever process ticked it (beat or the embedded
+    runner), so every web process can show loop freshness (SPEC §5.4 scheduler page, /api/v1/status/)."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    last_tick_at = models.DateTimeField()
+    last_duration_ms = models.FloatField(default=0)
+    last_keys = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    ticks = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        db_table = "loop_heartbeats"
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} @ {self.last_tick_at:%H:%M:%S}"

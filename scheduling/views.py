@@ -30,27 +30,41 @@ LOOP_DESCRIPTIONS = {
 
 
 def loop_health() -> list[dict]:
-    """One row per control loop: its interval and last tick.
+    """One row per control loop: its interval, last tick (from the heartbeat table) and whether it is fresh.
 
-    The loops do not record their ticks anywhere a web process can read yet (the in-process
-    runner keeps them in memory, beat keeps none), so the last tick is shown as unknown
-    rather than guessed.
+    A loop is stale when it has not ticked for three of its intervals.
     """
-    from lcm.loops import LOOPS
+    from django.utils import timezone
 
+    from lcm.loops import LOOPS
+    from scheduling.models import LoopHeartbeat
+
+    beats = {beat.name: beat for beat in LoopHeartbeat.objects.all()}
+    now = timezone.now()
     rows = []
     for loop in LOOPS.values():
         try:
             interval = loop.interval
         except (AttributeError, TypeError, ValueError):  # interval setting missing or not a number
             interval = None
+        beat = beats.get(loop.name)
+        if beat is None:
+            state = "no tick reported"
+        elif beat.last_error:
+            state = f"last tick failed: {beat.last_error}"
+        elif interval and (now - beat.last_tick_at).total_seconds() > 3 * interval:
+            state = "stale"
+        else:
+            state = "ok"
         rows.append(
             {
                 "name": loop.name,
                 "description": LOOP_DESCRIPTIONS.get(loop.name, loop.tick),
                 "interval": interval,
-                "last_tick": None,
-                "state": "no tick reported",
+                "last_tick": beat.last_tick_at if beat else None,
+                "last_duration_ms": beat.last_duration_ms if beat else None,
+                "last_keys": beat.last_keys if beat else None,
+                "state": state,
             }
         )
     return rows

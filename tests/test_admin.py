@@ -18,7 +18,7 @@ from django.utils import timezone
 from grading.models import GradingSession, ScoreReport, ScoreSection
 from grading.services import grading_session_create, score_report_create
 from lcm.events import status_changed
-from scheduling.models import SystemSettings
+from scheduling.models import LoopHeartbeat, SystemSettings
 from scheduling.services import ports_allocate
 from sessions.models import LabletDefinition, LabletSession, ReceivedEvent, SessionStatusChange, UserSession
 from sessions.services import session_create, session_transition, user_session_create
@@ -84,6 +84,7 @@ def _build_graph() -> dict:
         LabRecord: record,
         Port: record.port_allocations.first(),
         SystemSettings: SystemSettings.load(),
+        LoopHeartbeat: LoopHeartbeat.objects.create(name=f"loop-{n}", last_tick_at=timezone.now()),
         ReceivedEvent: ReceivedEvent.objects.create(event_id=f"evt-{n}", event_type="io.lablet.lds.session.running.v1"),
     }
 
@@ -198,7 +199,7 @@ def test_changelist_queries_do_not_grow_with_rows(admin_client, graph, model):
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "model",
-    [SessionStatusChange, WorkerStatusChange, ScoreReport, ScoreSection, LabRecord, Port, ReceivedEvent],
+    [SessionStatusChange, WorkerStatusChange, ScoreReport, ScoreSection, LabRecord, Port, ReceivedEvent, LoopHeartbeat],
     ids=str,
 )
 def test_read_only_models_refuse_writes(admin_client, admin_user, graph, model):

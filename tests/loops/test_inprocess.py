@@ -47,3 +47,19 @@ def test_sessions_move_by_themselves_to_ready_and_finish_after_manual_moves(sims
     session_transition(session, "STOPPING", actor="instructor")
     assert _wait(lambda: status_of(session) == "ARCHIVED"), status_of(session)
     assert coordination.coordinator().get(coordination.session_status_key(session.pk)) is None
+
+
+@pytest.mark.django_db
+def test_a_tick_records_its_heartbeat_and_the_scheduler_page_shows_it(monkeypatch):
+    from lcm import loops
+    from scheduling.models import LoopHeartbeat
+    from scheduling.views import loop_health
+
+    monkeypatch.setattr(coordination, "_coordinator", coordination.InProcessCoordinator())
+    assert loops.tick("lablets") == []
+    loops.tick("lablets")
+    beat = LoopHeartbeat.objects.get(name="lablets")
+    assert beat.ticks == 2 and beat.last_error == ""
+    rows = {row["name"]: row for row in loop_health()}
+    assert rows["lablets"]["state"] == "ok"
+    assert rows["placement"]["state"] == "no tick reported"
