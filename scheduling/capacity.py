@@ -1,6 +1,6 @@
 """Pure capacity arithmetic: what a worker has free and whether a session's demand fits it."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sessions.states import LicenseType
 
@@ -47,6 +47,21 @@ class WorkerCapacity:
     @property
     def ports_free(self) -> int:
         return self.ports_total - self.ports_used
+
+    def claimed(self, demand: "Demand", *, reuse: bool = False, count: int = 1) -> "WorkerCapacity":
+        """This capacity with `count` more sessions of `demand` on it (a reused lab brings its own ports).
+
+        `count=-1` gives the capacity after one such session has left.
+        """
+        return replace(
+            self,
+            cpu_used=self.cpu_used + count * demand.cpu_cores,
+            memory_used=self.memory_used + count * demand.memory_gb,
+            storage_used=self.storage_used + count * demand.storage_gb,
+            nodes_used=self.nodes_used + count * demand.node_count,
+            ports_used=self.ports_used + (0 if reuse else count * demand.ports),
+            sessions=self.sessions + count,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,32 @@
 """Placement as pure functions over plain data (SPEC §3.2): filter the workers, score by best fit.
 
-`choose_worker` decides one session; `preview` explains the decision for every worker. The
-scheduler loop feeds them capacities read in one query and commits under row locks.
+`choose_worker` decides one session; `preview` explains the decision for every worker; a
+`Fleet` holds a batch's capacities in memory and makes the same decisions as `choose_worker`
+without scoring every worker each time. The scheduler loop builds a Fleet from capacities read
+in one query and commits its decisions under row locks.
+
+Ranking, best first: the fullest worker (mean used fraction of CPU, memory, storage and nodes,
+measured *before* placing) that still fits; ties → a reusable lab of this definition, then the
+larger worker, then the lowest id. Fullness is measured before placing because, measured after,
+an empty small worker looks fuller than a half-used big one and a heterogeneous fleet opens a new
+worker for nearly every session (`manage.py bench_placement` shows the difference). The larger
+worker wins a tie between equally full (typically empty) workers because it holds the most
+sessions, so fewer workers are in use and the small ones stay free to be stopped.
 """
 
+import functools
 import re
+from bisect import bisect_left, insort
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scheduling.capacity import Demand, WorkerCapacity, rejection_reason
+from scheduling.capacity import PERSONAL_MAX_NODES, Demand, WorkerCapacity, licence_serves, rejection_reason
+from sessions.states import LicenseType
 
 RUNNING = "RUNNING"
 
 
+@functools.lru_cache(maxsize=1024)
 def version_tuple(version: str) -> tuple[int, ...]:
     """`2.10.1` → (2, 10, 1): versions compare numerically (2.10 > 2.9)."""
     return tuple(int(p) for p in re.findall(r"\d+", (version or "").split("-")[0]))
@@ -19,7 +34,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """How one worker judges one session: `reason` is None when it fits, `score` orders the fits."""
+    """How one worker judges one session: `reason` is None when it fits, `score` (its fullness) orders the fits."""
 
     worker_id: str
     name: str
@@ -47,19 +62,47 @@ def _cml_version_reason(capacity: WorkerCapacity, version_min: str, version_max:
     return None
 
 
-def fill_score(capacity: WorkerCapacity, demand: Demand) -> float:
-    """Best fit: how full the worker would be after placing (the mean used fraction of CPU, memory,
-    storage and nodes); the fullest worker that still fits wins."""
-    fractions = []
-    for used, need, total in (
-        (capacity.cpu_used, demand.cpu_cores, capacity.cpu_total),
-        (capacity.memory_used, demand.memory_gb, capacity.memory_total),
-        (capacity.storage_used, demand.storage_gb, capacity.storage_total),
-        (capacity.nodes_used, demand.node_count, capacity.nodes_total),
-    ):
-        if total > 0:
-            fractions.append((used + need) / total)
+def fill(capacity: WorkerCapacity) -> float:
+    """How full the worker is now: the mean used fraction of the CPU, memory, storage and nodes it declares."""
+    fractions = [
+        used / total
+        for used, total in (
+            (capacity.cpu_used, capacity.cpu_total),
+            (capacity.memory_used, capacity.memory_total),
+            (capacity.storage_used, capacity.storage_total),
+            (capacity.nodes_used, capacity.nodes_total),
+        )
+        if total > 0
+    ]
     return round(sum(fractions) / len(fractions), 6) if fractions else 0.0
+
+
+def _order(capacity: WorkerCapacity) -> tuple:
+    """The ranking without the reusable-lab tie-break: fullest first, then larger, then lowest id."""
+    return (
+        -fill(capacity),
+        -capacity.cpu_total,
+        -capacity.memory_total,
+        -capacity.storage_total,
+        -capacity.nodes_total,
+        capacity.worker_id,
+    )
+
+
+def rank_key(capacity: WorkerCapacity, reusable_lab: bool = False) -> tuple:
+    """Sort key of a worker that fits, best first (see the module docstring)."""
+    fullness, *rest = _order(capacity)
+    return (fullness, not reusable_lab, *rest)
+
+
+def eligible(capacity: WorkerCapacity, demand: Demand, cml_version_min: str = "", cml_version_max: str = "") -> bool:
+    """The filters that do not depend on what is placed: status, CML version, licence, PERSONAL's node limit."""
+    return (
+        capacity.status == RUNNING
+        and _cml_version_reason(capacity, cml_version_min, cml_version_max) is None
+        and licence_serves(capacity.license_type, demand.license_affinity)
+        and not (capacity.license_type == LicenseType.PERSONAL and demand.node_count > PERSONAL_MAX_NODES)
+    )
 
 
 def evaluate(
@@ -77,12 +120,12 @@ def evaluate(
         reason = _cml_version_reason(capacity, cml_version_min, cml_version_max) or rejection_reason(
             capacity, demand, reusable_lab=reusable_lab
         )
-    score = None if reason else fill_score(capacity, demand)
+    score = None if reason else fill(capacity)
     return Candidate(capacity.worker_id, capacity.name, reason, score, reusable_lab)
 
 
 def preview(
-    capacities: list[WorkerCapacity],
+    capacities: Iterable[WorkerCapacity],
     demand: Demand,
     *,
     cml_version_min: str = "",
@@ -91,30 +134,171 @@ def preview(
 ) -> list[Candidate]:
     """Every worker judged, the chosen one first, then the other fits by preference, then rejections."""
     judged = [
-        evaluate(
+        (
             c,
-            demand,
-            cml_version_min=cml_version_min,
-            cml_version_max=cml_version_max,
-            reusable_lab=c.worker_id in reusable_on,
+            evaluate(
+                c,
+                demand,
+                cml_version_min=cml_version_min,
+                cml_version_max=cml_version_max,
+                reusable_lab=c.worker_id in reusable_on,
+            ),
         )
         for c in capacities
     ]
-    fits = sorted((c for c in judged if c.reason is None), key=lambda c: (-c.score, not c.reusable_lab, c.worker_id))
-    rejected = sorted((c for c in judged if c.reason is not None), key=lambda c: c.name)
-    return fits + rejected
+    fits = sorted((pair for pair in judged if pair[1].reason is None), key=lambda p: rank_key(p[0], p[1].reusable_lab))
+    rejected = sorted((c for _, c in judged if c.reason is not None), key=lambda c: c.name)
+    return [c for _, c in fits] + rejected
 
 
 def choose_worker(
-    capacities: list[WorkerCapacity],
+    capacities: Iterable[WorkerCapacity],
     demand: Demand,
     *,
     cml_version_min: str = "",
     cml_version_max: str = "",
     reusable_on: frozenset[str] = frozenset(),
 ) -> Candidate | None:
-    """The worker for this session (best fit; ties → a reusable lab of this definition, then lowest id), or None."""
-    ranked = preview(
-        capacities, demand, cml_version_min=cml_version_min, cml_version_max=cml_version_max, reusable_on=reusable_on
-    )
-    return ranked[0] if ranked and ranked[0].reason is None else None
+    """The worker for this session (best fit, see the module docstring), or None when none fits."""
+    best, best_key = None, None
+    for capacity in capacities:
+        reusable = capacity.worker_id in reusable_on
+        if not eligible(capacity, demand, cml_version_min, cml_version_max):
+            continue
+        if rejection_reason(capacity, demand, reusable_lab=reusable) is not None:
+            continue
+        key = rank_key(capacity, reusable)
+        if best_key is None or key < best_key:
+            best, best_key = capacity, key
+    if best is None:
+        return None
+    return Candidate(best.worker_id, best.name, None, fill(best), best.worker_id in reusable_on)
+
+
+class Fleet:
+    """A batch's worker capacities held in memory: `choose` decides exactly like `choose_worker`, fast.
+
+    Workers are kept sorted by fullness, then size, then id (which do not depend on the session),
+    so a decision walks from the front and stops at the first worker that fits instead of
+    scoring every worker. The reusable-lab tie-break only reorders equally full workers, so it
+    is settled among the few workers holding such a lab. The filters that do not change while a
+    batch is decided (status, version, licence) are computed once per kind of session.
+    `claim` and `release` keep the books as sessions are placed and leave; `refresh` replaces
+    capacities re-read from the database.
+    """
+
+    def __init__(self, capacities: Iterable[WorkerCapacity] = ()):
+        self._capacity: dict[str, WorkerCapacity] = {}
+        self._key: dict[str, tuple] = {}
+        # Per worker: (cpu, memory, storage, nodes, ports) free, and whether a PERSONAL licence blocks it.
+        self._free: dict[str, tuple] = {}
+        self._sorted: list[tuple] = []
+        self._eligible: dict[tuple, frozenset[str]] = {}
+        for capacity in capacities:
+            self._store(capacity, insert=False)
+        self._sorted.sort()
+
+    def __len__(self) -> int:
+        return len(self._capacity)
+
+    def __contains__(self, worker_id) -> bool:
+        return worker_id in self._capacity
+
+    def capacity(self, worker_id: str) -> WorkerCapacity:
+        return self._capacity[worker_id]
+
+    def capacities(self) -> list[WorkerCapacity]:
+        """Every worker's capacity as it stands in this fleet, in ranking order."""
+        return [self._capacity[key[-1]] for key in self._sorted]
+
+    def _store(self, capacity: WorkerCapacity, *, insert: bool = True) -> None:
+        worker_id = capacity.worker_id
+        old = self._key.get(worker_id)
+        if old is not None:
+            del self._sorted[bisect_left(self._sorted, old)]
+        key = _order(capacity)
+        self._capacity[worker_id] = capacity
+        self._key[worker_id] = key
+        self._free[worker_id] = (
+            capacity.cpu_free,
+            capacity.memory_free,
+            capacity.storage_free,
+            capacity.nodes_free,
+            capacity.ports_free,
+            capacity.license_type == LicenseType.PERSONAL and capacity.sessions >= 1,
+        )
+        if insert:
+            insort(self._sorted, key)
+        else:
+            self._sorted.append(key)
+
+    def refresh(self, capacities: Iterable[WorkerCapacity]) -> None:
+        """Replace (or add) workers' capacities, e.g. re-read after a commit was refused."""
+        for capacity in capacities:
+            self._store(capacity)
+        self._eligible.clear()
+
+    def claim(self, worker_id: str, demand: Demand, *, reuse: bool = False) -> None:
+        """Count one session of `demand` on the worker (`reuse`: it takes a wiped lab, whose ports it keeps)."""
+        self._store(self._capacity[worker_id].claimed(demand, reuse=reuse))
+
+    def release(self, worker_id: str, demand: Demand, *, reuse: bool = False) -> None:
+        """A session of `demand` left the worker (the inverse of `claim`)."""
+        self._store(self._capacity[worker_id].claimed(demand, reuse=reuse, count=-1))
+
+    def _eligible_ids(self, demand: Demand, version_min: str, version_max: str) -> frozenset[str]:
+        kind = (demand.license_affinity, demand.node_count > PERSONAL_MAX_NODES, version_min, version_max)
+        ids = self._eligible.get(kind)
+        if ids is None:
+            ids = frozenset(
+                worker_id
+                for worker_id, capacity in self._capacity.items()
+                if eligible(capacity, demand, version_min, version_max)
+            )
+            self._eligible[kind] = ids
+        return ids
+
+    def choose(
+        self,
+        demand: Demand,
+        *,
+        cml_version_min: str = "",
+        cml_version_max: str = "",
+        reusable_on: frozenset[str] = frozenset(),
+    ) -> Candidate | None:
+        """The worker `choose_worker` would pick for this session from these capacities, or None."""
+        ok = self._eligible_ids(demand, cml_version_min, cml_version_max)
+        cpu, memory, storage, nodes, ports = (
+            demand.cpu_cores,
+            demand.memory_gb,
+            demand.storage_gb,
+            demand.node_count,
+            demand.ports,
+        )
+        free = self._free
+        found = None
+        for key in self._sorted:
+            worker_id = key[-1]
+            f = free[worker_id]
+            if f[0] < cpu or f[1] < memory or f[2] < storage or f[3] < nodes or f[5] or worker_id not in ok:
+                continue
+            if f[4] < ports and worker_id not in reusable_on:
+                continue
+            found = key
+            break
+        if found is None:
+            return None
+        reusable = found[-1] in reusable_on
+        if reusable_on and not reusable:
+            # A reusable lab wins a tie in fullness: look among the (few) workers holding one.
+            for worker_id in reusable_on:
+                key = self._key.get(worker_id)
+                if key is None or key[0] != found[0] or worker_id not in ok:
+                    continue
+                f = free[worker_id]
+                if f[0] < cpu or f[1] < memory or f[2] < storage or f[3] < nodes or f[5]:
+                    continue
+                if not reusable or key < found:
+                    found, reusable = key, True
+        capacity = self._capacity[found[-1]]
+        return Candidate(capacity.worker_id, capacity.name, None, -found[0], reusable)

@@ -2,33 +2,36 @@
 
 Desired state: every PENDING session whose timeslot starts within the placement lead sits
 on a worker with room for it. One leader places (etcd lease); capacities of all workers
-are read in one query, kept in memory while the batch is decided, and each placement is
-committed by `session_transition(→ SCHEDULED)`, which re-checks the worker's capacity under
-its row lock. So two schedulers racing (a lost lease, etcd down) can never overbook: the
-loser's commit is refused and it re-reads that worker.
+are read in one query and held in memory (a `Fleet`) while the batch is decided, and the
+whole batch is committed by `sessions_schedule_batch`, which locks the chosen workers,
+re-checks their capacity under those locks and moves the sessions to SCHEDULED in one
+transaction. So two schedulers racing (a lost lease, etcd down) can never overbook: the
+loser's assignments are refused, it re-reads those workers and decides those sessions again.
+A tick costs a constant number of queries whatever the number of sessions and workers.
 """
 
-import dataclasses
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.utils import timezone
 
 from lcm.coordination import coordinator
-from lcm.fsm import InvalidTransition
-from scheduling.capacity import Demand, WorkerCapacity
+from scheduling.capacity import Demand
 from scheduling.models import SystemSettings
-from scheduling.placement import choose_worker
-from scheduling.selectors import reusable_lab_workers, worker_capacities
-from sessions.models import LabletSession
-from sessions.services import session_transition
+from scheduling.placement import Fleet
+from scheduling.selectors import reusable_labs_by_definition, worker_capacities
+from sessions.models import LabletDefinition, LabletSession
+from sessions.services import sessions_schedule_batch
 from sessions.states import SessionStatus
 
 logger = logging.getLogger("lcm.scheduling.scheduler")
 
 LOOP = "placement"
 ACTOR = "scheduler"
+# A refused assignment is decided again against re-read capacities this many times per tick.
+COMMIT_ROUNDS = 3
 
 
 @dataclass
@@ -41,78 +44,108 @@ class PlacementReport:
     conflicts: int = 0
 
 
-def eligible_sessions(now=None, lead_minutes: int | None = None, limit: int = 500):
-    """PENDING sessions due within the lead time, soonest start first, then oldest."""
+@dataclass(frozen=True)
+class Due:
+    """A PENDING session to place: all that placement reads of it."""
+
+    pk: uuid.UUID
+    definition: LabletDefinition
+
+
+def eligible_sessions(now=None, lead_minutes: int | None = None, limit: int = 500, definitions=None) -> list[Due]:
+    """PENDING sessions due within the lead time, soonest start first, then oldest (optionally of some
+    definitions only: the benchmark places its own sessions).
+
+    Only ids are read per session, and each distinct definition once (a batch holds few):
+    building full model instances would cost more than the rest of the tick's reads.
+    """
     now = now or timezone.now()
     lead = lead_minutes if lead_minutes is not None else SystemSettings.load().placement_lead_minutes
-    return list(
-        LabletSession.objects.select_related("definition")
-        .filter(
-            status=SessionStatus.PENDING,
-            timeslot_start__lte=now + timedelta(minutes=lead),
-            timeslot_end__gt=now,
-        )
-        .order_by("timeslot_start", "created_at")[:limit]
+    rows = LabletSession.objects.filter(
+        status=SessionStatus.PENDING,
+        timeslot_start__lte=now + timedelta(minutes=lead),
+        timeslot_end__gt=now,
     )
+    if definitions is not None:
+        rows = rows.filter(definition__in=definitions)
+    pairs = list(rows.order_by("timeslot_start", "created_at").values_list("pk", "definition_id")[:limit])
+    by_id = LabletDefinition.objects.in_bulk({d for _, d in pairs}) if pairs else {}
+    return [Due(pk, by_id[definition_id]) for pk, definition_id in pairs]
 
 
-def _claim(capacity: WorkerCapacity, demand: Demand, reuse: bool) -> WorkerCapacity:
-    return dataclasses.replace(
-        capacity,
-        cpu_used=capacity.cpu_used + demand.cpu_cores,
-        memory_used=capacity.memory_used + demand.memory_gb,
-        storage_used=capacity.storage_used + demand.storage_gb,
-        nodes_used=capacity.nodes_used + demand.node_count,
-        ports_used=capacity.ports_used + (0 if reuse else demand.ports),
-        sessions=capacity.sessions + 1,
-    )
+def decide(sessions, fleet: Fleet, reusable: dict) -> tuple[list[tuple], list[tuple[str, str]]]:
+    """Choose a worker for each session in order, claiming capacity in `fleet` as it goes (pure, no I/O).
 
-
-def place_pending(*, now=None, limit: int = 500, require_leader: bool = True) -> PlacementReport:
-    """One scheduler tick: decide the batch in memory, commit each placement under row locks."""
-    report = PlacementReport()
-    if require_leader and not coordinator().try_lead(LOOP):
-        report.leader = False
-        return report
-    sessions = eligible_sessions(now, limit=limit)
-    if not sessions:
-        return report
-    capacities = worker_capacities()
-    reusable_cache: dict = {}
+    `reusable` maps definition id → workers holding a reusable lab of it (updated as labs are
+    taken). Returns `(assignments, waiting)`: `(session, candidate, demand)` and `(session id, why)`.
+    """
+    assignments, waiting = [], []
+    demands: dict = {}
     for session in sessions:
         definition = session.definition
-        demand = Demand.of(definition)
-        if definition.pk not in reusable_cache:
-            reusable_cache[definition.pk] = reusable_lab_workers(definition)
-        reusable = reusable_cache[definition.pk]
-        chosen = choose_worker(
-            list(capacities.values()),
+        demand = demands.get(definition.pk)
+        if demand is None:
+            demand = demands[definition.pk] = Demand.of(definition)
+        labs = reusable.get(definition.pk, frozenset())
+        chosen = fleet.choose(
             demand,
             cml_version_min=definition.cml_version_min,
             cml_version_max=definition.cml_version_max,
-            reusable_on=reusable,
+            reusable_on=labs,
         )
         if chosen is None:
-            report.waiting.append((str(session.pk), "no worker fits"))
+            waiting.append((str(session.pk), "no worker fits"))
             continue
-        try:
-            session_transition(
-                session,
-                SessionStatus.SCHEDULED,
-                actor=ACTOR,
-                reason=f"placed on {chosen.name} (fill {chosen.score})",
-                expected_status=SessionStatus.PENDING,
-                worker=chosen.worker_id,
-            )
-        except InvalidTransition as exc:
-            # Someone moved the session or filled the worker first: re-read that worker and go on.
-            report.conflicts += 1
-            capacities.update(worker_capacities([chosen.worker_id]))
-            report.waiting.append((str(session.pk), exc.detail))
-            continue
-        capacities[chosen.worker_id] = _claim(capacities[chosen.worker_id], demand, chosen.reusable_lab)
-        reusable_cache[definition.pk] = reusable - {chosen.worker_id}
-        report.placed.append((str(session.pk), chosen.name))
+        fleet.claim(chosen.worker_id, demand, reuse=chosen.reusable_lab)
+        if chosen.reusable_lab:
+            reusable[definition.pk] = labs - {chosen.worker_id}
+        assignments.append((session, chosen, demand))
+    return assignments, waiting
+
+
+def place_pending(*, now=None, limit: int = 500, require_leader: bool = True) -> PlacementReport:
+    """One scheduler tick: decide the batch in memory, commit it under row locks."""
+    if require_leader and not coordinator().try_lead(LOOP):
+        return PlacementReport(leader=False)
+    return place_sessions(eligible_sessions(now, limit=limit))
+
+
+def place_sessions(sessions, *, worker_ids=None) -> PlacementReport:
+    """Place these sessions (most urgent first) onto the workers (all, or `worker_ids`): the body of a tick.
+
+    Reads every worker's capacity in one query, decides the whole batch in memory, commits it
+    with `sessions_schedule_batch`, and decides the refused ones again against re-read
+    capacities, up to COMMIT_ROUNDS times.
+    """
+    report = PlacementReport()
+    if not sessions:
+        return report
+    fleet = Fleet(worker_capacities(worker_ids).values())
+    reusable = reusable_labs_by_definition({s.definition.pk: s.definition for s in sessions}.values())
+    todo = sessions
+    for round_number in range(COMMIT_ROUNDS):
+        assignments, waiting = decide(todo, fleet, reusable)
+        report.waiting.extend(waiting)
+        if not assignments:
+            break
+        outcome = sessions_schedule_batch(
+            [(s.pk, c.worker_id, f"placed on {c.name} (fill {c.score})") for s, c, _ in assignments], actor=ACTOR
+        )
+        names = {c.worker_id: c.name for _, c, _ in assignments}
+        report.placed.extend((session_id, names[worker_id]) for session_id, worker_id in outcome.placed)
+        if not outcome.refused:
+            break
+        # Someone moved those sessions or filled those workers first: re-read the workers and try again.
+        report.conflicts += len(outcome.refused)
+        fleet.refresh(worker_capacities({worker_id for _, worker_id, _ in outcome.refused}).values())
+        retry = {session_id for session_id, worker_id, _ in outcome.refused if worker_id in outcome.stale_workers}
+        last_round = round_number == COMMIT_ROUNDS - 1
+        report.waiting.extend(
+            (session_id, why) for session_id, _, why in outcome.refused if last_round or session_id not in retry
+        )
+        todo = [s for s, _, _ in assignments if str(s.pk) in retry]
+        if not todo:
+            break
     if report.placed or report.waiting:
         logger.info(
             "placement tick: %d placed, %d waiting, %d conflicts",

@@ -1,6 +1,6 @@
 """Reads for placement: free capacity of every worker in one query, derived from the sessions holding it."""
 
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Count, FilteredRelation, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from scheduling.capacity import WorkerCapacity
@@ -18,9 +18,11 @@ def _holding_filter() -> Q:
 def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
     """`{worker id: WorkerCapacity}` for every worker (or the given ones), in a single SQL query.
 
-    Usage is summed over the sessions holding capacity; there is no counter to drift.
+    Usage is summed over the sessions holding capacity; there is no counter to drift. Only those
+    sessions are joined (a filtered relation), so the query does not grow with the sessions a
+    worker has finished over its life; the port count is a subquery outside the GROUP BY, so it
+    runs once per worker rather than once per joined session.
     """
-    holding = _holding_filter()
     ports_used = (
         Port.objects.filter(worker=OuterRef("pk")).order_by().values("worker").annotate(n=Count("id")).values("n")
     )
@@ -28,13 +30,13 @@ def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
     rows = CMLWorker.objects.all()
     if worker_ids is not None:
         rows = rows.filter(pk__in=list(worker_ids))
-    rows = rows.annotate(
-        cpu_used=Coalesce(Sum("sessions__definition__cpu_cores", filter=holding), zero),
-        memory_used=Coalesce(Sum("sessions__definition__memory_gb", filter=holding), zero),
-        storage_used=Coalesce(Sum("sessions__definition__storage_gb", filter=holding), zero),
-        nodes_used=Coalesce(Sum("sessions__definition__node_count", filter=holding), zero),
-        sessions_held=Count("sessions", filter=holding),
-        ports_used=Coalesce(Subquery(ports_used, output_field=IntegerField()), zero),
+    rows = rows.annotate(held=FilteredRelation("sessions", condition=_holding_filter())).annotate(
+        cpu_used=Coalesce(Sum("held__definition__cpu_cores"), zero),
+        memory_used=Coalesce(Sum("held__definition__memory_gb"), zero),
+        storage_used=Coalesce(Sum("held__definition__storage_gb"), zero),
+        nodes_used=Coalesce(Sum("held__definition__node_count"), zero),
+        sessions_held=Count("held"),
+        ports_used=Subquery(ports_used, output_field=IntegerField()),
     ).values(
         "id", "name", "status", "license_type", "cml_version", "cpu_cores", "memory_gb", "storage_gb",
         "max_nodes", "port_range_start", "port_range_end", "cpu_used", "memory_used", "storage_used",
@@ -56,7 +58,7 @@ def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
             memory_used=r["memory_used"],
             storage_used=r["storage_used"],
             nodes_used=r["nodes_used"],
-            ports_used=r["ports_used"],
+            ports_used=r["ports_used"] or 0,
             sessions=r["sessions_held"],
         )
         for r in rows
@@ -72,6 +74,21 @@ def reusable_lab_workers(definition) -> frozenset[str]:
         return frozenset()
     rows = LabRecord.objects.filter(definition=definition, status=LabStatus.WIPED, active_session__isnull=True)
     return frozenset(str(w) for w in rows.values_list("worker_id", flat=True).distinct())
+
+
+def reusable_labs_by_definition(definitions) -> dict:
+    """`{definition id: frozenset of worker ids}` as `reusable_lab_workers` gives per definition, in one query."""
+    from workers.models import LabRecord
+    from workers.states import LabStatus
+
+    found: dict = {d.pk: set() for d in definitions if d.lab_reuse_enabled}
+    if found:
+        rows = LabRecord.objects.filter(
+            definition_id__in=list(found), status=LabStatus.WIPED, active_session__isnull=True
+        ).values_list("definition_id", "worker_id")
+        for definition_id, worker_id in rows.distinct():
+            found[definition_id].add(str(worker_id))
+    return {d.pk: frozenset(found.get(d.pk, ())) for d in definitions}
 
 
 def placement_preview(definition) -> list:

@@ -23,7 +23,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Func, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from lcm import http
@@ -61,19 +62,39 @@ CML_STARTED, CML_STOPPED, CML_DEFINED = "STARTED", "STOPPED", "DEFINED_ON_CORE"
 # --- which sessions need work (one query per tick) ------------------------------------------
 
 
+class _Minutes(Func):
+    """A whole number of minutes as a duration in SQL (Django cannot multiply a duration by a column portably)."""
+
+    output_field = DurationField()
+    template = "(%(expressions)s * INTERVAL '1 minute')"
+
+    def as_sqlite(self, compiler, connection, **extra):
+        # SQLite holds durations as microseconds.
+        return self.as_sql(compiler, connection, template="(%(expressions)s * 60000000)", **extra)
+
+
 def sessions_needing_work(now=None) -> list:
-    """Ids of sessions the reconciler has something to do for now, found with one query."""
+    """Ids of sessions the reconciler has something to do for now, found with one query.
+
+    Idle sessions (waiting for their boot lead, a candidate or the end of their timeslot) are
+    left out, so a tick is one query however many sessions there are: a SCHEDULED session's
+    boot lead (its definition's, else the global one, read in the same query) is applied in
+    SQL, and an EXPIRED or TERMINATED session is returned only while its teardown is pending.
+    """
     now = now or timezone.now()
-    policy = SystemSettings.load()
+    global_lead = Coalesce(
+        Subquery(SystemSettings.objects.filter(pk=1).values("boot_lead_minutes")[:1]),
+        Value(SystemSettings._meta.get_field("boot_lead_minutes").default),
+    )
+    boot_lead = _Minutes(Coalesce(F("definition__boot_lead_minutes"), global_lead))
+    boots_by = ExpressionWrapper(Value(now) + boot_lead, output_field=DateTimeField())
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    boot_window = now + timedelta(minutes=policy.boot_lead_minutes)
     needs = (
-        Q(status__in=[S.INSTANTIATING, S.COLLECTING, S.GRADING, S.STOPPING, S.STOPPED, S.EXPIRED])
+        Q(status__in=[S.INSTANTIATING, S.COLLECTING, S.GRADING, S.STOPPING, S.STOPPED])
+        | Q(status__in=[S.EXPIRED, S.TERMINATED], cleanup_pending=True)
         | Q(status__in=[S.PENDING, S.READY, S.RUNNING], timeslot_end__lte=now)
-        | Q(status=S.SCHEDULED, timeslot_start__lte=boot_window)
-        | Q(status=S.SCHEDULED, definition__boot_lead_minutes__isnull=False)
+        | Q(status=S.SCHEDULED, timeslot_start__lte=boots_by)
         | Q(status=S.SCHEDULED, worker__status__in=[WorkerStatus.DRAINING, WorkerStatus.STOPPING])
-        | Q(status=S.TERMINATED, cleanup_pending=True)
     )
     return list(LabletSession.objects.filter(needs & due).order_by("timeslot_start").values_list("pk", flat=True))
 
@@ -167,14 +188,19 @@ def _cml(session):
 
 
 def _claim_reusable_lab(session, cml) -> LabRecord | None:
-    """A wiped lab of this definition on this worker, still present in CML, now bound to the session."""
+    """A wiped lab of this definition on this worker, still present in CML, now bound to the session.
+
+    A lab bound to this session already counts: a pass that crashed between binding it and attaching
+    it to the session left it so.
+    """
     if not session.definition.lab_reuse_enabled:
         return None
     while True:
         with transaction.atomic():
             lab = (
                 LabRecord.objects.select_for_update(skip_locked=True)
-                .filter(worker=session.worker, definition=session.definition, status=L.WIPED, active_session=None)
+                .filter(worker=session.worker, definition=session.definition, status=L.WIPED)
+                .filter(Q(active_session=None) | Q(active_session=session))
                 .order_by("created_at")
                 .first()
             )
@@ -199,10 +225,14 @@ def _claim_reusable_lab(session, cml) -> LabRecord | None:
 def _ensure_lab(session, cml) -> LabRecord:
     """The session's lab record, imported into CML (idempotent across crashes)."""
     lab = session.lab_record
+    created_now = False
     if lab is None or lab.status in (L.DELETED, L.ORPHANED):
         lab = _claim_reusable_lab(session, cml)
         if lab is None:
+            created_now = True
             with transaction.atomic():
+                # A binding a crashed pass left on a lab this session will not use would block the new one.
+                LabRecord.objects.filter(active_session=session).update(active_session=None)
                 lab = lab_record_create(
                     worker=session.worker,
                     actor=ACTOR,
@@ -210,12 +240,16 @@ def _ensure_lab(session, cml) -> LabRecord:
                     node_count=session.definition.node_count,
                 )
                 LabRecord.objects.filter(pk=lab.pk).update(title=f"lcm-{lab.pk}", active_session=session)
-                lab.refresh_from_db()
+                # Re-read rather than refresh_from_db(): django-fsm-2 lifts `protected` on the shared field
+                # object while refreshing, which races with other threads (Celery threads, the in-process pool).
+                lab = LabRecord.objects.get(pk=lab.pk)
                 ports = ports_allocate(lab, session.definition.port_names)
                 session_attach_lab(session, lab, ports=ports)
     if lab.status == L.IMPORTING:
         title = lab.title or f"lcm-{lab.pk}"
-        existing = _find_lab_by_title(cml, title)
+        # Only a record left IMPORTING by an earlier pass can have an import whose answer was lost; the
+        # search reads every lab on the worker, so a record made in this pass skips it.
+        existing = None if created_now else _find_lab_by_title(cml, title, session.worker)
         lab_id = existing or cml.import_lab(rewrite_ports(session.definition.lab_yaml, lab.ports), title=title)
         lab = lab_record_transition(
             lab, L.DEFINED, actor=ACTOR, reason="imported", cml_lab_id=lab_id, cml_state=CML_DEFINED
@@ -224,9 +258,16 @@ def _ensure_lab(session, cml) -> LabRecord:
     return lab
 
 
-def _find_lab_by_title(cml, title: str) -> str | None:
-    """The id of a lab with this title already in CML (an import whose answer was lost)."""
+def _find_lab_by_title(cml, title: str, worker) -> str | None:
+    """The id of a lab with this title already in CML (an import whose answer was lost).
+
+    Only labs no record knows are read: a lost import's id was never recorded, and reading every
+    lab on a busy worker is a call per lab (each one more chance to fail on a flaky worker).
+    """
+    known = set(LabRecord.objects.filter(worker=worker).exclude(cml_lab_id="").values_list("cml_lab_id", flat=True))
     for lab_id in cml.labs(show_all=True):
+        if lab_id in known:
+            continue
         try:
             if cml.get_lab(lab_id).get("lab_title") == title:
                 return lab_id
@@ -363,7 +404,7 @@ def _teardown(session, *, delete_lab: bool) -> Result | None:
         if not lab.cml_lab_id:
             if lab.status == L.IMPORTING:
                 cml = _cml(session)
-                found = _find_lab_by_title(cml, lab.title or f"lcm-{lab.pk}")
+                found = _find_lab_by_title(cml, lab.title or f"lcm-{lab.pk}", session.worker)
                 if found:
                     lab = lab_record_transition(
                         lab, L.DEFINED, actor=ACTOR, reason="found after lost import", cml_lab_id=found
@@ -377,8 +418,14 @@ def _teardown(session, *, delete_lab: bool) -> Result | None:
                 return result
     elif lab is not None and lab.status == L.WIPED and lab.active_session_id == session.pk:
         _release_lab(lab)
-    for user_session in session.user_sessions.exclude(status__in=USER_SESSION_DONE):
-        _release_lds(user_session)
+    for user_session in session.user_sessions.all():
+        if user_session.status not in USER_SESSION_DONE:
+            _release_lds(user_session)
+        elif user_session.lds_session_id:
+            # A candidate who finished (ENDED by the LDS event) still leaves the LDS session to release;
+            # releasing twice is harmless, and this runs once, as the teardown ends.
+            with contextlib.suppress(http.NotFound):
+                _lds().release(user_session.lds_session_id)
     return None
 
 
@@ -427,12 +474,16 @@ def _release_lab(lab) -> None:
     LabRecord.objects.filter(pk=lab.pk).update(active_session=None)
 
 
-def _release_lds(user_session) -> None:
+def _lds():
     from sessions.clients.lds import lds_client
 
+    return lds_client()
+
+
+def _release_lds(user_session) -> None:
     if user_session.lds_session_id:
         with contextlib.suppress(http.NotFound):
-            lds_client().release(user_session.lds_session_id)
+            _lds().release(user_session.lds_session_id)
     target = {
         UserSessionStatus.ACTIVE: UserSessionStatus.ENDED,
         UserSessionStatus.PAUSED: UserSessionStatus.ENDED,
