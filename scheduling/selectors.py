@@ -4,15 +4,14 @@ from django.db.models import Count, FilteredRelation, IntegerField, OuterRef, Q,
 from django.db.models.functions import Coalesce
 
 from scheduling.capacity import WorkerCapacity
-from sessions.states import CAPACITY_HOLDING, SessionStatus
 from workers.models import CMLWorker, Port
 
 
 def _holding_filter() -> Q:
-    """Sessions that hold capacity on their worker (SPEC §2.2)."""
-    return Q(sessions__status__in=CAPACITY_HOLDING) | Q(
-        sessions__status=SessionStatus.TERMINATED, sessions__cleanup_pending=True
-    )
+    """Sessions that hold capacity on their worker (SPEC §2.2), seen from the worker."""
+    from sessions.selectors import capacity_holding_q
+
+    return capacity_holding_q("sessions__")
 
 
 def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:

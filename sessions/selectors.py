@@ -1,6 +1,6 @@
 """Reads of sessions for pages, API, commands and reconcilers (select_related, no N+1)."""
 
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from sessions.models import LabletSession
 from sessions.states import SessionStatus
@@ -35,3 +35,13 @@ def session_counts_by_status() -> dict[str, int]:
     for row in LabletSession.objects.order_by().values("status").annotate(n=Count("id")):
         counts[row["status"]] = row["n"]
     return counts
+
+
+def capacity_holding_q(prefix: str = "") -> Q:
+    """Sessions holding capacity on their worker (SPEC §2.2): the active states, plus TERMINATED or EXPIRED
+    while their teardown is pending. `prefix` reaches sessions through a relation (`"sessions__"`)."""
+    from sessions.states import CAPACITY_HOLDING
+
+    return Q(**{f"{prefix}status__in": CAPACITY_HOLDING}) | Q(
+        **{f"{prefix}status__in": [SessionStatus.TERMINATED, SessionStatus.EXPIRED], f"{prefix}cleanup_pending": True}
+    )

@@ -44,8 +44,9 @@ TERMINAL = {S.ARCHIVED, S.TERMINATED}
 ACTIVE = set(SessionStatus.values) - TERMINAL
 
 # Capacity is held from SCHEDULED until the lab is stopped (SPEC §2.2); TERMINATED holds it
-# too while `cleanup_pending` is set.
-CAPACITY_HOLDING = {S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING, S.STOPPING, S.EXPIRED}
+# too while `cleanup_pending` is set, and so does EXPIRED (until its lab is handed to STOPPING or it is
+# found clean): see `scheduling.selectors`.
+CAPACITY_HOLDING = {S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING, S.STOPPING}
 
 BADGE_COLOURS = {
     S.PENDING: "grey",

@@ -14,7 +14,8 @@ from django.views.decorators.http import require_POST
 from lcm.errors import first_error_line
 from lcm.fsm import InvalidTransition
 from scheduling.selectors import worker_capacities
-from sessions.states import CAPACITY_HOLDING, LicenseType
+from sessions.selectors import capacity_holding_q
+from sessions.states import LicenseType
 from sessions.views import (
     action_response,
     admin_required,
@@ -122,8 +123,7 @@ def _detail_context(request, worker) -> dict:
         worker.sessions.select_related("definition")
         .annotate(
             holding=Case(
-                When(status__in=CAPACITY_HOLDING, then=Value(0)),
-                When(status="TERMINATED", cleanup_pending=True, then=Value(0)),
+                When(capacity_holding_q(), then=Value(0)),
                 default=Value(1),
                 output_field=IntegerField(),
             )

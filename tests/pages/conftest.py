@@ -112,6 +112,8 @@ def fleet(db):
             "EXPIRED",
         )  # fmt: skip
     }
+    # The expired session's teardown is still pending, so it holds its capacity (SPEC §2.2).
+    type(sessions["EXPIRED"]).objects.filter(pk=sessions["EXPIRED"].pk).update(cleanup_pending=True)
     return {"template": template, "definition": definition, "worker": worker, "lab": lab, "sessions": sessions}
 
 

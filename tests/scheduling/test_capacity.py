@@ -13,8 +13,11 @@ from tests.factories import DefinitionFactory, LabRecordFactory, SessionFactory,
 def test_capacity_of_every_worker_in_one_query(django_assert_num_queries):
     definition = DefinitionFactory(cpu_cores=2, memory_gb=4, storage_gb=10)
     busy, idle = WorkerFactory(), WorkerFactory()
-    for status in ("SCHEDULED", "RUNNING", "GRADING", "EXPIRED", "STOPPING"):
+    for status in ("SCHEDULED", "RUNNING", "GRADING", "STOPPING"):
         SessionFactory(definition=definition, status=status, worker=busy)
+    SessionFactory(definition=definition, status="EXPIRED", worker=busy, cleanup_pending=True)
+    # An expired session whose teardown is done (or that never had a lab) holds nothing.
+    SessionFactory(definition=definition, status="EXPIRED", worker=busy, cleanup_pending=False)
     # These hold nothing: released after STOPPED/ARCHIVED, or a terminated session whose cleanup is done.
     SessionFactory(definition=definition, status="STOPPED", worker=busy)
     SessionFactory(definition=definition, status="ARCHIVED", worker=busy)
