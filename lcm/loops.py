@@ -54,6 +54,17 @@ register(
         "LCM_LOOP_LABLETS_SECONDS",
     )
 )
+register(
+    Loop(
+        "workers",
+        "workers.reconcilers.workers_needing_work",
+        "workers.reconcilers.reconcile_worker",
+        "workers.reconcilers.record_failure",
+        "LCM_LOOP_WORKERS_SECONDS",
+    )
+)
+register(Loop("autoscaler", "workers.fleet.autoscale_tick", None, None, "LCM_LOOP_AUTOSCALER_SECONDS"))
+register(Loop("discovery", "workers.fleet.discovery_tick", None, None, "LCM_LOOP_DISCOVERY_SECONDS"))
 
 
 def resolve(dotted: str):

@@ -31,6 +31,8 @@ def on_status_changed(sender, *, entity, id, from_status, to_status, **kwargs): 
         row = CMLWorker.objects.filter(pk=id).values("status", "desired_status").first()
         if row is not None:
             coordination.project_worker(id, row["desired_status"], row["status"])
+            if not settings.LCM_ETCD_ENDPOINTS and "workers" in loops.LOOPS:
+                loops.enqueue("workers", id)
 
 
 def connect() -> None:

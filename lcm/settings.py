@@ -202,6 +202,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 LCM_ETCD_ENDPOINTS = env.str("LCM_ETCD_ENDPOINTS", default="")  # unset = in-process coordination
 LCM_LOOP_PLACEMENT_SECONDS = env.float("LCM_LOOP_PLACEMENT_SECONDS", default=2.0)
 LCM_LOOP_LABLETS_SECONDS = env.float("LCM_LOOP_LABLETS_SECONDS", default=2.0)
+LCM_LOOP_WORKERS_SECONDS = env.float("LCM_LOOP_WORKERS_SECONDS", default=5.0)
+LCM_LOOP_AUTOSCALER_SECONDS = env.float("LCM_LOOP_AUTOSCALER_SECONDS", default=10.0)
+LCM_LOOP_DISCOVERY_SECONDS = env.float("LCM_LOOP_DISCOVERY_SECONDS", default=60.0)  # runs every discovery interval
+LCM_WORKER_SYNC_SECONDS = env.float("LCM_WORKER_SYNC_SECONDS", default=120.0)  # metrics, CML readiness, lab discovery
+LCM_WORKER_READY_TIMEOUT_MINUTES = env.int("LCM_WORKER_READY_TIMEOUT_MINUTES", default=30)  # STARTING → FAILED after
+# A launched instance's CML base URL; fields {name} {worker_id} {instance_id} {private_ip} {public_ip} {address}.
+# Empty = the CML simulator's virtual worker (<LCM_CML_SIMULATOR_URL>/w/{name}); on EC2 e.g. https://{address}.
+LCM_CML_URL_TEMPLATE = env.str("LCM_CML_URL_TEMPLATE", default="")
 # Project state changes into coordination and wake the loops after each commit (off in unit tests).
 LCM_PROJECTION_ENABLED = env.bool("LCM_PROJECTION_ENABLED", default=True)
 LCM_INPROCESS_WORKERS = env.int("LCM_INPROCESS_WORKERS", default=4)

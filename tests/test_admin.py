@@ -23,7 +23,7 @@ from scheduling.services import ports_allocate
 from sessions.models import LabletDefinition, LabletSession, ReceivedEvent, SessionStatusChange, UserSession
 from sessions.services import session_create, session_transition, user_session_create
 from tests.factories import DEMO_LAB, DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
-from workers.models import CMLWorker, LabRecord, Port, WorkerStatusChange, WorkerTemplate
+from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, WorkerStatusChange, WorkerTemplate
 from workers.services import lab_record_create, worker_create, worker_transition
 
 APP_LABELS = ("lablets", "workers", "grading", "scheduling")
@@ -84,6 +84,8 @@ def _build_graph() -> dict:
         LabRecord: record,
         Port: record.port_allocations.first(),
         SystemSettings: SystemSettings.load(),
+        ScaleDecision: ScaleDecision.objects.create(action="LAUNCH", reason="test demand", template=template),
+        LicenseRequest: LicenseRequest.objects.create(worker=worker, action="REGISTER", token="secret-token-123"),
         LoopHeartbeat: LoopHeartbeat.objects.create(name=f"loop-{n}", last_tick_at=timezone.now()),
         ReceivedEvent: ReceivedEvent.objects.create(event_id=f"evt-{n}", event_type="io.lablet.lds.session.running.v1"),
     }
@@ -199,7 +201,18 @@ def test_changelist_queries_do_not_grow_with_rows(admin_client, graph, model):
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "model",
-    [SessionStatusChange, WorkerStatusChange, ScoreReport, ScoreSection, LabRecord, Port, ReceivedEvent, LoopHeartbeat],
+    [
+        SessionStatusChange,
+        WorkerStatusChange,
+        ScoreReport,
+        ScoreSection,
+        LabRecord,
+        Port,
+        ReceivedEvent,
+        LoopHeartbeat,
+        ScaleDecision,
+        LicenseRequest,
+    ],
     ids=str,
 )
 def test_read_only_models_refuse_writes(admin_client, admin_user, graph, model):
@@ -769,3 +782,9 @@ def test_admin_index_lists_every_model(admin_client):
     assert response.status_code == 200
     for model in REGISTERED:
         assert _url(model, "changelist").encode() in response.content
+
+
+def test_licence_tokens_never_show_in_the_admin(admin_client, graph):
+    request = graph[LicenseRequest]
+    for url in (_url(LicenseRequest, "changelist"), reverse("admin:workers_licenserequest_change", args=[request.pk])):
+        assert "secret-token-123" not in admin_client.get(url).content.decode()

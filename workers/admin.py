@@ -18,7 +18,7 @@ from lcm.admin_utils import (
     service_action,
 )
 from sessions.states import LicenseType
-from workers.models import CMLWorker, LabRecord, Port, WorkerStatusChange, WorkerTemplate
+from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, WorkerStatusChange, WorkerTemplate
 from workers.services import template_update, worker_cancel_drain, worker_create, worker_drain, worker_set_desired
 from workers.states import DesiredStatus
 
@@ -268,3 +268,31 @@ class PortAdmin(ReadOnlyAdmin):
     search_fields = ("name", "port", "worker__name", "lab_record__cml_lab_id")
     list_select_related = ("worker", "lab_record")
     readonly_fields = model_field_names(Port)
+
+
+@admin.register(ScaleDecision)
+class ScaleDecisionAdmin(ReadOnlyAdmin):
+    """Every autoscaling decision with its reason (written by the autoscaler loop)."""
+
+    list_display = ("at", "action", "region", "template", "worker", "reason", "actor")
+    list_filter = ("action", "region")
+    search_fields = ("reason", "worker__name")
+    date_hierarchy = "at"
+    list_select_related = ("template", "worker")
+
+
+@admin.register(LicenseRequest)
+class LicenseRequestAdmin(ReadOnlyAdmin):
+    """Licence register/deregister intents and their outcome. The registration token is never shown."""
+
+    list_display = ("requested_at", "worker", "action", "outcome", "requested_by", "finished_at", "error")
+    list_filter = ("action", "outcome")
+    search_fields = ("worker__name", "requested_by", "error")
+    list_select_related = ("worker",)
+    exclude = ("token",)
+
+    def get_fields(self, request, obj=None):
+        return [f for f in super().get_fields(request, obj) if f != "token"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.concrete_fields if f.name != "token"]

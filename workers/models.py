@@ -3,6 +3,7 @@
 import uuid
 
 from django.db import models
+from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField
 
 from lcm.fsm import transitions_from_table
@@ -200,3 +201,72 @@ class Port(models.Model):
 
     def __str__(self):
         return f"{self.name}={self.port}"
+
+
+class ScaleAction(models.TextChoices):
+    """What a fleet decision did (or why it did nothing)."""
+
+    LAUNCH = "LAUNCH"  # a new worker from a template
+    START = "START"  # a worker LCM itself stopped, started again for demand
+    CANCEL_DRAIN = "CANCEL_DRAIN"  # a worker LCM was draining, kept for demand
+    DRAIN = "DRAIN"  # scale-down: an empty, unneeded worker drains and stops
+    PAUSE = "PAUSE"  # idle auto-pause: an idle worker is stopped
+    WAIT = "WAIT"  # demand that no action serves now (cooldown, maximum, no template fits, autoscaling off)
+    DISCOVER = "DISCOVER"  # an EC2 instance LCM did not know, imported as a worker
+    VANISHED = "VANISHED"  # a worker whose instance disappeared behind LCM's back
+
+
+class ScaleDecision(models.Model):
+    """One decision of the autoscaler or of fleet discovery, with its reason (SPEC §3.6: every decision
+    logged with its reason and visible on the scheduler page). Written by `workers.fleet`; never edited."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    action = models.CharField(max_length=20, choices=ScaleAction.choices, db_index=True)
+    region = models.CharField(max_length=50, blank=True, default="")
+    template = models.ForeignKey(WorkerTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    worker = models.ForeignKey(
+        CMLWorker, null=True, blank=True, on_delete=models.SET_NULL, related_name="scale_decisions"
+    )
+    sessions = models.JSONField(default=list, blank=True)  # ids of the sessions behind the decision
+    reason = models.TextField()
+    actor = models.CharField(max_length=150, default="autoscaler")
+
+    class Meta:
+        db_table = "scale_decisions"
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.action} {self.at:%Y-%m-%d %H:%M:%S}: {self.reason[:80]}"
+
+
+class LicenseAction(models.TextChoices):
+    REGISTER = "REGISTER"
+    DEREGISTER = "DEREGISTER"
+
+
+class LicenseRequest(models.Model):
+    """An admin's licence registration or deregistration of one worker: an asynchronous intent that the
+    worker reconciler carries out against CML, recording the outcome here and on the worker.
+
+    The registration token is kept only until CML has accepted it, then blanked; it is never logged,
+    shown or written to history.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    worker = models.ForeignKey(CMLWorker, on_delete=models.CASCADE, related_name="license_requests")
+    action = models.CharField(max_length=20, choices=LicenseAction.choices)
+    token = models.CharField(max_length=256, blank=True, default="")
+    requested_by = models.CharField(max_length=150, blank=True, default="")
+    requested_at = models.DateTimeField(default=timezone.now)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "worker_license_requests"
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self):
+        return f"{self.action} of {self.worker_id} [{self.outcome or 'open'}]"

@@ -16,7 +16,14 @@ from lcm.fsm import InvalidTransition, actor_name, apply_transition, normalize_s
 from lcm.middleware import current_request_id
 from sessions.states import LicenseType
 from workers.models import CMLWorker, LabRecord, WorkerStatusChange, WorkerTemplate
-from workers.states import LAB_TRANSITIONS, WORKER_TRANSITIONS, DesiredStatus, LabStatus, WorkerStatus
+from workers.states import (
+    LAB_TRANSITIONS,
+    WORKER_TRANSITIONS,
+    DesiredStatus,
+    LabStatus,
+    LicenseStatus,
+    WorkerStatus,
+)
 
 logger = logging.getLogger("lcm.workers.services")
 
@@ -332,3 +339,266 @@ def lab_record_transition(record, target: str, *, actor, reason: str = "", **fie
         locked.save()
     publish_change("lab_record", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
     return locked
+
+
+# ---------------------------------------------------------------------------------------
+# Admin intents from the REST API: checked desired state, licence registration
+# ---------------------------------------------------------------------------------------
+
+# Workers that are gone or going: they can only be asked to terminate.
+_ENDING = {WorkerStatus.TERMINATING, WorkerStatus.TERMINATED}
+
+# Licence intents and the licence states they may start from; the worker reconciler carries them
+# out against CML (`POST /licensing/registration`, poll `GET /licensing`) and records the outcome.
+LICENSE_REQUESTS: dict[str, set[str]] = {
+    LicenseStatus.REGISTERING: {LicenseStatus.UNREGISTERED, LicenseStatus.FAILED},
+    LicenseStatus.DEREGISTERING: {LicenseStatus.REGISTERED, LicenseStatus.FAILED},
+}
+
+
+def worker_request_desired(worker, desired: str, *, actor, reason: str = "") -> CMLWorker:
+    """An admin's Start/Stop/Terminate: `worker_set_desired`, refusing what can no longer happen.
+
+    RUNNING or STOPPED for a worker that is terminating, terminated or already asked to
+    terminate raises InvalidTransition (HTTP 409); TERMINATED is always accepted (idempotent).
+    """
+    desired = normalize_status(desired, DesiredStatus)
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        ending = locked.status in _ENDING or locked.desired_status == DesiredStatus.TERMINATED
+        if desired != DesiredStatus.TERMINATED and ending:
+            raise InvalidTransition(
+                "worker",
+                locked.status,
+                desired,
+                [] if locked.status == WorkerStatus.TERMINATED else [DesiredStatus.TERMINATED],
+                detail=f"worker {locked.name} is {locked.status} (desired {locked.desired_status}): it cannot "
+                f"be asked for {desired} any more",
+            )
+        return worker_set_desired(locked, desired, actor=actor, reason=reason)
+
+
+def worker_license_request(worker, target: str, *, actor, reason: str = "") -> CMLWorker:
+    """Ask for licence registration (target REGISTERING) or deregistration (DEREGISTERING): an async intent.
+
+    Sets `license_status`, clears `license_error` and writes a history row (field
+    `license_status`) in one transaction. Refused (InvalidTransition, HTTP 409) from a
+    licence state the intent cannot start from (LICENSE_REQUESTS), or on a worker that is
+    terminating or terminated. The registration token itself is not stored here: it is
+    never written to history or logs.
+    """
+    target = normalize_status(target, LicenseStatus)
+    if target not in LICENSE_REQUESTS:
+        raise ValidationError({"license_status": [f"must be one of {', '.join(sorted(LICENSE_REQUESTS))}"]})
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        previous = locked.license_status
+        allowed = sorted(t for t, sources in LICENSE_REQUESTS.items() if previous in sources)
+        if locked.status in _ENDING or previous not in LICENSE_REQUESTS[target]:
+            raise InvalidTransition(
+                "worker licence",
+                previous,
+                target,
+                [] if locked.status in _ENDING else allowed,
+                detail=f"worker {locked.name} is {locked.status} with licence {previous}: cannot start {target}",
+            )
+        locked.license_status = target
+        locked.license_error = ""
+        locked.save(update_fields=["license_status", "license_error", "updated_at"])
+        _record(locked.pk, "license_status", previous, target, actor, reason or f"licence {target.lower()} requested")
+    publish_change("worker.license", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
+    return locked
+
+
+# ---------------------------------------------------------------------------------------
+# Fleet: what the worker reconciler, the autoscaler and discovery write
+# ---------------------------------------------------------------------------------------
+
+# Fields the worker reconciler observes (EC2, CML, metrics, backoff): not states, so no history row.
+OBSERVED_FIELDS = frozenset(
+    {
+        "aws_instance_id", "ami_id", "instance_type", "public_ip", "private_ip", "cml_base_url", "cml_version",
+        "service_status", "cpu_percent", "memory_percent", "running_nodes", "metrics_collected_at",
+        "last_activity_at", "attempts", "last_error", "next_attempt_at",
+    }
+)  # fmt: skip
+
+
+def worker_observe(worker, **fields) -> CMLWorker:
+    """Store what the reconciler observed about a worker (addresses, CML version, metrics, backoff) under its row lock.
+
+    Only `OBSERVED_FIELDS`; status, desired status and licence status have their own services.
+    """
+    unknown = set(fields) - OBSERVED_FIELDS
+    if unknown:
+        raise ValueError(f"not observed worker fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        changed = [name for name, value in fields.items() if getattr(locked, name) != value]
+        for name in changed:
+            setattr(locked, name, fields[name])
+        if changed:
+            locked.save(update_fields=[*changed, "updated_at"])
+    return locked
+
+
+def worker_record_failure(worker, error: str, *, retry_in: timedelta) -> CMLWorker:
+    """Record a failed reconcile pass of a worker and when to retry (the backoff lives on the row)."""
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        locked.attempts += 1
+        locked.last_error = error[:2000]
+        locked.next_attempt_at = timezone.now() + retry_in
+        locked.save(update_fields=["attempts", "last_error", "next_attempt_at", "updated_at"])
+    return locked
+
+
+def worker_holding_sessions(worker):
+    """The sessions that hold capacity on a worker (SPEC §2.2): what a drain waits for."""
+    from sessions.models import LabletSession
+    from sessions.selectors import capacity_holding_q
+
+    return LabletSession.objects.filter(worker_id=getattr(worker, "pk", worker)).filter(capacity_holding_q())
+
+
+def worker_drain_if_idle(worker, *, actor, reason: str = "") -> CMLWorker | None:
+    """Scale-down: RUNNING → DRAINING, only if the worker still holds no session (checked under its row lock,
+    which placement also takes, so no session lands on it in between). None when it is no longer idle."""
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        if locked.status != WorkerStatus.RUNNING or worker_holding_sessions(locked).exists():
+            return None
+        return worker_drain(locked, actor=actor, reason=reason)
+
+
+def worker_pause_if_idle(worker, *, actor, reason: str = "") -> CMLWorker | None:
+    """Idle auto-pause: desired STOPPED and RUNNING → STOPPING in one step, only if the worker still holds no
+    session (under its row lock). The worker reconciler then stops the instance. None when it is not idle."""
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        if (
+            locked.status != WorkerStatus.RUNNING
+            or locked.desired_status != DesiredStatus.RUNNING
+            or worker_holding_sessions(locked).exists()
+        ):
+            return None
+        worker_set_desired(locked, DesiredStatus.STOPPED, actor=actor, reason=reason)
+        return worker_transition(locked, WorkerStatus.STOPPING, actor=actor, reason=reason)
+
+
+def worker_license_register(worker, token: str, *, actor, reason: str = "") -> CMLWorker:
+    """An admin's licence registration with its token: `worker_license_request(REGISTERING)` plus the
+    `LicenseRequest` holding the token for the worker reconciler, in one transaction.
+
+    The token is checked for CML's shape (1–256 of letters, digits, `+/%=-`); it is never logged or
+    written to history, and is blanked once CML has accepted it.
+    """
+    import re
+
+    from workers.models import LicenseAction, LicenseRequest
+
+    token = str(token or "").strip()
+    if not re.fullmatch(r"[a-zA-Z\d+/%=-]{1,256}", token):
+        raise ValidationError({"token": ["must be 1 to 256 letters, digits or + / % = -"]})
+    with transaction.atomic():
+        locked = worker_license_request(worker, LicenseStatus.REGISTERING, actor=actor, reason=reason)
+        LicenseRequest.objects.create(
+            worker=locked, action=LicenseAction.REGISTER, token=token, requested_by=actor_name(actor)
+        )
+    return locked
+
+
+def worker_license_deregister(worker, *, actor, reason: str = "") -> CMLWorker:
+    """An admin's licence deregistration: `worker_license_request(DEREGISTERING)` plus its `LicenseRequest`."""
+    from workers.models import LicenseAction, LicenseRequest
+
+    with transaction.atomic():
+        locked = worker_license_request(worker, LicenseStatus.DEREGISTERING, actor=actor, reason=reason)
+        LicenseRequest.objects.create(worker=locked, action=LicenseAction.DEREGISTER, requested_by=actor_name(actor))
+    return locked
+
+
+def license_request_submitted(request) -> None:
+    """CML accepted the request (registration continues asynchronously): note when, and forget the token."""
+    from workers.models import LicenseRequest
+
+    LicenseRequest.objects.filter(pk=request.pk, submitted_at__isnull=True).update(
+        submitted_at=timezone.now(), token=""
+    )
+
+
+def worker_license_outcome(worker, status: str, *, actor, error: str = "", reason: str = "") -> CMLWorker:
+    """Record how a licence intent ended: `license_status` (REGISTERED, UNREGISTERED or FAILED), the error
+    shown on the worker page, a history row, and the open `LicenseRequest`s closed (tokens blanked)."""
+    from workers.models import LicenseRequest
+
+    status = normalize_status(status, LicenseStatus)
+    with transaction.atomic():
+        locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+        previous = locked.license_status
+        locked.license_status = status
+        locked.license_error = error[:2000]
+        locked.save(update_fields=["license_status", "license_error", "updated_at"])
+        if previous != status:
+            _record(locked.pk, "license_status", previous, status, actor, reason or error)
+        LicenseRequest.objects.filter(worker=locked, finished_at__isnull=True).update(
+            finished_at=timezone.now(), outcome=status, error=error[:2000], token=""
+        )
+    if previous != status:
+        publish_change("worker.license", locked.pk, previous, status, actor=actor_name(actor), reason=reason)
+    return locked
+
+
+def lab_record_reserve_ports(record, ports: dict[str, int]) -> dict[str, int]:
+    """Reserve ports a lab LCM did not create already uses (lab discovery), so allocation never hands them out.
+
+    Ports outside the worker's range, or held by another lab, are skipped; returns what was reserved.
+    """
+    from workers.models import Port
+
+    worker = record.worker
+    reserved: dict[str, int] = {}
+    for name, port in ports.items():
+        if not worker.port_range_start <= port <= worker.port_range_end:
+            continue
+        try:
+            with transaction.atomic():
+                Port.objects.create(worker=worker, port=port, lab_record=record, name=name[:200])
+        except IntegrityError:
+            logger.warning("port %s of discovered lab %s on %s is already held", port, record.pk, worker.name)
+            continue
+        reserved[name] = port
+    return reserved
+
+
+def scale_decision_record(
+    action: str,
+    *,
+    reason: str,
+    region: str = "",
+    template=None,
+    worker=None,
+    sessions=(),
+    actor: str = "autoscaler",
+):
+    """Store one autoscaler or discovery decision with its reason (shown on the scheduler page) and log it."""
+    from workers.models import ScaleDecision
+
+    decision = ScaleDecision.objects.create(
+        action=action,
+        reason=reason,
+        region=region,
+        template=template,
+        worker=worker,
+        sessions=[str(s) for s in sessions],
+        actor=actor,
+    )
+    logger.info(
+        "fleet decision %s%s%s: %s",
+        action,
+        f" {worker.name}" if worker is not None else "",
+        f" ({len(decision.sessions)} sessions)" if decision.sessions else "",
+        reason,
+        extra={"action": action, "region": region},
+    )
+    return decision

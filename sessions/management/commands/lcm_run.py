@@ -72,6 +72,9 @@ class Command(BaseCommand):
             )
         except SimulatorStartError as exc:
             raise CommandError(f"simulators could not start: {exc} (or pass --no-simulators)") from None
+        if not settings.LCM_AWS_ENDPOINT_URL and "moto" in handle.urls:
+            # EC2 calls (fleet loops, discovery) go to the moto simulator, never to real AWS.
+            settings.LCM_AWS_ENDPOINT_URL = handle.urls["moto"]
         cml_url = handle.urls["cml"]
         prefix = f"{settings.LCM_CML_SIMULATOR_URL.rstrip('/')}/w/"
         for worker in CMLWorker.objects.filter(cml_base_url__startswith=prefix):

@@ -14,10 +14,11 @@ from django.core.management.base import BaseCommand, CommandError
 from lcm import coordination, loops
 
 SESSION_KEY = re.compile(r"^/lcm/sessions/([0-9a-f-]{36})/status$")
+WORKER_KEY = re.compile(r"^/lcm/workers/([0-9a-f-]{36})/(desired|actual)$")
 
 
 class Command(BaseCommand):
-    help = "Watch etcd and enqueue a reconcile for every session whose projected status changes."
+    help = "Watch etcd and enqueue a reconcile for every session or worker whose projected state changes."
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="connect, report, and exit (a health check)")
@@ -38,16 +39,19 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, lambda *_: stop.set())
 
         def on_change(kind, key, value):
-            match = SESSION_KEY.match(key)
-            if match and kind == "put":
+            if kind != "put":
+                return
+            if match := SESSION_KEY.match(key):
                 loops.enqueue("lablets", match.group(1))
+            elif (match := WORKER_KEY.match(key)) and "workers" in loops.LOOPS:
+                loops.enqueue("workers", match.group(1))
 
         cancel = None
-        self.stdout.write(f"watching {coordination.PREFIX}/sessions/ on {settings.LCM_ETCD_ENDPOINTS}")
+        self.stdout.write(f"watching {coordination.PREFIX}/ on {settings.LCM_ETCD_ENDPOINTS}")
         while not stop.is_set():
             if cancel is None:
                 try:
-                    cancel = coord.watch_prefix(f"{coordination.PREFIX}/sessions/", on_change)
+                    cancel = coord.watch_prefix(f"{coordination.PREFIX}/", on_change)
                 except Exception as exc:  # etcd down: try again shortly
                     self.stderr.write(f"watch failed ({exc.__class__.__name__}); retrying in 2 s")
                     time.sleep(2)

@@ -1,0 +1,487 @@
+"""Autoscaling decisions as pure functions over plain data (SPEC §3.2 scale-up trigger, §3.6).
+
+`plan(now, pending, workers, templates, policy, ...)` looks at the eligible PENDING sessions and
+the fleet and returns the decisions of one autoscaler tick, each with its reason. It does no I/O:
+`workers.fleet` feeds it from the database and carries the decisions out, and `manage.py
+bench_autoscale` replays a booking trace through it on a simulated clock.
+
+Scale up. The pending sessions are first placed, in memory and in start order, on the RUNNING
+workers and then on the workers on their way (PENDING, PROVISIONING, STARTING, or stopped with
+RUNNING desired: coming capacity), so a demand that a booting worker will serve starts nothing
+(one demand, one worker). What is left is served, cheapest first, by
+1. a worker LCM itself is draining (the drain is cancelled),
+2. a worker LCM itself stopped or is stopping (drained or idle-paused), started again,
+3. new workers (autoscaling enabled only): the largest unmet demand picks the template. Among the
+   enabled templates that fit it (capacity, licence, the CML version its AMI promises) and whose
+   region is below its maximum and past its scale-up cooldown, the one with the lowest cost per
+   session it would serve wins (so eight small sessions get one shared worker rather than eight
+   personal ones, and a single session gets the cheapest template that fits it); the other unmet
+   sessions that fit on that worker ride along. Repeat until every unmet session is served or
+   waits, with the reason it waits.
+
+Scale down (autoscaling enabled, nothing scaled up in this tick, and no LAUNCH or START in the
+worker's region, nor the worker's own start, within the scale-down cooldown, so capacity just
+added is never removed): a
+RUNNING worker that holds no session and is not needed by the pending sessions of the lead window
+(the in-memory placement above put none on it) drains, longest empty first, as long as its region
+keeps `min_workers`. Bookings are mostly made ahead, so the lead-window check, not a wait, is what
+keeps a worker that is about to be used. Idle auto-pause (idle detection enabled, on the worker
+too): the same kind of worker with no session and no CML activity for the idle timeout is paused
+(stopped), whether autoscaling is on or not; LCM starts it again when demand returns.
+"""
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from scheduling.capacity import Demand, WorkerCapacity, rejection_reason
+from scheduling.placement import version_tuple
+from workers.models import ScaleAction
+from workers.states import COMING, DesiredStatus, WorkerStatus
+
+W = WorkerStatus
+A = ScaleAction
+
+
+@dataclass(frozen=True)
+class TemplateOption:
+    """An enabled worker template as the autoscaler sees it."""
+
+    id: str
+    name: str
+    region: str
+    license_type: str
+    cpu_cores: int
+    memory_gb: int
+    storage_gb: int
+    max_nodes: int
+    ports: int
+    startup_minutes: int
+    cost_per_hour: float
+    cml_version: str = ""  # what its AMI pattern promises ("2.9"); "" = unknown, not checked
+
+    def capacity(self, worker_id: str = "", name: str = "") -> WorkerCapacity:
+        """An empty worker of this template."""
+        return WorkerCapacity(
+            worker_id=worker_id or f"new:{self.name}",
+            name=name or f"new {self.name}",
+            status=W.RUNNING,
+            license_type=self.license_type,
+            cml_version=self.cml_version,
+            cpu_total=self.cpu_cores,
+            memory_total=self.memory_gb,
+            storage_total=self.storage_gb,
+            nodes_total=self.max_nodes,
+            ports_total=self.ports,
+        )
+
+
+def ami_version_hint(ami_name_pattern: str) -> str:
+    """The CML version an AMI name pattern promises: `cml-2.9*` → `2.9`; "" when it names none."""
+    match = re.search(r"(\d+(?:\.\d+)+)", ami_name_pattern or "")
+    return match.group(1) if match else ""
+
+
+@dataclass(frozen=True)
+class PendingSession:
+    """An eligible PENDING session: what it needs and when it starts."""
+
+    id: str
+    demand: Demand
+    start: datetime
+    cml_version_min: str = ""
+    cml_version_max: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """One worker of the fleet: its capacity (and status) plus what scaling decisions need."""
+
+    capacity: WorkerCapacity
+    region: str
+    desired_status: str = DesiredStatus.RUNNING
+    # Drained, paused or stopped by LCM itself (autoscaler, idle detection): LCM may start it again.
+    lcm_stopped: bool = False
+    empty_since: datetime | None = None  # when it last held a session (or came up), None: unknown
+    last_activity_at: datetime | None = None  # last CML activity (running nodes) or session
+    idle_detection_enabled: bool = True
+    cost_per_hour: float = 0.0
+    up_since: datetime | None = None  # when it last became RUNNING (None: unknown)
+
+    @property
+    def id(self) -> str:
+        return self.capacity.worker_id
+
+    @property
+    def name(self) -> str:
+        return self.capacity.name
+
+    @property
+    def status(self) -> str:
+        return self.capacity.status
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The SystemSettings that steer scaling, as plain values."""
+
+    autoscaling_enabled: bool = True
+    min_workers: int = 0
+    max_workers: int = 10
+    scale_up_cooldown: timedelta = timedelta(minutes=5)
+    scale_down_cooldown: timedelta = timedelta(minutes=15)
+    idle_detection_enabled: bool = True
+    idle_timeout: timedelta = timedelta(minutes=30)
+
+    @classmethod
+    def from_settings(cls, system_settings) -> "Policy":
+        s = system_settings
+        return cls(
+            autoscaling_enabled=s.autoscaling_enabled,
+            min_workers=s.min_workers_per_region,
+            max_workers=s.max_workers_per_region,
+            scale_up_cooldown=timedelta(minutes=s.scale_up_cooldown_minutes),
+            scale_down_cooldown=timedelta(minutes=s.scale_down_cooldown_minutes),
+            idle_detection_enabled=s.idle_detection_enabled,
+            idle_timeout=timedelta(minutes=s.idle_timeout_minutes),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision and why. `template_id` for LAUNCH; `worker_id` for START, CANCEL_DRAIN, DRAIN, PAUSE."""
+
+    action: str
+    reason: str
+    region: str = ""
+    template_id: str | None = None
+    template_name: str = ""
+    worker_id: str | None = None
+    worker_name: str = ""
+    sessions: tuple[str, ...] = ()
+
+    @property
+    def scales_up(self) -> bool:
+        return self.action in (A.LAUNCH, A.START, A.CANCEL_DRAIN)
+
+
+@dataclass
+class _Slot:
+    """A worker's capacity as this plan fills it in memory."""
+
+    capacity: WorkerCapacity
+    state: WorkerState | None = None
+    sessions: list[str] = field(default_factory=list)
+
+
+def version_reason(capacity: WorkerCapacity, session: PendingSession) -> str | None:
+    """Why the worker's CML version does not suit the session; an unknown version (a coming worker whose
+    AMI names none) is not held against it."""
+    if not capacity.cml_version:
+        return None
+    have = version_tuple(capacity.cml_version)
+    if session.cml_version_min and have < version_tuple(session.cml_version_min)[: len(have)]:
+        return f"CML {capacity.cml_version} is older than {session.cml_version_min}"
+    if session.cml_version_max:
+        limit = version_tuple(session.cml_version_max)
+        if have[: len(limit)] > limit:
+            return f"CML {capacity.cml_version} is newer than {session.cml_version_max}"
+    return None
+
+
+def fit_reason(capacity: WorkerCapacity, session: PendingSession) -> str | None:
+    """Why `session` does not fit `capacity` (None: it fits); the status is the caller's business."""
+    return version_reason(capacity, session) or rejection_reason(capacity, session.demand)
+
+
+def fill(capacity: WorkerCapacity) -> float:
+    """How full a worker is: the mean used fraction of the CPU, memory, storage and nodes it declares."""
+    fractions = [
+        used / total
+        for used, total in (
+            (capacity.cpu_used, capacity.cpu_total),
+            (capacity.memory_used, capacity.memory_total),
+            (capacity.storage_used, capacity.storage_total),
+            (capacity.nodes_used, capacity.nodes_total),
+        )
+        if total > 0
+    ]
+    return sum(fractions) / len(fractions) if fractions else 0.0
+
+
+def _best_fit(slots: Iterable[_Slot], session: PendingSession) -> _Slot | None:
+    """The fullest slot that still fits (then the larger, then the lowest id), as placement ranks workers."""
+    fitting = [slot for slot in slots if fit_reason(slot.capacity, session) is None]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda s: (-fill(s.capacity), -s.capacity.cpu_total, s.capacity.worker_id))
+
+
+def _claim(slot: _Slot, session: PendingSession) -> None:
+    slot.capacity = _claimed(slot.capacity, session.demand)
+    slot.sessions.append(session.id)
+
+
+def _claimed(capacity: WorkerCapacity, demand: Demand) -> WorkerCapacity:
+    return dataclasses.replace(
+        capacity,
+        cpu_used=capacity.cpu_used + demand.cpu_cores,
+        memory_used=capacity.memory_used + demand.memory_gb,
+        storage_used=capacity.storage_used + demand.storage_gb,
+        nodes_used=capacity.nodes_used + demand.node_count,
+        ports_used=capacity.ports_used + demand.ports,
+        sessions=capacity.sessions + 1,
+    )
+
+
+def _size(session: PendingSession) -> tuple:
+    d = session.demand
+    return (d.cpu_cores, d.memory_gb, d.storage_gb, d.node_count, d.ports)
+
+
+def _coming(state: WorkerState) -> bool:
+    """On its way to RUNNING: booting, or stopped (stopping) with RUNNING desired (someone started it again)."""
+    restarting = state.status in (W.STOPPING, W.STOPPED) and state.desired_status == DesiredStatus.RUNNING
+    return state.status in COMING or restarting
+
+
+def _as_running(state: WorkerState) -> WorkerCapacity:
+    return dataclasses.replace(state.capacity, status=W.RUNNING)
+
+
+def _minutes(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 60:.0f} min"
+
+
+def plan(
+    now: datetime,
+    pending: Iterable[PendingSession],
+    workers: Iterable[WorkerState],
+    templates: Iterable[TemplateOption],
+    policy: Policy,
+    *,
+    last_scale_up: Mapping[str, datetime] | None = None,
+) -> list[Decision]:
+    """The decisions of one autoscaler tick (see the module docstring); WAIT decisions say why demand waits.
+
+    `last_scale_up` is the time of the latest LAUNCH/START per region (cooldowns).
+    """
+    last_scale_up = dict(last_scale_up or {})
+    workers = list(workers)
+    templates = list(templates)
+    pending = sorted(pending, key=lambda s: (s.start, s.id))
+
+    # Active workers per region: what `max_workers` caps and `min_workers` keeps.
+    active: dict[str, int] = {}
+    for state in workers:
+        serving = state.status in (W.RUNNING, W.DRAINING) or _coming(state)
+        if serving and state.desired_status == DesiredStatus.RUNNING:
+            active[state.region] = active.get(state.region, 0) + 1
+
+    # 1. Place the pending sessions in memory on RUNNING workers, then on coming ones.
+    running = [
+        _Slot(state.capacity, state)
+        for state in workers
+        if state.status == W.RUNNING and state.desired_status == DesiredStatus.RUNNING
+    ]
+    coming = [
+        _Slot(_as_running(state), state)
+        for state in workers
+        if _coming(state) and state.desired_status == DesiredStatus.RUNNING
+    ]
+    unmet: list[PendingSession] = []
+    for session in pending:
+        slot = _best_fit(running, session) or _best_fit(coming, session)
+        if slot is None:
+            unmet.append(session)
+        else:
+            _claim(slot, session)
+    needed = {slot.capacity.worker_id for slot in running if slot.sessions}
+
+    decisions: list[Decision] = []
+
+    # 2. Revive what LCM itself drained or stopped: cheaper and no new instance.
+    revivable = [
+        _Slot(_as_running(state), state)
+        for state in workers
+        if state.lcm_stopped and state.status in (W.DRAINING, W.STOPPING, W.STOPPED)
+    ]
+    revived: list[_Slot] = []
+    still_unmet = []
+    for session in unmet:
+        slot = _best_fit(revived, session)
+        if slot is None:
+            candidates = [
+                s
+                for s in revivable
+                if s not in revived
+                and (s.state.status == W.DRAINING or active.get(s.state.region, 0) < policy.max_workers)
+            ]
+            slot = _best_fit(candidates, session)
+            if slot is not None:
+                revived.append(slot)
+                if slot.state.status != W.DRAINING:
+                    active[slot.state.region] = active.get(slot.state.region, 0) + 1
+        if slot is None:
+            still_unmet.append(session)
+        else:
+            _claim(slot, session)
+    for slot in revived:
+        state = slot.state
+        if state.status == W.DRAINING:
+            action, verb = A.CANCEL_DRAIN, "keep draining worker"
+        else:
+            action, verb = A.START, f"start {state.status.lower()} worker"
+        decisions.append(
+            Decision(
+                action,
+                f"{verb} {state.name} for {len(slot.sessions)} pending session(s) that fit no running or coming worker",
+                region=state.region,
+                worker_id=state.id,
+                worker_name=state.name,
+                sessions=tuple(slot.sessions),
+            )
+        )
+
+    # 3. Launch new workers for the rest.
+    if still_unmet:
+        decisions.extend(_launches(now, still_unmet, templates, policy, active, last_scale_up))
+
+    # 4. Scale down and idle pause: only while demand is not growing.
+    if any(d.scales_up for d in decisions):
+        return decisions
+    decisions.extend(_scale_down(now, workers, needed, policy, active, last_scale_up))
+    return decisions
+
+
+def _launches(now, unmet, templates, policy, active, last_scale_up) -> list[Decision]:
+    """New workers for the unmet sessions (largest demand first), or WAIT decisions saying why not."""
+    if not policy.autoscaling_enabled:
+        return [
+            Decision(
+                A.WAIT,
+                f"{len(unmet)} pending session(s) fit no running or coming worker, and autoscaling is disabled",
+                sessions=tuple(s.id for s in unmet),
+            )
+        ]
+    decisions: list[Decision] = []
+    waits: dict[str, list[str]] = {}
+    remaining = sorted(unmet, key=lambda s: tuple(-x for x in _size(s)))
+    launched: dict[str, int] = {}
+    while remaining:
+        largest = remaining[0]
+        options = []
+        refusals = []
+        for template in templates:
+            empty = template.capacity()
+            problem = fit_reason(empty, largest)
+            if problem:
+                refusals.append(f"{template.name}: {problem}")
+                continue
+            region = template.region
+            if active.get(region, 0) >= policy.max_workers:
+                refusals.append(f"{template.name}: region {region} is at its maximum of {policy.max_workers} workers")
+                continue
+            last = last_scale_up.get(region)
+            if last is not None and now - last < policy.scale_up_cooldown:
+                until = last + policy.scale_up_cooldown
+                refusals.append(f"{template.name}: scale-up cooldown in {region} until {until:%H:%M:%S}")
+                continue
+            slot = _Slot(template.capacity())
+            for session in remaining:
+                if fit_reason(slot.capacity, session) is None:
+                    _claim(slot, session)
+            cost = float(template.cost_per_hour)
+            options.append((cost / len(slot.sessions), cost, template.name, template, slot))
+        if not options:
+            reason = "no launch possible: " + ("; ".join(refusals) if refusals else "no enabled template")
+            waits.setdefault(reason, []).append(largest.id)
+            remaining.pop(0)
+            continue
+        per_session, cost, _, template, slot = min(options, key=lambda o: o[:3])
+        active[template.region] = active.get(template.region, 0) + 1
+        launched[template.region] = launched.get(template.region, 0) + 1
+        covered = set(slot.sessions)
+        remaining = [s for s in remaining if s.id not in covered]
+        decisions.append(
+            Decision(
+                A.LAUNCH,
+                f"{len(slot.sessions)} pending session(s) fit no running or coming worker; {template.name} fits the "
+                f"largest ({_describe(largest.demand)}) at the lowest cost per session "
+                f"(${per_session:.3f}/h, ${cost:.3f}/h for the worker)",
+                region=template.region,
+                template_id=template.id,
+                template_name=template.name,
+                sessions=tuple(slot.sessions),
+            )
+        )
+    decisions.extend(Decision(A.WAIT, reason, sessions=tuple(ids)) for reason, ids in waits.items())
+    return decisions
+
+
+def _describe(demand: Demand) -> str:
+    return (
+        f"{demand.cpu_cores} CPU, {demand.memory_gb} GB, {demand.storage_gb} GB disk, {demand.node_count} nodes, "
+        f"{demand.ports} ports"
+    )
+
+
+def _scale_down(now, workers, needed, policy, active, last_scale_up) -> list[Decision]:
+    """DRAIN decisions for empty, unneeded workers outside the scale-down cooldown; PAUSE decisions for idle ones."""
+    decisions: list[Decision] = []
+    idle_candidates = [
+        state
+        for state in workers
+        if state.status == W.RUNNING
+        and state.desired_status == DesiredStatus.RUNNING
+        and state.capacity.sessions == 0
+        and state.id not in needed
+        and state.empty_since is not None
+    ]
+    chosen: set[str] = set()
+    if policy.autoscaling_enabled:
+        for state in sorted(idle_candidates, key=lambda s: (s.empty_since, -s.cost_per_hour, s.id)):
+            empty_for = now - state.empty_since
+            last = last_scale_up.get(state.region)
+            if last is not None and now - last < policy.scale_down_cooldown:
+                continue
+            if state.up_since is not None and now - state.up_since < policy.scale_down_cooldown:
+                continue
+            if active.get(state.region, 0) - 1 < policy.min_workers:
+                continue
+            active[state.region] -= 1
+            chosen.add(state.id)
+            decisions.append(
+                Decision(
+                    A.DRAIN,
+                    f"scale down: {state.name} has held no session for {_minutes(empty_for)} and no pending session "
+                    f"within the lead window needs it ({active[state.region] + 1} active in {state.region}, "
+                    f"minimum {policy.min_workers})",
+                    region=state.region,
+                    worker_id=state.id,
+                    worker_name=state.name,
+                )
+            )
+    if not policy.idle_detection_enabled:
+        return decisions
+    for state in idle_candidates:
+        if state.id in chosen or not state.idle_detection_enabled:
+            continue
+        idle_since = max(t for t in (state.empty_since, state.last_activity_at) if t is not None)
+        idle_for = now - idle_since
+        if idle_for < policy.idle_timeout or active.get(state.region, 0) - 1 < policy.min_workers:
+            continue
+        active[state.region] -= 1
+        decisions.append(
+            Decision(
+                A.PAUSE,
+                f"idle: {state.name} has had no session and no CML activity for {_minutes(idle_for)} "
+                f"(timeout {_minutes(policy.idle_timeout)}); stopped until demand returns",
+                region=state.region,
+                worker_id=state.id,
+                worker_name=state.name,
+            )
+        )
+    return decisions
