@@ -79,5 +79,6 @@ class Command(BaseCommand):
         prefix = f"{settings.LCM_CML_SIMULATOR_URL.rstrip('/')}/w/"
         for worker in CMLWorker.objects.filter(cml_base_url__startswith=prefix):
             name = worker.cml_base_url[len(prefix) :].strip("/")
-            requests.post(f"{cml_url}/_sim/workers", json={"name": name}, timeout=5).raise_for_status()
+            # Demo workers are already RUNNING: their virtual CML is ready at once (no warm-up).
+            requests.post(f"{cml_url}/_sim/workers", json={"name": name, "warmup": 0}, timeout=5).raise_for_status()
         self.stdout.write("Simulators: " + ", ".join(f"{k} {v}" for k, v in handle.urls.items()))
