@@ -217,3 +217,51 @@ LCM_MAX_RECONCILE_ATTEMPTS = env.int("LCM_MAX_RECONCILE_ATTEMPTS", default=8)
 LCM_GRADING_CUT_PERCENT = env.float("LCM_GRADING_CUT_PERCENT", default=70.0)  # pass = score ≥ this % of max
 
 # --- REST API (owned by the REST issue: DRF, auth, OpenAPI settings go below this line) ---
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First, so a missing or bad credential answers 401 with its WWW-Authenticate header.
+        "lcm.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["lcm.api.permissions.IsInstructor"],
+    "DEFAULT_PAGINATION_CLASS": "lcm.api.pagination.StandardPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["lcm.api.filters.FilterBackend"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # OPTIONS describes nothing the OpenAPI schema does not: answer it 405 like any undocumented method.
+    "DEFAULT_METADATA_CLASS": None,
+    "DEFAULT_SCHEMA_CLASS": "lcm.api.schema.LcmAutoSchema",
+    "EXCEPTION_HANDLER": "lcm.api.exceptions.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "COERCE_DECIMAL_TO_STRING": False,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Lablet Cloud Manager API",
+    "DESCRIPTION": (
+        "Book, watch and drive lablet sessions; manage the CML worker fleet (SPEC §5.1). "
+        "Authenticate with `Authorization: Token <key>` (or `Bearer <key>`; keys from `manage.py token_create` "
+        "or the admin) or a browser session; the internal API takes `X-API-Key`. Errors: 400 `{field: [messages]}`, "
+        "401/403/404 `{detail}`, 409 `{detail, code, current_status, allowed}` for a refused transition."
+    ),
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": r"/api",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStatusEnum": "sessions.states.SessionStatus",
+        "DefinitionStatusEnum": "sessions.states.DefinitionStatus",
+        "UserSessionStatusEnum": "sessions.states.UserSessionStatus",
+        "EndReasonEnum": "sessions.states.EndReason",
+        "LicenseTypeEnum": "sessions.states.LicenseType",
+        "WorkerStatusEnum": "workers.states.WorkerStatus",
+        "DesiredStatusEnum": "workers.states.DesiredStatus",
+        "LicenseStatusEnum": "workers.states.LicenseStatus",
+        "LabStatusEnum": "workers.states.LabStatus",
+        "GradingStatusEnum": "grading.states.GradingStatus",
+    },
+}

@@ -1,0 +1,82 @@
+"""Admin for API tokens: create one (its key is shown once, in a message), list, revoke.
+
+Only the key's hash is stored, so the key cannot be shown again; tokens are never edited,
+only revoked (an admin action calling `lcm.api.tokens.token_revoke`).
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+
+from lcm.admin_utils import service_action
+from lcm.api.tokens import MAX_EXPIRY_DAYS, token_create, token_revoke
+from lcm.models import ApiToken
+
+
+class ApiTokenAddForm(forms.ModelForm):
+    """A new token: whose, what it is for, and how many days it lasts (empty = no expiry)."""
+
+    expires_days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_EXPIRY_DAYS,
+        help_text="Days until the token expires; leave empty for a token without expiry.",
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ("user", "name")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["user"].queryset = get_user_model().objects.filter(is_active=True)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "key_prefix", "created_at", "expires_at", "last_used_at", "revoked")
+    list_filter = ("revoked", "created_at", "expires_at")
+    search_fields = ("name", "key_prefix", "user__username")
+    list_select_related = ("user",)
+    readonly_fields = ("user", "name", "key_prefix", "created_at", "expires_at", "last_used_at", "revoked")
+    actions = [
+        service_action(
+            "revoke_tokens", "Revoke selected tokens", lambda token, request: token_revoke(token, actor=request.user)
+        )
+    ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("user", "name", "expires_days")
+        return self.readonly_fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request, obj=None):
+        # The changelist keeps its revoke action; a token's own page is read-only.
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        created = token_create(
+            form.cleaned_data["user"],
+            actor=request.user,
+            name=form.cleaned_data.get("name", ""),
+            expires_days=form.cleaned_data.get("expires_days"),
+        )
+        # The admin goes on with `obj` (log entry, redirect): make it the row the service wrote.
+        vars(obj).update(vars(created.token))
+        self.message_user(
+            request,
+            f"New API token for {created.token.user.get_username()}: {created.key} — copy it now, "
+            "it is shown only this once.",
+            level=messages.WARNING,
+        )

@@ -1,0 +1,101 @@
+"""REST authentication (SPEC §5.1): API tokens, the browser's Django session, and the internal API key.
+
+`ApiTokenAuthentication` comes first in DEFAULT_AUTHENTICATION_CLASSES so that its
+`WWW-Authenticate` header turns a missing or bad credential into 401 (not 403).
+"""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+
+from lcm.api.permissions import internal_key_valid
+from lcm.api.tokens import TokenRefused, token_authenticate
+
+INTERNAL_HEADER = "X-API-Key"
+
+
+class ApiTokenAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Token <key>` or `Authorization: Bearer <key>`; `request.auth` is the ApiToken."""
+
+    keywords = ("token", "bearer")
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].decode("latin-1").lower() not in self.keywords:
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <key>' or 'Bearer <key>'.")
+        try:
+            key = header[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid token header: the key must be ASCII.") from None
+        try:
+            token = token_authenticate(key)
+        except TokenRefused as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
+        return token.user, token
+
+    def authenticate_header(self, request):
+        return 'Token realm="api"'
+
+
+class InternalCaller:
+    """The principal of a request authenticated with the internal API key (controllers and tools)."""
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+    pk = None
+    username = "internal-api"
+
+    def get_username(self) -> str:
+        return self.username
+
+    def __str__(self):
+        return self.username
+
+
+class InternalApiKeyAuthentication(authentication.BaseAuthentication):
+    """`X-API-Key: <LCM_INTERNAL_API_KEY>`, compared in constant time; nothing else is accepted here."""
+
+    def authenticate(self, request):
+        supplied = request.headers.get(INTERNAL_HEADER)
+        if supplied is None:
+            return None
+        if not internal_key_valid(supplied):
+            raise exceptions.AuthenticationFailed(f"Invalid {INTERNAL_HEADER}.")
+        return InternalCaller(), INTERNAL_HEADER
+
+    def authenticate_header(self, request):
+        return f'ApiKey header="{INTERNAL_HEADER}"'
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    """OpenAPI: the token scheme (`Token <key>`; `Bearer <key>` is accepted too)."""
+
+    target_class = ApiTokenAuthentication
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Token <key>` or `Bearer <key>`; keys come from `manage.py token_create` or the admin.",
+        }
+
+
+class InternalApiKeyScheme(OpenApiAuthenticationExtension):
+    """OpenAPI: the internal API key header."""
+
+    target_class = InternalApiKeyAuthentication
+    name = "internalApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": INTERNAL_HEADER,
+            "description": "The deployment's `LCM_INTERNAL_API_KEY` (controllers and tools only).",
+        }

@@ -1,0 +1,125 @@
+"""The REST error contract (SPEC §5.1), for every error a view can meet.
+
+- 400 `{field: [messages]}`: serializer and filter errors, service ValidationErrors, parse
+  errors (under `non_field_errors`); nested fields are flattened to `a.b` / `a[0].b`.
+- 401 / 403 / 404 / 405 / 406 / 415 / 429 `{"detail": ...}` (401 with `WWW-Authenticate`,
+  429 with `Retry-After` and `retry_after`).
+- 409 `{"detail", "code": "invalid_transition", "current_status", "allowed": [...]}` for a
+  refused state change; `{"detail", "code": "conflict", "existing_id", "field"}` for a clash
+  with existing data (a duplicate `reservation_id` names the session it is booked as).
+- Anything else is a bug: logged with its traceback and answered 500 `{"detail"}` as JSON.
+"""
+
+import logging
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from django_fsm import ConcurrentTransition
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import set_rollback
+
+from lcm.errors import Conflict, InvalidTransition
+
+logger = logging.getLogger("lcm.api.exceptions")
+
+NON_FIELD = api_settings.NON_FIELD_ERRORS_KEY
+
+
+def _messages(value) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(item) for item in value if not isinstance(item, (dict, list, tuple))]
+    return [str(value)]
+
+
+def flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
+    """`{"a": {"b": ["x"]}, "c": [{"d": ["y"]}]}` → `{"a.b": ["x"], "c[0].d": ["y"]}`.
+
+    A bare list of messages goes to `non_field_errors`.
+    """
+    flat: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            # List items (DRF ListField errors are keyed by index) read `field[0]`.
+            if isinstance(key, int):
+                name = f"{prefix or NON_FIELD}[{key}]"
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict):
+                flat.update(flatten_errors(value, name))
+            elif isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in value):
+                for index, item in enumerate(value):
+                    if isinstance(item, (dict, list, tuple)) and item:
+                        flat.update(flatten_errors(item, f"{name}[{index}]"))
+                    elif item and not isinstance(item, (dict, list, tuple)):
+                        flat.setdefault(name, []).append(str(item))
+            else:
+                flat[name] = _messages(value)
+    elif isinstance(detail, (list, tuple)):
+        if any(isinstance(v, (dict, list, tuple)) for v in detail):
+            for index, item in enumerate(detail):
+                if item:
+                    flat.update(flatten_errors(item, f"{prefix}[{index}]" if prefix else f"{NON_FIELD}[{index}]"))
+        else:
+            flat[prefix or NON_FIELD] = _messages(detail)
+    else:
+        flat[prefix or NON_FIELD] = [str(detail)]
+    return flat
+
+
+def django_validation_errors(exc: DjangoValidationError) -> dict[str, list[str]]:
+    """A Django ValidationError as `{field: [messages]}` (`__all__` becomes non_field_errors)."""
+    if hasattr(exc, "error_dict"):
+        return {(NON_FIELD if key == "__all__" else key): list(messages) for key, messages in exc.message_dict.items()}
+    return {NON_FIELD: list(exc.messages)}
+
+
+def invalid_transition_body(exc: InvalidTransition) -> dict:
+    return {
+        "detail": exc.detail,
+        "code": InvalidTransition.code,
+        "current_status": exc.current,
+        "allowed": list(exc.allowed),
+    }
+
+
+def exception_handler(exc, context):
+    """DRF's EXCEPTION_HANDLER: every exception becomes a JSON response of the contract above."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, InvalidTransition):
+        body, code = invalid_transition_body(exc), status.HTTP_409_CONFLICT
+    elif isinstance(exc, Conflict):
+        body = {"detail": exc.detail, "code": Conflict.code, "existing_id": exc.existing_id, "field": exc.field}
+        code = status.HTTP_409_CONFLICT
+    elif isinstance(exc, ConcurrentTransition):
+        body = {"detail": "The object changed while this request was handled; retry.", "code": Conflict.code}
+        code = status.HTTP_409_CONFLICT
+    elif isinstance(exc, DjangoValidationError):
+        body, code = django_validation_errors(exc), status.HTTP_400_BAD_REQUEST
+    elif isinstance(exc, exceptions.ValidationError):
+        body, code = flatten_errors(exc.detail), status.HTTP_400_BAD_REQUEST
+    elif isinstance(exc, exceptions.ParseError):
+        body, code = {NON_FIELD: [str(exc.detail)]}, status.HTTP_400_BAD_REQUEST
+    elif isinstance(exc, (Http404, ObjectDoesNotExist)):
+        body, code = {"detail": "Not found."}, status.HTTP_404_NOT_FOUND
+    elif isinstance(exc, DjangoPermissionDenied):
+        body, code = {"detail": str(exc) or exceptions.PermissionDenied.default_detail}, status.HTTP_403_FORBIDDEN
+    elif isinstance(exc, exceptions.APIException):
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        detail = exc.detail if not isinstance(exc.detail, (list, dict)) else flatten_errors(exc.detail)
+        body, code = {"detail": detail}, exc.status_code
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            headers["Retry-After"] = f"{int(exc.wait)}"
+            body["retry_after"] = int(exc.wait)
+    else:
+        request = context.get("request")
+        logger.exception(
+            "unhandled error in %s %s", getattr(request, "method", "?"), getattr(request, "path", "?"), exc_info=exc
+        )
+        body, code = {"detail": "Internal server error."}, status.HTTP_500_INTERNAL_SERVER_ERROR
+    set_rollback()
+    return Response(body, status=code, headers=headers)

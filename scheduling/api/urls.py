@@ -1,0 +1,7 @@
+"""The scheduling app's REST routes, registered on the shared router by `lcm.api.urls`."""
+
+from scheduling.api.views import SchedulingViewSet
+
+v1_routes = [
+    ("scheduling", SchedulingViewSet, "scheduling"),
+]
