@@ -62,8 +62,17 @@ def test_token_create_errors(instructor, django_user_model):
     assert not ApiToken.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_token_create_exit_code_and_one_line_on_stderr():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    from django.db import connection
+
+    # The child process must use the test database, which exists for sure (the default one may not).
+    name = connection.settings_dict["NAME"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}",
+    }
     result = subprocess.run(
         [sys.executable, "manage.py", "token_create", "no-such-user-anywhere"],
         cwd=ROOT,
