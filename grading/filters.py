@@ -3,6 +3,7 @@
 import django_filters
 
 from grading.models import ScoreReport
+from sessions.filters import UtcDateTimeFilter
 
 
 class ScoreReportFilterSet(django_filters.FilterSet):
@@ -11,8 +12,8 @@ class ScoreReportFilterSet(django_filters.FilterSet):
     definition = django_filters.UUIDFilter(field_name="lablet_session__definition_id")
     owner = django_filters.CharFilter(field_name="lablet_session__owner")
     passed = django_filters.BooleanFilter(field_name="passed")
-    from_ = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label="from")
-    to = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    from_ = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte", label="from")
+    to = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = ScoreReport

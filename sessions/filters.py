@@ -1,5 +1,7 @@
 """FilterSets shared by the pages and the REST API. Bad filter values never raise: they are form errors."""
 
+import datetime
+
 import django_filters
 from django import forms
 from django.db.models import Q
@@ -22,8 +24,10 @@ class CommaSeparatedStatusField(forms.CharField):
         statuses = [part.strip().upper() for part in str(value).split(",") if part.strip()]
         unknown = [s for s in statuses if s not in self.valid]
         if unknown:
+            # Parameters, not an f-string: the user's text may hold a "%".
             raise forms.ValidationError(
-                f"unknown status {', '.join(unknown)}; expected any of {', '.join(sorted(self.valid))}"
+                "unknown status %(unknown)s; expected any of %(valid)s",
+                params={"unknown": ", ".join(unknown), "valid": ", ".join(sorted(self.valid))},
             )
         return statuses
 
@@ -39,6 +43,15 @@ class StatusListFilter(django_filters.Filter):
         return qs.filter(**{f"{self.field_name}__in": value}) if value else qs
 
 
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """ISO 8601 date-time, normalised to UTC: Python accepts offsets (e.g. -20:53) PostgreSQL refuses."""
+
+    def filter(self, qs, value):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(datetime.UTC)
+        return super().filter(qs, value)
+
+
 class SessionFilterSet(django_filters.FilterSet):
     """status (comma list), owner, definition, worker, reservation_id, from/to (timeslot overlaps)."""
 
@@ -48,8 +61,8 @@ class SessionFilterSet(django_filters.FilterSet):
     worker = django_filters.UUIDFilter(field_name="worker_id")
     reservation_id = django_filters.CharFilter(field_name="reservation_id")
     # A session is in [from, to) when its timeslot overlaps it.
-    from_ = django_filters.IsoDateTimeFilter(field_name="timeslot_end", lookup_expr="gt", label="from")
-    to = django_filters.IsoDateTimeFilter(field_name="timeslot_start", lookup_expr="lt")
+    from_ = UtcDateTimeFilter(field_name="timeslot_end", lookup_expr="gt", label="from")
+    to = UtcDateTimeFilter(field_name="timeslot_start", lookup_expr="lt")
 
     class Meta:
         model = LabletSession

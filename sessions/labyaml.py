@@ -69,8 +69,12 @@ def parse_topology(text: str) -> dict:
     """Parse CML topology text (YAML, or JSON, which is YAML) into a dict with a `nodes` list."""
     if not isinstance(text, str) or not text.strip():
         raise LabYamlError("lab_yaml", "is empty")
+    if "\x00" in text:
+        raise LabYamlError("lab_yaml", "contains a NUL character")
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise LabYamlError("lab_yaml", "is nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -213,6 +213,11 @@ def definition_new_version(definition: LabletDefinition, *, actor, version: str 
     if changes.get("name") not in (None, definition.name):
         raise ValidationError({"name": ["cannot change; create a new definition instead"]})
     data = {f: getattr(definition, f) for f in _CONTENT_FIELDS}
+    if isinstance(changes.get("resource_requirements"), dict):
+        # New requirements replace the old ones (individual fields given as well still win).
+        for key in ("cpu_cores", "memory_gb", "storage_gb"):
+            if key in changes["resource_requirements"]:
+                data.pop(key, None)
     data.update({k: v for k, v in changes.items() if k != "name"})
     new_version = version or _next_version(definition.name, definition.version)
     if SEMVER.match(new_version) and version_key(new_version) <= version_key(definition.version):

@@ -74,6 +74,8 @@ def test_a_change_makes_a_new_version():
     assert first.max_duration_minutes == 60  # the published version is untouched
     with pytest.raises(ValidationError):
         definition_new_version(first, actor="admin", version="1.0.0")
+    bigger = definition_new_version(first, actor="admin", resource_requirements={"cpu_cores": 8})
+    assert bigger.cpu_cores == 8 and bigger.memory_gb == first.memory_gb
 
 
 def test_status_moves_follow_the_table():

@@ -34,11 +34,13 @@ def test_session_filters():
     assert SessionFilterSet(QueryDict(mutable=True) | {"from": later}, qs).qs.count() == 0
 
 
-@pytest.mark.parametrize("query", ["status=FLYING", "definition=not-a-uuid", "from=yesterday", "worker=1"])
+@pytest.mark.parametrize(
+    "query", ["status=FLYING", "status=100%25off", "definition=not-a-uuid", "from=yesterday", "worker=1"]
+)
 def test_bad_session_filter_values_are_form_errors(query):
     filterset = SessionFilterSet(_q(query), LabletSession.objects.all())
     assert not filterset.is_valid()
-    assert filterset.errors
+    assert all(str(message) for messages in filterset.errors.values() for message in messages)
 
 
 def test_report_and_worker_filters():
@@ -51,3 +53,13 @@ def test_report_and_worker_filters():
     running = WorkerFactory(status="RUNNING")
     WorkerFactory(status="STOPPED")
     assert list(WorkerFilterSet(_q("status=running"), CMLWorker.objects.all()).qs) == [running]
+
+
+def test_odd_utc_offsets_do_not_reach_the_database():
+    from django.http import QueryDict
+
+    query = QueryDict(mutable=True)
+    query["from"] = "2030-01-01T10:00:00-20:53"
+    filterset = SessionFilterSet(query, LabletSession.objects.all())
+    assert filterset.is_valid(), filterset.errors
+    assert list(filterset.qs) == []

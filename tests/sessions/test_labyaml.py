@@ -60,6 +60,8 @@ def test_duplicate_protocols_on_one_node_get_distinct_names():
     ("text", "field", "message"),
     [
         ("", "lab_yaml", "is empty"),
+        ("nodes: []\x00\n", "lab_yaml", "NUL"),
+        ("[" * 5000 + "]" * 5000, "lab_yaml", "nested too deeply"),
         ("nodes: [unclosed", "lab_yaml", "not valid YAML"),
         ("- just\n- a list\n", "lab_yaml", "must be a mapping"),
         ("lab: {title: x}\n", "lab_yaml.nodes", "non-empty list"),
