@@ -1,8 +1,8 @@
 """`GET /api/v1/status/` (SPEC §5.1): versions, counts by status, and the control loops' health.
 
-The control loops (Celery beat ticks, the etcd leader lease, the task queue) are not built
-yet, so their fields are honest about it: `loops` is an empty list and `queue_depth` and
-`leader` are null, meaning "not measured", never "zero" or "healthy".
+Loop freshness comes from the heartbeat each tick writes; `queue_depth` counts the sessions
+waiting for the loops (eligible PENDING, SCHEDULED, INSTANTIATING); `leader` is the holder of
+the placement lease, null when nobody holds it or coordination does not answer.
 """
 
 import platform
@@ -45,14 +45,12 @@ class StatusSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     sessions = serializers.DictField(child=serializers.IntegerField(), help_text="Session count per status.")
     workers = serializers.DictField(child=serializers.IntegerField(), help_text="Worker count per status.")
-    loops = LoopSerializer(
-        many=True, help_text="Freshness per control loop; empty while the control loops are not running in LCM yet."
-    )
+    loops = LoopSerializer(many=True, help_text="Freshness per registered control loop (healthy: ticked lately).")
     queue_depth = serializers.IntegerField(
-        allow_null=True, help_text="Reconcile tasks waiting; null = not measured (no task queue yet)."
+        allow_null=True, help_text="Sessions waiting for the loops: eligible PENDING + SCHEDULED + INSTANTIATING."
     )
     leader = serializers.CharField(
-        allow_null=True, help_text="Holder of the placement leader lease; null = no lease (no coordination yet)."
+        allow_null=True, help_text="Holder of the placement leader lease; null = nobody holds it (or no answer)."
     )
 
 
@@ -82,8 +80,39 @@ class StatusView(APIView):
             "generated_at": timezone.now(),
             "sessions": session_counts_by_status(),
             "workers": worker_counts_by_status(),
-            "loops": [],
-            "queue_depth": None,
-            "leader": None,
+            "loops": _loops(),
+            "queue_depth": _queue_depth(),
+            "leader": _leader(),
         }
         return Response(StatusSerializer(body).data)
+
+
+def _loops() -> list[dict]:
+    from scheduling.views import loop_health
+
+    now = timezone.now()
+    return [
+        {
+            "name": row["name"],
+            "last_tick_at": row["last_tick"],
+            "seconds_since_tick": round((now - row["last_tick"]).total_seconds(), 3) if row["last_tick"] else None,
+            "healthy": None if row["last_tick"] is None else row["state"] == "ok",
+        }
+        for row in loop_health()
+    ]
+
+
+def _queue_depth() -> int:
+    from scheduling.views import queue_depth
+
+    depth = queue_depth()
+    return depth["eligible"] + depth["scheduled"] + depth["instantiating"]
+
+
+def _leader() -> str | None:
+    from lcm.coordination import coordinator
+
+    try:
+        return coordinator().leader("placement")
+    except Exception:  # coordination down degrades latency, never the status endpoint
+        return None

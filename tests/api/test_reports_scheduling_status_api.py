@@ -106,7 +106,11 @@ def test_status(instructor_api, session):
     assert body["sessions"]["PENDING"] == 1 and body["sessions"]["RUNNING"] == 0
     assert body["workers"]["DRAINING"] == 1
     # The control loops are not running yet: nothing is claimed about them.
-    assert (body["loops"], body["queue_depth"], body["leader"]) == ([], None, None)
+    loops = {loop["name"]: loop for loop in body["loops"]}
+    assert {"placement", "lablets"} <= set(loops)
+    assert loops["placement"]["healthy"] is None  # never ticked in this test
+    assert body["queue_depth"] == 1  # the PENDING session, due now
+    assert body["leader"] is None
 
 
 def test_status_auth(anon_api, nobody_api):
