@@ -7,7 +7,6 @@ is made twice) and the pod from the lab's devices → ask it to grade (202) → 
 (a completion CloudEvent only makes the poll happen sooner) → store the report → submit.
 """
 
-import contextlib
 import logging
 import math
 
@@ -75,8 +74,7 @@ def reconcile_grading(session) -> Result:
         user_session = session.user_sessions.order_by("-created_at").first()
         devices = user_session.devices if user_session else []
         pod = pod_from_devices(f"pod-{session.pk}", devices, collector="lcm")
-        # A 409 means a pass that crashed before recording it already created it.
-        with contextlib.suppress(http.Conflict):
+        try:
             engine.create_session(
                 session.owner.ljust(3, "_"),
                 session_id=external_id,
@@ -85,6 +83,13 @@ def reconcile_grading(session) -> Result:
                 part_id=part_id,
                 pod=pod,
             )
+        except (http.Conflict, http.BadRequest) as refused:
+            # A pass whose answer was lost created it already: the engine refuses the id again (it answers
+            # 400 "already exists", not 409). Carry on if it is there; otherwise the refusal was real.
+            try:
+                engine.get_session(external_id)
+            except http.NotFound:
+                raise refused from None
         grading = grading_session_update(
             grading,
             actor=ACTOR,

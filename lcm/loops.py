@@ -8,6 +8,7 @@ out as one reconcile per key (a Celery task each, or the in-process pool).
 
 import importlib
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -159,12 +160,10 @@ def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
 
     In-process, a key already queued is not queued twice, and a key being reconciled right
     now gets one more pass when it finishes (the change that asked for it may have come
-    from that very pass).
+    from that very pass). With Celery: `enqueue_many` and `run_queued`.
     """
     if settings.CELERY_BROKER_URL:
-        from lcm.tasks import reconcile_task
-
-        reconcile_task.apply_async(args=[loop_name, str(key)], countdown=countdown, expires=300)
+        enqueue_many(loop_name, [key], countdown=countdown)
         return
     if settings.LCM_INPROCESS_WORKERS <= 0:
         return  # no in-process pool (unit tests drive the loops themselves): the next tick picks it up
@@ -183,6 +182,93 @@ def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=settings.LCM_INPROCESS_WORKERS, thread_name_prefix="lcm-reconcile")
     _pool.submit(_run_in_pool, loop_name, key)
+
+
+# --- the Celery work queue ---------------------------------------------------------------
+#
+# Ticks fan out every key needing work on every interval and the watcher adds one per change;
+# without care a backlog (a burst of bookings) fills the broker with copies of the same keys,
+# each of which costs a pass. As in controller-runtime's workqueue:
+# - a key waits in the queue at most once: `enqueue_many` sets a marker in Redis (SET NX with a
+#   TTL, so a message lost with a SIGKILLed worker blocks its key only until the marker expires;
+#   the next tick queues it again) and publishes only the keys whose marker it set; the pass
+#   clears the marker when it starts, so a change during the pass queues another one;
+# - a delayed requeue (`Result.requeue_after`, honoured up to `REQUEUE_MAX_SECONDS`; later ones
+#   are the ticks' job) sets no marker, so an event meanwhile is still acted on at once;
+# - one pass per key at a time is `reconcile.run`'s key lock; a key busy elsewhere comes back
+#   shortly (its `requeue_after`).
+
+QUEUED_TTL_SECONDS = 30
+REQUEUE_MAX_SECONDS = 60.0
+TASK_EXPIRES_SECONDS = 300
+
+_redis = None
+_redis_pid = None
+
+
+def _broker_redis():
+    """A Redis client on the broker's URL (None when the broker is not Redis); one per process."""
+    global _redis, _redis_pid
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    if _redis is None or _redis_pid != os.getpid():
+        import redis
+
+        _redis, _redis_pid = redis.Redis.from_url(url), os.getpid()
+    return _redis
+
+
+def _queued_marker(loop_name: str, key) -> str:
+    return f"lcm:queued:{loop_name}:{key}"
+
+
+def enqueue_many(loop_name: str, keys, countdown: float | None = None) -> int:
+    """Publish one reconcile task per key (not already waiting, unless delayed); returns how many."""
+    from lcm.tasks import reconcile_task
+
+    keys = [str(key) for key in keys]
+    client = _broker_redis() if keys and not countdown else None
+    if client is not None:
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(_queued_marker(loop_name, key), "1", nx=True, ex=QUEUED_TTL_SECONDS)
+                fresh = pipe.execute()
+            keys = [key for key, was_set in zip(keys, fresh, strict=True) if was_set]
+        except Exception as exc:  # Redis hiccup: publish anyway (a duplicate pass is safe, only wasteful)
+            logger.warning("queue markers unavailable (%s); publishing without deduplication", exc)
+    for key in keys:
+        reconcile_task.apply_async(args=[loop_name, key], countdown=countdown, expires=TASK_EXPIRES_SECONDS)
+    return len(keys)
+
+
+def celery_tick(loop_name: str) -> list:
+    """A tick run by a Celery worker process; returns the keys to fan out.
+
+    Beat sends one tick per interval to whichever worker process is free, so a singleton loop's
+    leader lease (placement's) must guard one tick at a time, not stay with one process: kept, it
+    would turn every other process's ticks into no-ops until it expired (TTL ~15 s) — placement
+    stalled for seconds with a prefork pool or several workers. It is released after the tick.
+    """
+    try:
+        return tick(loop_name)
+    finally:
+        if LOOPS[loop_name].reconciler is None:
+            from lcm.coordination import coordinator
+
+            coordinator().resign(loop_name)
+
+
+def run_queued(loop_name: str, key: str) -> reconcile.Result:
+    """The Celery task's body: one pass for `key`, then the follow-up it asked for."""
+    client = _broker_redis()
+    if client is not None:
+        client.delete(_queued_marker(loop_name, key))  # from now on a new request queues a new pass
+    result = reconcile_key(loop_name, key)
+    if result.requeue_after is not None and result.requeue_after <= REQUEUE_MAX_SECONDS:
+        enqueue_many(loop_name, [key], countdown=result.requeue_after)
+    return result
 
 
 class InProcessLoops:

@@ -1,0 +1,42 @@
+"""`manage.py bench_lifecycle` with a handful of sessions: both runs (etcd-triggered and its ticks-only peer)
+go through the real processes and report every figure."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from lcm.stack import etcd_binary
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_lifecycle_reports_each_figure_beside_its_ticks_only_peer():
+    if etcd_binary() is None:
+        pytest.skip("etcd is not installed (Debian package etcd-server)")
+    out = StringIO()
+    call_command(
+        "bench_lifecycle",
+        "--sessions", "4", "--workers", "2", "--interval", "0.5", "--redis-db", "13", "--in-place", "--json",
+        stdout=out, stderr=StringIO(),
+    )  # fmt: skip
+    runs = json.loads(out.getvalue())
+    assert list(runs) == ["etcd-triggered", "ticks only (peer)"]
+    for figures in runs.values():
+        assert figures["statuses"] == {"ARCHIVED": 4}
+        assert figures["count_ready"] == figures["count_archived"] == 4
+        assert figures["rate_ready"] > 0 and figures["rate_archived"] > 0
+        assert 0 < figures["ready_p50"] <= figures["ready_p95"] <= figures["ready_max"]
+        assert figures["xacts_per_session"] > 0 and figures["rows_written_per_session"] > 0
+        cpu = figures["cpu_per_session"]
+        assert cpu["lcm"] > 0 and cpu["total"] >= cpu["lcm"]
+
+
+@pytest.mark.django_db
+def test_bench_lifecycle_refuses_to_flush_a_database_that_is_not_a_test_one(settings, monkeypatch):
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    monkeypatch.setitem(connection.settings_dict, "NAME", "lcm_production")
+    with pytest.raises(CommandError, match="test database"):
+        call_command("bench_lifecycle", "--in-place", stdout=StringIO())
