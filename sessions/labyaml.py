@@ -74,7 +74,7 @@ def parse_topology(text: str) -> dict:
     try:
         data = yaml.safe_load(text)
     except RecursionError:
-        raise LabYamlError("lab_yaml", "is nested too deeply") from None
+        raise LabYamlError("lab_yaml", "is nested too deeply to parse") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
