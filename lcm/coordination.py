@@ -88,6 +88,10 @@ class InProcessCoordinator:
             self._notify("delete", key, None)
         return existed
 
+    def delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            self.delete(key)
+
     def try_lead(self, loop: str, ttl: int = LEADER_TTL_SECONDS) -> bool:
         key, me = leader_key(loop), holder_id()
         with self._lock:
@@ -179,17 +183,28 @@ class EtcdCoordinator:
         return self._safe("get_prefix", _get, {})
 
     def put_if_changed(self, key: str, value: str) -> bool:
+        """One round trip: a transaction that puts unless the key already holds `value` (a missing key differs)."""
+
         def _put():
-            current, _meta = self.client.get(key)
-            if current is not None and current.decode() == value:
-                return False
-            self.client.put(key, value)
-            return True
+            ops = self.client.transactions
+            unchanged, _responses = self.client.transaction(
+                compare=[ops.value(key) == value], success=[], failure=[ops.put(key, value)]
+            )
+            return not unchanged
 
         return bool(self._safe("put", _put, False))
 
     def delete(self, key: str) -> bool:
         return bool(self._safe("delete", lambda: self.client.delete(key), False))
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete several keys in one round trip (one transaction)."""
+
+        def _delete():
+            ops = self.client.transactions
+            self.client.transaction(compare=[], success=[ops.delete(key) for key in keys], failure=[])
+
+        self._safe("delete", _delete)
 
     def try_lead(self, loop: str, ttl: int = LEADER_TTL_SECONDS) -> bool:
         key, me = leader_key(loop), holder_id()
@@ -278,8 +293,7 @@ def project_session(session_id, status: str, ports: dict | None, *, clean: bool 
     """Write (or remove) a session's keys; removed at ARCHIVED/TERMINATED and at EXPIRED once clean."""
     coord = coordinator()
     if status in SESSION_KEY_GONE or (status == "EXPIRED" and clean):
-        coord.delete(session_status_key(session_id))
-        coord.delete(session_ports_key(session_id))
+        coord.delete_many([session_status_key(session_id), session_ports_key(session_id)])
         return
     coord.put_if_changed(session_status_key(session_id), status)
     coord.put_if_changed(session_ports_key(session_id), json.dumps(ports or {}, sort_keys=True))

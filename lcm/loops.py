@@ -6,6 +6,7 @@ a leader lease) or returns the keys needing work, found with one query; those ar
 out as one reconcile per key (a Celery task each, or the in-process pool).
 """
 
+import contextlib
 import importlib
 import logging
 import os
@@ -243,6 +244,30 @@ def enqueue_many(loop_name: str, keys, countdown: float | None = None) -> int:
     return len(keys)
 
 
+def kick(loop_name: str) -> None:
+    """Ask for one tick of `loop_name` now rather than at its next interval (a new PENDING session:
+    placement need not wait for beat). At most one kicked tick waits in the queue at a time; the
+    tick clears the marker as it starts, so a kick during a tick asks for another one.
+    """
+    if not settings.CELERY_BROKER_URL:
+        _kicked.add(loop_name)  # the in-process runner ticks it on its next turn (within 0.2 s)
+        return
+    from lcm.tasks import tick_task
+
+    client = _broker_redis()
+    if client is not None:
+        try:
+            if not client.set(_queued_marker("tick", loop_name), "1", nx=True, ex=QUEUED_TTL_SECONDS):
+                return
+        except Exception as exc:  # Redis hiccup: the beat tick comes anyway
+            logger.warning("cannot kick %s (%s); waiting for its tick", loop_name, exc)
+            return
+    tick_task.apply_async(args=[loop_name], expires=max(1.0, LOOPS[loop_name].interval))
+
+
+_kicked: set[str] = set()
+
+
 def celery_tick(loop_name: str) -> list:
     """A tick run by a Celery worker process; returns the keys to fan out.
 
@@ -251,6 +276,11 @@ def celery_tick(loop_name: str) -> list:
     would turn every other process's ticks into no-ops until it expired (TTL ~15 s) — placement
     stalled for seconds with a prefork pool or several workers. It is released after the tick.
     """
+    client = _broker_redis()
+    if client is not None:
+        # A kick from now on asks for another tick. The marker only dedupes kicks and expires by itself.
+        with contextlib.suppress(Exception):
+            client.delete(_queued_marker("tick", loop_name))
     try:
         return tick(loop_name)
     finally:
@@ -292,7 +322,9 @@ class InProcessLoops:
         while not self.stop_event.is_set():
             now = time.monotonic()
             for name, loop in LOOPS.items():
-                if now - self.last_tick.get(name, 0) < loop.interval:
+                if name in _kicked:
+                    _kicked.discard(name)
+                elif now - self.last_tick.get(name, 0) < loop.interval:
                     continue
                 self.last_tick[name] = now
                 try:

@@ -23,8 +23,13 @@ def on_status_changed(sender, *, entity, id, from_status, to_status, **kwargs): 
         if row is None:
             return
         coordination.project_session(id, row["status"], row["allocated_ports"], clean=not row["cleanup_pending"])
-        if not settings.LCM_ETCD_ENDPOINTS:
-            loops.enqueue("lablets", id)
+        if not settings.LCM_ETCD_ENDPOINTS:  # in-process: what `lcm_watch` does with the etcd change
+            from sessions.reconcilers import WAKE_ON_STATUS
+
+            if row["status"] == "PENDING":
+                loops.kick("placement")
+            elif row["status"] in WAKE_ON_STATUS:
+                loops.enqueue("lablets", id)
     elif entity in ("worker", "worker.desired"):
         from workers.models import CMLWorker
 

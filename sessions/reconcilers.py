@@ -73,6 +73,13 @@ class _Minutes(Func):
         return self.as_sql(compiler, connection, template="(%(expressions)s * 60000000)", **extra)
 
 
+# Statuses whose change (projected into etcd, or announced in-process) calls for a pass at once.
+# Left out: PENDING (placement's, not this reconciler's), READY and RUNNING (nothing to do until the
+# timeslot ends, which the ticks catch) and INSTANTIATING (only this reconciler enters it, and the
+# pass that does carries on to READY itself). ARCHIVED and clean ends remove the keys.
+WAKE_ON_STATUS = frozenset({S.SCHEDULED, S.COLLECTING, S.GRADING, S.STOPPING, S.STOPPED, S.EXPIRED, S.TERMINATED})
+
+
 def sessions_needing_work(now=None) -> list:
     """Ids of sessions the reconciler has something to do for now, found with one query.
 

@@ -34,3 +34,14 @@ def sample_lab_yaml(shared_specs) -> str:
 @pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_superuser("admin", "admin@example.com", "admin-pass")
+
+
+@pytest.fixture(autouse=True)
+def _forget_external_tokens():
+    """Tokens are cached per process; each test starts without any (a simulator may be new)."""
+    from grading.clients.grading_engine import forget_tokens as forget_grading_tokens
+    from workers.clients.cml import forget_tokens as forget_cml_tokens
+
+    forget_cml_tokens()
+    forget_grading_tokens()
+    yield

@@ -41,6 +41,17 @@ class PartScore:
     sections: tuple[SectionScore, ...]
 
 
+# Access tokens by (token URL, client id, scope) → (token, renew at (monotonic)), for the whole process.
+_tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+_tokens_lock = threading.Lock()
+
+
+def forget_tokens() -> None:
+    """Drop every cached Grading Engine token (tests; credentials rotated)."""
+    with _tokens_lock:
+        _tokens.clear()
+
+
 class GradingEngineClient(HttpClient):
     """The Grading Engine: its base URL, OAuth2 client credentials and token endpoint."""
 
@@ -65,9 +76,8 @@ class GradingEngineClient(HttpClient):
         self.token_url = token_url
         self.scope = scope
         self.token_margin = token_margin
-        self._access_token: str | None = None
-        self._token_renew_at = 0.0
-        self._token_lock = threading.Lock()
+        self._token_key = (token_url, client_id, scope)
+        self._sent = threading.local()  # the token this thread's current call carried
 
     # -- auth hooks ----------------------------------------------------------------------
 
@@ -77,17 +87,24 @@ class GradingEngineClient(HttpClient):
         return super().url(path)
 
     def _auth_headers(self) -> dict:
-        with self._token_lock:
-            if self._access_token is None or time.monotonic() >= self._token_renew_at:
-                self._fetch_token()
-            return {"Authorization": f"Bearer {self._access_token}"}
+        # Tokens are shared by every client of the process (a pass builds its client afresh), each
+        # renewed `token_margin` seconds before it runs out.
+        with _tokens_lock:
+            cached = _tokens.get(self._token_key)
+        if cached is None or time.monotonic() >= cached[1]:
+            cached = self._fetch_token()
+        self._sent.token = cached[0]
+        return {"Authorization": f"Bearer {cached[0]}"}
 
     def _reauthenticate(self) -> bool:
-        with self._token_lock:
-            self._access_token = None
+        # Drop the token only if no other thread has replaced it meanwhile.
+        sent = getattr(self._sent, "token", None)
+        with _tokens_lock:
+            if (_tokens.get(self._token_key) or (None,))[0] == sent:
+                _tokens.pop(self._token_key, None)
         return True
 
-    def _fetch_token(self) -> None:
+    def _fetch_token(self) -> tuple[str, float]:
         """`POST <realm>/protocol/openid-connect/token` (client-credentials grant): cache the access token."""
         answer = self.json(
             "POST",
@@ -105,9 +122,11 @@ class GradingEngineClient(HttpClient):
         if not isinstance(answer, dict) or not answer.get("access_token"):
             raise ExternalError(self.system, "token", "the token endpoint answered without an access_token")
         lifetime = float(answer.get("expires_in") or 60)
-        self._access_token = answer["access_token"]
         # Renew `token_margin` seconds early, but never sooner than half way through a short lifetime.
-        self._token_renew_at = time.monotonic() + max(lifetime - self.token_margin, lifetime / 2)
+        cached = (answer["access_token"], time.monotonic() + max(lifetime - self.token_margin, lifetime / 2))
+        with _tokens_lock:
+            _tokens[self._token_key] = cached
+        return cached
 
     # -- sessions and parts --------------------------------------------------------------
 

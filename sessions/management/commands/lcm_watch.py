@@ -12,9 +12,30 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from lcm import coordination, loops
+from sessions.reconcilers import WAKE_ON_STATUS
+from sessions.states import SessionStatus
 
 SESSION_KEY = re.compile(r"^/lcm/sessions/([0-9a-f-]{36})/status$")
 WORKER_KEY = re.compile(r"^/lcm/workers/([0-9a-f-]{36})/(desired|actual)$")
+
+
+def on_change(kind: str, key: str, value: str | None) -> None:
+    """Route one key change: a session whose new status calls for a pass is reconciled now, a new
+    PENDING one gets a placement tick now, a worker's desired/actual change is reconciled now.
+
+    A session status the reconciler would only wait in (READY, RUNNING: until the timeslot ends)
+    or that the pass making it carries on from itself (INSTANTIATING) wakes nobody: that pass
+    would find nothing to do. The ticks still cover every status.
+    """
+    if kind != "put":
+        return
+    if match := SESSION_KEY.match(key):
+        if value == SessionStatus.PENDING:
+            loops.kick("placement")
+        elif value in WAKE_ON_STATUS:
+            loops.enqueue("lablets", match.group(1))
+    elif (match := WORKER_KEY.match(key)) and "workers" in loops.LOOPS:
+        loops.enqueue("workers", match.group(1))
 
 
 class Command(BaseCommand):
@@ -37,14 +58,6 @@ class Command(BaseCommand):
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-        def on_change(kind, key, value):
-            if kind != "put":
-                return
-            if match := SESSION_KEY.match(key):
-                loops.enqueue("lablets", match.group(1))
-            elif (match := WORKER_KEY.match(key)) and "workers" in loops.LOOPS:
-                loops.enqueue("workers", match.group(1))
 
         cancel = None
         self.stdout.write(f"watching {coordination.PREFIX}/ on {settings.LCM_ETCD_ENDPOINTS}")
