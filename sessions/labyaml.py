@@ -6,6 +6,8 @@ each becomes one named port of the definition's port template, `<node label>_<pr
 `smart_annotations` that show them, with the ports allocated there.
 """
 
+import copy
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -16,6 +18,9 @@ from sessions.states import PORT_PROTOCOLS
 # Anything shaped `word:digits` is meant as a port tag; other tags are ordinary labels.
 _PORT_TAG = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_-]*)\s*:\s*([0-9]+)\s*$")
 _MAX_PORT = 65535
+# libyaml's emitter when PyYAML has it (the same output, many times faster). Parsing stays on the pure
+# Python loader: user text may nest deeply, which it reports as RecursionError where libyaml crashes.
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class LabYamlError(ValueError):
@@ -156,14 +161,27 @@ def analyze_lab_yaml(text: str) -> LabAnalysis:
     return analyze_topology(parse_topology(text))
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(text: str) -> tuple[dict, "LabAnalysis"]:
+    """A definition's topology, parsed and analysed once per process (every instantiation rewrites it)."""
+    data = parse_topology(text)
+    return data, analyze_topology(data)
+
+
 def rewrite_ports(text: str, allocation: dict[str, int]) -> str:
     """Return the topology with every port tag, and the smart annotations showing it, set to `allocation`.
 
     `allocation` maps port template names to the ports allocated on the worker; every
     port of the template must be present. The rest of the topology is unchanged.
     """
-    data = parse_topology(text)
-    analysis = analyze_topology(data)
+    data = rewritten_topology(text, allocation)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096)
+
+
+def rewritten_topology(text: str, allocation: dict[str, int]) -> dict:
+    """`rewrite_ports` as data (a fresh dict the caller may keep): what an import sends as JSON."""
+    parsed, analysis = _parsed(text)
+    data = copy.deepcopy(parsed)
     missing = [p.name for p in analysis.ports if p.name not in allocation]
     if missing:
         raise LabYamlError("allocation", f"no port allocated for {', '.join(missing)}")
@@ -199,4 +217,4 @@ def rewrite_ports(text: str, allocation: dict[str, int]) -> str:
             annotation["tag"] = retag[old]
             if annotation.get("label") == old:
                 annotation["label"] = retag[old]
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=4096)
+    return data

@@ -32,7 +32,7 @@ from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
 from scheduling.models import SystemSettings
 from scheduling.services import ports_allocate
-from sessions.labyaml import rewrite_ports
+from sessions.labyaml import rewritten_topology
 from sessions.models import LabletSession, UserSession
 from sessions.services import (
     session_attach_lab,
@@ -257,7 +257,7 @@ def _ensure_lab(session, cml) -> LabRecord:
         # Only a record left IMPORTING by an earlier pass can have an import whose answer was lost; the
         # search reads every lab on the worker, so a record made in this pass skips it.
         existing = None if created_now else _find_lab_by_title(cml, title, session.worker)
-        lab_id = existing or cml.import_lab(rewrite_ports(session.definition.lab_yaml, lab.ports), title=title)
+        lab_id = existing or cml.import_lab(rewritten_topology(session.definition.lab_yaml, lab.ports), title=title)
         lab = lab_record_transition(
             lab, L.DEFINED, actor=ACTOR, reason="imported", cml_lab_id=lab_id, cml_state=CML_DEFINED
         )

@@ -1041,8 +1041,11 @@ class CMLSimulator(Simulator):
     def _parse_topology(self) -> dict:
         try:
             text = request.get_data().decode("utf-8")
-            topology = yaml.safe_load(text)
-        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            try:
+                topology = json.loads(text)  # what clients send (the spec's JSON Topology); YAML otherwise
+            except ValueError:
+                topology = yaml.safe_load(text)
+        except (UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
             raise CMLError(
                 400, f"Import failed: the body is neither YAML nor JSON ({exc.__class__.__name__})."
             ) from None

@@ -115,16 +115,17 @@ class CMLClient(HttpClient):
         params = {"show_all": "true"} if show_all else None
         return self.json("GET", "/labs", operation="labs", params=params)
 
-    def import_lab(self, yaml_text: str, title: str | None = None) -> str:
+    def import_lab(self, topology: str | dict, title: str | None = None) -> str:
         """`POST /import?title=` with the topology → the new lab's id (state DEFINED_ON_CORE).
 
-        The topology (YAML or JSON text) is sent as the JSON `Topology` object the spec
-        declares. Not retried: a retried import could create the lab twice.
+        The topology (a dict, or YAML or JSON text) is sent as the JSON `Topology` object the
+        spec declares. Not retried: a retried import could create the lab twice.
         """
-        try:
-            topology = yaml.safe_load(yaml_text)
-        except yaml.YAMLError as exc:
-            raise BadRequest(self.system, "import_lab", f"the topology is not YAML: {exc}") from None
+        if isinstance(topology, str):
+            try:
+                topology = yaml.safe_load(topology)
+            except yaml.YAMLError as exc:
+                raise BadRequest(self.system, "import_lab", f"the topology is not YAML: {exc}") from None
         if not isinstance(topology, dict):
             raise BadRequest(self.system, "import_lab", "the topology is not a YAML/JSON object")
         params = {"title": title} if title else None
