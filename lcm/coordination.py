@@ -92,6 +92,9 @@ class InProcessCoordinator:
         for key in keys:
             self.delete(key)
 
+    def put_many_if_changed(self, items: dict[str, str]) -> list[str]:
+        return [key for key, value in items.items() if self.put_if_changed(key, value)]
+
     def try_lead(self, loop: str, ttl: int = LEADER_TTL_SECONDS) -> bool:
         key, me = leader_key(loop), holder_id()
         with self._lock:
@@ -194,6 +197,20 @@ class EtcdCoordinator:
 
         return bool(self._safe("put", _put, False))
 
+    def put_many_if_changed(self, items: dict[str, str]) -> list[str]:
+        """`put_if_changed` for several keys in one round trip (a transaction of one nested
+        compare-and-put per key); returns the keys written."""
+
+        def _put():
+            from pyetcd.transactions import Txn
+
+            ops = self.client.transactions
+            nested = [Txn([ops.value(key) == value], [], [ops.put(key, value)]) for key, value in items.items()]
+            _ok, responses = self.client.transaction(compare=[], success=nested, failure=[])
+            return [key for key, r in zip(items, responses, strict=True) if not r.response_txn.succeeded]
+
+        return self._safe("put", _put, [])
+
     def delete(self, key: str) -> bool:
         return bool(self._safe("delete", lambda: self.client.delete(key), False))
 
@@ -295,11 +312,15 @@ def project_session(session_id, status: str, ports: dict | None, *, clean: bool 
     if status in SESSION_KEY_GONE or (status == "EXPIRED" and clean):
         coord.delete_many([session_status_key(session_id), session_ports_key(session_id)])
         return
-    coord.put_if_changed(session_status_key(session_id), status)
-    coord.put_if_changed(session_ports_key(session_id), json.dumps(ports or {}, sort_keys=True))
+    coord.put_many_if_changed(
+        {
+            session_status_key(session_id): status,
+            session_ports_key(session_id): json.dumps(ports or {}, sort_keys=True),
+        }
+    )
 
 
 def project_worker(worker_id, desired: str, actual: str) -> None:
-    coord = coordinator()
-    coord.put_if_changed(worker_key(worker_id, "desired"), desired)
-    coord.put_if_changed(worker_key(worker_id, "actual"), actual)
+    coordinator().put_many_if_changed(
+        {worker_key(worker_id, "desired"): desired, worker_key(worker_id, "actual"): actual}
+    )

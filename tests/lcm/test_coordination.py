@@ -52,12 +52,25 @@ def test_put_only_on_change_watch_and_leader(backend, request):
         assert coord.put_if_changed("/lcm/sessions/a/status", "READY") is True
         assert coord.put_if_changed("/lcm/sessions/a/status", "READY") is False
         assert coord.get("/lcm/sessions/a/status") == "READY"
+        pair = {"/lcm/sessions/b/status": "READY", "/lcm/sessions/b/ports": "{}"}
+        assert coord.put_many_if_changed(pair) == list(pair)
+        assert coord.put_many_if_changed(pair) == []
+        assert coord.put_many_if_changed(pair | {"/lcm/sessions/b/status": "RUNNING"}) == ["/lcm/sessions/b/status"]
+        coord.delete_many(list(pair))
+        assert coord.get("/lcm/sessions/b/status") is None and coord.get("/lcm/sessions/b/ports") is None
         assert coord.delete("/lcm/sessions/a/status")
         for _ in range(50):
-            if len(seen) >= 2:
+            if len(seen) >= 7:
                 break
             time.sleep(0.05)
-        assert seen == [("put", "/lcm/sessions/a/status", "READY"), ("delete", "/lcm/sessions/a/status", None)]
+        a_events = [event for event in seen if event[1].startswith("/lcm/sessions/a/")]
+        assert a_events == [("put", "/lcm/sessions/a/status", "READY"), ("delete", "/lcm/sessions/a/status", None)]
+        b_puts = [event for event in seen if event[1].startswith("/lcm/sessions/b/") and event[0] == "put"]
+        assert b_puts == [
+            ("put", "/lcm/sessions/b/status", "READY"),
+            ("put", "/lcm/sessions/b/ports", "{}"),
+            ("put", "/lcm/sessions/b/status", "RUNNING"),
+        ]
         assert coord.try_lead(f"loop-{backend}") is True
         assert coord.try_lead(f"loop-{backend}") is True  # refreshing one's own lease
         coord.resign(f"loop-{backend}")

@@ -1,0 +1,97 @@
+"""What wakes the loops: the watcher's routing of key changes, and kicks/requeues deduplicated in Redis."""
+
+import pytest
+import redis
+
+from lcm import loops
+from sessions.management.commands.lcm_watch import on_change
+from sessions.reconcilers import WAKE_ON_STATUS, sessions_needing_work
+from sessions.states import SessionStatus
+
+SESSION = "0b9f3d8e-6f0e-4d43-9d55-0f1b2c3d4e5f"
+WORKER = "4a2c8d1e-2b3f-4c5d-8e9f-a0b1c2d3e4f5"
+BROKER = "redis://127.0.0.1:6379/11"
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen = []
+    monkeypatch.setattr(loops, "enqueue", lambda loop, key, countdown=None: seen.append(("enqueue", loop, key)))
+    monkeypatch.setattr(loops, "kick", lambda loop: seen.append(("kick", loop)))
+    return seen
+
+
+@pytest.mark.parametrize("status", sorted(SessionStatus.values))
+def test_a_session_change_wakes_what_it_calls_for(status, calls):
+    on_change("put", f"/lcm/sessions/{SESSION}/status", status)
+    if status == SessionStatus.PENDING:
+        assert calls == [("kick", "placement")]
+    elif status in WAKE_ON_STATUS:
+        assert calls == [("enqueue", "lablets", SESSION)]
+    else:  # waiting (READY, RUNNING), carried on by the pass that set it (INSTANTIATING), or gone
+        assert calls == []
+
+
+def test_only_status_puts_of_sessions_and_worker_changes_wake(calls):
+    on_change("put", f"/lcm/sessions/{SESSION}/ports", '{"a": 2000}')
+    on_change("delete", f"/lcm/sessions/{SESSION}/status", None)
+    on_change("put", "/lcm/leader/placement", "me")
+    assert calls == []
+    on_change("put", f"/lcm/workers/{WORKER}/desired", "STOPPED")
+    assert calls == [("enqueue", "workers", WORKER)]
+
+
+@pytest.mark.django_db
+def test_every_waking_status_is_one_the_tick_selects():
+    """The watcher wakes no status the tick would not also pick now (the ticks stay the safety net)."""
+    from django.utils import timezone
+
+    from tests.factories import SessionFactory, WorkerFactory
+
+    worker = WorkerFactory()
+    now = timezone.now()
+    ids = {
+        status: SessionFactory(
+            status=status, worker=worker, timeslot_start=now, cleanup_pending=status in ("EXPIRED", "TERMINATED")
+        ).pk
+        for status in WAKE_ON_STATUS
+    }
+    picked = set(sessions_needing_work())
+    assert {status for status, pk in ids.items() if pk in picked} == set(WAKE_ON_STATUS)
+
+
+@pytest.fixture
+def broker(settings):
+    client = redis.Redis.from_url(BROKER)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    client.flushdb()
+    settings.CELERY_BROKER_URL = BROKER
+    from lcm.celery import app
+
+    old = app.conf.broker_url
+    app.conf.broker_url = BROKER
+    loops._redis = None
+    yield client
+    app.conf.broker_url = old
+    loops._redis = None
+    client.flushdb()
+
+
+def _queued(client) -> int:
+    return sum(client.llen(queue) for queue in ("celery", "lcm.ticks"))
+
+
+def test_a_key_waits_in_the_queue_once_and_a_kick_asks_for_one_tick(broker):
+    assert loops.enqueue_many("lablets", [SESSION, SESSION, WORKER]) == 2
+    assert loops.enqueue_many("lablets", [SESSION]) == 0  # still queued
+    assert broker.llen("celery") == 2
+    loops.kick("placement")
+    loops.kick("placement")
+    assert broker.llen("lcm.ticks") == 1
+    # The tick clears its marker as it starts: a kick during the tick asks for another one.
+    broker.delete(loops._queued_marker("tick", "placement"))
+    loops.kick("placement")
+    assert broker.llen("lcm.ticks") == 2 and _queued(broker) == 4
