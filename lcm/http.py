@@ -20,6 +20,7 @@ import os
 import random
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 
 import requests
@@ -87,11 +88,15 @@ _thread = threading.local()
 def shared_session() -> requests.Session:
     """This thread's connection pool, shared by every client it builds (a fresh one after a fork).
 
-    It carries no state between clients: no auth, no headers, and cookies are refused.
+    It carries no state between clients: no auth, no headers, and cookies are refused. Unless the
+    environment names a proxy or a CA bundle, it does not look for them (nor for ~/.netrc) on every
+    call, which costs more than a call to a nearby simulator.
     """
     if getattr(_thread, "pid", None) != os.getpid():
         session = requests.Session()
         session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        session.trust_env = bool(urllib.request.getproxies() or bundle)
         _thread.session, _thread.pid = session, os.getpid()
     return _thread.session
 

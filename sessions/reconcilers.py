@@ -19,6 +19,7 @@ and cleaned up.
 
 import contextlib
 import logging
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -177,12 +178,16 @@ def _on_scheduled(session, now) -> Result:
     start_at = session.timeslot_start - _boot_lead(session)
     if now < start_at:
         return Result.requeue((start_at - now).total_seconds(), "waiting for boot lead")
-    session = session_transition(session, S.INSTANTIATING, actor=ACTOR, reason="boot lead reached")
-    return _on_instantiating(_reload(session), now)
+    moved = session_transition(session, S.INSTANTIATING, actor=ACTOR, reason="boot lead reached")
+    # The locked row, with the worker and lab record this pass has loaded already (they did not change).
+    moved.worker, moved.lab_record = session.worker, session.lab_record
+    return _on_instantiating(moved, now)
 
 
-def _reload(session) -> LabletSession:
-    return LabletSession.objects.select_related("definition", "worker", "lab_record").get(pk=session.pk)
+def _attached(session, lab, *, ports=None) -> None:
+    """Bind the session to `lab` (`session_attach_lab`) and keep this pass's copy of the session in step."""
+    attached = session_attach_lab(session, lab, ports=ports)
+    session.lab_record, session.cml_lab_id, session.allocated_ports = lab, attached.cml_lab_id, attached.allocated_ports
 
 
 def _cml(session):
@@ -225,7 +230,7 @@ def _claim_reusable_lab(session, cml) -> LabRecord | None:
             lab_record_transition(lab, L.ERROR, actor=ACTOR, reason=f"wiped lab found {state}", cml_state=state)
             LabRecord.objects.filter(pk=lab.pk).update(active_session=None)
             continue
-        session_attach_lab(session, lab, ports=lab.ports)
+        _attached(session, lab, ports=lab.ports)
         return lab
 
 
@@ -240,18 +245,18 @@ def _ensure_lab(session, cml) -> LabRecord:
             with transaction.atomic():
                 # A binding a crashed pass left on a lab this session will not use would block the new one.
                 LabRecord.objects.filter(active_session=session).update(active_session=None)
+                pk = uuid.uuid4()
                 lab = lab_record_create(
+                    pk=pk,
+                    title=f"lcm-{pk}",
+                    active_session=session,
                     worker=session.worker,
                     actor=ACTOR,
                     definition=session.definition,
                     node_count=session.definition.node_count,
                 )
-                LabRecord.objects.filter(pk=lab.pk).update(title=f"lcm-{lab.pk}", active_session=session)
-                # Re-read rather than refresh_from_db(): django-fsm-2 lifts `protected` on the shared field
-                # object while refreshing, which races with other threads (Celery threads, the in-process pool).
-                lab = LabRecord.objects.get(pk=lab.pk)
                 ports = ports_allocate(lab, session.definition.port_names)
-                session_attach_lab(session, lab, ports=ports)
+                _attached(session, lab, ports=ports)
     if lab.status == L.IMPORTING:
         title = lab.title or f"lcm-{lab.pk}"
         # Only a record left IMPORTING by an earlier pass can have an import whose answer was lost; the
@@ -261,7 +266,7 @@ def _ensure_lab(session, cml) -> LabRecord:
         lab = lab_record_transition(
             lab, L.DEFINED, actor=ACTOR, reason="imported", cml_lab_id=lab_id, cml_state=CML_DEFINED
         )
-        session_attach_lab(session, lab)
+        _attached(session, lab)
     return lab
 
 
@@ -318,7 +323,6 @@ def _on_instantiating(session, now) -> Result:
         lab = lab_record_transition(lab, L.BOOTED, actor=ACTOR, reason="converged", last_synced_at=timezone.now())
     if lab.status != L.BOOTED:
         raise http.ExternalError("cml", "instantiate", f"lab {lab.cml_lab_id} is {lab.status}")
-    session = _reload(session)
     user_session = _ensure_lds_session(session)
     session_transition(session, S.READY, actor=ACTOR, reason="lab booted, login URL issued")
     logger.info("session %s READY (LDS session %s)", session.pk, user_session.lds_session_id)
@@ -331,9 +335,7 @@ def _ensure_lds_session(session) -> UserSession:
 
     lds = lds_client()
     user_session = session.user_sessions.exclude(status__in=USER_SESSION_DONE).order_by("-created_at").first()
-    if user_session is None:
-        user_session = user_session_create(session, actor=ACTOR, reason="provisioning LDS session")
-    if not user_session.lds_session_id:
+    if user_session is None or not user_session.lds_session_id:
         created = lds.create_session(
             candidate_id=session.owner,
             form_qualified_name=session.definition.form_qualified_name or session.definition.name,
@@ -342,9 +344,12 @@ def _ensure_lds_session(session) -> UserSession:
             scheduled_date=session.timeslot_start,
             user_timeslot_end=session.timeslot_end,
         )
-        user_session = user_session_update(
-            user_session, actor=ACTOR, lds_session_id=created.session_id, lds_part_id="1"
-        )
+        # Recorded at once: the LDS API has no lookup by our reference, so an id not recorded is lost.
+        ids = {"lds_session_id": created.session_id, "lds_part_id": "1"}
+        if user_session is None:
+            user_session = user_session_create(session, actor=ACTOR, reason="LDS session created", **ids)
+        else:
+            user_session = user_session_update(user_session, actor=ACTOR, **ids)
     if not user_session.login_url:
         devices = _devices(session)
         lds.set_devices(user_session.lds_session_id, devices)

@@ -300,19 +300,34 @@ def worker_set_desired(worker, desired: str, *, actor, reason: str = "") -> CMLW
 
 
 def lab_record_create(
-    *, worker, actor, definition=None, cml_lab_id: str = "", title: str = "", status=LabStatus.IMPORTING, node_count=0
+    *,
+    worker,
+    actor,
+    definition=None,
+    cml_lab_id: str = "",
+    title: str = "",
+    status=LabStatus.IMPORTING,
+    node_count=0,
+    pk=None,
+    active_session=None,
 ) -> LabRecord:
-    """Record a CML lab on a worker (being imported, or discovered there)."""
+    """Record a CML lab on a worker (being imported, or discovered there).
+
+    `pk` lets the caller name the record before it exists (an import is titled after it);
+    `active_session` binds it to the session it is made for.
+    """
     status = normalize_status(status, LabStatus)
     try:
         with transaction.atomic():
             record = LabRecord.objects.create(
+                **({"pk": pk} if pk is not None else {}),
                 worker=worker,
                 definition=definition,
                 cml_lab_id=cml_lab_id,
                 title=title,
                 status=status,
                 node_count=node_count,
+                active_session=active_session,
             )
     except IntegrityError:
         raise ValidationError({"cml_lab_id": [f"lab {cml_lab_id} is already recorded on {worker.name}"]}) from None
