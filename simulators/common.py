@@ -8,6 +8,8 @@ Faults are declared per operation (the OpenAPI operationId or a simulator's own 
 `{"operation": "authenticate", "expire_tokens": true}` makes every issued token expired.
 """
 
+import contextlib
+import io
 import json
 import logging
 import random
@@ -21,7 +23,7 @@ from functools import wraps
 
 import requests
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 logger = logging.getLogger("lcm.simulators")
 
@@ -351,13 +353,69 @@ class WebhookSender:
         logger.warning("webhook delivery of %s to %s failed", event.get("type"), self.url)
 
 
+class _NothingLeft:
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+
+class KeepAliveHandler(WSGIRequestHandler):
+    """werkzeug's request handler, keeping HTTP/1.1 connections open as the real systems' servers do.
+
+    werkzeug closes every connection because `http.server` cannot skip a request body the app left
+    unread before reading the next request line; this handler reads a `Content-Length` body before
+    the app runs, so it can keep the connection (a chunked request body still closes it). A
+    connection idle for `timeout` seconds is closed.
+    """
+
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+
+    def setup(self):
+        super().setup()
+        with self.server.connections_lock:
+            self.server.open_connections.add(self.connection)
+
+    def finish(self):
+        with self.server.connections_lock:
+            self.server.open_connections.discard(self.connection)
+        super().finish()
+
+    def run_wsgi(self):
+        stream = self.rfile
+        try:
+            super().run_wsgi()
+        finally:
+            self.rfile = stream
+
+    def make_environ(self):
+        environ = super().make_environ()
+        self.keep_alive = environ.get("HTTP_TRANSFER_ENCODING", "").lower() != "chunked"
+        if self.keep_alive:
+            length = environ.get("CONTENT_LENGTH") or "0"
+            body = self.rfile.read(int(length)) if length.isdigit() else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            # werkzeug discards whatever is left to read after the response: here that is the next request.
+            self.rfile = _NothingLeft()
+        return environ
+
+    def send_header(self, keyword, value):
+        closing = keyword.lower() == "connection" and value.lower() == "close"
+        if closing and getattr(self, "keep_alive", False) and not self.close_connection:
+            return  # werkzeug's unconditional close; a client's own `Connection: close` is still honoured
+        super().send_header(keyword, value)
+
+
 class ServerThread:
     """Serves a WSGI app on host:port from a daemon thread (port 0 picks a free one)."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
         # Bind here first: werkzeug's own bind prints and calls sys.exit on a port in use; this raises OSError.
         with socket.create_server((host, port)) as listening:
-            self.server = make_server(host, port, app, threaded=True, fd=listening.fileno())
+            self.server = make_server(
+                host, port, app, threaded=True, fd=listening.fileno(), request_handler=KeepAliveHandler
+            )
+        self.server.open_connections = set()
+        self.server.connections_lock = threading.Lock()
         self.host = host
         self.port = self.server.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name=f"sim-{self.port}")
@@ -371,8 +429,14 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        """Stop serving, closing the kept-alive connections too (their threads would go on serving)."""
         self.server.shutdown()
         self.server.server_close()
+        with self.server.connections_lock:
+            connections = list(self.server.open_connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 def iso(dt: datetime) -> str:
