@@ -15,7 +15,7 @@ every task, i.e. a new PostgreSQL backend for every reconcile pass.
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_ready
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lcm.settings")
@@ -35,6 +35,14 @@ def _close_old_connections(**kwargs):
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_ready.connect
+def _forget_queue_markers(**kwargs):
+    """A worker starting after a crash: what the dead one had taken may be lost, so let the ticks queue it again."""
+    from lcm.loops import forget_queued
+
+    forget_queued()
 
 
 @app.on_after_configure.connect

@@ -190,18 +190,22 @@ def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
 # Ticks fan out every key needing work on every interval and the watcher adds one per change;
 # without care a backlog (a burst of bookings) fills the broker with copies of the same keys,
 # each of which costs a pass. As in controller-runtime's workqueue:
-# - a key waits in the queue at most once: `enqueue_many` sets a marker in Redis (SET NX with a
-#   TTL, so a message lost with a SIGKILLed worker blocks its key only until the marker expires;
-#   the next tick queues it again) and publishes only the keys whose marker it set; the pass
-#   clears the marker when it starts, so a change during the pass queues another one;
+# - a key waits in the queue at most once: `enqueue_many` sets a marker in Redis (SET NX) and
+#   publishes only the keys whose marker it set; the pass clears the marker when it starts, so a
+#   change during the pass queues another one. A marker lives as long as its task may wait
+#   (`TASK_EXPIRES_SECONDS`: a shorter one would expire under a backlog and let every tick queue
+#   the waiting keys again, doubling the work just when there is most of it). Messages a
+#   SIGKILLed worker had taken are restored by the broker only after its visibility timeout, so
+#   a starting worker forgets every marker (`forget_queued`) and the next tick queues afresh
+#   whatever still needs work;
 # - a delayed requeue (`Result.requeue_after`, honoured up to `REQUEUE_MAX_SECONDS`; later ones
 #   are the ticks' job) sets no marker, so an event meanwhile is still acted on at once;
 # - one pass per key at a time is `reconcile.run`'s key lock; a key busy elsewhere comes back
 #   shortly (its `requeue_after`).
 
-QUEUED_TTL_SECONDS = 30
 REQUEUE_MAX_SECONDS = 60.0
 TASK_EXPIRES_SECONDS = 300
+QUEUED_TTL_SECONDS = TASK_EXPIRES_SECONDS
 
 _redis = None
 _redis_pid = None
@@ -222,6 +226,21 @@ def _broker_redis():
 
 def _queued_marker(loop_name: str, key) -> str:
     return f"lcm:queued:{loop_name}:{key}"
+
+
+def forget_queued() -> int:
+    """Drop every queue marker (a worker starting: messages a killed one had taken may be gone); returns how many."""
+    client = _broker_redis()
+    if client is None:
+        return 0
+    try:
+        names = list(client.scan_iter(match="lcm:queued:*", count=1000))
+        for start in range(0, len(names), 1000):
+            client.delete(*names[start : start + 1000])
+        return len(names)
+    except Exception as exc:  # Redis hiccup: markers expire by themselves
+        logger.warning("could not forget the queue markers (%s)", exc)
+        return 0
 
 
 def enqueue_many(loop_name: str, keys, countdown: float | None = None) -> int:

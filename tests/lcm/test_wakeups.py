@@ -95,3 +95,12 @@ def test_a_key_waits_in_the_queue_once_and_a_kick_asks_for_one_tick(broker):
     broker.delete(loops._queued_marker("tick", "placement"))
     loops.kick("placement")
     assert broker.llen("lcm.ticks") == 2 and _queued(broker) == 4
+
+
+def test_a_starting_worker_forgets_the_markers_so_the_next_tick_queues_again(broker):
+    assert loops.enqueue_many("lablets", [SESSION]) == 1
+    assert 0 < broker.ttl(loops._queued_marker("lablets", SESSION)) <= loops.TASK_EXPIRES_SECONDS
+    broker.delete("celery")  # the message a SIGKILLed worker had taken
+    assert loops.enqueue_many("lablets", [SESSION]) == 0
+    assert loops.forget_queued() == 1
+    assert loops.enqueue_many("lablets", [SESSION]) == 1
