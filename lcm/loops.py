@@ -6,7 +6,6 @@ a leader lease) or returns the keys needing work, found with one query; those ar
 out as one reconcile per key (a Celery task each, or the in-process pool).
 """
 
-import contextlib
 import importlib
 import logging
 import os
@@ -264,24 +263,33 @@ def enqueue_many(loop_name: str, keys, countdown: float | None = None) -> int:
 
 
 def kick(loop_name: str) -> None:
-    """Ask for one tick of `loop_name` now rather than at its next interval (a new PENDING session:
-    placement need not wait for beat). At most one kicked tick waits in the queue at a time; the
-    tick clears the marker as it starts, so a kick during a tick asks for another one.
+    """Ask for a tick of `loop_name` soon rather than at its next interval (a new PENDING session:
+    placement need not wait for beat).
+
+    At once when no tick was kicked within the last `LCM_KICK_SPACING_SECONDS`, else one trailing
+    tick at the end of that spacing (at most one waits): a burst of bookings gets a placement
+    tick per spacing, each placing a batch, rather than a tick per booking, each re-reading every
+    worker's capacity.
     """
     if not settings.CELERY_BROKER_URL:
         _kicked.add(loop_name)  # the in-process runner ticks it on its next turn (within 0.2 s)
         return
     from lcm.tasks import tick_task
 
+    spacing = max(0.05, float(settings.LCM_KICK_SPACING_SECONDS))
+    countdown = None
     client = _broker_redis()
     if client is not None:
+        window_ms = int(spacing * 1000)
         try:
-            if not client.set(_queued_marker("tick", loop_name), "1", nx=True, ex=QUEUED_TTL_SECONDS):
-                return
+            if not client.set(_queued_marker("kick", loop_name), "1", nx=True, px=window_ms):
+                if not client.set(_queued_marker("kick-trailing", loop_name), "1", nx=True, px=window_ms):
+                    return
+                countdown = spacing
         except Exception as exc:  # Redis hiccup: the beat tick comes anyway
             logger.warning("cannot kick %s (%s); waiting for its tick", loop_name, exc)
             return
-    tick_task.apply_async(args=[loop_name], expires=max(1.0, LOOPS[loop_name].interval))
+    tick_task.apply_async(args=[loop_name], countdown=countdown, expires=spacing + max(1.0, LOOPS[loop_name].interval))
 
 
 _kicked: set[str] = set()
@@ -295,11 +303,6 @@ def celery_tick(loop_name: str) -> list:
     would turn every other process's ticks into no-ops until it expired (TTL ~15 s) — placement
     stalled for seconds with a prefork pool or several workers. It is released after the tick.
     """
-    client = _broker_redis()
-    if client is not None:
-        # A kick from now on asks for another tick. The marker only dedupes kicks and expires by itself.
-        with contextlib.suppress(Exception):
-            client.delete(_queued_marker("tick", loop_name))
     try:
         return tick(loop_name)
     finally:

@@ -1,5 +1,9 @@
 """What wakes the loops: the watcher's routing of key changes, and kicks/requeues deduplicated in Redis."""
 
+import base64
+import json
+import time
+
 import pytest
 import redis
 
@@ -84,17 +88,31 @@ def _queued(client) -> int:
     return sum(client.llen(queue) for queue in ("celery", "lcm.ticks"))
 
 
-def test_a_key_waits_in_the_queue_once_and_a_kick_asks_for_one_tick(broker):
+def test_a_key_waits_in_the_queue_once(broker):
     assert loops.enqueue_many("lablets", [SESSION, SESSION, WORKER]) == 2
     assert loops.enqueue_many("lablets", [SESSION]) == 0  # still queued
     assert broker.llen("celery") == 2
+
+
+def _ticks(client) -> list:
+    """The tick messages waiting, oldest first: (loop, whether it is delayed)."""
+    ticks = []
+    for raw in reversed(client.lrange("lcm.ticks", 0, -1)):  # kombu pushes on the left, pops on the right
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        ticks.append((args[0], message["headers"]["eta"] is not None))
+    return ticks
+
+
+def test_kicks_give_a_tick_at_once_then_one_trailing_tick_per_spacing(broker, settings):
+    settings.LCM_KICK_SPACING_SECONDS = 0.3
+    for _ in range(20):  # a burst of bookings
+        loops.kick("placement")
+    # One tick now, one at the end of the spacing; the other 18 kicks are covered by those.
+    assert _ticks(broker) == [("placement", False), ("placement", True)]
+    time.sleep(0.35)
     loops.kick("placement")
-    loops.kick("placement")
-    assert broker.llen("lcm.ticks") == 1
-    # The tick clears its marker as it starts: a kick during the tick asks for another one.
-    broker.delete(loops._queued_marker("tick", "placement"))
-    loops.kick("placement")
-    assert broker.llen("lcm.ticks") == 2 and _queued(broker) == 4
+    assert _ticks(broker)[-1] == ("placement", False) and len(_ticks(broker)) == 3
 
 
 def test_a_starting_worker_forgets_the_markers_so_the_next_tick_queues_again(broker):
