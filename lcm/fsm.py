@@ -6,6 +6,7 @@ named `to_<target>`. Services call `apply_transition`, which refuses anything th
 does not allow with `InvalidTransition` (HTTP 409, command exit 1, a page message).
 """
 
+import copy
 from collections import defaultdict
 
 from django_fsm import can_proceed, transition
@@ -69,6 +70,25 @@ def apply_transition(instance, table: dict[str, set[str]], target: str, *, entit
         raise InvalidTransition(entity, current, target, allowed_targets(table, current))
     method()
     return current
+
+
+def snapshot(instance) -> dict:
+    """The instance's concrete field values (containers copied), to find what a step changed (`changed_fields`)."""
+    values = {}
+    for field in instance._meta.concrete_fields:
+        if not field.primary_key:
+            value = getattr(instance, field.attname)
+            values[field.name] = copy.deepcopy(value) if isinstance(value, dict | list) else value
+    return values
+
+
+def changed_fields(instance, before: dict) -> list[str]:
+    """Names of the fields whose value differs from `before`, plus `updated_at` when the model has it:
+    what `save(update_fields=...)` writes, so an UPDATE carries the change and not the whole row."""
+    names = [name for name, old in before.items() if getattr(instance, instance._meta.get_field(name).attname) != old]
+    if "updated_at" in before and "updated_at" not in names:
+        names.append("updated_at")
+    return names
 
 
 def normalize_status(value, choices) -> str:

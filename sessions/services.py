@@ -21,7 +21,15 @@ from django.utils.dateparse import parse_datetime
 
 from lcm.errors import Conflict
 from lcm.events import publish_change
-from lcm.fsm import InvalidTransition, actor_name, allowed_targets, apply_transition, normalize_status
+from lcm.fsm import (
+    InvalidTransition,
+    actor_name,
+    allowed_targets,
+    apply_transition,
+    changed_fields,
+    normalize_status,
+    snapshot,
+)
 from lcm.middleware import current_request_id
 from sessions.labyaml import LabYamlError, analyze_lab_yaml
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
@@ -483,6 +491,7 @@ def session_transition(
     target = normalize_status(target, SessionStatus)
     with transaction.atomic():
         locked = _lock_session(session)
+        before_step = snapshot(locked)
         if expected_status and locked.status != normalize_status(expected_status, SessionStatus):
             _refuse(locked, target, f"session is {locked.status}, not {expected_status.upper()}")
         if target not in SESSION_TRANSITIONS.get(locked.status, set()):
@@ -494,7 +503,7 @@ def session_transition(
         if target not in (S.PENDING,):
             locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None
         locked.status_changed_at = timezone.now()
-        locked.save()
+        locked.save(update_fields=changed_fields(locked, before_step))
         record_session_change(locked.pk, SessionStatusChange.Entity.SESSION, previous, target, actor, reason)
     publish_change("session", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
     return locked
@@ -642,6 +651,7 @@ def user_session_update(user_session, *, actor, status: str | None = None, reaso
         fields["devices"] = _clean_devices(fields["devices"])
     with transaction.atomic():
         locked = UserSession.objects.select_for_update().get(pk=user_session.pk)
+        before_step = snapshot(locked)
         for name, value in fields.items():
             setattr(locked, name, value)
         previous = locked.status
@@ -652,7 +662,7 @@ def user_session_update(user_session, *, actor, status: str | None = None, reaso
                 record_session_change(
                     locked.lablet_session_id, SessionStatusChange.Entity.USER_SESSION, previous, status, actor, reason
                 )
-        locked.save()
+        locked.save(update_fields=changed_fields(locked, before_step))
     if status is not None and status != previous:
         publish_change("user_session", locked.pk, previous, status, actor=actor_name(actor), reason=reason)
     return locked

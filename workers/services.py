@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from lcm.events import publish_change
-from lcm.fsm import InvalidTransition, actor_name, apply_transition, normalize_status
+from lcm.fsm import InvalidTransition, actor_name, apply_transition, changed_fields, normalize_status, snapshot
 from lcm.middleware import current_request_id
 from sessions.states import LicenseType
 from workers.models import CMLWorker, LabRecord, WorkerStatusChange, WorkerTemplate
@@ -345,13 +345,14 @@ def lab_record_transition(record, target: str, *, actor, reason: str = "", **fie
     target = normalize_status(target, LabStatus)
     with transaction.atomic():
         locked = LabRecord.objects.select_for_update().get(pk=getattr(record, "pk", record))
+        before_step = snapshot(locked)
         previous = apply_transition(locked, LAB_TRANSITIONS, target, entity="lab")
         for key, value in fields.items():
             setattr(locked, key, value)
         if target == LabStatus.DELETED:
             ports_release(locked)
             locked.active_session = None
-        locked.save()
+        locked.save(update_fields=changed_fields(locked, before_step))
     publish_change("lab_record", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
     return locked
 
