@@ -179,8 +179,8 @@ def _on_scheduled(session, now) -> Result:
     if now < start_at:
         return Result.requeue((start_at - now).total_seconds(), "waiting for boot lead")
     moved = session_transition(session, S.INSTANTIATING, actor=ACTOR, reason="boot lead reached")
-    # The locked row, with the worker and lab record this pass has loaded already (they did not change).
-    moved.worker, moved.lab_record = session.worker, session.lab_record
+    # The locked row, with the definition, worker and lab record this pass has loaded (they did not change).
+    moved.definition, moved.worker, moved.lab_record = session.definition, session.worker, session.lab_record
     return _on_instantiating(moved, now)
 
 
@@ -262,7 +262,8 @@ def _ensure_lab(session, cml) -> LabRecord:
         # Only a record left IMPORTING by an earlier pass can have an import whose answer was lost; the
         # search reads every lab on the worker, so a record made in this pass skips it.
         existing = None if created_now else _find_lab_by_title(cml, title, session.worker)
-        lab_id = existing or cml.import_lab(rewritten_topology(session.definition.lab_yaml, lab.ports), title=title)
+        ports = session.allocated_ports if session.lab_record_id == lab.pk and session.allocated_ports else lab.ports
+        lab_id = existing or cml.import_lab(rewritten_topology(session.definition.lab_yaml, ports), title=title)
         lab = lab_record_transition(
             lab, L.DEFINED, actor=ACTOR, reason="imported", cml_lab_id=lab_id, cml_state=CML_DEFINED
         )
@@ -316,7 +317,14 @@ def _on_instantiating(session, now) -> Result:
     lab = _ensure_lab(session, cml)
     if lab.status in (L.DEFINED, L.WIPED, L.STOPPED):
         cml.start_lab(lab.cml_lab_id)
-        lab = lab_record_transition(lab, L.STARTING, actor=ACTOR, reason="start", cml_state=CML_STARTED)
+        # Starting a started lab is harmless, so a crash before this is recorded only repeats the start.
+        if cml.check_converged(lab.cml_lab_id):  # booted at once (a fast worker): both steps in one write
+            lab = lab_record_transition(
+                lab, L.BOOTED, via=[L.STARTING], actor=ACTOR, reason="started, converged",
+                cml_state=CML_STARTED, last_synced_at=timezone.now(),
+            )  # fmt: skip
+        else:
+            lab = lab_record_transition(lab, L.STARTING, actor=ACTOR, reason="start", cml_state=CML_STARTED)
     if lab.status == L.STARTING:
         if not cml.check_converged(lab.cml_lab_id):
             return Result.requeue(POLL_SECONDS, "waiting for nodes to boot")

@@ -364,8 +364,10 @@ def session_create(
 
 
 def _lock_session(session) -> LabletSession:
+    """The session's row, locked. Only that row: its definition (loaded when a step needs it) stays
+    unlocked, or every session of a definition would queue behind each other's transitions."""
     pk = session.pk if isinstance(session, LabletSession) else session
-    return LabletSession.objects.select_for_update().select_related("definition").get(pk=pk)
+    return LabletSession.objects.select_for_update().get(pk=pk)
 
 
 def _refuse(locked, target, detail):

@@ -335,25 +335,29 @@ def lab_record_create(
     return record
 
 
-def lab_record_transition(record, target: str, *, actor, reason: str = "", **fields) -> LabRecord:
+def lab_record_transition(record, target: str, *, actor, reason: str = "", via=(), **fields) -> LabRecord:
     """Move a lab record's status (and set observed fields such as `cml_state`) under its row lock.
 
-    Deleting a lab releases its ports in the same transaction.
+    `via`: statuses to pass through first, each an FSM step of its own, all in one transaction (a
+    lab found converged right after its start goes STARTING → BOOTED at once). Deleting a lab
+    releases its ports in the same transaction.
     """
     from scheduling.services import ports_release
 
     target = normalize_status(target, LabStatus)
+    steps = [normalize_status(step, LabStatus) for step in via] + [target]
     with transaction.atomic():
         locked = LabRecord.objects.select_for_update().get(pk=getattr(record, "pk", record))
         before_step = snapshot(locked)
-        previous = apply_transition(locked, LAB_TRANSITIONS, target, entity="lab")
+        moves = [(apply_transition(locked, LAB_TRANSITIONS, step, entity="lab"), step) for step in steps]
         for key, value in fields.items():
             setattr(locked, key, value)
         if target == LabStatus.DELETED:
             ports_release(locked)
             locked.active_session = None
         locked.save(update_fields=changed_fields(locked, before_step))
-    publish_change("lab_record", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
+    for previous, step in moves:
+        publish_change("lab_record", locked.pk, previous, step, actor=actor_name(actor), reason=reason)
     return locked
 
 
