@@ -11,10 +11,12 @@ A tick costs a constant number of queries whatever the number of sessions and wo
 """
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from lcm.coordination import coordinator
@@ -104,10 +106,24 @@ def decide(sessions, fleet: Fleet, reusable: dict) -> tuple[list[tuple], list[tu
 
 
 def place_pending(*, now=None, limit: int = 500, require_leader: bool = True) -> PlacementReport:
-    """One scheduler tick: decide the batch in memory, commit it under row locks."""
+    """One scheduler tick: decide the batch in memory, commit it under row locks.
+
+    While a round places something, the leader goes on with another (sessions booked meanwhile,
+    or beyond `limit`), for up to one placement interval: the ticks other processes are asked for
+    during that time find the lease taken and return at once, so without this a burst of bookings
+    would wait for the next interval.
+    """
     if require_leader and not coordinator().try_lead(LOOP):
         return PlacementReport(leader=False)
-    return place_sessions(eligible_sessions(now, limit=limit))
+    deadline = time.monotonic() + settings.LCM_LOOP_PLACEMENT_SECONDS
+    report = place_sessions(eligible_sessions(now, limit=limit))
+    last = report
+    while last.placed and now is None and time.monotonic() < deadline:
+        last = place_sessions(eligible_sessions(limit=limit))
+        report.placed += last.placed
+        report.waiting = last.waiting  # what still waits after the last round
+        report.conflicts += last.conflicts
+    return report
 
 
 def place_sessions(sessions, *, worker_ids=None) -> PlacementReport:

@@ -92,3 +92,13 @@ def test_two_schedulers_at_once_never_overbook_a_worker():
     for worker in workers:
         assert capacities[str(worker.pk)].cpu_used <= worker.cpu_cores
     assert LabletSession.objects.filter(status="SCHEDULED").count() == 6
+
+
+@pytest.mark.django_db
+def test_the_leader_goes_on_placing_while_rounds_place_something():
+    """Sessions beyond one round's limit (or booked during a round) are placed in the same tick."""
+    WorkerFactory(cpu_cores=64, memory_gb=256, storage_gb=1000, max_nodes=100)
+    sessions = [SessionFactory() for _ in range(7)]
+    report = place_pending(limit=3)
+    assert sorted(sid for sid, _ in report.placed) == sorted(str(s.pk) for s in sessions)
+    assert not LabletSession.objects.filter(status="PENDING").exists()
