@@ -239,7 +239,11 @@ class HttpClient:
         time.sleep(delay * (0.5 + random.random() / 2))
 
     def _log(self, operation, method, path, status, started, attempt):
-        logger.info(
+        # A first attempt that succeeded is routine (DEBUG: several per reconcile pass); failures and
+        # retries are what an operator looks for.
+        routine = attempt == 1 and status is not None and status < 400
+        logger.log(
+            logging.DEBUG if routine else logging.INFO,
             "%s %s %s %s -> %s in %.0f ms (attempt %d)",
             self.system,
             operation,
