@@ -319,16 +319,26 @@ class Stack:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_offset = log_path.stat().st_size if log_path.exists() else 0
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after the fork
+        command, preexec = self.command(name), None
+        if self.die_with_parent:
+            # `setpriv` sets the parent-death signal and execs the command, so no Python code runs between
+            # fork and exec: a `preexec_fn` forces a plain fork(), and in a parent with live gRPC threads
+            # (an etcd client) gRPC's fork handlers can abort the child before it execs.
+            setpriv = shutil.which("setpriv")
+            if setpriv:
+                command = [setpriv, "--pdeathsig", "TERM", "--", *command]
+            else:
+                preexec = _die_with_parent
         try:
             process = subprocess.Popen(
-                self.command(name),
+                command,
                 cwd=PROJECT_ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=preexec,
             )
         finally:
             log.close()
