@@ -101,6 +101,46 @@ def shared_session() -> requests.Session:
     return _thread.session
 
 
+class TokenCache:
+    """Bearer tokens shared by every client of a process (a reconcile pass builds its clients afresh),
+    by whatever names the credential; a token may carry the monotonic time it is to be renewed at.
+
+    `carried` remembers the token this thread's current call sent, so that `drop_carried` after a
+    401 drops it only if no other thread has replaced it meanwhile.
+    """
+
+    def __init__(self):
+        self._tokens: dict = {}
+        self._lock = threading.Lock()
+        self._sent = threading.local()
+
+    def get(self, key) -> str | None:
+        with self._lock:
+            entry = self._tokens.get(key)
+        if entry is None or time.monotonic() >= entry[1]:
+            return None
+        return entry[0]
+
+    def put(self, key, token: str, renew_at: float = float("inf")) -> str:
+        with self._lock:
+            self._tokens[key] = (token, renew_at)
+        return token
+
+    def carried(self, token: str) -> str:
+        self._sent.token = token
+        return token
+
+    def drop_carried(self, key) -> None:
+        sent = getattr(self._sent, "token", None)
+        with self._lock:
+            if (self._tokens.get(key) or (None,))[0] == sent:
+                self._tokens.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+
 class HttpClient:
     """A JSON-over-HTTP client for one base URL of one external system."""
 

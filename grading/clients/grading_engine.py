@@ -9,14 +9,13 @@ a second 401 is `AuthExpired`. Errors are the typed errors of `lcm.http`; a 400/
 Paths are under `/api/v1` (the spec has no `servers`; the base URL is configuration).
 """
 
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
 
-from lcm.http import ExternalError, HttpClient, NotFound, Timeouts
+from lcm.http import ExternalError, HttpClient, NotFound, Timeouts, TokenCache
 
 API = "/api/v1"
 
@@ -41,15 +40,13 @@ class PartScore:
     sections: tuple[SectionScore, ...]
 
 
-# Access tokens by (token URL, client id, scope) → (token, renew at (monotonic)), for the whole process.
-_tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
-_tokens_lock = threading.Lock()
+# Access tokens by (token URL, client id, scope), for the whole process.
+_tokens = TokenCache()
 
 
 def forget_tokens() -> None:
     """Drop every cached Grading Engine token (tests; credentials rotated)."""
-    with _tokens_lock:
-        _tokens.clear()
+    _tokens.clear()
 
 
 class GradingEngineClient(HttpClient):
@@ -77,7 +74,6 @@ class GradingEngineClient(HttpClient):
         self.scope = scope
         self.token_margin = token_margin
         self._token_key = (token_url, client_id, scope)
-        self._sent = threading.local()  # the token this thread's current call carried
 
     # -- auth hooks ----------------------------------------------------------------------
 
@@ -87,24 +83,15 @@ class GradingEngineClient(HttpClient):
         return super().url(path)
 
     def _auth_headers(self) -> dict:
-        # Tokens are shared by every client of the process (a pass builds its client afresh), each
-        # renewed `token_margin` seconds before it runs out.
-        with _tokens_lock:
-            cached = _tokens.get(self._token_key)
-        if cached is None or time.monotonic() >= cached[1]:
-            cached = self._fetch_token()
-        self._sent.token = cached[0]
-        return {"Authorization": f"Bearer {cached[0]}"}
+        # Renewed `token_margin` seconds before it runs out (`_fetch_token`).
+        token = _tokens.get(self._token_key) or self._fetch_token()
+        return {"Authorization": f"Bearer {_tokens.carried(token)}"}
 
     def _reauthenticate(self) -> bool:
-        # Drop the token only if no other thread has replaced it meanwhile.
-        sent = getattr(self._sent, "token", None)
-        with _tokens_lock:
-            if (_tokens.get(self._token_key) or (None,))[0] == sent:
-                _tokens.pop(self._token_key, None)
+        _tokens.drop_carried(self._token_key)
         return True
 
-    def _fetch_token(self) -> tuple[str, float]:
+    def _fetch_token(self) -> str:
         """`POST <realm>/protocol/openid-connect/token` (client-credentials grant): cache the access token."""
         answer = self.json(
             "POST",
@@ -123,10 +110,8 @@ class GradingEngineClient(HttpClient):
             raise ExternalError(self.system, "token", "the token endpoint answered without an access_token")
         lifetime = float(answer.get("expires_in") or 60)
         # Renew `token_margin` seconds early, but never sooner than half way through a short lifetime.
-        cached = (answer["access_token"], time.monotonic() + max(lifetime - self.token_margin, lifetime / 2))
-        with _tokens_lock:
-            _tokens[self._token_key] = cached
-        return cached
+        renew_at = time.monotonic() + max(lifetime - self.token_margin, lifetime / 2)
+        return _tokens.put(self._token_key, answer["access_token"], renew_at)
 
     # -- sessions and parts --------------------------------------------------------------
 

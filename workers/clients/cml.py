@@ -17,18 +17,16 @@ import or start.
 """
 
 import logging
-import threading
 
 import yaml
 from django.conf import settings
 
-from lcm.http import BadRequest, Conflict, ExternalError, HttpClient, Timeouts, Unavailable
+from lcm.http import BadRequest, Conflict, ExternalError, HttpClient, Timeouts, TokenCache, Unavailable
 
 logger = logging.getLogger("lcm.workers.clients.cml")
 
 # (worker base URL, username) -> JWT; shared by every client in the process.
-_tokens: dict[tuple[str, str], str] = {}
-_tokens_lock = threading.Lock()
+_tokens = TokenCache()
 
 # Deregistration can take up to a minute on a real controller (EXTERNAL-SYSTEMS.md §1.2).
 DEREGISTRATION_READ_TIMEOUT = 90.0
@@ -36,8 +34,7 @@ DEREGISTRATION_READ_TIMEOUT = 90.0
 
 def forget_tokens() -> None:
     """Drop every cached CML token (tests; credentials rotated)."""
-    with _tokens_lock:
-        _tokens.clear()
+    _tokens.clear()
 
 
 class CMLClient(HttpClient):
@@ -51,24 +48,15 @@ class CMLClient(HttpClient):
         self.username = username
         self.password = password
         self._token_key = (self.cml_base_url, username)
-        self._sent = threading.local()  # the token this thread's current call carried
 
     # -- authentication hooks ------------------------------------------------------------
 
     def _auth_headers(self) -> dict:
-        with _tokens_lock:
-            token = _tokens.get(self._token_key)
-        if token is None:
-            token = self.authenticate()
-        self._sent.token = token
-        return {"Authorization": f"Bearer {token}"}
+        token = _tokens.get(self._token_key) or self.authenticate()
+        return {"Authorization": f"Bearer {_tokens.carried(token)}"}
 
     def _reauthenticate(self) -> bool:
-        # Drop the token only if no other thread has replaced it meanwhile.
-        sent = getattr(self._sent, "token", None)
-        with _tokens_lock:
-            if _tokens.get(self._token_key) == sent:
-                del _tokens[self._token_key]
+        _tokens.drop_carried(self._token_key)
         return True
 
     def authenticate(self) -> str:
@@ -83,9 +71,7 @@ class CMLClient(HttpClient):
         )
         if not isinstance(token, str) or not token:
             raise ExternalError(self.system, "authenticate", "answered without a token")
-        with _tokens_lock:
-            _tokens[self._token_key] = token
-        return token
+        return _tokens.put(self._token_key, token)
 
     # -- system ----------------------------------------------------------------------------
 
