@@ -24,12 +24,9 @@ def on_status_changed(sender, *, entity, id, from_status, to_status, **kwargs): 
             return
         coordination.project_session(id, row["status"], row["allocated_ports"], clean=not row["cleanup_pending"])
         if not settings.LCM_ETCD_ENDPOINTS:  # in-process: what `lcm_watch` does with the etcd change
-            from sessions.reconcilers import WAKE_ON_STATUS
+            from sessions.reconcilers import wake
 
-            if row["status"] == "PENDING":
-                loops.kick("placement")
-            elif row["status"] in WAKE_ON_STATUS:
-                loops.enqueue("lablets", id)
+            wake(id, row["status"])
     elif entity in ("worker", "worker.desired"):
         from workers.models import CMLWorker
 

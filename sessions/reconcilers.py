@@ -81,6 +81,17 @@ class _Minutes(Func):
 WAKE_ON_STATUS = frozenset({S.SCHEDULED, S.COLLECTING, S.GRADING, S.STOPPING, S.STOPPED, S.EXPIRED, S.TERMINATED})
 
 
+def wake(session_id, status: str) -> None:
+    """React to a session's new status at once (the watcher on an etcd change, or the in-process
+    projection): a pass for a status in WAKE_ON_STATUS, a placement tick for a new PENDING one."""
+    from lcm import loops
+
+    if status == S.PENDING:
+        loops.kick("placement")
+    elif status in WAKE_ON_STATUS:
+        loops.enqueue("lablets", session_id)
+
+
 def sessions_needing_work(now=None) -> list:
     """Ids of sessions the reconciler has something to do for now, found with one query.
 

@@ -12,8 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from lcm import coordination, loops
-from sessions.reconcilers import WAKE_ON_STATUS
-from sessions.states import SessionStatus
+from sessions.reconcilers import wake
 
 SESSION_KEY = re.compile(r"^/lcm/sessions/([0-9a-f-]{36})/status$")
 WORKER_KEY = re.compile(r"^/lcm/workers/([0-9a-f-]{36})/(desired|actual)$")
@@ -30,10 +29,7 @@ def on_change(kind: str, key: str, value: str | None) -> None:
     if kind != "put":
         return
     if match := SESSION_KEY.match(key):
-        if value == SessionStatus.PENDING:
-            loops.kick("placement")
-        elif value in WAKE_ON_STATUS:
-            loops.enqueue("lablets", match.group(1))
+        wake(match.group(1), value)
     elif (match := WORKER_KEY.match(key)) and "workers" in loops.LOOPS:
         loops.enqueue("workers", match.group(1))
 
