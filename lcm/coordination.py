@@ -308,19 +308,40 @@ SESSION_KEY_GONE = {"ARCHIVED", "TERMINATED"}
 
 def project_session(session_id, status: str, ports: dict | None, *, clean: bool = True) -> None:
     """Write (or remove) a session's keys; removed at ARCHIVED/TERMINATED and at EXPIRED once clean."""
+    project_sessions([(session_id, status, ports, clean)])
+
+
+def project_sessions(rows) -> None:
+    """`project_session` for many sessions `(id, status, ports, clean)` in a few etcd transactions."""
+    puts: dict[str, str] = {}
+    deletes: list[str] = []
+    for session_id, status, ports, clean in rows:
+        keys = (session_status_key(session_id), session_ports_key(session_id))
+        if status in SESSION_KEY_GONE or (status == "EXPIRED" and clean):
+            deletes.extend(keys)
+        else:
+            puts[keys[0]] = status
+            puts[keys[1]] = json.dumps(ports or {}, sort_keys=True)
+    _write(puts, deletes)
+
+
+def project_workers(rows) -> None:
+    """`project_worker` for many workers `(id, desired, actual)`."""
+    puts: dict[str, str] = {}
+    for worker_id, desired, actual in rows:
+        puts[worker_key(worker_id, "desired")] = desired
+        puts[worker_key(worker_id, "actual")] = actual
+    _write(puts, [])
+
+
+# etcd refuses a transaction of more than 128 operations (`--max-txn-ops`): writes go in chunks.
+TXN_KEYS = 64
+
+
+def _write(puts: dict[str, str], deletes: list[str]) -> None:
     coord = coordinator()
-    if status in SESSION_KEY_GONE or (status == "EXPIRED" and clean):
-        coord.delete_many([session_status_key(session_id), session_ports_key(session_id)])
-        return
-    coord.put_many_if_changed(
-        {
-            session_status_key(session_id): status,
-            session_ports_key(session_id): json.dumps(ports or {}, sort_keys=True),
-        }
-    )
-
-
-def project_worker(worker_id, desired: str, actual: str) -> None:
-    coordinator().put_many_if_changed(
-        {worker_key(worker_id, "desired"): desired, worker_key(worker_id, "actual"): actual}
-    )
+    items = list(puts.items())
+    for start in range(0, len(items), TXN_KEYS):
+        coord.put_many_if_changed(dict(items[start : start + TXN_KEYS]))
+    for start in range(0, len(deletes), TXN_KEYS):
+        coord.delete_many(deletes[start : start + TXN_KEYS])

@@ -1,41 +1,52 @@
 """After-commit listener: project session and worker state into coordination (SPEC §4) and wake the loops.
 
 With etcd configured, `manage.py lcm_watch` turns each key change into an immediate reconcile;
-with the in-process coordinator (embedded default) the listener enqueues it itself.
+with the in-process coordinator (embedded default) the listener wakes the loops itself. A batch of
+changes (a placement tick's) is read in one query and written in a few etcd transactions.
 """
 
 import logging
 
 from django.conf import settings
 
-from lcm.events import status_changed
+from lcm.events import changes_committed
 
 logger = logging.getLogger("lcm.projection")
 
 
-def on_status_changed(sender, *, entity, id, from_status, to_status, **kwargs):  # noqa: A002 - signal kwarg
+def on_changes_committed(sender, *, changes, **kwargs):
     from lcm import coordination, loops
 
-    if entity == "session":
+    session_ids = list(dict.fromkeys(c["id"] for c in changes if c["entity"] == "session"))
+    worker_ids = list(dict.fromkeys(c["id"] for c in changes if c["entity"] in ("worker", "worker.desired")))
+    in_process = not settings.LCM_ETCD_ENDPOINTS  # then do what `lcm_watch` does with an etcd change
+    if session_ids:
         from sessions.models import LabletSession
 
-        row = LabletSession.objects.filter(pk=id).values("status", "allocated_ports", "cleanup_pending").first()
-        if row is None:
-            return
-        coordination.project_session(id, row["status"], row["allocated_ports"], clean=not row["cleanup_pending"])
-        if not settings.LCM_ETCD_ENDPOINTS:  # in-process: what `lcm_watch` does with the etcd change
+        rows = list(
+            LabletSession.objects.filter(pk__in=session_ids).values_list(
+                "pk", "status", "allocated_ports", "cleanup_pending"
+            )
+        )
+        coordination.project_sessions((pk, status, ports, not pending) for pk, status, ports, pending in rows)
+        if in_process:
             from sessions.reconcilers import wake
 
-            wake(id, row["status"])
-    elif entity in ("worker", "worker.desired"):
+            for pk, status, _ports, _pending in rows:
+                wake(str(pk), status)
+    if worker_ids:
         from workers.models import CMLWorker
 
-        row = CMLWorker.objects.filter(pk=id).values("status", "desired_status").first()
-        if row is not None:
-            coordination.project_worker(id, row["desired_status"], row["status"])
-            if not settings.LCM_ETCD_ENDPOINTS and "workers" in loops.LOOPS:
-                loops.enqueue("workers", id)
+        rows = list(CMLWorker.objects.filter(pk__in=worker_ids).values_list("pk", "desired_status", "status"))
+        coordination.project_workers(rows)
+        if in_process and "workers" in loops.LOOPS:
+            for pk, _desired, _status in rows:
+                loops.enqueue("workers", str(pk))
 
 
 def connect() -> None:
-    status_changed.connect(on_status_changed, dispatch_uid="lcm.projection")
+    changes_committed.connect(on_changes_committed, dispatch_uid="lcm.projection")
+
+
+def disconnect() -> None:
+    changes_committed.disconnect(dispatch_uid="lcm.projection")

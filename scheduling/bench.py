@@ -455,20 +455,24 @@ def start_etcd(ready: Callable[[str], bool], timeout: float = 15.0) -> Iterator[
 
 @contextmanager
 def listeners_off() -> Iterator[None]:
-    """Detach the after-commit listeners of `lcm.events.status_changed` (etcd projection, reconcile
-    enqueueing) for the duration: benchmark rows must not wake the real loops or touch etcd."""
-    from lcm.events import status_changed
+    """Detach the after-commit listeners of `lcm.events` (etcd projection, reconcile enqueueing)
+    for the duration: benchmark rows must not wake the real loops or touch etcd."""
+    from lcm.events import changes_committed, status_changed
 
-    with status_changed.lock:
-        saved = status_changed.receivers
-        status_changed.receivers = []
-        status_changed.sender_receivers_cache.clear()
+    signals = (status_changed, changes_committed)
+    saved = []
+    for signal in signals:
+        with signal.lock:
+            saved.append(signal.receivers)
+            signal.receivers = []
+            signal.sender_receivers_cache.clear()
     try:
         yield
     finally:
-        with status_changed.lock:
-            status_changed.receivers = saved
-            status_changed.sender_receivers_cache.clear()
+        for signal, receivers in zip(signals, saved, strict=True):
+            with signal.lock:
+                signal.receivers = receivers
+                signal.sender_receivers_cache.clear()
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from lcm.errors import Conflict
-from lcm.events import publish_change
+from lcm.events import publish_change, publish_changes
 from lcm.fsm import (
     InvalidTransition,
     actor_name,
@@ -707,7 +707,7 @@ def sessions_schedule_batch(assignments, *, actor, now: datetime | None = None) 
       (session → worker);
     - the placed sessions get what `session_transition` gives them (worker, `scheduled_at`,
       `status_changed_at`, cleared backoff) in one UPDATE, and one history row each in one
-      INSERT; `publish_change` announces each after commit.
+      INSERT; `publish_changes` announces them together after commit.
     Refusals change nothing for that session; `stale_workers` names the workers the caller should
     re-read before deciding those sessions again.
     """
@@ -794,9 +794,7 @@ def sessions_schedule_batch(assignments, *, actor, now: datetime | None = None) 
                 )
                 for session_id, _, reason in placed
             )
-            for session_id, _, reason in placed:
-                publish_change(
-                    "session", session_id, locked[session_id][1], S.SCHEDULED, actor=actor_text, reason=reason
-                )
+            changes = [("session", pk, locked[pk][1], S.SCHEDULED, reason) for pk, _, reason in placed]
+            publish_changes(changes, actor=actor_text)
     outcome.placed = [(session_id, worker_id) for session_id, worker_id, _ in placed]
     return outcome

@@ -8,7 +8,14 @@ import time
 
 import pytest
 
-from lcm.coordination import EtcdCoordinator, InProcessCoordinator, project_session, session_status_key
+from lcm.coordination import (
+    EtcdCoordinator,
+    InProcessCoordinator,
+    project_session,
+    project_sessions,
+    session_ports_key,
+    session_status_key,
+)
 from lcm.reconcile import Result, backoff, run
 
 
@@ -106,6 +113,23 @@ def test_projection_writes_and_removes_session_keys(monkeypatch):
     assert coord.get(session_status_key("s1")) == "EXPIRED"
     project_session("s1", "ARCHIVED", {})
     assert coord.get(session_status_key("s1")) is None
+
+
+@pytest.mark.parametrize("backend", ["in-process", "etcd"])
+def test_a_large_batch_is_projected_within_etcds_transaction_limit(backend, request, monkeypatch):
+    """300 sessions (600 keys) at once: etcd refuses a transaction of more than 128 operations, so the
+    projection writes in chunks, and every key lands (or goes) all the same."""
+    import lcm.coordination as coordination
+
+    coord = InProcessCoordinator() if backend == "in-process" else EtcdCoordinator(request.getfixturevalue("etcd_url"))
+    monkeypatch.setattr(coordination, "_coordinator", coord)
+    ids = [f"batch-{backend}-{n}" for n in range(300)]
+    project_sessions((i, "SCHEDULED", {"vnc": 3000 + n}, True) for n, i in enumerate(ids))
+    assert all(coord.get(session_status_key(i)) == "SCHEDULED" for i in ids)
+    assert coord.get(session_ports_key(ids[7])) == '{"vnc": 3007}'
+    project_sessions((i, "ARCHIVED", {}, True) for i in ids[:200])
+    assert [coord.get(session_status_key(i)) for i in ids[:200]] == [None] * 200
+    assert all(coord.get(session_status_key(i)) == "SCHEDULED" for i in ids[200:])
 
 
 @pytest.mark.django_db

@@ -5,7 +5,6 @@ import time
 import pytest
 
 from lcm import coordination, projection
-from lcm.events import status_changed
 from lcm.loops import InProcessLoops
 from sessions.services import session_create, session_transition
 from tests.factories import DefinitionFactory
@@ -23,7 +22,7 @@ def live_loops(settings, monkeypatch):
     yield loops
     loops.stop()
     loops.thread.join(timeout=5)
-    status_changed.disconnect(dispatch_uid="lcm.projection")
+    projection.disconnect()
 
 
 def _wait(condition, seconds=30.0):

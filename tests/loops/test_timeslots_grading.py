@@ -96,7 +96,6 @@ def test_the_grading_completion_event_stores_the_report_without_waiting_for_a_ti
     import time
 
     from lcm import coordination, projection
-    from lcm.events import status_changed
 
     requests.put(
         f"{sims.urls['grading']}/_sim/webhook",
@@ -120,7 +119,7 @@ def test_the_grading_completion_event_stores_the_report_without_waiting_for_a_ti
         while time.monotonic() < deadline and not ScoreReport.objects.filter(lablet_session=session).exists():
             time.sleep(0.1)
     finally:
-        status_changed.disconnect(dispatch_uid="lcm.projection")
+        projection.disconnect()
     assert ScoreReport.objects.filter(lablet_session=session).exists(), status_of(session)
     from sessions.models import ReceivedEvent
 

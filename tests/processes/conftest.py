@@ -13,7 +13,6 @@ import pytest
 from django.db import connection
 
 from lcm import projection
-from lcm.events import status_changed
 from lcm.stack import Stack, StackConfig, database_url_of, etcd_binary, flush_redis_db
 from sessions.management.commands.bench_lifecycle import LifecycleRig
 
@@ -59,7 +58,7 @@ def start_stack(transactional_db, settings, tmp_path):
         return stack, rig
 
     yield start
-    status_changed.disconnect(dispatch_uid="lcm.projection")
+    projection.disconnect()
     for stack in started:
         stack.stop()
     from lcm import coordination

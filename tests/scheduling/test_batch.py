@@ -135,7 +135,7 @@ def test_a_batch_places_sessions_with_history_and_publishes_after_commit(publish
         assert (session.attempts, session.last_error, session.next_attempt_at) == (0, "", None)
         change = SessionStatusChange.objects.get(session=session, to_status="SCHEDULED")
         assert (change.from_status, change.actor, change.reason) == ("PENDING", "scheduler", reason)
-    assert len(callbacks) == 3
+    assert len(callbacks) == 1  # one announcement for the batch, one status_changed per session in it
     assert sorted(published) == sorted((str(s.pk), "PENDING", "SCHEDULED", "scheduler") for s in sessions)
     assert worker_capacities([first.pk])[str(first.pk)].cpu_used == 4
 
@@ -320,3 +320,34 @@ def test_a_tick_costs_the_same_queries_for_few_and_many_sessions():
         assert tick(2) == tick(60)
     finally:
         coordination.reset_coordinator()
+
+
+@pytest.mark.django_db
+def test_a_placed_batch_is_announced_once_and_projected_with_one_query(monkeypatch, django_capture_on_commit_callbacks):
+    """The after-commit work of a tick does not grow with its size in queries: one announcement for the
+    batch, whose projection reads every placed session in one SELECT and writes etcd in chunks."""
+    from lcm import coordination, projection
+    from lcm.events import changes_committed
+
+    coord = coordination.InProcessCoordinator()
+    monkeypatch.setattr(coordination, "_coordinator", coord)
+    batches = []
+    changes_committed.connect(
+        lambda sender, changes, **kw: batches.append(changes), dispatch_uid="test-once", weak=False
+    )
+    projection.connect()
+    try:
+        definition = DefinitionFactory(cpu_cores=1, memory_gb=1, storage_gb=1)
+        worker = WorkerFactory(cpu_cores=200, memory_gb=200, storage_gb=200, max_nodes=1000)
+        sessions = [SessionFactory(definition=definition) for _ in range(150)]
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            sessions_schedule_batch([(s.pk, worker.pk, "placed") for s in sessions], actor="scheduler")
+        assert len(callbacks) == 1
+        with CaptureQueriesContext(connection) as queries:
+            callbacks[0]()
+    finally:
+        projection.disconnect()
+        changes_committed.disconnect(dispatch_uid="test-once")
+    assert len(batches) == 1 and {c["id"] for c in batches[0]} == {str(s.pk) for s in sessions}
+    assert len(queries) == 1
+    assert all(coord.get(coordination.session_status_key(s.pk)) == "SCHEDULED" for s in sessions)
