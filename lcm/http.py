@@ -89,14 +89,17 @@ def shared_session() -> requests.Session:
     """This thread's connection pool, shared by every client it builds (a fresh one after a fork).
 
     It carries no state between clients: no auth, no headers, and cookies are refused. Unless the
-    environment names a proxy or a CA bundle, it does not look for them (nor for ~/.netrc) on every
-    call, which costs more than a call to a nearby simulator.
+    environment names a proxy, it does not look for proxies (nor for ~/.netrc) on every call, which
+    costs more than a call to a nearby simulator; a CA bundle the environment names is used all the same.
     """
     if getattr(_thread, "pid", None) != os.getpid():
         session = requests.Session()
         session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        # Only a proxy needs the per-call environment lookups; a CA bundle named there is read once.
+        session.trust_env = bool(urllib.request.getproxies())
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        session.trust_env = bool(urllib.request.getproxies() or bundle)
+        if bundle and not session.trust_env:
+            session.verify = bundle
         _thread.session, _thread.pid = session, os.getpid()
     return _thread.session
 

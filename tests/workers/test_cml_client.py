@@ -330,3 +330,19 @@ def test_every_call_of_the_flow_matches_the_spec(cml, shared_specs, sample_lab_y
         "deregister_licence",
     }
     assert covered == {OPERATIONS[name] for name in client_operations}
+
+
+def test_the_shared_session_reads_the_environment_once_unless_a_proxy_is_set(monkeypatch):
+    """A CA bundle named in the environment is used, but without a proxy requests does not rescan the
+    environment (nor look for ~/.netrc) on every call."""
+    from lcm import http
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setattr(http, "_thread", http.threading.local())
+    session = http.shared_session()
+    assert session.trust_env is False and session.verify == "/etc/ssl/certs/ca-certificates.crt"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setattr(http, "_thread", http.threading.local())
+    assert http.shared_session().trust_env is True
