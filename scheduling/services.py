@@ -4,7 +4,6 @@ import logging
 import random
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 
 from scheduling.ports import PortsExhausted, choose_ports
 from workers.models import Port
@@ -25,14 +24,15 @@ def ports_allocate(lab_record, names: list[str]) -> dict[str, int]:
     """
     worker = lab_record.worker
     for attempt in range(_MAX_ALLOCATION_ROUNDS):
-        held = dict(Port.objects.filter(lab_record=lab_record).values_list("name", "port"))
+        # One read of the worker's ports gives those in use and those this lab holds already.
+        rows = list(Port.objects.filter(worker=worker).values_list("port", "lab_record_id", "name"))
+        used = {port for port, _, _ in rows}
+        held = {name: port for port, lab_id, name in rows if lab_id == lab_record.pk}
         wanted = [n for n in dict.fromkeys(names) if n not in held]
         if not wanted:
             return {n: held[n] for n in names}
-        used = set(Port.objects.filter(worker=worker).values_list("port", flat=True))
         if attempt == 0:
-            highest = Port.objects.filter(worker=worker).aggregate(m=Max("port"))["m"]
-            hint = highest + 1 if highest is not None else None
+            hint = max(used) + 1 if used else None
         else:
             hint = random.randint(worker.port_range_start, worker.port_range_end)
         chosen = choose_ports(used, len(wanted), worker.port_range_start, worker.port_range_end, hint)

@@ -189,10 +189,14 @@ def _on_scheduled(session, now) -> Result:
     start_at = session.timeslot_start - _boot_lead(session)
     if now < start_at:
         return Result.requeue((start_at - now).total_seconds(), "waiting for boot lead")
-    moved = session_transition(session, S.INSTANTIATING, actor=ACTOR, reason="boot lead reached")
-    # The locked row, with the definition, worker and lab record this pass has loaded (they did not change).
-    moved.definition, moved.worker, moved.lab_record = session.definition, session.worker, session.lab_record
-    return _on_instantiating(moved, now)
+    definition, worker = session.definition, session.worker
+    moved = session_transition(
+        session, S.INSTANTIATING, actor=ACTOR, reason="boot lead reached",
+        prepare_lab=lambda locked: _prepare_lab(locked, definition, worker),
+    )  # fmt: skip
+    # The locked row, with the definition and worker this pass has loaded (they did not change).
+    moved.definition, moved.worker = definition, worker
+    return _on_instantiating(moved, now, lab_is_new=True)
 
 
 def _attached(session, lab, *, ports=None) -> None:
@@ -208,6 +212,44 @@ def _cml(session):
 
 
 # --- instantiation ------------------------------------------------------------------------
+
+
+def _prepare_lab(locked, definition, worker) -> tuple[LabRecord, dict]:
+    """The lab a session entering INSTANTIATING will run on, and its ports, inside that transition (the
+    session row locked): a wiped lab of its definition on its worker (still to be checked in CML, see
+    `_ensure_lab`), else a new record, titled for the import and holding freshly allocated ports."""
+    if definition.lab_reuse_enabled:
+        lab = (
+            LabRecord.objects.select_for_update(skip_locked=True)
+            .filter(worker=worker, definition=definition, status=L.WIPED)
+            .filter(Q(active_session=None) | Q(active_session=locked))
+            .order_by("created_at")
+            .first()
+        )
+        if lab is not None:
+            LabRecord.objects.filter(active_session=locked).exclude(pk=lab.pk).update(active_session=None)
+            lab.active_session = locked
+            lab.save(update_fields=["active_session", "updated_at"])
+            return lab, lab.ports
+    return _new_lab(locked, definition, worker)
+
+
+def _new_lab(session, definition, worker) -> tuple[LabRecord, dict]:
+    """A new lab record bound to the session, titled `lcm-<id>` for its import, with its ports (in the caller's
+    transaction)."""
+    # A binding a crashed pass left on a lab this session will not use would block the new one.
+    LabRecord.objects.filter(active_session=session).update(active_session=None)
+    pk = uuid.uuid4()
+    lab = lab_record_create(
+        pk=pk,
+        title=f"lcm-{pk}",
+        active_session=session,
+        worker=worker,
+        actor=ACTOR,
+        definition=definition,
+        node_count=definition.node_count,
+    )
+    return lab, ports_allocate(lab, definition.port_names)
 
 
 def _claim_reusable_lab(session, cml) -> LabRecord | None:
@@ -231,55 +273,57 @@ def _claim_reusable_lab(session, cml) -> LabRecord | None:
                 return None
             lab.active_session = session
             lab.save(update_fields=["active_session", "updated_at"])
-        try:
-            state = cml.lab_state(lab.cml_lab_id)
-        except http.NotFound:
-            _walk_lab(lab, [L.ORPHANED, L.DELETED], "", "vanished from CML")
-            continue
-        if state not in (CML_DEFINED, CML_STOPPED):
-            # Not in a reusable shape after all: leave it to lab discovery and import a fresh one.
-            lab_record_transition(lab, L.ERROR, actor=ACTOR, reason=f"wiped lab found {state}", cml_state=state)
-            LabRecord.objects.filter(pk=lab.pk).update(active_session=None)
-            continue
+        if not _still_reusable(lab, cml):
+            continue  # leave it to lab discovery and try the next one, or import a fresh one
         _attached(session, lab, ports=lab.ports)
         return lab
 
 
-def _ensure_lab(session, cml) -> LabRecord:
-    """The session's lab record, imported into CML (idempotent across crashes)."""
+def _ensure_lab(session, cml, *, lab_is_new: bool = False) -> LabRecord:
+    """The session's lab record, imported into CML (idempotent across crashes).
+
+    `lab_is_new`: this pass bound the session's lab as it entered INSTANTIATING (`_prepare_lab`).
+    """
     lab = session.lab_record
-    created_now = False
+    if lab is not None and lab.status == L.WIPED and not _still_reusable(lab, cml):
+        lab = None  # a wiped lab that did not survive in CML: another, or a fresh import, below
     if lab is None or lab.status in (L.DELETED, L.ORPHANED):
         lab = _claim_reusable_lab(session, cml)
+        lab_is_new = lab is None
         if lab is None:
-            created_now = True
             with transaction.atomic():
-                # A binding a crashed pass left on a lab this session will not use would block the new one.
-                LabRecord.objects.filter(active_session=session).update(active_session=None)
-                pk = uuid.uuid4()
-                lab = lab_record_create(
-                    pk=pk,
-                    title=f"lcm-{pk}",
-                    active_session=session,
-                    worker=session.worker,
-                    actor=ACTOR,
-                    definition=session.definition,
-                    node_count=session.definition.node_count,
-                )
-                ports = ports_allocate(lab, session.definition.port_names)
+                lab, ports = _new_lab(session, session.definition, session.worker)
                 _attached(session, lab, ports=ports)
     if lab.status == L.IMPORTING:
         title = lab.title or f"lcm-{lab.pk}"
         # Only a record left IMPORTING by an earlier pass can have an import whose answer was lost; the
         # search reads every lab on the worker, so a record made in this pass skips it.
-        existing = None if created_now else _find_lab_by_title(cml, title, session.worker)
+        existing = None if lab_is_new else _find_lab_by_title(cml, title, session.worker)
         ports = session.allocated_ports if session.lab_record_id == lab.pk and session.allocated_ports else lab.ports
         lab_id = existing or cml.import_lab(rewritten_topology(session.definition.lab_yaml, ports), title=title)
         lab = lab_record_transition(
             lab, L.DEFINED, actor=ACTOR, reason="imported", cml_lab_id=lab_id, cml_state=CML_DEFINED
         )
-        _attached(session, lab)
+    if lab.cml_lab_id and session.cml_lab_id != lab.cml_lab_id:
+        # The session's copy of the CML id (for display): one column, written without the row lock.
+        LabletSession.objects.filter(pk=session.pk).update(cml_lab_id=lab.cml_lab_id)
+        session.cml_lab_id = lab.cml_lab_id
     return lab
+
+
+def _still_reusable(lab, cml) -> bool:
+    """Whether a wiped lab bound to a session is still in CML in a reusable shape; if not it is marked
+    (ORPHANED when gone, ERROR when in another state, for lab discovery) and no longer bound to the session."""
+    try:
+        state = cml.lab_state(lab.cml_lab_id)
+    except http.NotFound:
+        _walk_lab(lab, [L.ORPHANED, L.DELETED], "", "vanished from CML")
+        return False
+    if state in (CML_DEFINED, CML_STOPPED):
+        return True
+    lab_record_transition(lab, L.ERROR, actor=ACTOR, reason=f"wiped lab found {state}", cml_state=state)
+    LabRecord.objects.filter(pk=lab.pk).update(active_session=None)
+    return False
 
 
 def _find_lab_by_title(cml, title: str, worker) -> str | None:
@@ -321,11 +365,11 @@ def _host_of(url: str) -> str:
     return urlparse(url).hostname or ""
 
 
-def _on_instantiating(session, now) -> Result:
+def _on_instantiating(session, now, *, lab_is_new: bool = False) -> Result:
     if _expired(session, now):
         return _expire(session)
     cml = _cml(session)
-    lab = _ensure_lab(session, cml)
+    lab = _ensure_lab(session, cml, lab_is_new=lab_is_new)
     if lab.status in (L.DEFINED, L.WIPED, L.STOPPED):
         cml.start_lab(lab.cml_lab_id)
         # Starting a started lab is harmless, so a crash before this is recorded only repeats the start.
@@ -342,14 +386,20 @@ def _on_instantiating(session, now) -> Result:
         lab = lab_record_transition(lab, L.BOOTED, actor=ACTOR, reason="converged", last_synced_at=timezone.now())
     if lab.status != L.BOOTED:
         raise http.ExternalError("cml", "instantiate", f"lab {lab.cml_lab_id} is {lab.status}")
-    user_session = _ensure_lds_session(session)
-    session_transition(session, S.READY, actor=ACTOR, reason="lab booted, login URL issued")
+    user_session, provisioned = _ensure_lds_session(session)
+    session_transition(
+        session, S.READY, actor=ACTOR, reason="lab booted, login URL issued", provisioned=provisioned
+    )  # fmt: skip
     logger.info("session %s READY (LDS session %s)", session.pk, user_session.lds_session_id)
     return Result.done("ready")
 
 
-def _ensure_lds_session(session) -> UserSession:
-    """The UserSession with an LDS session, its devices and the launch URL (each step resumable)."""
+def _ensure_lds_session(session) -> tuple[UserSession, tuple | None]:
+    """The UserSession with an LDS session, and its devices and launch URL (each step resumable).
+
+    Returns the user session and, when this pass set its devices and made its launch URL, what to
+    record of them with the move to READY (`session_transition`'s `provisioned`).
+    """
     from sessions.clients.lds import lds_client
 
     lds = lds_client()
@@ -369,19 +419,18 @@ def _ensure_lds_session(session) -> UserSession:
             user_session = user_session_create(session, actor=ACTOR, reason="LDS session created", **ids)
         else:
             user_session = user_session_update(user_session, actor=ACTOR, **ids)
-    if not user_session.login_url:
-        devices = _devices(session)
-        lds.set_devices(user_session.lds_session_id, devices)
-        url = lds.launch_url(user_session.lds_session_id)
-        user_session = user_session_update(
-            user_session,
-            actor=ACTOR,
-            devices=devices,
-            login_url=url,
-            status=UserSessionStatus.PROVISIONED,
-            reason="devices set, launch URL issued",
-        )
-    return user_session
+    if user_session.login_url:
+        return user_session, None
+    devices = _devices(session)
+    lds.set_devices(user_session.lds_session_id, devices)
+    url = lds.launch_url(user_session.lds_session_id)
+    fields = {
+        "devices": devices,
+        "login_url": url,
+        "status": UserSessionStatus.PROVISIONED,
+        "reason": "devices set, launch URL issued",
+    }
+    return user_session, (user_session, fields)
 
 
 # --- running, collecting, grading ------------------------------------------------------------

@@ -405,9 +405,25 @@ def _before_pending(locked, target, **_):
     locked.next_attempt_at = None
 
 
-def _before_ready(locked, target, *, user_session=None, actor=None, **_):
+def _before_instantiating(locked, target, *, prepare_lab=None, **_):
+    if prepare_lab is not None:
+        # The lab the session will run on and its ports, recorded in the same step (so a crash after it finds them).
+        lab, ports = prepare_lab(locked)
+        locked.lab_record = lab
+        locked.cml_lab_id = lab.cml_lab_id or ""
+        locked.allocated_ports = dict(ports)
+
+
+def _before_ready(locked, target, *, user_session=None, provisioned=None, actor=None, **_):
     if user_session:
         user_session_create(locked, actor=actor, **user_session)
+    elif provisioned:
+        # `(user session, fields for user_session_update)`: e.g. its devices and launch URL, recorded
+        # with the move to READY.
+        existing, fields = provisioned
+        if existing.lablet_session_id != locked.pk:
+            _refuse(locked, target, "the user session belongs to another session")
+        _update_user_session(UserSession.objects.select_for_update().get(pk=existing.pk), actor=actor, **fields)
     elif not locked.user_sessions.exists():
         _refuse(locked, target, "READY needs a UserSession (create it in the same step)")
 
@@ -467,6 +483,7 @@ def _before_expired(locked, target, *, reason="", **_):
 
 _BEFORE = {
     S.SCHEDULED: _before_scheduled,
+    S.INSTANTIATING: _before_instantiating,
     S.PENDING: _before_pending,
     S.READY: _before_ready,
     S.RUNNING: _before_running,
@@ -646,25 +663,30 @@ def user_session_create(session, *, actor, status=UserSessionStatus.PROVISIONING
 
 def user_session_update(user_session, *, actor, status: str | None = None, reason: str = "", **fields):
     """Update a UserSession's fields and, when `status` differs, move it through its FSM."""
+    with transaction.atomic():
+        locked = UserSession.objects.select_for_update().get(pk=user_session.pk)
+        return _update_user_session(locked, actor=actor, status=status, reason=reason, **fields)
+
+
+def _update_user_session(locked, *, actor, status: str | None = None, reason: str = "", **fields):
+    """`user_session_update`'s step on a row the caller has locked, inside its transaction."""
     unknown = set(fields) - set(_USER_SESSION_FIELDS)
     if unknown:
         raise ValidationError({name: ["is not a user session field"] for name in sorted(unknown)})
     if "devices" in fields:
         fields["devices"] = _clean_devices(fields["devices"])
-    with transaction.atomic():
-        locked = UserSession.objects.select_for_update().get(pk=user_session.pk)
-        before_step = snapshot(locked)
-        for name, value in fields.items():
-            setattr(locked, name, value)
-        previous = locked.status
-        if status is not None:
-            status = normalize_status(status, UserSessionStatus)
-            if status != locked.status:
-                apply_transition(locked, USER_SESSION_TRANSITIONS, status, entity="user session")
-                record_session_change(
-                    locked.lablet_session_id, SessionStatusChange.Entity.USER_SESSION, previous, status, actor, reason
-                )
-        locked.save(update_fields=changed_fields(locked, before_step))
+    before_step = snapshot(locked)
+    for name, value in fields.items():
+        setattr(locked, name, value)
+    previous = locked.status
+    if status is not None:
+        status = normalize_status(status, UserSessionStatus)
+        if status != locked.status:
+            apply_transition(locked, USER_SESSION_TRANSITIONS, status, entity="user session")
+            record_session_change(
+                locked.lablet_session_id, SessionStatusChange.Entity.USER_SESSION, previous, status, actor, reason
+            )
+    locked.save(update_fields=changed_fields(locked, before_step))
     if status is not None and status != previous:
         publish_change("user_session", locked.pk, previous, status, actor=actor_name(actor), reason=reason)
     return locked

@@ -1,5 +1,6 @@
 """Writers for worker templates, workers and lab records."""
 
+import contextlib
 import logging
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -317,8 +318,10 @@ def lab_record_create(
     `active_session` binds it to the session it is made for.
     """
     status = normalize_status(status, LabStatus)
+    # Only a CML id can collide (one record per lab on a worker): without one there is no need for the
+    # savepoint that lets a collision be reported while the caller's transaction goes on.
     try:
-        with transaction.atomic():
+        with transaction.atomic() if cml_lab_id else contextlib.nullcontext():
             record = LabRecord.objects.create(
                 **({"pk": pk} if pk is not None else {}),
                 worker=worker,
@@ -330,6 +333,8 @@ def lab_record_create(
                 active_session=active_session,
             )
     except IntegrityError:
+        if not cml_lab_id:
+            raise
         raise ValidationError({"cml_lab_id": [f"lab {cml_lab_id} is already recorded on {worker.name}"]}) from None
     publish_change("lab_record", record.pk, "", status, actor=actor_name(actor), reason="recorded")
     return record
