@@ -4,14 +4,21 @@ from datetime import timedelta
 
 import pytest
 import requests
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from grading.models import ScoreReport
+from lcm import http, reconcile
+from scheduling.scheduler import place_pending
 from scheduling.selectors import worker_capacities
+from sessions.clients.lds import LDSClient
 from sessions.models import LabletSession
+from sessions.reconcilers import reconcile_session, record_failure
 from sessions.services import session_create, session_terminate, session_transition
 from tests.factories import DefinitionFactory
 from tests.loops.conftest import drive, status_of
+from workers.clients.cml import CMLClient, cml_client_for
 from workers.models import LabRecord, Port
 
 pytestmark = pytest.mark.django_db
@@ -120,3 +127,95 @@ def test_repeated_failures_terminate_as_failed_and_delete_the_lab(sims, sim_work
     assert session.end_reason == "FAILED"
     assert session.lab_record.status == "DELETED"
     assert not Port.objects.filter(lab_record=session.lab_record).exists()
+
+
+def test_instantiation_is_one_pass_of_a_bounded_number_of_statements(sims, sim_worker):
+    """SCHEDULED to READY in one pass: the lab record and its ports are made in the move to INSTANTIATING,
+    the devices and launch URL are recorded with the move to READY."""
+    sim_worker("w1")
+    session = session_create(definition=DefinitionFactory(boot_lead_minutes=30), owner="q", actor="t")
+    place_pending(require_leader=False)
+    assert status_of(session) == "SCHEDULED"
+    with CaptureQueriesContext(connection) as queries:
+        reconcile.run("lablets", session.pk, reconcile_session, record_failure)
+    assert status_of(session) == "READY"
+    assert len(queries) <= 40, "\n".join(q["sql"][:100] for q in queries.captured_queries)
+    session.refresh_from_db()
+    assert session.cml_lab_id == session.lab_record.cml_lab_id != ""
+    assert session.allocated_ports == session.lab_record.ports and len(session.allocated_ports) == 3
+    assert session.user_session.status == "PROVISIONED" and session.user_session.login_url
+    steps = [(h.entity, h.to_status) for h in session.history.all()]
+    assert steps[-4:] == [
+        ("session", "INSTANTIATING"),
+        ("user_session", "PROVISIONING"),
+        ("user_session", "PROVISIONED"),
+        ("session", "READY"),
+    ]
+
+
+# Each external step of instantiation, failing once: before it takes effect, or after (its answer lost,
+# as when the process dies right after the call). An LDS session whose creation answer is lost cannot be
+# found again (the LDS API has no lookup by our reference), so that case is only failed before the call.
+_STEPS = [
+    (CMLClient, "import_lab", False),
+    (CMLClient, "import_lab", True),
+    (CMLClient, "start_lab", True),
+    (CMLClient, "check_converged", False),
+    (LDSClient, "create_session", False),
+    (LDSClient, "set_devices", True),
+    (LDSClient, "launch_url", True),
+]
+
+
+@pytest.mark.parametrize(("client", "method", "took_effect"), _STEPS, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_a_pass_failing_at_any_step_is_finished_by_the_next_without_duplicates(
+    sims, sim_worker, monkeypatch, client, method, took_effect
+):
+    import sessions.reconcilers as reconcilers
+
+    monkeypatch.setattr(reconcilers, "backoff", lambda attempts: timedelta(0))
+    worker = sim_worker("w1")
+    real, failed = getattr(client, method), []
+
+    def once(self, *args, **kwargs):
+        if failed:
+            return real(self, *args, **kwargs)
+        failed.append(method)
+        if took_effect:
+            real(self, *args, **kwargs)
+        raise http.Unavailable("test", method, "connection lost")
+
+    monkeypatch.setattr(client, method, once)
+    session = session_create(definition=DefinitionFactory(boot_lead_minutes=30), owner="f", actor="t")
+    drive(lambda: status_of(session) == "READY")
+    assert failed == [method]
+    session.refresh_from_db()
+    assert session.attempts == 0 and session.last_error == ""
+    lab = session.lab_record
+    assert lab.status == "BOOTED" and session.cml_lab_id == lab.cml_lab_id
+    assert LabRecord.objects.count() == 1 and Port.objects.filter(lab_record=lab).count() == 3
+    assert [lab_id for lab_id in _cml_labs(sims, worker)] == [lab.cml_lab_id]
+    assert session.user_sessions.count() == 1
+    assert session.user_session.login_url and len(session.user_session.devices) == 2
+
+
+def test_a_wiped_lab_gone_from_cml_is_not_reused(sims, sim_worker):
+    worker = sim_worker("w1")
+    definition = DefinitionFactory(boot_lead_minutes=30, grading_enabled=False)
+    first = session_create(definition=definition, owner="a", actor="t")
+    drive(lambda: status_of(first) == "READY")
+    session_transition(first, "RUNNING", actor="t")
+    session_transition(first, "STOPPING", actor="t")
+    drive(lambda: status_of(first) == "ARCHIVED")
+    first.refresh_from_db()
+    wiped = first.lab_record
+    assert wiped.status == "WIPED"
+    cml_client_for(worker).delete_lab(wiped.cml_lab_id)  # removed behind LCM's back
+    second = session_create(definition=definition, owner="b", actor="t")
+    drive(lambda: status_of(second) == "READY")
+    second.refresh_from_db()
+    wiped.refresh_from_db()
+    assert second.lab_record_id != wiped.pk and second.lab_record.status == "BOOTED"
+    assert wiped.status == "DELETED" and wiped.active_session_id is None
+    assert not Port.objects.filter(lab_record=wiped).exists()
+    assert list(_cml_labs(sims, worker)) == [second.lab_record.cml_lab_id]
