@@ -186,9 +186,10 @@ def _on_scheduled(session, now) -> Result:
     if session.worker is None or session.worker.status != WorkerStatus.RUNNING:
         session_transition(session, S.PENDING, actor=ACTOR, reason="worker no longer RUNNING before instantiation")
         return Result.done("requeued")
-    start_at = session.timeslot_start - _boot_lead(session)
-    if now < start_at:
-        return Result.requeue((start_at - now).total_seconds(), "waiting for boot lead")
+    if now < session.timeslot_start:  # a boot lead is never negative: a slot already begun needs no lookup
+        start_at = session.timeslot_start - _boot_lead(session)
+        if now < start_at:
+            return Result.requeue((start_at - now).total_seconds(), "waiting for boot lead")
     definition, worker = session.definition, session.worker
     moved = session_transition(
         session, S.INSTANTIATING, actor=ACTOR, reason="boot lead reached",
@@ -196,7 +197,7 @@ def _on_scheduled(session, now) -> Result:
     )  # fmt: skip
     # The locked row, with the definition and worker this pass has loaded (they did not change).
     moved.definition, moved.worker = definition, worker
-    return _on_instantiating(moved, now, lab_is_new=True)
+    return _on_instantiating(moved, now, fresh=True)
 
 
 def _attached(session, lab, *, ports=None) -> None:
@@ -249,7 +250,7 @@ def _new_lab(session, definition, worker) -> tuple[LabRecord, dict]:
         definition=definition,
         node_count=definition.node_count,
     )
-    return lab, ports_allocate(lab, definition.port_names)
+    return lab, ports_allocate(lab, definition.port_names, new_lab=True)
 
 
 def _claim_reusable_lab(session, cml) -> LabRecord | None:
@@ -279,8 +280,9 @@ def _claim_reusable_lab(session, cml) -> LabRecord | None:
         return lab
 
 
-def _ensure_lab(session, cml, *, lab_is_new: bool = False) -> LabRecord:
-    """The session's lab record, imported into CML (idempotent across crashes).
+def _ensure_lab(session, cml, *, lab_is_new: bool = False) -> tuple[LabRecord, str]:
+    """The session's lab record and, when this pass imported its lab, the new CML id (not yet recorded:
+    the caller records it with the start). Idempotent across crashes.
 
     `lab_is_new`: this pass bound the session's lab as it entered INSTANTIATING (`_prepare_lab`).
     """
@@ -300,15 +302,22 @@ def _ensure_lab(session, cml, *, lab_is_new: bool = False) -> LabRecord:
         # search reads every lab on the worker, so a record made in this pass skips it.
         existing = None if lab_is_new else _find_lab_by_title(cml, title, session.worker)
         ports = session.allocated_ports if session.lab_record_id == lab.pk and session.allocated_ports else lab.ports
-        lab_id = existing or cml.import_lab(rewritten_topology(session.definition.lab_yaml, ports), title=title)
-        lab = lab_record_transition(
-            lab, L.DEFINED, actor=ACTOR, reason="imported", cml_lab_id=lab_id, cml_state=CML_DEFINED
-        )
+        if existing:
+            lab = lab_record_transition(
+                lab, L.DEFINED, actor=ACTOR, reason="found after lost import", cml_lab_id=existing,
+                cml_state=CML_DEFINED,
+            )  # fmt: skip
+        else:
+            return lab, cml.import_lab(rewritten_topology(session.definition.lab_yaml, ports), title=title)
+    _copy_cml_lab_id(session, lab)
+    return lab, ""
+
+
+def _copy_cml_lab_id(session, lab) -> None:
+    """The session's copy of its lab's CML id (for display): one column, written without the row lock."""
     if lab.cml_lab_id and session.cml_lab_id != lab.cml_lab_id:
-        # The session's copy of the CML id (for display): one column, written without the row lock.
         LabletSession.objects.filter(pk=session.pk).update(cml_lab_id=lab.cml_lab_id)
         session.cml_lab_id = lab.cml_lab_id
-    return lab
 
 
 def _still_reusable(lab, cml) -> bool:
@@ -365,28 +374,42 @@ def _host_of(url: str) -> str:
     return urlparse(url).hostname or ""
 
 
-def _on_instantiating(session, now, *, lab_is_new: bool = False) -> Result:
+def _on_instantiating(session, now, *, fresh: bool = False) -> Result:
+    """`fresh`: this pass moved the session from SCHEDULED and made its lab record (`_prepare_lab`)."""
     if _expired(session, now):
         return _expire(session)
     cml = _cml(session)
-    lab = _ensure_lab(session, cml, lab_is_new=lab_is_new)
-    if lab.status in (L.DEFINED, L.WIPED, L.STOPPED):
-        cml.start_lab(lab.cml_lab_id)
-        # Starting a started lab is harmless, so a crash before this is recorded only repeats the start.
-        if cml.check_converged(lab.cml_lab_id):  # booted at once (a fast worker): both steps in one write
+    lab, imported = _ensure_lab(session, cml, lab_is_new=fresh)
+    if imported or lab.status in (L.DEFINED, L.WIPED, L.STOPPED):
+        lab_id = imported or lab.cml_lab_id
+        # An import made in this pass is recorded with the start, in one write (a crash before it leaves the
+        # record IMPORTING, and the next pass finds the lab by its title); a failed start records it alone.
+        imported_steps, recorded = ([L.DEFINED], {"cml_lab_id": lab_id}) if imported else ([], {})
+        try:
+            # Starting a started lab is harmless, so a crash before this is recorded only repeats the start.
+            cml.start_lab(lab_id)
+            converged = cml.check_converged(lab_id)
+        except Exception:
+            if imported:
+                lab_record_transition(lab, L.DEFINED, actor=ACTOR, reason="imported", cml_state=CML_DEFINED, **recorded)
+            raise
+        if converged:  # booted at once (a fast worker): every step in one write
             lab = lab_record_transition(
-                lab, L.BOOTED, via=[L.STARTING], actor=ACTOR, reason="started, converged",
-                cml_state=CML_STARTED, last_synced_at=timezone.now(),
+                lab, L.BOOTED, via=[*imported_steps, L.STARTING], actor=ACTOR, reason="started, converged",
+                cml_state=CML_STARTED, last_synced_at=timezone.now(), **recorded,
             )  # fmt: skip
         else:
-            lab = lab_record_transition(lab, L.STARTING, actor=ACTOR, reason="start", cml_state=CML_STARTED)
+            lab = lab_record_transition(
+                lab, L.STARTING, via=imported_steps, actor=ACTOR, reason="start", cml_state=CML_STARTED, **recorded
+            )
+        _copy_cml_lab_id(session, lab)
     if lab.status == L.STARTING:
         if not cml.check_converged(lab.cml_lab_id):
             return Result.requeue(POLL_SECONDS, "waiting for nodes to boot")
         lab = lab_record_transition(lab, L.BOOTED, actor=ACTOR, reason="converged", last_synced_at=timezone.now())
     if lab.status != L.BOOTED:
         raise http.ExternalError("cml", "instantiate", f"lab {lab.cml_lab_id} is {lab.status}")
-    user_session, provisioned = _ensure_lds_session(session)
+    user_session, provisioned = _ensure_lds_session(session, fresh=fresh)
     session_transition(
         session, S.READY, actor=ACTOR, reason="lab booted, login URL issued", provisioned=provisioned
     )  # fmt: skip
@@ -394,16 +417,19 @@ def _on_instantiating(session, now, *, lab_is_new: bool = False) -> Result:
     return Result.done("ready")
 
 
-def _ensure_lds_session(session) -> tuple[UserSession, tuple | None]:
+def _ensure_lds_session(session, *, fresh: bool = False) -> tuple[UserSession, tuple | None]:
     """The UserSession with an LDS session, and its devices and launch URL (each step resumable).
 
     Returns the user session and, when this pass set its devices and made its launch URL, what to
-    record of them with the move to READY (`session_transition`'s `provisioned`).
+    record of them with the move to READY (`session_transition`'s `provisioned`). `fresh`: the session
+    entered INSTANTIATING in this pass, so it has no user session yet (only INSTANTIATING makes one).
     """
     from sessions.clients.lds import lds_client
 
     lds = lds_client()
-    user_session = session.user_sessions.exclude(status__in=USER_SESSION_DONE).order_by("-created_at").first()
+    user_session = None
+    if not fresh:
+        user_session = session.user_sessions.exclude(status__in=USER_SESSION_DONE).order_by("-created_at").first()
     if user_session is None or not user_session.lds_session_id:
         created = lds.create_session(
             candidate_id=session.owner,

@@ -139,7 +139,7 @@ def test_instantiation_is_one_pass_of_a_bounded_number_of_statements(sims, sim_w
     with CaptureQueriesContext(connection) as queries:
         reconcile.run("lablets", session.pk, reconcile_session, record_failure)
     assert status_of(session) == "READY"
-    assert len(queries) <= 40, "\n".join(q["sql"][:100] for q in queries.captured_queries)
+    assert len(queries) <= 32, "\n".join(q["sql"][:100] for q in queries.captured_queries)
     session.refresh_from_db()
     assert session.cml_lab_id == session.lab_record.cml_lab_id != ""
     assert session.allocated_ports == session.lab_record.ports and len(session.allocated_ports) == 3

@@ -48,8 +48,25 @@ def test_exhausted_range_raises():
         ports_allocate(LabRecordFactory(worker=worker), ["c", "d"])
 
 
+@pytest.mark.django_db
+def test_a_new_lab_takes_the_ports_past_the_highest_and_falls_back_at_the_end_of_the_range():
+    worker = WorkerFactory(port_range_start=2000, port_range_end=2005)
+    first = LabRecordFactory(worker=worker)
+    assert ports_allocate(first, ["a", "b"], new_lab=True) == {"a": 2000, "b": 2001}
+    second = LabRecordFactory(worker=worker)
+    assert ports_allocate(second, ["a", "b", "c"], new_lab=True) == {"a": 2002, "b": 2003, "c": 2004}
+    ports_release(first)
+    # Past the highest only 2005 is left: the holes at the start of the range are found by the full read.
+    assert sorted(ports_allocate(LabRecordFactory(worker=worker), ["a", "b"], new_lab=True).values()) == [2000, 2005]
+    # A port taken past the highest (a racer) sends it to the full read too.
+    third = LabRecordFactory(worker=WorkerFactory(port_range_start=3000, port_range_end=3009))
+    Port.objects.create(worker=third.worker, port=3000, lab_record=LabRecordFactory(worker=third.worker), name="x")
+    assert ports_allocate(third, ["a"], new_lab=True) == {"a": 3001}
+
+
+@pytest.mark.parametrize("new_lab", [False, True])
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_allocation_never_duplicates_a_port():
+def test_concurrent_allocation_never_duplicates_a_port(new_lab):
     worker = WorkerFactory(port_range_start=2000, port_range_end=2059)
     labs = [LabRecordFactory(worker=worker) for _ in range(20)]
     barrier = threading.Barrier(len(labs))
@@ -58,7 +75,8 @@ def test_concurrent_allocation_never_duplicates_a_port():
     def allocate(lab):
         try:
             barrier.wait()
-            ports_allocate(LabRecord.objects.select_related("worker").get(pk=lab.pk), ["p_serial", "p_vnc", "p_ssh"])
+            record = LabRecord.objects.select_related("worker").get(pk=lab.pk)
+            ports_allocate(record, ["p_serial", "p_vnc", "p_ssh"], new_lab=new_lab)
         except Exception as exc:
             errors.append(exc)
         finally:
