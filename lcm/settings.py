@@ -92,12 +92,14 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'lcm.sqlite3'}")}
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Server-side binding: parameters travel apart from the SQL, and psycopg prepares a statement a
-    # connection runs repeatedly (the loops' few query shapes), so PostgreSQL parses and plans it once.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "server_side_binding", env.bool("LCM_DB_SERVER_SIDE_BINDING", default=True)
-    )
+# PostgreSQL: parameters travel apart from the SQL (server-side binding), and psycopg prepares a
+# statement a connection runs repeatedly (the loops' few query shapes), so it is parsed and planned once.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
+    "LCM_DB_SERVER_SIDE_BINDING", default=True
+):
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options.setdefault("server_side_binding", True)
+    options.setdefault("prepare_threshold", 5)  # Django turns psycopg's preparing off unless asked
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default writes from several threads (web, loops): take the write lock when a
     # transaction begins (no lock-upgrade deadlocks), wait for it, and let readers run alongside (WAL).
