@@ -65,14 +65,21 @@ def test_a_session_reaches_ready_then_runs_through_grading_to_archived(sims, sim
     assert session.user_session.status in ("ENDED", "FAULTED")
 
 
+def _archived_session(definition):
+    """A session of `definition` run to ARCHIVED without grading: its lab is left WIPED for reuse."""
+    session = session_create(definition=definition, owner="a", actor="t")
+    drive(lambda: status_of(session) == "READY")
+    session_transition(session, "RUNNING", actor="t")
+    session_transition(session, "STOPPING", actor="t")
+    drive(lambda: status_of(session) == "ARCHIVED")
+    session.refresh_from_db()
+    return session
+
+
 def test_a_wiped_lab_is_reused_by_the_next_session(sims, sim_worker):
     sim_worker("w1")
     definition = DefinitionFactory(boot_lead_minutes=30, grading_enabled=False)
-    first = session_create(definition=definition, owner="a", actor="t")
-    drive(lambda: status_of(first) == "READY")
-    session_transition(first, "RUNNING", actor="t")
-    session_transition(first, "STOPPING", actor="t")
-    drive(lambda: status_of(first) == "ARCHIVED")
+    first = _archived_session(definition)
     second = session_create(definition=definition, owner="b", actor="t")
     drive(lambda: status_of(second) == "READY")
     second.refresh_from_db()
@@ -202,13 +209,7 @@ def test_a_pass_failing_at_any_step_is_finished_by_the_next_without_duplicates(
 def test_a_wiped_lab_gone_from_cml_is_not_reused(sims, sim_worker):
     worker = sim_worker("w1")
     definition = DefinitionFactory(boot_lead_minutes=30, grading_enabled=False)
-    first = session_create(definition=definition, owner="a", actor="t")
-    drive(lambda: status_of(first) == "READY")
-    session_transition(first, "RUNNING", actor="t")
-    session_transition(first, "STOPPING", actor="t")
-    drive(lambda: status_of(first) == "ARCHIVED")
-    first.refresh_from_db()
-    wiped = first.lab_record
+    wiped = _archived_session(definition).lab_record
     assert wiped.status == "WIPED"
     cml_client_for(worker).delete_lab(wiped.cml_lab_id)  # removed behind LCM's back
     second = session_create(definition=definition, owner="b", actor="t")
