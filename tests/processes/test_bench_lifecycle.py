@@ -29,7 +29,7 @@ def test_bench_lifecycle_reports_each_figure_beside_its_ticks_only_peer():
         assert 0 < figures["ready_p50"] <= figures["ready_p95"] <= figures["ready_max"]
         assert figures["xacts_per_session"] > 0 and figures["rows_written_per_session"] > 0
         cpu = figures["cpu_per_session"]
-        assert cpu["lcm"] > 0 and cpu["total"] >= cpu["lcm"]
+        assert cpu["lcm"] > 0 and cpu["postgres"] > 0 and cpu["total"] >= cpu["lcm"] + cpu["postgres"]
 
 
 @pytest.mark.django_db
@@ -40,3 +40,37 @@ def test_bench_lifecycle_refuses_to_flush_a_database_that_is_not_a_test_one(sett
     monkeypatch.setitem(connection.settings_dict, "NAME", "lcm_production")
     with pytest.raises(CommandError, match="test database"):
         call_command("bench_lifecycle", "--in-place", stdout=StringIO())
+
+
+def test_the_cpu_meter_counts_postgresql_backends_that_come_and_go(monkeypatch):
+    """A backend that appears during the run counts whole, one that exits counts up to its last reading,
+    and a pid reused by a new backend does not hide the old one's work."""
+    from types import SimpleNamespace
+
+    from sessions.management.commands import bench_lifecycle
+
+    readings = iter(
+        [
+            {1: 5.0},  # begin: backend 1 has used 5 s already
+            {1: 7.0, 2: 1.0},  # backend 2 is new
+            {2: 3.0},  # backend 1 has exited
+            {1: 0.5, 2: 4.0},  # a new backend took pid 1
+            {2: 4.5},  # delta's own sample
+        ]
+    )
+    current = {}
+
+    def pids():
+        current.clear()
+        current.update(next(readings))
+        return list(current)
+
+    monkeypatch.setattr(bench_lifecycle, "backend_pids", pids)
+    monkeypatch.setattr(bench_lifecycle, "process_cpu_seconds", lambda pid: current.get(pid, 0.0))
+    stack = SimpleNamespace(config=SimpleNamespace(services=[]), cpu_seconds=lambda name: 0.0)
+    meter = bench_lifecycle.CpuMeter(stack)
+    meter.begin()
+    for _ in range(3):
+        meter.sample()
+    # backend 1: 7 - 5 = 2; backend 2: 4.5 whole; the new backend on pid 1: 0.5.
+    assert meter.delta()["postgres"] == pytest.approx(7.0)

@@ -22,8 +22,9 @@ tick-driven. Figures:
   Django runs each statement outside a transaction block as its own transaction);
 - CPU-seconds per session from /proc/<pid>/stat (utime + stime, reaped children included) of the
   LCM processes (worker, beat, watcher, gunicorn), the simulators, etcd, the PostgreSQL backends
-  serving the benchmark database, and this driver (booking through the service, as the API would),
-  from the first booking to the last session done.
+  serving the benchmark database (sampled on every progress poll, so backends that come and go
+  count too), and this driver (booking through the service, as the API would), from the first
+  booking to the last session done.
 
 By default the run uses a scratch database (`<NAME>_bench`, created, migrated and dropped through
 Django's test-database machinery), so real data is never touched; `--in-place` uses the current
@@ -381,28 +382,49 @@ def backend_pids() -> list[int]:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds of the stack's processes, PostgreSQL backends and this driver between two readings."""
+    """CPU seconds of the stack's processes, PostgreSQL backends and this driver between two readings.
+
+    PostgreSQL backends come and go during a run (a connection is recycled after `conn_max_age`,
+    a web request may open its own), so they are sampled on every progress poll (`sample`): each
+    backend counts from the first reading (0 when it appeared after `begin`) to the last one, and
+    only what a backend spends after its last reading before it exits (under one poll) is missed.
+    """
 
     stack: Stack
     start: dict = field(default_factory=dict)
+    backends: dict = field(default_factory=dict)  # pid → [CPU at begin (0 if newer), CPU last read]
+    finished: float = 0.0  # backends that ended and whose pid was reused
 
     def read(self) -> dict[str, float]:
         readings = {
             group: sum(self.stack.cpu_seconds(name) for name in names if name in self.stack.config.services)
             for group, names in STACK_PROCESSES.items()
         }
-        readings["postgres"] = {pid: process_cpu_seconds(pid) for pid in backend_pids()}
         readings["driver"] = process_cpu_seconds(os.getpid())
         return readings
 
+    def sample(self) -> None:
+        for pid in backend_pids():
+            cpu = process_cpu_seconds(pid)
+            entry = self.backends.get(pid)
+            if entry is None:
+                self.backends[pid] = [0.0, cpu]
+            elif cpu < entry[1]:  # a new backend with an old one's pid
+                self.finished += entry[1] - entry[0]
+                self.backends[pid] = [0.0, cpu]
+            else:
+                entry[1] = cpu
+
     def begin(self) -> None:
         self.start = self.read()
+        self.backends = {pid: [cpu, cpu] for pid in backend_pids() for cpu in (process_cpu_seconds(pid),)}
+        self.finished = 0.0
 
     def delta(self) -> dict[str, float]:
+        self.sample()
         end = self.read()
         result = {group: end[group] - self.start[group] for group in (*STACK_PROCESSES, "driver")}
-        # Backends that appeared during the run count whole; long-lived ones by their growth.
-        result["postgres"] = sum(cpu - self.start["postgres"].get(pid, 0.0) for pid, cpu in end["postgres"].items())
+        result["postgres"] = self.finished + sum(last - first for first, last in self.backends.values())
         return result
 
 
@@ -543,8 +565,9 @@ class Command(BaseCommand):
             before = db_counters()
             meter.begin()
             result = drive(
-                rig, definition, count, rate=rate, timeout=timeout, progress=self.stderr.write, hold=options["hold"]
-            )
+                rig, definition, count, rate=rate, timeout=timeout, progress=self.stderr.write, hold=options["hold"],
+                on_poll=meter.sample,
+            )  # fmt: skip
             cpu = meter.delta()
             figures = lifecycle_figures(result.ids, result.released_at)
             figures["statuses"] = rig.statuses(result.ids)
