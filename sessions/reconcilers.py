@@ -219,20 +219,32 @@ def _prepare_lab(locked, definition, worker) -> tuple[LabRecord, dict]:
     """The lab a session entering INSTANTIATING will run on, and its ports, inside that transition (the
     session row locked): a wiped lab of its definition on its worker (still to be checked in CML, see
     `_ensure_lab`), else a new record, titled for the import and holding freshly allocated ports."""
-    if definition.lab_reuse_enabled:
-        lab = (
-            LabRecord.objects.select_for_update(skip_locked=True)
-            .filter(worker=worker, definition=definition, status=L.WIPED)
-            .filter(Q(active_session=None) | Q(active_session=locked))
-            .order_by("created_at")
-            .first()
-        )
-        if lab is not None:
-            LabRecord.objects.filter(active_session=locked).exclude(pk=lab.pk).update(active_session=None)
-            lab.active_session = locked
-            lab.save(update_fields=["active_session", "updated_at"])
-            return lab, lab.ports
+    lab = _bind_wiped_lab(locked, definition, worker) if definition.lab_reuse_enabled else None
+    if lab is not None:
+        return lab, lab.ports
     return _new_lab(locked, definition, worker)
+
+
+def _bind_wiped_lab(session, definition, worker) -> LabRecord | None:
+    """The oldest wiped lab of `definition` on `worker` that nobody else holds (one locked by another
+    pass is skipped), bound to the session; call inside a transaction.
+
+    A lab bound to this session already counts: a pass that crashed between binding it and attaching
+    it to the session left it so. Any other lab still bound to the session lets go of it (a session
+    holds one lab).
+    """
+    lab = (
+        LabRecord.objects.select_for_update(skip_locked=True)
+        .filter(worker=worker, definition=definition, status=L.WIPED)
+        .filter(Q(active_session=None) | Q(active_session=session))
+        .order_by("created_at")
+        .first()
+    )
+    if lab is not None:
+        LabRecord.objects.filter(active_session=session).exclude(pk=lab.pk).update(active_session=None)
+        lab.active_session = session
+        lab.save(update_fields=["active_session", "updated_at"])
+    return lab
 
 
 def _new_lab(session, definition, worker) -> tuple[LabRecord, dict]:
@@ -254,26 +266,15 @@ def _new_lab(session, definition, worker) -> tuple[LabRecord, dict]:
 
 
 def _claim_reusable_lab(session, cml) -> LabRecord | None:
-    """A wiped lab of this definition on this worker, still present in CML, now bound to the session.
-
-    A lab bound to this session already counts: a pass that crashed between binding it and attaching
-    it to the session left it so.
-    """
+    """A wiped lab of this definition on this worker (`_bind_wiped_lab`), still present in CML, now bound
+    to the session and attached to it."""
     if not session.definition.lab_reuse_enabled:
         return None
     while True:
         with transaction.atomic():
-            lab = (
-                LabRecord.objects.select_for_update(skip_locked=True)
-                .filter(worker=session.worker, definition=session.definition, status=L.WIPED)
-                .filter(Q(active_session=None) | Q(active_session=session))
-                .order_by("created_at")
-                .first()
-            )
-            if lab is None:
-                return None
-            lab.active_session = session
-            lab.save(update_fields=["active_session", "updated_at"])
+            lab = _bind_wiped_lab(session, session.definition, session.worker)
+        if lab is None:
+            return None
         if not _still_reusable(lab, cml):
             continue  # leave it to lab discovery and try the next one, or import a fresh one
         _attached(session, lab, ports=lab.ports)
