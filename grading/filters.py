@@ -3,7 +3,7 @@
 import django_filters
 
 from grading.models import ScoreReport
-from sessions.filters import UtcDateTimeFilter
+from lcm.filters import UtcDateTimeFilter
 
 
 class ScoreReportFilterSet(django_filters.FilterSet):

@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from grading.filters import ScoreReportFilterSet
 from grading.models import ScoreReport
+from lcm.pages import clean_params, filter_errors, instructor_required, page_context, paginate, render_live
 from sessions.models import LabletDefinition
-from sessions.views import clean_params, filter_errors, instructor_required, page_context, paginate, render_live
 
 CSV_COLUMNS = (
     "report_id", "session_id", "reservation_id", "owner", "definition", "definition_version", "score", "max_score",

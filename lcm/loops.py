@@ -104,7 +104,7 @@ def _heartbeat(loop_name: str, duration_ms: float, keys: int, error: str) -> Non
     from django.db.models import F
     from django.utils import timezone
 
-    from scheduling.models import LoopHeartbeat
+    from lcm.models import LoopHeartbeat
 
     values = {
         "last_tick_at": timezone.now(),

@@ -1,4 +1,5 @@
-"""Kernel models: API tokens (SPEC §5.1 auth). Tokens are written by `lcm.api.tokens` only."""
+"""Kernel models: API tokens (SPEC §5.1 auth; written by `lcm.api.tokens` only), loop heartbeats
+(written by `lcm.loops`) and received CloudEvents (written by `lcm.webhooks`)."""
 
 from django.conf import settings
 from django.db import models
@@ -41,3 +42,41 @@ class ApiToken(models.Model):
     def is_usable(self) -> bool:
         """Neither revoked nor expired (the user's own state is checked at authentication)."""
         return not self.revoked and not self.is_expired
+
+
+class LoopHeartbeat(models.Model):
+    """The last tick of each control loop, written by whichever process ticked it (beat or the embedded
+    runner), so every web process can show loop freshness (SPEC §5.4 scheduler page, /api/v1/status/)."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    last_tick_at = models.DateTimeField()
+    last_duration_ms = models.FloatField(default=0)
+    last_keys = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    ticks = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        db_table = "loop_heartbeats"
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} @ {self.last_tick_at:%H:%M:%S}"
+
+
+class ReceivedEvent(models.Model):
+    """A CloudEvent already handled, kept so a redelivery is acknowledged without acting twice (SPEC §5.2)."""
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.CharField(max_length=200, unique=True)
+    event_type = models.CharField(max_length=200)
+    source = models.CharField(max_length=500, blank=True, default="")
+    subject = models.CharField(max_length=200, blank=True, default="")
+    outcome = models.CharField(max_length=200, blank=True, default="")
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "received_events"
+        ordering = ["-received_at"]
+
+    def __str__(self):
+        return f"{self.event_type} {self.event_id}"

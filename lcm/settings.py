@@ -267,7 +267,7 @@ SPECTACULAR_SETTINGS = {
         "DefinitionStatusEnum": "sessions.states.DefinitionStatus",
         "UserSessionStatusEnum": "sessions.states.UserSessionStatus",
         "EndReasonEnum": "sessions.states.EndReason",
-        "LicenseTypeEnum": "sessions.states.LicenseType",
+        "LicenseTypeEnum": "workers.states.LicenseType",
         "WorkerStatusEnum": "workers.states.WorkerStatus",
         "DesiredStatusEnum": "workers.states.DesiredStatus",
         "LicenseStatusEnum": "workers.states.LicenseStatus",

@@ -75,7 +75,7 @@ def dispatch(event: dict) -> str:
 @require_POST
 def events_webhook(request):
     """Receive one CloudEvent."""
-    from sessions.models import ReceivedEvent
+    from lcm.models import ReceivedEvent
 
     given = request.headers.get(SECRET_HEADER, "")
     if not given or not hmac.compare_digest(given.encode(), settings.WEBHOOK_SECRET.encode()):

@@ -4,7 +4,8 @@ from django.contrib import admin
 
 from lcm.admin_utils import ReadOnlyAdmin
 from lcm.fsm import actor_name
-from scheduling.models import LoopHeartbeat, SystemSettings
+from lcm.models import LoopHeartbeat
+from workers.models import SystemSettings
 
 
 @admin.register(SystemSettings)

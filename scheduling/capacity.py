@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, replace
 
-from sessions.states import LicenseType
+from workers.states import LicenseType
 
 PERSONAL_MAX_NODES = 20
 

@@ -3,10 +3,9 @@
 from django import forms
 from django.core.validators import MaxValueValidator
 
-from scheduling.models import SystemSettings
 from sessions.models import LabletDefinition
 from sessions.states import DefinitionStatus
-from workers.models import WorkerTemplate
+from workers.models import SystemSettings, WorkerTemplate
 
 
 class PlacementPreviewForm(forms.Form):

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scheduling.capacity import PERSONAL_MAX_NODES, Demand, WorkerCapacity, licence_serves, rejection_reason
-from sessions.states import LicenseType
+from workers.states import LicenseType
 
 RUNNING = "RUNNING"
 

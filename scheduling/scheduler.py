@@ -21,12 +21,12 @@ from django.utils import timezone
 
 from lcm.coordination import coordinator
 from scheduling.capacity import Demand
-from scheduling.models import SystemSettings
 from scheduling.placement import Fleet
 from scheduling.selectors import reusable_labs_by_definition, worker_capacities
 from sessions.models import LabletDefinition, LabletSession
 from sessions.services import sessions_schedule_batch
 from sessions.states import SessionStatus
+from workers.models import SystemSettings
 
 logger = logging.getLogger("lcm.scheduling.scheduler")
 

@@ -9,12 +9,12 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from lcm.fsm import actor_name
+from lcm.pages import admin_required, clean_params, instructor_required, page_context, render_live
 from scheduling.forms import PlacementPreviewForm, SystemSettingsForm
-from scheduling.models import SystemSettings
 from scheduling.selectors import placement_preview
 from sessions.models import LabletSession
 from sessions.states import ACTIVE, SessionStatus
-from sessions.views import admin_required, clean_params, instructor_required, page_context, render_live
+from workers.models import SystemSettings
 
 S = SessionStatus
 
@@ -37,7 +37,7 @@ def loop_health() -> list[dict]:
     from django.utils import timezone
 
     from lcm.loops import LOOPS
-    from scheduling.models import LoopHeartbeat
+    from lcm.models import LoopHeartbeat
 
     beats = {beat.name: beat for beat in LoopHeartbeat.objects.all()}
     now = timezone.now()

@@ -19,7 +19,8 @@ from lcm.admin_utils import (
     model_field_names,
     service_action,
 )
-from sessions.models import LabletDefinition, LabletSession, ReceivedEvent, SessionStatusChange, UserSession
+from lcm.models import ReceivedEvent
+from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
 from sessions.services import (
     definition_create,
     definition_transition,
@@ -29,7 +30,8 @@ from sessions.services import (
     session_transition,
     user_session_update,
 )
-from sessions.states import DefinitionStatus, LicenseType, SessionStatus
+from sessions.states import DefinitionStatus, SessionStatus
+from workers.states import LicenseType
 
 # The history reason of every change made from the admin.
 ADMIN_REASON = "admin action"

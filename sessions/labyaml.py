@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from sessions.states import PORT_PROTOCOLS
+from workers.states import PORT_PROTOCOLS
 
 # Anything shaped `word:digits` is meant as a port tag; other tags are ordinary labels.
 _PORT_TAG = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_-]*)\s*:\s*([0-9]+)\s*$")

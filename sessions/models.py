@@ -202,22 +202,3 @@ class UserSession(ConcurrentTransitionMixin, models.Model):
 
     def __str__(self):
         return f"LDS {self.lds_session_id or '(pending)'} [{self.status}]"
-
-
-class ReceivedEvent(models.Model):
-    """A CloudEvent already handled, kept so a redelivery is acknowledged without acting twice (SPEC §5.2)."""
-
-    id = models.BigAutoField(primary_key=True)
-    event_id = models.CharField(max_length=200, unique=True)
-    event_type = models.CharField(max_length=200)
-    source = models.CharField(max_length=500, blank=True, default="")
-    subject = models.CharField(max_length=200, blank=True, default="")
-    outcome = models.CharField(max_length=200, blank=True, default="")
-    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        db_table = "received_events"
-        ordering = ["-received_at"]
-
-    def __str__(self):
-        return f"{self.event_type} {self.event_id}"

@@ -31,7 +31,6 @@ from django.utils import timezone
 from lcm import http
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
-from scheduling.models import SystemSettings
 from scheduling.services import ports_allocate
 from sessions.labyaml import rewritten_topology
 from sessions.models import LabletSession, UserSession
@@ -44,10 +43,10 @@ from sessions.services import (
     user_session_create,
     user_session_update,
 )
-from sessions.states import PORT_PROTOCOLS, EndReason, SessionStatus, UserSessionStatus
-from workers.models import LabRecord
+from sessions.states import EndReason, SessionStatus, UserSessionStatus
+from workers.models import LabRecord, SystemSettings
 from workers.services import lab_record_create, lab_record_transition
-from workers.states import LabStatus, WorkerStatus
+from workers.states import PORT_PROTOCOLS, LabStatus, WorkerStatus
 
 logger = logging.getLogger("lcm.sessions.reconcilers")
 

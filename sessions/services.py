@@ -39,10 +39,10 @@ from sessions.states import (
     USER_SESSION_TRANSITIONS,
     DefinitionStatus,
     EndReason,
-    LicenseType,
     SessionStatus,
     UserSessionStatus,
 )
+from workers.states import LicenseType
 
 logger = logging.getLogger("lcm.sessions.services")
 

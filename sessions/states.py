@@ -90,12 +90,6 @@ DEFINITION_TRANSITIONS: dict[str, set[str]] = {
 }
 
 
-class LicenseType(models.TextChoices):
-    PERSONAL = "PERSONAL"
-    ENTERPRISE = "ENTERPRISE"
-    EVALUATION = "EVALUATION"
-
-
 class UserSessionStatus(models.TextChoices):
     PROVISIONING = "PROVISIONING"
     PROVISIONED = "PROVISIONED"
@@ -118,7 +112,3 @@ USER_SESSION_TRANSITIONS: dict[str, set[str]] = {
     U.EXPIRED: set(),
     U.FAULTED: set(),
 }
-
-# Protocols a `protocol:port` node tag may name, in the priority used to pick a device's
-# access protocol (SPEC §3.3).
-PORT_PROTOCOLS = ("vnc", "http", "https", "ssh", "serial", "telnet")

@@ -18,12 +18,21 @@ from django.utils import timezone
 from grading.models import GradingSession, ScoreReport, ScoreSection
 from grading.services import grading_session_create, score_report_create
 from lcm.events import status_changed
-from scheduling.models import LoopHeartbeat, SystemSettings
+from lcm.models import LoopHeartbeat, ReceivedEvent
 from scheduling.services import ports_allocate
-from sessions.models import LabletDefinition, LabletSession, ReceivedEvent, SessionStatusChange, UserSession
+from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
 from sessions.services import session_create, session_transition, user_session_create
 from tests.factories import DEMO_LAB, DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
-from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, WorkerStatusChange, WorkerTemplate
+from workers.models import (
+    CMLWorker,
+    LabRecord,
+    LicenseRequest,
+    Port,
+    ScaleDecision,
+    SystemSettings,
+    WorkerStatusChange,
+    WorkerTemplate,
+)
 from workers.services import lab_record_create, worker_create, worker_transition
 
 APP_LABELS = ("lablets", "workers", "grading", "scheduling")

@@ -17,10 +17,9 @@ from lcm.admin_utils import (
     model_field_names,
     service_action,
 )
-from sessions.states import LicenseType
 from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, WorkerStatusChange, WorkerTemplate
 from workers.services import template_update, worker_cancel_drain, worker_create, worker_drain, worker_set_desired
-from workers.states import DesiredStatus
+from workers.states import DesiredStatus, LicenseType
 
 # The history reason of every change made from the admin.
 ADMIN_REASON = "admin action"

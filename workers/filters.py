@@ -2,7 +2,7 @@
 
 import django_filters
 
-from sessions.filters import StatusListFilter
+from lcm.filters import StatusListFilter
 from workers.models import CMLWorker, LabRecord
 from workers.states import LabStatus, WorkerStatus
 

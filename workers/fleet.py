@@ -199,9 +199,9 @@ def fleet_states(now=None) -> list[WorkerState]:
 def pending_sessions(now=None, limit: int = 1000) -> list[PendingSession]:
     """The PENDING sessions due within the placement lead (what placement is trying to place), soonest first."""
     from scheduling.capacity import Demand
-    from scheduling.models import SystemSettings
     from sessions.models import LabletSession
     from sessions.states import SessionStatus
+    from workers.models import SystemSettings
 
     now = now or timezone.now()
     lead = timedelta(minutes=SystemSettings.load().placement_lead_minutes)
@@ -244,7 +244,7 @@ def last_scale_up() -> dict[str, datetime]:
 
 def autoscale_tick(*, now=None, require_leader: bool = True) -> list[Decision]:
     """One autoscaler tick: plan from the database, carry the decisions out, record them. Returns what was done."""
-    from scheduling.models import SystemSettings
+    from workers.models import SystemSettings
 
     if require_leader and not coordinator().try_lead("autoscaler"):
         return []
@@ -333,8 +333,8 @@ def discovery_tick(*, force: bool = False, require_leader: bool = True) -> dict:
 
     Returns `{"imported": [worker names], "vanished": [worker names]}`.
     """
-    from scheduling.models import SystemSettings
     from workers.clients.ec2 import InstanceState, ec2_client
+    from workers.models import SystemSettings
 
     report: dict[str, list[str]] = {"imported": [], "vanished": []}
     policy = SystemSettings.load()
@@ -401,8 +401,8 @@ def _discovery_ran(now) -> None:
 def _import_instance(ec2, instance, ours: bool) -> CMLWorker:
     """A worker for an instance LCM did not know: named after the instance, capacity from the template of its
     instance type (else the default template), tagged as LCM's from now on."""
-    from scheduling.models import SystemSettings
     from workers.clients.ec2 import TAG_MANAGED_BY, TAG_WORKER_ID, InstanceState
+    from workers.models import SystemSettings
 
     template = (
         WorkerTemplate.objects.filter(instance_type=instance.instance_type, enabled=True).first()

@@ -5,7 +5,7 @@ import secrets
 from django import forms
 from django.core.exceptions import ValidationError
 
-from sessions.forms import add_service_errors
+from lcm.forms import add_service_errors
 from workers.models import WorkerTemplate
 from workers.services import worker_create
 

@@ -7,13 +7,13 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField
 
 from lcm.fsm import transitions_from_table
-from sessions.states import LicenseType
 from workers.states import (
     LAB_TRANSITIONS,
     WORKER_TRANSITIONS,
     DesiredStatus,
     LabStatus,
     LicenseStatus,
+    LicenseType,
     WorkerStatus,
 )
 
@@ -270,3 +270,42 @@ class LicenseRequest(models.Model):
 
     def __str__(self):
         return f"{self.action} of {self.worker_id} [{self.outcome or 'open'}]"
+
+
+class SystemSettings(models.Model):
+    """Deployment-wide policy (SPEC §2.4). Exactly one row (pk=1); read it with `SystemSettings.load()`."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    idle_detection_enabled = models.BooleanField(default=True)
+    idle_timeout_minutes = models.PositiveIntegerField(default=30)
+    autoscaling_enabled = models.BooleanField(default=False)
+    min_workers_per_region = models.PositiveIntegerField(default=0)
+    max_workers_per_region = models.PositiveIntegerField(default=10)
+    scale_up_cooldown_minutes = models.PositiveIntegerField(default=5)
+    scale_down_cooldown_minutes = models.PositiveIntegerField(default=15)
+    drain_timeout_minutes = models.PositiveIntegerField(default=60)
+    placement_lead_minutes = models.PositiveIntegerField(default=35)
+    boot_lead_minutes = models.PositiveIntegerField(default=20)
+    grading_timeout_minutes = models.PositiveIntegerField(default=30)
+    discovery_enabled = models.BooleanField(default=True)
+    discovery_ami_pattern = models.CharField(max_length=200, blank=True, default="cml-2.9*")
+    discovery_interval_minutes = models.PositiveIntegerField(default=10)
+    default_worker_template = models.ForeignKey(
+        "workers.WorkerTemplate", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_by = models.CharField(max_length=150, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "system_settings"
+        verbose_name = "system settings"
+        verbose_name_plural = "system settings"
+
+    def __str__(self):
+        return "System settings"
+
+    @classmethod
+    def load(cls) -> "SystemSettings":
+        """The singleton, created with defaults on first use."""
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj

@@ -217,7 +217,7 @@ def _addresses(instance) -> dict:
 
 
 def _on_pending(worker, now) -> Result:
-    from scheduling.models import SystemSettings
+    from workers.models import SystemSettings
 
     if worker.desired_status == D.TERMINATED:
         for instance in _tagged_instances(worker):
@@ -624,7 +624,7 @@ def _being_imported(title: str) -> bool:
 
 def _node_ports(cml, lab_id) -> dict[str, int]:
     """`{<node label>_<protocol>: port}` from the lab's `protocol:port` node tags."""
-    from sessions.states import PORT_PROTOCOLS
+    from workers.states import PORT_PROTOCOLS
 
     ports: dict[str, int] = {}
     for node in cml.nodes(lab_id):

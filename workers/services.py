@@ -15,7 +15,6 @@ from django.utils import timezone
 from lcm.events import publish_change
 from lcm.fsm import InvalidTransition, actor_name, apply_transition, changed_fields, normalize_status, snapshot
 from lcm.middleware import current_request_id
-from sessions.states import LicenseType
 from workers.models import CMLWorker, LabRecord, WorkerStatusChange, WorkerTemplate
 from workers.states import (
     LAB_TRANSITIONS,
@@ -23,6 +22,7 @@ from workers.states import (
     DesiredStatus,
     LabStatus,
     LicenseStatus,
+    LicenseType,
     WorkerStatus,
 )
 
@@ -251,7 +251,7 @@ def worker_transition(worker, target: str, *, actor, reason: str = "", **fields)
 
 def worker_drain(worker, *, actor, reason: str = "", timeout_minutes: int | None = None) -> CMLWorker:
     """RUNNING → DRAINING: the worker takes no new sessions; at the deadline the remaining ones expire."""
-    from scheduling.models import SystemSettings
+    from workers.models import SystemSettings
 
     now = timezone.now()
     minutes = timeout_minutes if timeout_minutes is not None else SystemSettings.load().drain_timeout_minutes

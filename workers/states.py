@@ -100,3 +100,14 @@ LAB_TRANSITIONS: dict[str, set[str]] = {
 
 # Labs that still exist in CML and so keep their ports.
 LAB_HOLDS_PORTS = set(LabStatus.values) - {L.DELETED}
+
+
+class LicenseType(models.TextChoices):
+    PERSONAL = "PERSONAL"
+    ENTERPRISE = "ENTERPRISE"
+    EVALUATION = "EVALUATION"
+
+
+# Protocols a `protocol:port` node tag may name, in the priority used to pick a device's
+# access protocol (SPEC §3.3).
+PORT_PROTOCOLS = ("vnc", "http", "https", "ssh", "serial", "telnet")

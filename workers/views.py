@@ -13,10 +13,7 @@ from django.views.decorators.http import require_POST
 
 from lcm.errors import first_error_line
 from lcm.fsm import InvalidTransition
-from scheduling.selectors import worker_capacities
-from sessions.selectors import capacity_holding_q
-from sessions.states import LicenseType
-from sessions.views import (
+from lcm.pages import (
     action_response,
     admin_required,
     clean_params,
@@ -27,11 +24,13 @@ from sessions.views import (
     render_live,
     status_choices,
 )
+from scheduling.selectors import worker_capacities
+from sessions.selectors import capacity_holding_q
 from workers.filters import WorkerFilterSet
 from workers.forms import WorkerCreateForm
 from workers.models import CMLWorker, WorkerTemplate
 from workers.services import worker_cancel_drain, worker_drain, worker_set_desired
-from workers.states import DesiredStatus, LabStatus, WorkerStatus
+from workers.states import DesiredStatus, LabStatus, LicenseType, WorkerStatus
 
 W = WorkerStatus
 _GONE = {W.TERMINATING, W.TERMINATED}

@@ -14,7 +14,7 @@ from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.types import OpenApiTypes
 from rest_framework.routers import DynamicRoute, SimpleRouter
 
-from sessions.filters import StatusListFilter
+from lcm.filters import StatusListFilter
 
 ERROR_SCHEMA = {
     "type": "object",

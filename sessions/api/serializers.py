@@ -17,7 +17,8 @@ from lcm.api.fields import (
 )
 from lcm.api.serializers import reason_field
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
-from sessions.states import MANUAL_TARGETS, DefinitionStatus, EndReason, LicenseType, SessionStatus, UserSessionStatus
+from sessions.states import MANUAL_TARGETS, DefinitionStatus, EndReason, SessionStatus, UserSessionStatus
+from workers.states import LicenseType
 
 MAX_LAB_YAML = 1_000_000
 MANUAL_CHOICES = [s for s in SessionStatus.values if s in MANUAL_TARGETS]

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from grading.models import GradingSession
-from sessions.models import ReceivedEvent
+from lcm.models import ReceivedEvent
 from tests.factories import GradingSessionFactory, UserSessionFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db

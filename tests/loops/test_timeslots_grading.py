@@ -121,7 +121,7 @@ def test_the_grading_completion_event_stores_the_report_without_waiting_for_a_ti
     finally:
         projection.disconnect()
     assert ScoreReport.objects.filter(lablet_session=session).exists(), status_of(session)
-    from sessions.models import ReceivedEvent
+    from lcm.models import ReceivedEvent
 
     assert ReceivedEvent.objects.filter(event_type__startswith="io.lablet.grading.").exists()
     drive(lambda: status_of(session) == "ARCHIVED")

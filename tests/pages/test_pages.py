@@ -13,13 +13,12 @@ from django.utils import timezone
 
 from grading.models import ScoreReport
 from grading.states import GradingStatus
-from scheduling.models import SystemSettings
 from sessions.models import LabletDefinition, LabletSession
 from sessions.services import session_transition
 from sessions.states import DefinitionStatus, SessionStatus, UserSessionStatus
 from tests.factories import DEMO_LAB, DefinitionFactory, LabRecordFactory, WorkerFactory
 from tests.pages.conftest import make_session
-from workers.models import CMLWorker
+from workers.models import CMLWorker, SystemSettings
 from workers.states import LabStatus, LicenseStatus, WorkerStatus
 
 pytestmark = pytest.mark.django_db

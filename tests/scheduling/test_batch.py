@@ -13,13 +13,13 @@ from django.utils import timezone
 from lcm.events import status_changed
 from scheduling import scheduler
 from scheduling.capacity import Demand, WorkerCapacity
-from scheduling.models import SystemSettings
 from scheduling.placement import Fleet, choose_worker
 from scheduling.scheduler import place_sessions
 from scheduling.selectors import worker_capacities
 from sessions.models import LabletSession, SessionStatusChange
 from sessions.services import session_transition, sessions_schedule_batch
 from tests.factories import DefinitionFactory, SessionFactory, WorkerFactory
+from workers.models import SystemSettings
 
 # --- Fleet: same decisions as choose_worker, fast ----------------------------------------------
 

@@ -13,11 +13,10 @@ from django.utils import timezone
 
 from scheduling import bench
 from scheduling.capacity import Demand, WorkerCapacity
-from scheduling.models import SystemSettings
 from sessions.models import LabletDefinition, LabletSession
 from sessions.reconcilers import sessions_needing_work
 from tests.factories import DefinitionFactory, SessionFactory, WorkerFactory
-from workers.models import CMLWorker
+from workers.models import CMLWorker, SystemSettings
 
 SMALL = Demand(1, 2, 5, 2, 2)
 

@@ -16,7 +16,6 @@ import requests
 from django.utils import timezone
 
 from lcm import loops
-from scheduling.models import SystemSettings
 from scheduling.selectors import worker_capacities
 from sessions.models import LabletSession
 from sessions.services import session_create, session_transition
@@ -25,7 +24,7 @@ from tests.factories import DefinitionFactory, TemplateFactory, WorkerFactory
 from workers.clients.cml import CMLClient, forget_tokens
 from workers.clients.ec2 import TAG_MANAGED_BY, TAG_WORKER_ID, ec2_client
 from workers.fleet import autoscale_tick, discovery_tick
-from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, WorkerTemplate
+from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, SystemSettings, WorkerTemplate
 from workers.services import worker_cancel_drain, worker_drain, worker_license_deregister, worker_license_register
 
 pytestmark = pytest.mark.django_db

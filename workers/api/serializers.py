@@ -7,9 +7,8 @@ from rest_framework import serializers
 
 from lcm.api.fields import BlankAsNullURLField, PortMapField, UpperChoiceField
 from lcm.api.serializers import reason_field
-from sessions.states import LicenseType
 from workers.models import CMLWorker, LabRecord, WorkerTemplate
-from workers.states import DesiredStatus, LabStatus, LicenseStatus, WorkerStatus
+from workers.states import DesiredStatus, LabStatus, LicenseStatus, LicenseType, WorkerStatus
 
 MAX_CAPACITY = 100_000
 

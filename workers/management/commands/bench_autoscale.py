@@ -387,7 +387,7 @@ class Command(LcmCommand):
         self.add_json_argument(parser)
 
     def handle(self, *args, **options):
-        from scheduling.models import SystemSettings
+        from workers.models import SystemSettings
 
         if options["sessions"] < 1 or options["tick_seconds"] <= 0 or options["max_workers"] < 1:
             raise fail("--sessions and --max-workers must be at least 1 and --tick-seconds positive")

@@ -5,11 +5,10 @@ import uuid
 
 from lcm.management.command_utils import LcmCommand, fail, is_uuid, service_errors
 from scheduling.selectors import worker_capacities
-from sessions.states import LicenseType
 from workers.management.commands.worker_list import worker_data
 from workers.models import WorkerTemplate
 from workers.services import worker_create
-from workers.states import WorkerStatus
+from workers.states import LicenseType, WorkerStatus
 
 
 def get_template(reference: str) -> WorkerTemplate:

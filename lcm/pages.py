@@ -1,0 +1,146 @@
+"""Page helpers every app's views share (SPEC §5.3–5.4): role gates, safe query strings, filter errors,
+pagination, live fragments that refresh themselves, and answers to buttons.
+
+Live updates are short polls of a page's `live` fragment. The poll URL carries a digest of what the
+browser shows; when nothing changed the server answers 204 and htmx leaves the page alone, so a form
+being typed into or a focused button is only replaced when the data really changed.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.utils.cache import patch_vary_headers
+from django.utils.safestring import mark_safe
+
+from lcm.roles import is_admin, is_instructor
+
+POLL_EVERY = "1s"  # a change is visible within 2 s (SPEC §5.3)
+PAGE_SIZE = 50
+_MAX_PARAM_LENGTH = 500
+_CSRF_INPUT = re.compile(r'<input type="hidden" name="csrfmiddlewaretoken" value="[^"]*">')
+
+
+def instructor_required(view):
+    """Login, then the instructor role (admins have it too); anyone else gets 403."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request, *args, **kwargs):
+        if not is_instructor(request.user):
+            raise PermissionDenied("These pages are for instructors and admins.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def admin_required(view):
+    """Login, then the admin role; instructors get 403 (and never see the links)."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request, *args, **kwargs):
+        if not is_admin(request.user):
+            raise PermissionDenied("Only admins may do this.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def page_context(request, nav: str, **extra) -> dict:
+    """What every page template needs besides its own data: the active nav entry and the user's role."""
+    return {"nav": nav, "can_admin": is_admin(request.user), **extra}
+
+
+def clean_params(query: QueryDict) -> QueryDict:
+    """A copy of the query string safe to hand to a FilterSet: no NUL characters (PostgreSQL refuses
+    them in text), no unbounded values. Anything else wrong becomes a form error in the FilterSet."""
+    cleaned = QueryDict(mutable=True)
+    for key, values in query.lists():
+        cleaned.setlist(key[:100], [v.replace("\x00", "")[:_MAX_PARAM_LENGTH] for v in values])
+    return cleaned
+
+
+def filter_errors(filterset) -> dict[str, str]:
+    """`{query parameter: message}` for the filters that were ignored because their value is invalid."""
+    return {name.rstrip("_"): " ".join(errors) for name, errors in filterset.errors.items()}
+
+
+def paginate(rows, params: QueryDict, per_page: int = PAGE_SIZE):
+    """One page of `rows` (bad `?page` values fall back to the first or last page) and the query without `page`."""
+    page = Paginator(rows, per_page).get_page(params.get("page"))
+    rest = params.copy()
+    rest.pop("page", None)
+    rest.pop("v", None)
+    return page, rest.urlencode()
+
+
+def _digest(html: str) -> str:
+    # A CSRF token is masked differently on every render; it is not a change the user could see.
+    return hashlib.blake2s(_CSRF_INPUT.sub("", html).encode(), digest_size=8).hexdigest()
+
+
+def render_live(request, template: str, context: dict, *, status: int = 200, poll: bool = True, path: str = ""):
+    """Render a page whose `live` fragment refreshes itself (SPEC §5.3).
+
+    The template defines `live_body` (the changing content) and `live` (its polling
+    wrapper, showing `{{ live_body }}`). A poll whose `?v=` equals the digest of the current
+    body gets 204 (no swap). htmx requests get only the `live` fragment; `path` is the page
+    the poll asks (the current one unless an action URL answered).
+    """
+    body = render_to_string(f"{template}#live_body", context, request=request)
+    digest = _digest(body)
+    fragment = bool(request.htmx) and not request.htmx.boosted  # a boosted link or form wants the whole page
+    if request.method == "GET" and fragment and request.GET.get("v") == digest:
+        response = HttpResponse(status=204)
+    else:
+        query = clean_params(request.GET) if request.method == "GET" else QueryDict(mutable=True)
+        query["v"] = digest
+        live = {
+            "live_body": mark_safe(body),  # noqa: S308 - rendered by our own template just above
+            "live_url": f"{path or request.path}?{query.urlencode()}",
+            "live_poll": poll,
+            "poll_every": POLL_EVERY,
+        }
+        name = f"{template}#live" if fragment else template
+        response = render(request, name, {**context, **live}, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def toast_html(request, text: str, level: str = "success") -> str:
+    """A message for htmx responses, appended to the page's message area out of band."""
+    return render_to_string("includes/toast_oob.html", {"text": text, "level": level}, request=request)
+
+
+def action_response(request, *, page_url: str, render_page, text: str, level: str, status: int):
+    """Answer a button: htmx gets the refreshed `live` fragment plus a toast; a plain form post
+    gets a Django message and a redirect back to the page (never an error page)."""
+    if request.htmx:
+        response = render_page(status)
+        response.content += toast_html(request, text, level).encode()
+        return response
+    getattr(messages, level)(request, text)
+    return redirect(page_url)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One option of a filter's select."""
+
+    value: str
+    label: str
+
+
+def status_choices(values, presets=()) -> list[Choice]:
+    """Options of a status filter: presets (comma lists) first, then each status."""
+    return [Choice(v, label) for v, label in presets] + [Choice(v, v) for v in values]
