@@ -32,7 +32,7 @@ app.conf.update({"CELERY_DB_REUSE_MAX": 10_000})
 @task_prerun.connect
 @task_postrun.connect
 def _close_old_connections(**kwargs):
-    from django.db import close_old_connections
+    from django.db import close_old_connections  # Django is set up only once the worker runs
 
     close_old_connections()
 
@@ -40,13 +40,19 @@ def _close_old_connections(**kwargs):
 @worker_ready.connect
 def _forget_queue_markers(**kwargs):
     """A worker starting after a crash: what the dead one had taken may be lost, so let the ticks queue it again."""
-    from lcm.loops import forget_queued
+    from lcm.loops import forget_queued  # needs the app registry, ready only once the worker runs
 
     forget_queued()
 
 
 @app.on_after_configure.connect
 def _beat_schedule(sender, **kwargs):
+    # Imported here: the apps register their loops in `AppConfig.ready()`, so Django must be set up first.
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
     from lcm.loops import LOOPS
 
     for name, loop in LOOPS.items():

@@ -6,30 +6,42 @@ a leader lease) or returns the keys needing work, found with one query; those ar
 out as one reconcile per key (a Celery task each, or the in-process pool).
 """
 
-import importlib
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import redis
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import F
+from django.utils import timezone
 
 from lcm import reconcile
+from lcm.celery import app as celery_app
+from lcm.coordination import coordinator
+from lcm.models import LoopHeartbeat
 
 logger = logging.getLogger("lcm.loops")
 
 
 @dataclass(frozen=True)
 class Loop:
-    """One control loop: its tick, the per-key reconciler (if it fans out) and its interval setting."""
+    """One control loop: its tick, the per-key reconciler (if it fans out) and its interval setting.
+
+    `tick()` returns the keys needing work (fan-out loops) or does the work itself (singleton loops,
+    `reconciler` None); `on_error(key, exc)` records a failed pass and returns the back-off in seconds.
+    """
 
     name: str
-    tick: str
-    reconciler: str | None
-    on_error: str | None
+    tick: Callable[[], Iterable]
     interval_setting: str
+    reconciler: Callable[..., reconcile.Result] | None = None
+    on_error: Callable | None = None
+    description: str = ""
 
     @property
     def interval(self) -> float:
@@ -40,56 +52,26 @@ LOOPS: dict[str, Loop] = {}
 
 
 def register(loop: Loop) -> Loop:
-    """Declare a control loop (apps register theirs in `AppConfig.ready`); beat and the in-process runner tick it."""
+    """Declare a control loop; each app registers its own in `AppConfig.ready()`. Beat and the in-process
+    runner tick exactly the registered loops."""
     LOOPS[loop.name] = loop
     return loop
-
-
-register(Loop("placement", "scheduling.scheduler.place_pending", None, None, "LCM_LOOP_PLACEMENT_SECONDS"))
-register(
-    Loop(
-        "lablets",
-        "sessions.reconcilers.sessions_needing_work",
-        "sessions.reconcilers.reconcile_session",
-        "sessions.reconcilers.record_failure",
-        "LCM_LOOP_LABLETS_SECONDS",
-    )
-)
-register(
-    Loop(
-        "workers",
-        "workers.reconcilers.workers_needing_work",
-        "workers.reconcilers.reconcile_worker",
-        "workers.reconcilers.record_failure",
-        "LCM_LOOP_WORKERS_SECONDS",
-    )
-)
-register(Loop("autoscaler", "workers.fleet.autoscale_tick", None, None, "LCM_LOOP_AUTOSCALER_SECONDS"))
-register(Loop("discovery", "workers.fleet.discovery_tick", None, None, "LCM_LOOP_DISCOVERY_SECONDS"))
-
-
-def resolve(dotted: str):
-    module, _, name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def reconcile_key(loop_name: str, key) -> reconcile.Result:
     """Run one reconcile pass of a fan-out loop (what a Celery task or the pool calls)."""
     loop = LOOPS[loop_name]
-    on_error = resolve(loop.on_error) if loop.on_error else None
-    return reconcile.run(loop.name, key, resolve(loop.reconciler), on_error)
+    return reconcile.run(loop.name, key, loop.reconciler, loop.on_error)
 
 
 def tick(loop_name: str) -> list:
     """Run a loop's tick and record its heartbeat; returns the keys to fan out (none for self-working loops)."""
-    import time
-
     loop = LOOPS[loop_name]
     started = time.perf_counter()
     error = ""
     keys: list = []
     try:
-        result = resolve(loop.tick)()
+        result = loop.tick()
         keys = [] if loop.reconciler is None else list(result)
     except Exception as exc:
         error = f"{exc.__class__.__name__}: {exc}"[:500]
@@ -101,11 +83,6 @@ def tick(loop_name: str) -> list:
 
 def _heartbeat(loop_name: str, duration_ms: float, keys: int, error: str) -> None:
     """Record the tick for the pages and the status API; never fails the tick."""
-    from django.db.models import F
-    from django.utils import timezone
-
-    from lcm.models import LoopHeartbeat
-
     values = {
         "last_tick_at": timezone.now(),
         "last_duration_ms": round(duration_ms, 1),
@@ -118,6 +95,40 @@ def _heartbeat(loop_name: str, duration_ms: float, keys: int, error: str) -> Non
             LoopHeartbeat.objects.get_or_create(name=loop_name, defaults={**values, "ticks": 1})
     except Exception:  # a heartbeat is information, not work
         logger.warning("could not record the heartbeat of %s", loop_name, exc_info=True)
+
+
+def loop_health() -> list[dict]:
+    """One row per control loop: its interval, last tick (from the heartbeat table) and whether it is fresh.
+
+    A loop is stale when it has not ticked for three of its intervals.
+    """
+    beats = {beat.name: beat for beat in LoopHeartbeat.objects.all()}
+    now = timezone.now()
+    return [_health_row(loop, beats.get(loop.name), now) for loop in LOOPS.values()]
+
+
+def _health_row(loop: Loop, beat: LoopHeartbeat | None, now) -> dict:
+    try:
+        interval = loop.interval
+    except (AttributeError, TypeError, ValueError):  # interval setting missing or not a number
+        interval = None
+    if beat is None:
+        state = "no tick reported"
+    elif beat.last_error:
+        state = f"last tick failed: {beat.last_error}"
+    elif interval and (now - beat.last_tick_at).total_seconds() > 3 * interval:
+        state = "stale"
+    else:
+        state = "ok"
+    return {
+        "name": loop.name,
+        "description": loop.description or loop.name,
+        "interval": interval,
+        "last_tick": beat.last_tick_at if beat else None,
+        "last_duration_ms": beat.last_duration_ms if beat else None,
+        "last_keys": beat.last_keys if beat else None,
+        "state": state,
+    }
 
 
 # --- dispatch: Celery when a broker is configured, the in-process pool otherwise ---------
@@ -217,8 +228,6 @@ def _broker_redis():
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return None
     if _redis is None or _redis_pid != os.getpid():
-        import redis
-
         _redis, _redis_pid = redis.Redis.from_url(url), os.getpid()
     return _redis
 
@@ -244,8 +253,6 @@ def forget_queued() -> int:
 
 def enqueue_many(loop_name: str, keys, countdown: float | None = None) -> int:
     """Publish one reconcile task per key (not already waiting, unless delayed); returns how many."""
-    from lcm.tasks import reconcile_task
-
     keys = [str(key) for key in keys]
     client = _broker_redis() if keys and not countdown else None
     if client is not None:
@@ -258,7 +265,7 @@ def enqueue_many(loop_name: str, keys, countdown: float | None = None) -> int:
         except Exception as exc:  # Redis hiccup: publish anyway (a duplicate pass is safe, only wasteful)
             logger.warning("queue markers unavailable (%s); publishing without deduplication", exc)
     for key in keys:
-        reconcile_task.apply_async(args=[loop_name, key], countdown=countdown, expires=TASK_EXPIRES_SECONDS)
+        celery_app.send_task("lcm.reconcile", args=[loop_name, key], countdown=countdown, expires=TASK_EXPIRES_SECONDS)
     return len(keys)
 
 
@@ -274,8 +281,6 @@ def kick(loop_name: str) -> None:
     if not settings.CELERY_BROKER_URL:
         _kicked.add(loop_name)  # the in-process runner ticks it on its next turn (within 0.2 s)
         return
-    from lcm.tasks import tick_task
-
     spacing = max(0.05, float(settings.LCM_KICK_SPACING_SECONDS))
     countdown = None
     client = _broker_redis()
@@ -289,7 +294,9 @@ def kick(loop_name: str) -> None:
         except Exception as exc:  # Redis hiccup: the beat tick comes anyway
             logger.warning("cannot kick %s (%s); waiting for its tick", loop_name, exc)
             return
-    tick_task.apply_async(args=[loop_name], countdown=countdown, expires=spacing + max(1.0, LOOPS[loop_name].interval))
+    celery_app.send_task(
+        "lcm.tick", args=[loop_name], countdown=countdown, expires=spacing + max(1.0, LOOPS[loop_name].interval)
+    )
 
 
 _kicked: set[str] = set()
@@ -307,8 +314,6 @@ def celery_tick(loop_name: str) -> list:
         return tick(loop_name)
     finally:
         if LOOPS[loop_name].reconciler is None:
-            from lcm.coordination import coordinator
-
             coordinator().resign(loop_name)
 
 
@@ -339,8 +344,6 @@ class InProcessLoops:
         self.stop_event.set()
 
     def _run(self) -> None:
-        import time
-
         while not self.stop_event.is_set():
             now = time.monotonic()
             for name, loop in LOOPS.items():

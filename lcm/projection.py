@@ -1,11 +1,14 @@
-"""After-commit listener: project session and worker state into coordination (SPEC §4) and wake the loops.
+"""After-commit listener: project what changed into coordination (SPEC §4) and wake the loops.
 
-With etcd configured, `manage.py lcm_watch` turns each key change into an immediate reconcile;
-with the in-process coordinator (embedded default) the listener wakes the loops itself. A batch of
-changes (a placement tick's) is read in one query and written in a few etcd transactions.
+Each app registers a projector for the entities it owns (`register`, in `AppConfig.ready()`); a
+projector reads its changed rows in one query, writes etcd in a few transactions and, with the
+in-process coordinator (embedded default: no `LCM_ETCD_ENDPOINTS`), wakes the loops itself, as
+`manage.py lcm_watch` does on an etcd change. Connected when `LCM_PROJECTION_ENABLED` (tests switch
+it on with `connect()`).
 """
 
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 
@@ -13,35 +16,25 @@ from lcm.events import changes_committed
 
 logger = logging.getLogger("lcm.projection")
 
+# entity name of a change ("session", "worker", ...) → projector(ids, *, in_process)
+_PROJECTORS: dict[str, Callable[..., None]] = {}
+
+
+def register(entities: tuple[str, ...], projector: Callable[..., None]) -> None:
+    """`projector(ids, in_process=...)` is called after commit with the ids of the changed `entities`."""
+    for entity in entities:
+        _PROJECTORS[entity] = projector
+
 
 def on_changes_committed(sender, *, changes, **kwargs):
-    from lcm import coordination, loops
-
-    session_ids = list(dict.fromkeys(c["id"] for c in changes if c["entity"] == "session"))
-    worker_ids = list(dict.fromkeys(c["id"] for c in changes if c["entity"] in ("worker", "worker.desired")))
-    in_process = not settings.LCM_ETCD_ENDPOINTS  # then do what `lcm_watch` does with an etcd change
-    if session_ids:
-        from sessions.models import LabletSession
-
-        rows = list(
-            LabletSession.objects.filter(pk__in=session_ids).values_list(
-                "pk", "status", "allocated_ports", "cleanup_pending"
-            )
-        )
-        coordination.project_sessions((pk, status, ports, not pending) for pk, status, ports, pending in rows)
-        if in_process:
-            from sessions.reconcilers import wake
-
-            for pk, status, _ports, _pending in rows:
-                wake(str(pk), status)
-    if worker_ids:
-        from workers.models import CMLWorker
-
-        rows = list(CMLWorker.objects.filter(pk__in=worker_ids).values_list("pk", "desired_status", "status"))
-        coordination.project_workers(rows)
-        if in_process and "workers" in loops.LOOPS:
-            for pk, _desired, _status in rows:
-                loops.enqueue("workers", str(pk))
+    in_process = not settings.LCM_ETCD_ENDPOINTS
+    ids_by_projector: dict[Callable, dict] = {}
+    for change in changes:
+        projector = _PROJECTORS.get(change["entity"])
+        if projector is not None:
+            ids_by_projector.setdefault(projector, {})[change["id"]] = None  # ordered, without repeats
+    for projector, ids in ids_by_projector.items():
+        projector(list(ids), in_process=in_process)
 
 
 def connect() -> None:

@@ -9,12 +9,15 @@ well-formed, authenticated event, whether it was acted on, unknown or a repeat.
 import hmac
 import json
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+
+from lcm.models import ReceivedEvent
 
 logger = logging.getLogger("lcm.webhooks")
 
@@ -58,16 +61,22 @@ def parse_event(request) -> tuple[dict | None, dict | None]:
     return (None, errors) if errors else (event, None)
 
 
+# (settings name of a type prefix, handler): each app registers the event types it owns in `AppConfig.ready()`.
+_HANDLERS: list[tuple[str, Callable[[dict], str]]] = []
+
+
+def register(prefix_setting: str, handler: Callable[[dict], str]) -> None:
+    """Hand events whose type starts with `settings.<prefix_setting>` + "." to `handler` (returns what it did)."""
+    if (prefix_setting, handler) not in _HANDLERS:
+        _HANDLERS.append((prefix_setting, handler))
+
+
 def dispatch(event: dict) -> str:
     """Hand the event to the app that owns its type; returns what was done."""
-    from grading.events import handle_grading_event
-    from sessions.events import handle_lds_event
-
     event_type = event["type"]
-    if event_type.startswith(settings.LCM_LDS_EVENT_PREFIX + "."):
-        return handle_lds_event(event)
-    if event_type.startswith(settings.LCM_GRADING_EVENT_PREFIX + "."):
-        return handle_grading_event(event)
+    for prefix_setting, handler in _HANDLERS:
+        if event_type.startswith(getattr(settings, prefix_setting) + "."):
+            return handler(event)
     return "ignored: unknown type"
 
 
@@ -75,8 +84,6 @@ def dispatch(event: dict) -> str:
 @require_POST
 def events_webhook(request):
     """Receive one CloudEvent."""
-    from lcm.models import ReceivedEvent
-
     given = request.headers.get(SECRET_HEADER, "")
     if not given or not hmac.compare_digest(given.encode(), settings.WEBHOOK_SECRET.encode()):
         return _error(401, {"detail": f"missing or wrong {SECRET_HEADER} header"})

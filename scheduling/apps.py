@@ -2,8 +2,22 @@ from django.apps import AppConfig
 
 
 class SchedulingConfig(AppConfig):
-    """Placement, port allocation, capacity and the system settings that steer them."""
+    """Placement (the scheduler loop), capacity, and the scheduler and settings pages."""
 
     name = "scheduling"
     verbose_name = "Scheduling"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # Imported here: the scheduler uses the models, which exist only once the app registry is ready.
+        from lcm import loops
+        from scheduling import scheduler
+
+        loops.register(
+            loops.Loop(
+                "placement",
+                scheduler.place_pending,
+                "LCM_LOOP_PLACEMENT_SECONDS",
+                description="Places PENDING sessions on workers (leader only)",
+            )
+        )

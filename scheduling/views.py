@@ -4,76 +4,25 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.db import transaction
-from django.db.models import Count, Min, Q
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
+from lcm.coordination import coordinator
 from lcm.fsm import actor_name
+from lcm.loops import loop_health
 from lcm.pages import admin_required, clean_params, instructor_required, page_context, render_live
 from scheduling.forms import PlacementPreviewForm, SystemSettingsForm
 from scheduling.selectors import placement_preview
 from sessions.models import LabletSession
-from sessions.states import ACTIVE, SessionStatus
+from sessions.selectors import queue_depth
+from sessions.states import SessionStatus
 from workers.models import SystemSettings
 
 S = SessionStatus
 
-# What each control loop of `lcm.loops.LOOPS` does, for people reading the page.
-LOOP_DESCRIPTIONS = {
-    "placement": "Places PENDING sessions on workers (leader only)",
-    "lablets": "Instantiates, runs and tears down sessions",
-    "grading": "Drives grading and stores score reports",
-    "workers": "Makes EC2 and CML match each worker's desired state",
-    "autoscaler": "Adds and drains workers",
-    "discovery": "Finds unknown instances and labs",
-}
-
-
-def loop_health() -> list[dict]:
-    """One row per control loop: its interval, last tick (from the heartbeat table) and whether it is fresh.
-
-    A loop is stale when it has not ticked for three of its intervals.
-    """
-    from django.utils import timezone
-
-    from lcm.loops import LOOPS
-    from lcm.models import LoopHeartbeat
-
-    beats = {beat.name: beat for beat in LoopHeartbeat.objects.all()}
-    now = timezone.now()
-    rows = []
-    for loop in LOOPS.values():
-        try:
-            interval = loop.interval
-        except (AttributeError, TypeError, ValueError):  # interval setting missing or not a number
-            interval = None
-        beat = beats.get(loop.name)
-        if beat is None:
-            state = "no tick reported"
-        elif beat.last_error:
-            state = f"last tick failed: {beat.last_error}"
-        elif interval and (now - beat.last_tick_at).total_seconds() > 3 * interval:
-            state = "stale"
-        else:
-            state = "ok"
-        rows.append(
-            {
-                "name": loop.name,
-                "description": LOOP_DESCRIPTIONS.get(loop.name, loop.tick),
-                "interval": interval,
-                "last_tick": beat.last_tick_at if beat else None,
-                "last_duration_ms": beat.last_duration_ms if beat else None,
-                "last_keys": beat.last_keys if beat else None,
-                "state": state,
-            }
-        )
-    return rows
-
 
 def placement_leader() -> dict:
     """Who holds the placement leader lease (SPEC §4), as the coordination backend tells it."""
-    from lcm.coordination import coordinator
-
     try:
         holder = coordinator().leader("placement")
     except Exception:  # coordination down degrades latency, never the pages (SPEC §1)
@@ -81,23 +30,6 @@ def placement_leader() -> dict:
     if holder:
         return {"holder": holder, "state": "holds the placement lease"}
     return {"holder": None, "state": "no process holds the placement lease right now"}
-
-
-def queue_depth() -> dict:
-    """Sessions waiting for the loops, counted in one query."""
-    lead = SystemSettings.load().placement_lead_minutes
-    horizon = timezone.now() + timedelta(minutes=lead)
-    pending = Q(status=S.PENDING)
-    depth = LabletSession.objects.aggregate(
-        pending=Count("id", filter=pending),
-        eligible=Count("id", filter=pending & Q(timeslot_start__lte=horizon)),
-        scheduled=Count("id", filter=Q(status=S.SCHEDULED)),
-        instantiating=Count("id", filter=Q(status=S.INSTANTIATING)),
-        backing_off=Count("id", filter=Q(status__in=ACTIVE, attempts__gt=0)),
-        oldest_eligible=Min("created_at", filter=pending & Q(timeslot_start__lte=horizon)),
-    )
-    depth["lead_minutes"] = lead
-    return depth
 
 
 @instructor_required

@@ -11,3 +11,21 @@ class LabletSessionsConfig(AppConfig):
     label = "lablets"
     verbose_name = "Lablet sessions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # Imported here: these modules use the models, which exist only once the app registry is ready.
+        from lcm import loops, projection, webhooks
+        from sessions import events, reconcilers
+
+        loops.register(
+            loops.Loop(
+                "lablets",
+                reconcilers.sessions_needing_work,
+                "LCM_LOOP_LABLETS_SECONDS",
+                reconciler=reconcilers.reconcile_session,
+                on_error=reconcilers.record_failure,
+                description="Instantiates, runs, grades and tears down sessions",
+            )
+        )
+        projection.register(("session",), reconcilers.project_sessions)
+        webhooks.register("LCM_LDS_EVENT_PREFIX", events.handle_lds_event)

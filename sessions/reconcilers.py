@@ -28,7 +28,7 @@ from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F,
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from lcm import http
+from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
 from scheduling.services import ports_allocate
@@ -83,12 +83,22 @@ WAKE_ON_STATUS = frozenset({S.SCHEDULED, S.COLLECTING, S.GRADING, S.STOPPING, S.
 def wake(session_id, status: str) -> None:
     """React to a session's new status at once (the watcher on an etcd change, or the in-process
     projection): a pass for a status in WAKE_ON_STATUS, a placement tick for a new PENDING one."""
-    from lcm import loops
-
     if status == S.PENDING:
         loops.kick("placement")
     elif status in WAKE_ON_STATUS:
         loops.enqueue("lablets", session_id)
+
+
+def project_sessions(ids, *, in_process: bool) -> None:
+    """The projector of changed sessions (`lcm.projection`): their keys in coordination, read in one query;
+    in-process (no etcd, so no watcher), each one woken as the watcher would."""
+    rows = list(
+        LabletSession.objects.filter(pk__in=ids).values_list("pk", "status", "allocated_ports", "cleanup_pending")
+    )
+    coordination.project_sessions((pk, status, ports, not pending) for pk, status, ports, pending in rows)
+    if in_process:
+        for pk, status, _ports, _pending in rows:
+            wake(str(pk), status)
 
 
 def sessions_needing_work(now=None) -> list:

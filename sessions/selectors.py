@@ -1,9 +1,15 @@
 """Reads of sessions for pages, API, commands and reconcilers (select_related, no N+1)."""
 
-from django.db.models import Count, Q
+from datetime import timedelta
+
+from django.db.models import Count, Min, Q
+from django.utils import timezone
 
 from sessions.models import LabletSession
-from sessions.states import SessionStatus
+from sessions.states import ACTIVE, SessionStatus
+from workers.models import SystemSettings
+
+S = SessionStatus
 
 
 def session_list(*, statuses=None, owner=None, definition=None, worker=None):
@@ -45,3 +51,20 @@ def capacity_holding_q(prefix: str = "") -> Q:
     return Q(**{f"{prefix}status__in": CAPACITY_HOLDING}) | Q(
         **{f"{prefix}status__in": [SessionStatus.TERMINATED, SessionStatus.EXPIRED], f"{prefix}cleanup_pending": True}
     )
+
+
+def queue_depth() -> dict:
+    """Sessions waiting for the loops, counted in one query."""
+    lead = SystemSettings.load().placement_lead_minutes
+    horizon = timezone.now() + timedelta(minutes=lead)
+    pending = Q(status=S.PENDING)
+    depth = LabletSession.objects.aggregate(
+        pending=Count("id", filter=pending),
+        eligible=Count("id", filter=pending & Q(timeslot_start__lte=horizon)),
+        scheduled=Count("id", filter=Q(status=S.SCHEDULED)),
+        instantiating=Count("id", filter=Q(status=S.INSTANTIATING)),
+        backing_off=Count("id", filter=Q(status__in=ACTIVE, attempts__gt=0)),
+        oldest_eligible=Min("created_at", filter=pending & Q(timeslot_start__lte=horizon)),
+    )
+    depth["lead_minutes"] = lead
+    return depth

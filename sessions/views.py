@@ -26,6 +26,7 @@ from django.views.decorators.http import require_POST
 
 from lcm.errors import Conflict, first_error_line
 from lcm.fsm import InvalidTransition
+from lcm.loops import loop_health
 from lcm.pages import (
     Choice,
     action_response,
@@ -44,6 +45,7 @@ from sessions import selectors
 from sessions.filters import DefinitionFilterSet, SessionFilterSet
 from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
+from sessions.selectors import queue_depth
 from sessions.services import definition_transition, session_requeue, session_transition
 from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, SessionStatus
 
@@ -68,8 +70,6 @@ def fleet_summary(capacities) -> dict:
 @instructor_required
 def dashboard(request):
     """Counts by state, fleet capacity, loop health and recent events; refreshes itself."""
-    from scheduling.views import loop_health, queue_depth
-
     capacities = sorted(worker_capacities().values(), key=lambda c: c.name)
     counts = selectors.session_counts_by_status()
     context = page_context(

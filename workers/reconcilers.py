@@ -42,7 +42,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from lcm import http
+from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
 from workers.clients.cml import cml_client_for
@@ -80,6 +80,16 @@ LICENCE_FAILED_STATES = {"FAILED", "RETRY_FAILED", "EXPIRED"}
 
 
 # --- which workers need work (one query per tick) -------------------------------------------
+
+
+def project_workers(ids, *, in_process: bool) -> None:
+    """The projector of changed workers (`lcm.projection`): desired and actual status in coordination;
+    in-process (no etcd, so no watcher), each one reconciled at once as the watcher would."""
+    rows = list(CMLWorker.objects.filter(pk__in=ids).values_list("pk", "desired_status", "status"))
+    coordination.project_workers(rows)
+    if in_process:
+        for pk, _desired, _status in rows:
+            loops.enqueue("workers", str(pk))
 
 
 def workers_needing_work(now=None) -> list:

@@ -13,7 +13,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from grading.api.urls import v1_routes as grading_v1
 from lcm.api.schema import ApiRouter
-from lcm.api.views import StatusView
+from scheduling.api.status import StatusView
 from scheduling.api.urls import v1_routes as scheduling_v1
 from sessions.api.urls import internal_routes as sessions_internal
 from sessions.api.urls import v1_routes as sessions_v1

@@ -18,7 +18,9 @@ from rest_framework.views import APIView
 
 import lcm
 from lcm.api.permissions import IsInstructor
-from sessions.selectors import session_counts_by_status
+from lcm.coordination import coordinator
+from lcm.loops import loop_health
+from sessions.selectors import queue_depth, session_counts_by_status
 from workers.models import CMLWorker
 from workers.states import WorkerStatus
 
@@ -88,8 +90,6 @@ class StatusView(APIView):
 
 
 def _loops() -> list[dict]:
-    from scheduling.views import loop_health
-
     now = timezone.now()
     return [
         {
@@ -103,15 +103,11 @@ def _loops() -> list[dict]:
 
 
 def _queue_depth() -> int:
-    from scheduling.views import queue_depth
-
     depth = queue_depth()
     return depth["eligible"] + depth["scheduled"] + depth["instantiating"]
 
 
 def _leader() -> str | None:
-    from lcm.coordination import coordinator
-
     try:
         return coordinator().leader("placement")
     except Exception:  # coordination down degrades latency, never the status endpoint
