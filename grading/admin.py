@@ -10,6 +10,7 @@ from django.contrib import admin
 from grading.models import GradingSession, ScoreReport, ScoreSection
 from grading.services import grading_session_update
 from lcm.admin_utils import ReadOnlyAdmin, ReadOnlyInline, ServiceModelForm, ServiceSaveMixin, model_field_names
+from sessions.admin import LabletSessionAdmin
 
 GRADING_EDIT_FIELDS = ("grading_session_id", "grading_part_id", "pod_id", "error_message")
 
@@ -30,6 +31,16 @@ class ScoreReportInline(ReadOnlyInline):
     model = ScoreReport
     fields = readonly_fields = ("score", "max_score", "cut_score", "passed", "manual", "submitted_at")
     show_change_link = True
+
+
+class GradingSessionInline(ReadOnlyInline):
+    model = GradingSession
+    fields = readonly_fields = ("status", "grading_session_id", "pod_id", "error_message", "created_at")
+    show_change_link = True
+
+
+# A session's page shows its grading too (the sessions app does not know grading).
+LabletSessionAdmin.inlines = (*LabletSessionAdmin.inlines, GradingSessionInline, ScoreReportInline)
 
 
 @admin.register(GradingSession)

@@ -9,8 +9,14 @@ class GradingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Imported here: the handler uses the models, which exist only once the app registry is ready.
-        from grading import events
+        # Imported here: these modules use the models, which exist only once the app registry is ready.
+        from grading import events, reconcilers, services
         from lcm import webhooks
+        from sessions.reconcilers import register_status_handler
+        from sessions.services import register_transition_hook
+        from sessions.states import SessionStatus
 
         webhooks.register("LCM_GRADING_EVENT_PREFIX", events.handle_grading_event)
+        register_transition_hook(SessionStatus.GRADING, services.on_session_grading)
+        register_transition_hook(SessionStatus.STOPPING, services.on_session_stopping)
+        register_status_handler(SessionStatus.GRADING, reconcilers.on_session_grading)

@@ -18,6 +18,7 @@ from grading.states import GRADING_TERMINAL, GradingStatus
 from lcm import http
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result
+from sessions.reconcilers import expire, grading_timed_out
 from sessions.services import session_transition
 from sessions.states import SessionStatus
 
@@ -51,6 +52,15 @@ def _to_stopping(session, reason: str) -> Result:
     except InvalidTransition as exc:
         return Result.done(f"moved on meanwhile: {exc.current}")
     return Result.requeue(0, "graded")
+
+
+def on_session_grading(session, now) -> Result:
+    """The lablet reconciler's step for a GRADING session (registered by `GradingConfig.ready()`): grade it,
+    or fault the grading and expire the session when grading took too long."""
+    if grading_timed_out(session, now):
+        fault_grading(session, "grading timed out")
+        return expire(session, "grading timed out")
+    return reconcile_grading(session)
 
 
 def _cut_score(max_score: int) -> int:

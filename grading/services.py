@@ -161,3 +161,17 @@ def score_report_create(
             f"score report {score}/{max_score} (cut {cut_score}): {locked.grade_result}",
         )
     return report
+
+
+# --- steps of a session's moves (registered with `sessions.services` by `GradingConfig.ready()`) --------------
+
+
+def on_session_grading(locked, target, *, actor=None, grading_session=None, **_) -> None:
+    """→ GRADING: the session's grading session, in the same transaction (`grading_session`: its fields)."""
+    grading_session_create(locked, actor=actor, **(grading_session or {}))
+
+
+def on_session_stopping(locked, target, *, actor=None, manual_score=None, **_) -> None:
+    """→ STOPPING: the manual score report of a grading completed by hand, when one is given."""
+    if manual_score:
+        score_report_create(locked, actor=actor, manual=True, grading_session=locked.grading_session, **manual_score)

@@ -1,17 +1,13 @@
 """Reads for placement: free capacity of every worker in one query, derived from the sessions holding it."""
 
-from django.db.models import Count, FilteredRelation, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Count, FilteredRelation, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from scheduling.capacity import WorkerCapacity
-from workers.models import CMLWorker, Port
-
-
-def _holding_filter() -> Q:
-    """Sessions that hold capacity on their worker (SPEC §2.2), seen from the worker."""
-    from sessions.selectors import capacity_holding_q
-
-    return capacity_holding_q("sessions__")
+from scheduling.capacity import Demand, WorkerCapacity
+from scheduling.placement import preview
+from sessions.states import capacity_holding_q
+from workers.models import CMLWorker, LabRecord, Port
+from workers.states import LabStatus
 
 
 def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
@@ -29,7 +25,7 @@ def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
     rows = CMLWorker.objects.all()
     if worker_ids is not None:
         rows = rows.filter(pk__in=list(worker_ids))
-    rows = rows.annotate(held=FilteredRelation("sessions", condition=_holding_filter())).annotate(
+    rows = rows.annotate(held=FilteredRelation("sessions", condition=capacity_holding_q("sessions__"))).annotate(
         cpu_used=Coalesce(Sum("held__definition__cpu_cores"), zero),
         memory_used=Coalesce(Sum("held__definition__memory_gb"), zero),
         storage_used=Coalesce(Sum("held__definition__storage_gb"), zero),
@@ -66,9 +62,6 @@ def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
 
 def reusable_lab_workers(definition) -> frozenset[str]:
     """Ids of workers holding a wiped, unused lab of this definition (reuse saves the import)."""
-    from workers.models import LabRecord
-    from workers.states import LabStatus
-
     if not definition.lab_reuse_enabled:
         return frozenset()
     rows = LabRecord.objects.filter(definition=definition, status=LabStatus.WIPED, active_session__isnull=True)
@@ -77,9 +70,6 @@ def reusable_lab_workers(definition) -> frozenset[str]:
 
 def reusable_labs_by_definition(definitions) -> dict:
     """`{definition id: frozenset of worker ids}` as `reusable_lab_workers` gives per definition, in one query."""
-    from workers.models import LabRecord
-    from workers.states import LabStatus
-
     found: dict = {d.pk: set() for d in definitions if d.lab_reuse_enabled}
     if found:
         rows = LabRecord.objects.filter(
@@ -92,9 +82,6 @@ def reusable_labs_by_definition(definitions) -> dict:
 
 def placement_preview(definition) -> list:
     """Dry run of placement for one session of `definition`: every worker with its score or rejection."""
-    from scheduling.capacity import Demand
-    from scheduling.placement import preview
-
     return preview(
         list(worker_capacities().values()),
         Demand.of(definition),

@@ -9,7 +9,6 @@ from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
 
-from grading.models import GradingSession, ScoreReport
 from lcm.admin_utils import (
     ActionsOnlyAdmin,
     ReadOnlyAdmin,
@@ -219,18 +218,6 @@ class UserSessionInline(ReadOnlyInline):
     show_change_link = True
 
 
-class GradingSessionInline(ReadOnlyInline):
-    model = GradingSession
-    fields = readonly_fields = ("status", "grading_session_id", "pod_id", "error_message", "created_at")
-    show_change_link = True
-
-
-class ScoreReportInline(ReadOnlyInline):
-    model = ScoreReport
-    fields = readonly_fields = ("score", "max_score", "cut_score", "passed", "manual", "submitted_at")
-    show_change_link = True
-
-
 def _session_action(name, label, target):
     return service_action(
         name, label, lambda session, request: session_transition(
@@ -273,7 +260,8 @@ class LabletSessionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
         ("Reconciler", {"fields": ("attempts", "last_error", "next_attempt_at")}),
         ("Record", {"fields": ("created_by", "created_at", "updated_at")}),
     )
-    inlines = (SessionStatusChangeInline, UserSessionInline, GradingSessionInline, ScoreReportInline)
+    # The grading app adds its inlines (grading session, score report): grading depends on sessions.
+    inlines = (SessionStatusChangeInline, UserSessionInline)
     actions = [
         service_action(
             "terminate_sessions",

@@ -3,10 +3,13 @@
 Desired state by status:
 - PENDING/SCHEDULED/INSTANTIATING/READY past `timeslot_end`: EXPIRED (the session never ran).
 - SCHEDULED: INSTANTIATING from `timeslot_start − boot_lead`; back to PENDING if its worker left RUNNING.
+- On a worker that went away (INSTANTIATING to GRADING): TERMINATED (FAILED) once the worker is TERMINATED,
+  EXPIRED once a DRAINING worker's drain deadline passed.
 - INSTANTIATING: a lab on the worker (a reused wiped one, else imported with ports rewritten),
   started and converged, an LDS session with devices and a login URL → READY.
 - RUNNING at `timeslot_end`: COLLECTING (the definition grades) or STOPPING.
-- COLLECTING: GRADING (grading enabled) or STOPPING; GRADING: the grading reconciler.
+- COLLECTING: GRADING (grading enabled) or STOPPING; GRADING: the grading app's step
+  (`grading.reconcilers.on_session_grading`, registered with `register_status_handler`).
 - STOPPING / EXPIRED / TERMINATED with cleanup pending: lab stopped and wiped (deleted when reuse
   is off or the session FAILED), LDS released; then STOPPED → ARCHIVED, or cleanup finished.
 Invariants: every external resource is recorded before or right after it is made (the lab
@@ -31,7 +34,6 @@ from django.utils import timezone
 from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
-from scheduling.services import ports_allocate
 from sessions.labyaml import rewritten_topology
 from sessions.models import LabletSession, UserSession
 from sessions.services import (
@@ -45,6 +47,7 @@ from sessions.services import (
 )
 from sessions.states import EndReason, SessionStatus, UserSessionStatus
 from workers.models import LabRecord, SystemSettings
+from workers.port_services import ports_allocate
 from workers.services import lab_record_create, lab_record_transition
 from workers.states import PORT_PROTOCOLS, LabStatus, WorkerStatus
 
@@ -123,6 +126,8 @@ def sessions_needing_work(now=None) -> list:
         | Q(status__in=[S.PENDING, S.READY, S.RUNNING], timeslot_end__lte=now)
         | Q(status=S.SCHEDULED, timeslot_start__lte=boots_by)
         | Q(status=S.SCHEDULED, worker__status__in=[WorkerStatus.DRAINING, WorkerStatus.STOPPING])
+        | Q(status__in=[S.READY, S.RUNNING], worker__status=WorkerStatus.TERMINATED)
+        | Q(status__in=[S.READY, S.RUNNING], worker__status=WorkerStatus.DRAINING, worker__drain_deadline__lte=now)
     )
     return list(LabletSession.objects.filter(needs & due).order_by("timeslot_start").values_list("pk", flat=True))
 
@@ -138,10 +143,34 @@ def reconcile_session(session_id) -> Result:
     now = timezone.now()
     if session.next_attempt_at and session.next_attempt_at > now:
         return Result.requeue((session.next_attempt_at - now).total_seconds(), "backing off")
+    left = _worker_left(session, now)
+    if left is not None:
+        return left
     handler = _HANDLERS.get(session.status)
     if handler is None:
         return Result.done("nothing to do")
     return handler(session, now)
+
+
+# Statuses a session leaves by itself when its worker goes away (SCHEDULED goes back to PENDING instead,
+# in its own step; the teardown statuses finish what they started).
+_ON_A_WORKER = frozenset({S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING})
+
+
+def _worker_left(session, now) -> Result | None:
+    """The session acts on its own row when its worker goes away (the worker reconciler writes no session):
+    TERMINATED (FAILED) once the worker is terminated, EXPIRED once a draining worker's deadline passed."""
+    worker = session.worker
+    if worker is None or session.status not in _ON_A_WORKER:
+        return None
+    if worker.status == WorkerStatus.TERMINATED:
+        session_terminate(
+            session, actor=ACTOR, reason=f"worker {worker.name} was terminated", end_reason=EndReason.FAILED
+        )
+        return Result.requeue(0, "worker terminated")
+    if worker.status == WorkerStatus.DRAINING and worker.drain_deadline and now >= worker.drain_deadline:
+        return expire(session, f"worker {worker.name} reached its drain deadline")
+    return None
 
 
 def record_failure(session_id, exc) -> float | None:
@@ -171,7 +200,7 @@ def _expired(session, now) -> bool:
     return now >= session.timeslot_end
 
 
-def _expire(session, reason="the timeslot ended before the session ran") -> Result:
+def expire(session, reason="the timeslot ended before the session ran") -> Result:
     session_transition(session, S.EXPIRED, actor=ACTOR, reason=reason)
     return Result.requeue(0, "expired")
 
@@ -185,13 +214,13 @@ def _boot_lead(session) -> timedelta:
 
 def _on_pending(session, now) -> Result:
     if _expired(session, now):
-        return _expire(session)
+        return expire(session)
     return Result.done("waiting for placement")
 
 
 def _on_scheduled(session, now) -> Result:
     if _expired(session, now):
-        return _expire(session)
+        return expire(session)
     if session.worker is None or session.worker.status != WorkerStatus.RUNNING:
         session_transition(session, S.PENDING, actor=ACTOR, reason="worker no longer RUNNING before instantiation")
         return Result.done("requeued")
@@ -387,7 +416,7 @@ def _host_of(url: str) -> str:
 def _on_instantiating(session, now, *, fresh: bool = False) -> Result:
     """`fresh`: this pass moved the session from SCHEDULED and made its lab record (`_prepare_lab`)."""
     if _expired(session, now):
-        return _expire(session)
+        return expire(session)
     cml = _cml(session)
     lab, imported = _ensure_lab(session, cml, lab_is_new=fresh)
     if imported or lab.status in (L.DEFINED, L.WIPED, L.STOPPED):
@@ -474,7 +503,7 @@ def _ensure_lds_session(session, *, fresh: bool = False) -> tuple[UserSession, t
 
 def _on_ready(session, now) -> Result:
     if _expired(session, now):
-        return _expire(session, "the candidate never started")
+        return expire(session, "the candidate never started")
     return Result.requeue((session.timeslot_end - now).total_seconds(), "waiting for the candidate")
 
 
@@ -486,28 +515,19 @@ def _on_running(session, now) -> Result:
     return Result.requeue(0, "time is up")
 
 
-def _grading_timed_out(session, now) -> bool:
+def grading_timed_out(session, now) -> bool:
     since = session.status_changed_at or session.updated_at
     return now - since > timedelta(minutes=SystemSettings.load().grading_timeout_minutes)
 
 
 def _on_collecting(session, now) -> Result:
-    if _grading_timed_out(session, now):
-        return _expire(session, "grading timed out while collecting")
+    if grading_timed_out(session, now):
+        return expire(session, "grading timed out while collecting")
     if not session.definition.grading_enabled:
         session_transition(session, S.STOPPING, actor=ACTOR, reason="the definition does not grade")
         return Result.requeue(0, "skip grading")
     session_transition(session, S.GRADING, actor=ACTOR, reason="collected; grading", expected_status=S.COLLECTING)
     return Result.requeue(0, "grading")
-
-
-def _on_grading(session, now) -> Result:
-    from grading.reconcilers import fault_grading, reconcile_grading
-
-    if _grading_timed_out(session, now):
-        fault_grading(session, "grading timed out")
-        return _expire(session, "grading timed out")
-    return reconcile_grading(session)
 
 
 # --- teardown ---------------------------------------------------------------------------------
@@ -651,6 +671,12 @@ def _on_terminated(session, now) -> Result:
     return Result.done("cleaned up")
 
 
+def register_status_handler(status: str, handler) -> None:
+    """`handler(session, now) -> Result` does the step of `status` (an app that depends on sessions registers
+    one in `AppConfig.ready()`: the grading app's GRADING step)."""
+    _HANDLERS[status] = handler
+
+
 _HANDLERS = {
     S.PENDING: _on_pending,
     S.SCHEDULED: _on_scheduled,
@@ -658,7 +684,6 @@ _HANDLERS = {
     S.READY: _on_ready,
     S.RUNNING: _on_running,
     S.COLLECTING: _on_collecting,
-    S.GRADING: _on_grading,
     S.STOPPING: _on_stopping,
     S.STOPPED: _on_stopped,
     S.EXPIRED: _on_expired,

@@ -43,16 +43,6 @@ def session_counts_by_status() -> dict[str, int]:
     return counts
 
 
-def capacity_holding_q(prefix: str = "") -> Q:
-    """Sessions holding capacity on their worker (SPEC §2.2): the active states, plus TERMINATED or EXPIRED
-    while their teardown is pending. `prefix` reaches sessions through a relation (`"sessions__"`)."""
-    from sessions.states import CAPACITY_HOLDING
-
-    return Q(**{f"{prefix}status__in": CAPACITY_HOLDING}) | Q(
-        **{f"{prefix}status__in": [SessionStatus.TERMINATED, SessionStatus.EXPIRED], f"{prefix}cleanup_pending": True}
-    )
-
-
 def queue_depth() -> dict:
     """Sessions waiting for the loops, counted in one query."""
     lead = SystemSettings.load().placement_lead_minutes

@@ -432,12 +432,6 @@ def _before_running(locked, target, **_):
     locked.started_at = timezone.now()
 
 
-def _before_grading(locked, target, *, actor=None, grading_session=None, **_):
-    from grading.services import grading_session_create
-
-    grading_session_create(locked, actor=actor, **(grading_session or {}))
-
-
 def _before_stopping(locked, target, **_):
     if not locked.end_reason:
         locked.end_reason = EndReason.COMPLETED
@@ -487,13 +481,25 @@ _BEFORE = {
     S.PENDING: _before_pending,
     S.READY: _before_ready,
     S.RUNNING: _before_running,
-    S.GRADING: _before_grading,
     S.STOPPING: _before_stopping,
     S.STOPPED: _before_stopped,
     S.ARCHIVED: _before_archived,
     S.TERMINATED: _before_terminated,
     S.EXPIRED: _before_expired,
 }
+
+
+# target status → steps other apps add to that move (the grading app's: a grading session with → GRADING);
+# each runs in the move's transaction, after the session's own step, with the same arguments.
+_HOOKS: dict[str, list] = {}
+
+
+def register_transition_hook(target: str, hook) -> None:
+    """Add `hook(locked, target, *, actor, reason, **params)` to every move of a session to `target`
+    (an app that depends on sessions registers it in `AppConfig.ready()`)."""
+    hooks = _HOOKS.setdefault(target, [])
+    if hook not in hooks:
+        hooks.append(hook)
 
 
 def session_transition(
@@ -504,7 +510,8 @@ def session_transition(
     `expected_status` makes the move conditional (compare-and-set): a caller that saw
     READY and asks for RUNNING loses cleanly if someone else moved it first. Extra
     params feed the target's step: `worker` (SCHEDULED), `user_session` (READY, a dict
-    for `user_session_create`), `grading_session` (GRADING), `end_reason` (TERMINATED).
+    for `user_session_create`), `end_reason` (TERMINATED), and what the registered hooks read
+    (`grading_session` with GRADING, `manual_score` with STOPPING: see `grading.services`).
     Raises InvalidTransition (→ 409) when refused; nothing is changed then.
     """
     target = normalize_status(target, SessionStatus)
@@ -518,6 +525,8 @@ def session_transition(
         before = _BEFORE.get(target)
         if before:
             before(locked, target, actor=actor, reason=reason, **params)
+        for hook in _HOOKS.get(target, ()):
+            hook(locked, target, actor=actor, reason=reason, **params)
         previous = apply_transition(locked, SESSION_TRANSITIONS, target, entity="session")
         if target not in (S.PENDING,):
             locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None

@@ -1,6 +1,7 @@
 """Status choice sets, transition tables (SPEC §2.1–2.3) and badge colours for the sessions app."""
 
 from django.db import models
+from django.db.models import Q
 
 
 class SessionStatus(models.TextChoices):
@@ -112,3 +113,11 @@ USER_SESSION_TRANSITIONS: dict[str, set[str]] = {
     U.EXPIRED: set(),
     U.FAULTED: set(),
 }
+
+
+def capacity_holding_q(prefix: str = "") -> Q:
+    """Sessions holding capacity on their worker (SPEC §2.2): the active states, plus TERMINATED or EXPIRED
+    while their teardown is pending. `prefix` reaches sessions through a relation (`"sessions__"`)."""
+    return Q(**{f"{prefix}status__in": CAPACITY_HOLDING}) | Q(
+        **{f"{prefix}status__in": [SessionStatus.TERMINATED, SessionStatus.EXPIRED], f"{prefix}cleanup_pending": True}
+    )

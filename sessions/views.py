@@ -15,7 +15,6 @@ from datetime import UTC, datetime, time, timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -316,16 +315,12 @@ def _run_session_action(request, session, spec: SessionAction, expected: str, fo
         if not form.is_valid():
             forms["score_form"] = form
             raise ValidationError([e for errors in form.errors.values() for e in errors])
-        with transaction.atomic():  # a refused transition must not leave a manual report behind
-            if form.has_score:
-                from grading.services import score_report_create
-
-                score_report_create(
-                    session, actor=actor, manual=True, grading_session=session.grading_session, **form.cleaned_data
-                )
-            session_transition(
-                session, spec.target, actor=actor, expected_status=expected, reason="grading completed by hand"
-            )
+        # The manual report is stored in the move's own transaction (the grading app's STOPPING hook), so a
+        # refused move leaves none behind.
+        session_transition(
+            session, spec.target, actor=actor, expected_status=expected, reason="grading completed by hand",
+            manual_score=dict(form.cleaned_data) if form.has_score else None,
+        )  # fmt: skip
         return "Grading completed; the session is STOPPING."
     session_transition(
         session, spec.target, actor=actor, expected_status=expected, reason=f"{spec.label} from the session page"

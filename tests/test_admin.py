@@ -19,7 +19,6 @@ from grading.models import GradingSession, ScoreReport, ScoreSection
 from grading.services import grading_session_create, score_report_create
 from lcm.events import status_changed
 from lcm.models import LoopHeartbeat, ReceivedEvent
-from scheduling.services import ports_allocate
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
 from sessions.services import session_create, session_transition, user_session_create
 from tests.factories import DEMO_LAB, DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
@@ -33,6 +32,7 @@ from workers.models import (
     WorkerStatusChange,
     WorkerTemplate,
 )
+from workers.port_services import ports_allocate
 from workers.services import lab_record_create, worker_create, worker_transition
 
 APP_LABELS = ("lablets", "workers", "grading", "scheduling")

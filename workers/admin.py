@@ -260,7 +260,7 @@ class LabRecordAdmin(ReadOnlyAdmin):
 
 @admin.register(Port)
 class PortAdmin(ReadOnlyAdmin):
-    """The port table; allocated and released only by `scheduling.services`."""
+    """The port table; allocated and released only by `workers.port_services`."""
 
     list_display = ("worker", "port", "name", "lab_record", "allocated_at")
     list_filter = ("worker",)

@@ -38,8 +38,7 @@ from datetime import datetime, timedelta
 
 from scheduling.capacity import Demand, WorkerCapacity, rejection_reason
 from scheduling.placement import version_tuple
-from workers.models import ScaleAction
-from workers.states import COMING, DesiredStatus, WorkerStatus
+from workers.states import COMING, DesiredStatus, ScaleAction, WorkerStatus
 
 W = WorkerStatus
 A = ScaleAction

@@ -14,6 +14,7 @@ from workers.states import (
     LabStatus,
     LicenseStatus,
     LicenseType,
+    ScaleAction,
     WorkerStatus,
 )
 
@@ -201,19 +202,6 @@ class Port(models.Model):
 
     def __str__(self):
         return f"{self.name}={self.port}"
-
-
-class ScaleAction(models.TextChoices):
-    """What a fleet decision did (or why it did nothing)."""
-
-    LAUNCH = "LAUNCH"  # a new worker from a template
-    START = "START"  # a worker LCM itself stopped, started again for demand
-    CANCEL_DRAIN = "CANCEL_DRAIN"  # a worker LCM was draining, kept for demand
-    DRAIN = "DRAIN"  # scale-down: an empty, unneeded worker drains and stops
-    PAUSE = "PAUSE"  # idle auto-pause: an idle worker is stopped
-    WAIT = "WAIT"  # demand that no action serves now (cooldown, maximum, no template fits, autoscaling off)
-    DISCOVER = "DISCOVER"  # an EC2 instance LCM did not know, imported as a worker
-    VANISHED = "VANISHED"  # a worker whose instance disappeared behind LCM's back
 
 
 class ScaleDecision(models.Model):

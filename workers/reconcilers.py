@@ -49,6 +49,7 @@ from workers.clients.cml import cml_client_for
 from workers.clients.ec2 import TAG_WORKER_ID, InstanceState, ec2_client
 from workers.fleet import RECONCILER_ACTOR, cml_url_for, ensure_simulated_cml
 from workers.models import CMLWorker, LabRecord, LicenseAction, LicenseRequest, WorkerStatusChange
+from workers.port_services import ports_release_worker
 from workers.services import (
     lab_record_create,
     lab_record_reserve_ports,
@@ -372,35 +373,14 @@ def _on_draining(worker, now) -> Result:
     if outcome is not None:
         return outcome
     if worker.drain_deadline and now >= worker.drain_deadline:
-        return _expire_remaining(worker, holding)
+        # Each session expires itself past the deadline (the lablet reconciler), then tears its lab down.
+        return Result.requeue(POLL_SECONDS, f"drain deadline passed: {holding.count()} session(s) tearing down")
     if _sync_due(worker, now):
         _sync(worker, now)
     wait = settings.LCM_WORKER_SYNC_SECONDS
     if worker.drain_deadline:
         wait = min(wait, max(0.0, (worker.drain_deadline - now).total_seconds()))
     return Result.requeue(wait, f"draining: {holding.count()} session(s) left")
-
-
-def _expire_remaining(worker, holding) -> Result:
-    """At the drain deadline: every session still running on the worker expires (the lablet reconciler then
-    stops and wipes its lab and releases its LDS session); sessions already tearing down carry on."""
-    from sessions.services import session_transition
-    from sessions.states import SESSION_TRANSITIONS, SessionStatus
-
-    expired = 0
-    for session in holding:
-        if SessionStatus.EXPIRED not in SESSION_TRANSITIONS.get(session.status, set()):
-            continue
-        with contextlib.suppress(InvalidTransition):
-            session_transition(
-                session,
-                SessionStatus.EXPIRED,
-                actor=ACTOR,
-                reason=f"worker {worker.name} reached its drain deadline",
-                expected_status=session.status,
-            )
-            expired += 1
-    return Result.requeue(POLL_SECONDS, f"drain deadline: {expired} session(s) expired, waiting for teardown")
 
 
 def _stop_or_terminate(worker, now, reason: str) -> Result:
@@ -505,15 +485,8 @@ def _vanished(worker, why: str) -> Result:
 
 
 def _release(worker, why: str) -> None:
-    """Nothing stays allocated on a terminated worker: its sessions are terminated (the lablet reconciler
-    releases their LDS sessions), its labs DELETED and its ports freed."""
-    from scheduling.services import ports_release_worker
-    from sessions.services import session_terminate
-    from sessions.states import EndReason, SessionStatus
-
-    for session in worker_holding_sessions(worker).exclude(status=SessionStatus.TERMINATED):
-        with contextlib.suppress(InvalidTransition):
-            session_terminate(session, actor=ACTOR, reason=f"worker {worker.name}: {why}", end_reason=EndReason.FAILED)
+    """Nothing stays allocated on a terminated worker: its labs DELETED and its ports freed. Its sessions
+    terminate themselves when they see it TERMINATED (the lablet reconciler), releasing their LDS sessions."""
     for lab in LabRecord.objects.filter(worker=worker).exclude(status=LabStatus.DELETED):
         _walk_lab(lab, [LabStatus.ORPHANED, LabStatus.DELETED], why)
     ports_release_worker(worker)

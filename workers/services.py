@@ -15,7 +15,9 @@ from django.utils import timezone
 from lcm.events import publish_change
 from lcm.fsm import InvalidTransition, actor_name, apply_transition, changed_fields, normalize_status, snapshot
 from lcm.middleware import current_request_id
+from sessions.states import capacity_holding_q
 from workers.models import CMLWorker, LabRecord, WorkerStatusChange, WorkerTemplate
+from workers.port_services import ports_release
 from workers.states import (
     LAB_TRANSITIONS,
     WORKER_TRANSITIONS,
@@ -347,7 +349,6 @@ def lab_record_transition(record, target: str, *, actor, reason: str = "", via=(
     lab found converged right after its start goes STARTING → BOOTED at once). Deleting a lab
     releases its ports in the same transaction.
     """
-    from scheduling.services import ports_release
 
     target = normalize_status(target, LabStatus)
     steps = [normalize_status(step, LabStatus) for step in via] + [target]
@@ -480,10 +481,7 @@ def worker_record_failure(worker, error: str, *, retry_in: timedelta) -> CMLWork
 
 def worker_holding_sessions(worker):
     """The sessions that hold capacity on a worker (SPEC §2.2): what a drain waits for."""
-    from sessions.models import LabletSession
-    from sessions.selectors import capacity_holding_q
-
-    return LabletSession.objects.filter(worker_id=getattr(worker, "pk", worker)).filter(capacity_holding_q())
+    return CMLWorker(pk=getattr(worker, "pk", worker)).sessions.filter(capacity_holding_q())
 
 
 def worker_drain_if_idle(worker, *, actor, reason: str = "") -> CMLWorker | None:

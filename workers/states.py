@@ -111,3 +111,16 @@ class LicenseType(models.TextChoices):
 # Protocols a `protocol:port` node tag may name, in the priority used to pick a device's
 # access protocol (SPEC §3.3).
 PORT_PROTOCOLS = ("vnc", "http", "https", "ssh", "serial", "telnet")
+
+
+class ScaleAction(models.TextChoices):
+    """What a fleet decision did (or why it did nothing)."""
+
+    LAUNCH = "LAUNCH"  # a new worker from a template
+    START = "START"  # a worker LCM itself stopped, started again for demand
+    CANCEL_DRAIN = "CANCEL_DRAIN"  # a worker LCM was draining, kept for demand
+    DRAIN = "DRAIN"  # scale-down: an empty, unneeded worker drains and stops
+    PAUSE = "PAUSE"  # idle auto-pause: an idle worker is stopped
+    WAIT = "WAIT"  # demand that no action serves now (cooldown, maximum, no template fits, autoscaling off)
+    DISCOVER = "DISCOVER"  # an EC2 instance LCM did not know, imported as a worker
+    VANISHED = "VANISHED"  # a worker whose instance disappeared behind LCM's back

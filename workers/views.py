@@ -25,7 +25,7 @@ from lcm.pages import (
     status_choices,
 )
 from scheduling.selectors import worker_capacities
-from sessions.selectors import capacity_holding_q
+from sessions.states import capacity_holding_q
 from workers.filters import WorkerFilterSet
 from workers.forms import WorkerCreateForm
 from workers.models import CMLWorker, WorkerTemplate

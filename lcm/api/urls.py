@@ -11,6 +11,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from grading.api.urls import internal_routes as grading_internal
 from grading.api.urls import v1_routes as grading_v1
 from lcm.api.schema import ApiRouter
 from scheduling.api.status import StatusView
@@ -26,7 +27,7 @@ for prefix, viewset, basename in (*sessions_v1, *grading_v1, *workers_v1, *sched
     v1.register(prefix, viewset, basename=basename)
 
 internal = ApiRouter()
-for prefix, viewset, basename in sessions_internal:
+for prefix, viewset, basename in (*sessions_internal, *grading_internal):
     internal.register(prefix, viewset, basename=basename)
 
 
@@ -42,5 +43,5 @@ urlpatterns = [
     path("internal/", include(internal.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api:schema")), name="docs"),
-    re_path(r"^(?:v1|internal)(?:/.*)?$", not_found),
+    re_path(r"^(?:v1|internal)(?:/[\s\S]*)?$", not_found),  # [\s\S]: a newline in a path is no match for ".",
 ]

@@ -2,26 +2,16 @@
 
 Unlike the public API it may drive a session through any transition its state machine
 allows (SCHEDULED onto a worker, READY with the UserSession, EXPIRED, …), and it writes the
-children (UserSession, GradingSession, ScoreReport). It calls the same services as
+UserSession (the grading children are written by `grading.api.sessions`). It calls the same services as
 everything else, so the same rules and the same 409s apply.
 """
 
-from django.db import transaction
-from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from grading.api.serializers import (
-    GradingSessionSerializer,
-    GradingSessionWriteSerializer,
-    ScoreReportSerializer,
-    ScoreReportWriteSerializer,
-)
-from grading.models import GradingSession, ScoreReport
-from grading.services import grading_session_create, grading_session_update, score_report_create
 from lcm.api.authentication import InternalApiKeyAuthentication
 from lcm.api.permissions import InternalApiKey
 from lcm.api.viewsets import ApiViewSet
@@ -57,7 +47,7 @@ class InternalSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, A
     filterset_class = SessionFilterSet
     authentication_classes = [InternalApiKeyAuthentication]
     permission_classes = [InternalApiKey]
-    conflict_actions = ("schedule", "transition", "ready", "user_session", "grading_session")
+    conflict_actions = ("schedule", "transition", "ready", "user_session")
     checks_roles = False
 
     def _session_response(self, session) -> Response:
@@ -147,71 +137,6 @@ class InternalSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, A
             return Response(UserSessionSerializer(created).data, status=status.HTTP_201_CREATED)
         updated = user_session_update(current, actor=request.user, status=target, reason=reason, **data)
         return Response(UserSessionSerializer(updated).data)
-
-    @extend_schema(
-        summary="Create or update the session's GradingSession (internal)",
-        description=(
-            "Creates it (201) when the session has none; otherwise updates the current one (200). `status` moves "
-            "forward only (or to FAULTED); a refused move is 409."
-        ),
-        request=GradingSessionWriteSerializer,
-        responses={200: GradingSessionSerializer, 201: GradingSessionSerializer},
-    )
-    @action(detail=True, methods=["post"], url_path="grading-session")
-    def grading_session(self, request, pk=None):
-        session = self.get_object()
-        data = dict(self.read_body(GradingSessionWriteSerializer))
-        target, reason = data.pop("status", None), data.pop("reason", "")
-        current = _newest(GradingSession.objects.all(), session)
-        if current is None:
-            with transaction.atomic():
-                grading = grading_session_create(session, actor=request.user, reason=reason, **data)
-                if target is not None:
-                    grading = grading_session_update(grading, actor=request.user, status=target, reason=reason)
-            return Response(GradingSessionSerializer(grading).data, status=status.HTTP_201_CREATED)
-        grading = grading_session_update(current, actor=request.user, status=target, reason=reason, **data)
-        return Response(GradingSessionSerializer(grading).data)
-
-    @extend_schema(
-        summary="Store the session's score report (internal)",
-        description="Immutable; sets the session's `grade_result`. `passed` is score ≥ cut_score.",
-        request=ScoreReportWriteSerializer,
-        responses={201: ScoreReportSerializer},
-    )
-    @action(detail=True, methods=["post"], url_path="score-report")
-    def score_report(self, request, pk=None):
-        session = self.get_object()
-        data = self.read_body(ScoreReportWriteSerializer)
-        grading = self._grading_session_for(session, data.get("grading_session_id"))
-        report = score_report_create(
-            session,
-            actor=request.user,
-            score=data["score"],
-            max_score=data["max_score"],
-            cut_score=data["cut_score"],
-            sections=[dict(section) for section in data.get("sections", [])],
-            grading_session=grading,
-            submitted_at=data.get("submitted_at"),
-            manual=data.get("manual", False),
-        )
-        report = (
-            ScoreReport.objects.select_related("lablet_session__definition")
-            .prefetch_related("sections")
-            .get(pk=report.pk)
-        )
-        location = reverse("api:session-score-report", kwargs={"pk": session.pk})
-        return Response(
-            ScoreReportSerializer(report).data, status=status.HTTP_201_CREATED, headers={"Location": location}
-        )
-
-    @staticmethod
-    def _grading_session_for(session, grading_session_id):
-        if grading_session_id is None:
-            return _newest(GradingSession.objects.all(), session)
-        grading = GradingSession.objects.filter(pk=grading_session_id, lablet_session=session).first()
-        if grading is None:
-            raise ValidationError({"grading_session_id": ["is not a grading session of this session"]})
-        return grading
 
 
 def _status(target) -> dict:

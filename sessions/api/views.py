@@ -15,8 +15,6 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from grading.api.serializers import GradingSessionSerializer, ScoreReportSerializer
-from grading.models import GradingSession, ScoreReport
 from lcm.api.permissions import IsAdmin, IsInstructor
 from lcm.api.serializers import REASON_PARAMETER, ReasonSerializer
 from lcm.api.viewsets import ApiViewSet
@@ -317,21 +315,6 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
     @action(detail=True, methods=["get"], url_path="user-session")
     def user_session(self, request, pk=None):
         return Response(UserSessionSerializer(self._child(UserSession.objects.all())).data)
-
-    @extend_schema(
-        summary="The session's GradingSession (404 until it exists)", responses={200: GradingSessionSerializer}
-    )
-    @action(detail=True, methods=["get"], url_path="grading-session")
-    def grading_session(self, request, pk=None):
-        return Response(GradingSessionSerializer(self._child(GradingSession.objects.all())).data)
-
-    @extend_schema(summary="The session's score report (404 until it exists)", responses={200: ScoreReportSerializer})
-    @action(detail=True, methods=["get"], url_path="score-report")
-    def score_report(self, request, pk=None):
-        report = self._child(
-            ScoreReport.objects.select_related("lablet_session__definition").prefetch_related("sections")
-        )
-        return Response(ScoreReportSerializer(report).data)
 
     @extend_schema(
         summary="The session's status timeline",

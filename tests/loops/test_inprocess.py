@@ -51,8 +51,8 @@ def test_sessions_move_by_themselves_to_ready_and_finish_after_manual_moves(sims
 @pytest.mark.django_db
 def test_a_tick_records_its_heartbeat_and_the_scheduler_page_shows_it(monkeypatch):
     from lcm import loops
-    from lcm.models import LoopHeartbeat
     from lcm.loops import loop_health
+    from lcm.models import LoopHeartbeat
 
     monkeypatch.setattr(coordination, "_coordinator", coordination.InProcessCoordinator())
     assert loops.tick("lablets") == []

@@ -24,7 +24,7 @@ import sys, time
 import django
 django.setup()
 from scheduling.scheduler import place_pending
-from scheduling.services import ports_allocate
+from workers.port_services import ports_allocate
 from workers.models import LabRecord
 start, labs = float(sys.argv[1]), sys.argv[2].split(",")
 while time.time() < start:

@@ -4,9 +4,9 @@ import pytest
 
 from scheduling.capacity import Demand, WorkerCapacity, licence_serves, rejection_reason
 from scheduling.selectors import worker_capacities
-from scheduling.services import ports_allocate
 from sessions.services import session_cleanup_finished
 from tests.factories import DefinitionFactory, LabRecordFactory, SessionFactory, WorkerFactory
+from workers.port_services import ports_allocate
 
 
 @pytest.mark.django_db

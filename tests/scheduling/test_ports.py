@@ -6,9 +6,9 @@ import pytest
 from django.db import IntegrityError, connection
 
 from scheduling.ports import PortsExhausted, choose_ports
-from scheduling.services import ports_allocate, ports_release
 from tests.factories import LabRecordFactory, WorkerFactory
 from workers.models import LabRecord, Port
+from workers.port_services import ports_allocate, ports_release
 
 
 def test_choose_ports_walks_up_from_the_hint_and_wraps():

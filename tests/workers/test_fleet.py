@@ -531,7 +531,11 @@ def test_an_instance_terminated_behind_lcms_back_makes_its_worker_terminated(fle
     assert ScaleDecision.objects.filter(action="VANISHED", worker=worker).exists()
     lab.refresh_from_db()
     assert lab.status == "DELETED" and not Port.objects.filter(worker=worker).exists()
-    drive(lambda: not LabletSession.objects.get(pk=session.pk).cleanup_pending, ticks=4)
+    # The session notices its worker is gone and terminates itself (the worker reconciler writes no session).
+    drive(
+        lambda: LabletSession.objects.filter(pk=session.pk, status="TERMINATED", cleanup_pending=False).exists(),
+        ticks=4,
+    )
     session.refresh_from_db()
     assert (session.status, session.end_reason) == ("TERMINATED", "FAILED")
     assert session.user_session.status == "FAULTED"

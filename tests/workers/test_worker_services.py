@@ -3,9 +3,9 @@
 import pytest
 
 from lcm.fsm import InvalidTransition
-from scheduling.services import ports_allocate
 from tests.factories import LabRecordFactory, TemplateFactory, WorkerFactory
 from workers.models import CMLWorker, Port, WorkerStatusChange
+from workers.port_services import ports_allocate
 from workers.services import lab_record_transition, worker_create, worker_set_desired, worker_transition
 from workers.states import WORKER_TRANSITIONS
 

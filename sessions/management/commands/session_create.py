@@ -1,12 +1,7 @@
 """`manage.py session_create`: book a lablet session (SPEC §3.1) through `sessions.services.session_create`."""
 
-from lcm.management.command_utils import (
-    LcmCommand,
-    resolve_definition,
-    service_errors,
-    session_data,
-    session_summary,
-)
+from lcm.management.command_utils import LcmCommand, service_errors
+from sessions.management.command_utils import resolve_definition, session_data, session_summary
 from sessions.services import session_create
 
 

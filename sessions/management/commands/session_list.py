@@ -1,7 +1,8 @@
 """`manage.py session_list`: sessions filtered like the REST list, as a table or a JSON array."""
 
 from lcm.fsm import normalize_status
-from lcm.management.command_utils import LcmCommand, fail, is_uuid, iso, session_data
+from lcm.management.command_utils import LcmCommand, fail, is_uuid, iso
+from sessions.management.command_utils import session_data
 from sessions.selectors import session_list
 from sessions.states import SessionStatus
 

@@ -1,11 +1,9 @@
 """`manage.py session_show`: one session with its history, user session, grading session and score report."""
 
-from lcm.management.command_utils import (
-    LcmCommand,
-    fail,
+from lcm.management.command_utils import LcmCommand, fail, parse_uuid
+from sessions.management.command_utils import (
     grading_session_data,
     history_data,
-    parse_uuid,
     score_report_data,
     session_data,
     user_session_data,

@@ -1,6 +1,7 @@
 """`manage.py session_terminate`: terminate a session from any non-terminal state; teardown follows."""
 
-from lcm.management.command_utils import LcmCommand, get_session, service_errors, session_data, session_summary
+from lcm.management.command_utils import LcmCommand, service_errors
+from sessions.management.command_utils import get_session, session_data, session_summary
 from sessions.services import session_terminate
 
 

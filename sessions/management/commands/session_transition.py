@@ -1,7 +1,8 @@
 """`manage.py session_transition`: a manual status change (SPEC §5.1 manual targets) through the service."""
 
 from lcm.fsm import normalize_status
-from lcm.management.command_utils import LcmCommand, fail, get_session, service_errors, session_data, session_summary
+from lcm.management.command_utils import LcmCommand, fail, service_errors
+from sessions.management.command_utils import get_session, session_data, session_summary
 from sessions.services import session_transition
 from sessions.states import MANUAL_TARGETS, SessionStatus
 

@@ -1,4 +1,5 @@
-"""Port allocation and release: race-free by the (worker, port) unique constraint, no compare-and-swap."""
+"""Port allocation and release, the only writers of `Port`: race-free by the (worker, port) unique
+constraint, no compare-and-swap."""
 
 import logging
 import random
@@ -9,7 +10,7 @@ from django.db.models import Max
 from scheduling.ports import PortsExhausted, choose_ports
 from workers.models import Port
 
-logger = logging.getLogger("lcm.scheduling.services")
+logger = logging.getLogger("lcm.workers.ports")
 
 # Each round at least one racer wins, so this bounds the wait even with many allocators at once.
 _MAX_ALLOCATION_ROUNDS = 64
