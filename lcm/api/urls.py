@@ -43,5 +43,6 @@ urlpatterns = [
     path("internal/", include(internal.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api:schema")), name="docs"),
-    re_path(r"^(?:v1|internal)(?:/[\s\S]*)?$", not_found),  # [\s\S]: a newline in a path is no match for ".",
+    # [\s\S], not ".": a path holding a newline gets the JSON 404 too.
+    re_path(r"^(?:v1|internal)(?:/[\s\S]*)?$", not_found),
 ]
