@@ -22,7 +22,7 @@ Control API, besides the common `/_sim/reset|faults|clock|requests|state`:
                                                "session_id"?, "part_id"?, "times"?: 1 (null = until cleared)}
   DELETE /_sim/grading/outcomes
   POST   /_sim/tokens/revoke                  every issued token is refused from now on (401 mid-flow)
-  PUT    /_sim/webhook, GET /_sim/events, POST|DELETE /_sim/events/faults   (see simulators.lds.app.EventChannel)
+  PUT    /_sim/webhook, GET /_sim/events, POST|DELETE /_sim/events/faults  (common_stateful.EventChannel)
 Tokens are issued already expired while a fault rule `{"operation": "tokens", "expire_tokens": true}` stands.
 """
 
@@ -41,7 +41,7 @@ import yaml
 from flask import Flask, Response, jsonify, request
 
 from simulators.common import Simulator, WebhookSender, error_body, iso
-from simulators.lds.app import EventChannel, Wakeups, setting
+from simulators.common_stateful import EventChannel, Wakeups, setting
 
 API = "/api/v1"
 AUDIENCE = "grading-engine"
