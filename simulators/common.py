@@ -239,10 +239,12 @@ def add_routes(app: Flask, target, routes) -> None:
     """Register module-level views from `(method, rule, view)` rows; each is called as `view(target, **url_args)`
     and keeps its own name as the endpoint."""
     for method, rule, view in routes:
-        app.add_url_rule(rule, endpoint=view.__name__, view_func=_bound(view, target), methods=[method])
+        app.add_url_rule(rule, endpoint=view.__name__, view_func=bind(view, target), methods=[method])
 
 
-def _bound(view, target):
+def bind(view, target):
+    """`view` as a Flask view of the URL arguments alone, called as `view(target, **url_args)`."""
+
     @wraps(view)
     def bound(*args, **kwargs):
         return view(target, *args, **kwargs)

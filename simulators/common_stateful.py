@@ -281,14 +281,16 @@ class StatefulSimulator(Simulator):
     def __init__(
         self,
         *,
-        zero_delay: bool,
-        timings: dict | None,
-        seed: int | None,
-        webhook_url: str | None,
-        webhook_secret: str | None,
         source: str,
         prefix: str,
+        zero_delay: bool = False,
+        timings: dict | None = None,
+        seed: int | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ):
+        """`source`/`prefix`: the CloudEvents source and type prefix; `webhook_url`/`webhook_secret`: where
+        events go (default: the settings); the rest as for every `Simulator`."""
         if webhook_url is None:
             webhook_url = setting("LCM_SIM_WEBHOOK_URL", "LCM_SIM_WEBHOOK_URL", "http://127.0.0.1:8000/api/events")
         if webhook_secret is None:

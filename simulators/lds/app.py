@@ -48,17 +48,15 @@ class LDSSimulator(LdsStateMachine, StatefulSimulator):
     def __init__(
         self,
         *,
-        zero_delay: bool = False,
-        timings: dict | None = None,
-        seed: int | None = None,
-        webhook_url: str | None = None,
-        webhook_secret: str | None = None,
         users: dict[str, str] | None = None,
         catalogue: list[str] | None = None,
         event_prefix: str | None = None,
         event_types: dict[str, str] | None = None,
         source: str = "urn:lcm:simulators:lds",
+        **options,
     ):
+        """`users`: Basic-auth user -> password; `catalogue`: the known form qualified names (None = all);
+        `options`: `zero_delay`, `timings`, `seed`, `webhook_url`, `webhook_secret` (see StatefulSimulator)."""
         if users is None:
             username = setting("LCM_LDS_CLIENT_ID", "LCM_LDS_CLIENT_ID", "lcm")
             users = {username: setting("LCM_LDS_CLIENT_SECRET", "LCM_LDS_CLIENT_SECRET", "local-lds-secret")}
@@ -71,15 +69,7 @@ class LDSSimulator(LdsStateMachine, StatefulSimulator):
         self.sessions: dict[str, LdsSession] = {}
         self.catalogue: dict[str, dict] = {}
         self.open_catalogue = True
-        super().__init__(
-            zero_delay=zero_delay,
-            timings=timings,
-            seed=seed,
-            webhook_url=webhook_url,
-            webhook_secret=webhook_secret,
-            source=source,
-            prefix=prefix,
-        )
+        super().__init__(source=source, prefix=prefix, **options)
 
     def default_timings(self) -> dict:
         # Delays (`*_after`) collapse to 0 in zero-delay mode; None switches the step off. Lifetimes and
