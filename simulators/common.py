@@ -181,65 +181,7 @@ class Simulator:
     # -- control API ---------------------------------------------------------------------
 
     def _register_control_api(self):
-        app = self.app
-
-        @app.post("/_sim/reset")
-        def sim_reset():
-            with self.lock:
-                self.reset_state()
-                self.faults.clear()
-                self.recorder.clear()
-                self.clock.reset()
-            return jsonify({"reset": True})
-
-        @app.get("/_sim/faults")
-        def sim_faults_list():
-            return jsonify([asdict(rule) for rule in self.faults.rules])
-
-        @app.post("/_sim/faults")
-        def sim_faults_add():
-            payload = request.get_json(silent=True)
-            rules = payload if isinstance(payload, list) else [payload]
-            try:
-                added = [self.faults.add(FaultRule.from_json(r)) for r in rules if isinstance(r, dict)]
-            except (TypeError, ValueError) as exc:
-                return jsonify(error_body(400, f"bad fault rule: {exc}")), 400
-            if not added:
-                return jsonify(error_body(400, "body must be a fault rule object or a list of them")), 400
-            return jsonify([asdict(rule) for rule in added]), 201
-
-        @app.delete("/_sim/faults")
-        def sim_faults_clear():
-            self.faults.clear()
-            return jsonify({"cleared": True})
-
-        @app.post("/_sim/clock")
-        def sim_clock():
-            payload = request.get_json(silent=True) or {}
-            try:
-                self.clock.advance(float(payload.get("advance", 0)))
-            except (TypeError, ValueError):
-                return jsonify(error_body(400, "advance must be a number of seconds")), 400
-            self.on_clock_advanced()
-            return jsonify({"now": self.clock.now().isoformat(), "offset": self.clock.offset})
-
-        @app.get("/_sim/requests")
-        def sim_requests():
-            return jsonify(self.recorder.list())
-
-        @app.delete("/_sim/requests")
-        def sim_requests_clear():
-            self.recorder.clear()
-            return jsonify({"cleared": True})
-
-        @app.get("/_sim/state")
-        def sim_state():
-            with self.lock:
-                return jsonify(self.control_state())
-
-        @app.get("/_sim/health")
-        def sim_health():
-            return jsonify({"simulator": self.name, "ok": True})
+        add_routes(self.app, self, CONTROL_ROUTES)
 
     def on_clock_advanced(self) -> None:
         """Hook: progress time-driven state after the clock moved."""
@@ -291,6 +233,97 @@ class Simulator:
                 "at": self.clock.now().isoformat(),
             }
         )
+
+
+def add_routes(app: Flask, target, routes) -> None:
+    """Register module-level views from `(method, rule, view)` rows; each is called as `view(target, **url_args)`
+    and keeps its own name as the endpoint."""
+    for method, rule, view in routes:
+        app.add_url_rule(rule, endpoint=view.__name__, view_func=bind(view, target), methods=[method])
+
+
+def bind(view, target):
+    """`view` as a Flask view of the URL arguments alone, called as `view(target, **url_args)`."""
+
+    @wraps(view)
+    def bound(*args, **kwargs):
+        return view(target, *args, **kwargs)
+
+    return bound
+
+
+# -- the common control API (`/_sim/...`) ------------------------------------------------------
+
+
+def sim_reset(sim: Simulator):
+    with sim.lock:
+        sim.reset_state()
+        sim.faults.clear()
+        sim.recorder.clear()
+        sim.clock.reset()
+    return jsonify({"reset": True})
+
+
+def sim_faults_list(sim: Simulator):
+    return jsonify([asdict(rule) for rule in sim.faults.rules])
+
+
+def sim_faults_add(sim: Simulator):
+    payload = request.get_json(silent=True)
+    rules = payload if isinstance(payload, list) else [payload]
+    try:
+        added = [sim.faults.add(FaultRule.from_json(r)) for r in rules if isinstance(r, dict)]
+    except (TypeError, ValueError) as exc:
+        return jsonify(error_body(400, f"bad fault rule: {exc}")), 400
+    if not added:
+        return jsonify(error_body(400, "body must be a fault rule object or a list of them")), 400
+    return jsonify([asdict(rule) for rule in added]), 201
+
+
+def sim_faults_clear(sim: Simulator):
+    sim.faults.clear()
+    return jsonify({"cleared": True})
+
+
+def sim_clock(sim: Simulator):
+    payload = request.get_json(silent=True) or {}
+    try:
+        sim.clock.advance(float(payload.get("advance", 0)))
+    except (TypeError, ValueError):
+        return jsonify(error_body(400, "advance must be a number of seconds")), 400
+    sim.on_clock_advanced()
+    return jsonify({"now": sim.clock.now().isoformat(), "offset": sim.clock.offset})
+
+
+def sim_requests(sim: Simulator):
+    return jsonify(sim.recorder.list())
+
+
+def sim_requests_clear(sim: Simulator):
+    sim.recorder.clear()
+    return jsonify({"cleared": True})
+
+
+def sim_state(sim: Simulator):
+    with sim.lock:
+        return jsonify(sim.control_state())
+
+
+def sim_health(sim: Simulator):
+    return jsonify({"simulator": sim.name, "ok": True})
+
+
+CONTROL_ROUTES = (
+    ("POST", "/_sim/reset", sim_reset),
+    ("GET", "/_sim/faults", sim_faults_list),
+    ("POST", "/_sim/faults", sim_faults_add),
+    ("DELETE", "/_sim/faults", sim_faults_clear),
+    ("POST", "/_sim/clock", sim_clock),
+    ("GET", "/_sim/requests", sim_requests),
+    ("DELETE", "/_sim/requests", sim_requests_clear),
+    ("GET", "/_sim/state", sim_state),
+    ("GET", "/_sim/health", sim_health),
+)
 
 
 def _redacted(name: str, value: str) -> str:
