@@ -64,8 +64,8 @@ register(
         "LCM_LOOP_WORKERS_SECONDS",
     )
 )
-register(Loop("autoscaler", "workers.fleet.autoscale_tick", None, None, "LCM_LOOP_AUTOSCALER_SECONDS"))
-register(Loop("discovery", "workers.fleet.discovery_tick", None, None, "LCM_LOOP_DISCOVERY_SECONDS"))
+register(Loop("autoscaler", "workers.autoscaling.autoscale_tick", None, None, "LCM_LOOP_AUTOSCALER_SECONDS"))
+register(Loop("discovery", "workers.discovery.discovery_tick", None, None, "LCM_LOOP_DISCOVERY_SECONDS"))
 
 
 def resolve(dotted: str):

@@ -2,7 +2,7 @@
 
 `plan(now, pending, workers, templates, policy, ...)` looks at the eligible PENDING sessions and
 the fleet and returns the decisions of one autoscaler tick, each with its reason. It does no I/O:
-`workers.fleet` feeds it from the database and carries the decisions out, and `manage.py
+`workers.autoscaling` feeds it from the database and carries the decisions out, and `manage.py
 bench_autoscale` replays a booking trace through it on a simulated clock.
 
 Scale up. The pending sessions are first placed, in memory and in start order, on the RUNNING

@@ -45,9 +45,10 @@ from django.utils import timezone
 from lcm import http
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
+from workers.autoscaling import RECONCILER_ACTOR
 from workers.clients.cml import cml_client_for
 from workers.clients.ec2 import TAG_WORKER_ID, InstanceState, ec2_client
-from workers.fleet import RECONCILER_ACTOR, cml_url_for, ensure_simulated_cml
+from workers.cml_urls import cml_url_for, ensure_simulated_cml
 from workers.models import CMLWorker, LabRecord, LicenseAction, LicenseRequest, WorkerStatusChange
 from workers.services import (
     lab_record_create,

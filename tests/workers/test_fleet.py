@@ -22,9 +22,10 @@ from sessions.models import LabletSession
 from sessions.services import session_create, session_transition
 from simulators.runner import start_simulators
 from tests.factories import DefinitionFactory, TemplateFactory, WorkerFactory
+from workers.autoscaling import autoscale_tick
 from workers.clients.cml import CMLClient, forget_tokens
 from workers.clients.ec2 import TAG_MANAGED_BY, TAG_WORKER_ID, ec2_client
-from workers.fleet import autoscale_tick, discovery_tick
+from workers.discovery import discovery_tick
 from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, WorkerTemplate
 from workers.services import worker_cancel_drain, worker_drain, worker_license_deregister, worker_license_register
 

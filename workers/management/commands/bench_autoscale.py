@@ -468,7 +468,7 @@ class Command(LcmCommand):
 
 def _templates() -> list[TemplateOption]:
     """The enabled worker templates: from the database, else from the templates file."""
-    from workers.fleet import template_option
+    from workers.autoscaling import template_option
     from workers.models import WorkerTemplate
     from workers.services import load_template_file
 
