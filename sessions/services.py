@@ -31,6 +31,7 @@ from lcm.fsm import (
     snapshot,
 )
 from lcm.middleware import current_request_id
+from lcm.versions import version_key
 from sessions.labyaml import LabYamlError, analyze_lab_yaml
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
 from sessions.states import (
@@ -52,11 +53,6 @@ CML_VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 
 # Sessions whose timeslot can still be extended (they have not finished running).
 EXTENDABLE = {S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING}
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """Compare versions numerically (2.10 > 2.9)."""
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0]))
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the database, and a launched worker counts as coming capacity from the moment it
 demand never starts two workers.
 """
 
+import dataclasses
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -20,11 +21,12 @@ from django.utils import timezone
 
 from lcm.coordination import coordinator
 from lcm.fsm import InvalidTransition
-from scheduling.capacity import Demand
+from lcm.versions import ami_version_hint
+from scheduling.capacity import Demand, WorkerCapacity
 from scheduling.selectors import worker_capacities
 from sessions.models import LabletSession
 from sessions.states import SessionStatus
-from workers.autoscaler import Decision, PendingSession, Policy, TemplateOption, WorkerState, ami_version_hint, plan
+from workers.autoscaler import Decision, PendingSession, Policy, TemplateOption, WorkerState, plan
 from workers.models import CMLWorker, ScaleAction, ScaleDecision, WorkerStatusChange, WorkerTemplate
 from workers.services import (
     scale_decision_record,
@@ -87,7 +89,6 @@ def stopped_by(worker_ids) -> dict[str, str]:
 
 def fleet_states(now=None) -> list[WorkerState]:
     """Every worker that is not TERMINATED, with its capacity and what scaling needs, in three queries."""
-
     now = now or timezone.now()
     running_since = (
         WorkerStatusChange.objects.filter(worker=OuterRef("pk"), field="status", to_status=W.RUNNING)
@@ -107,6 +108,7 @@ def fleet_states(now=None) -> list[WorkerState]:
             "idle_detection_enabled",
             "created_at",
             "template__cost_per_hour",
+            "template__ami_name_pattern",
             "running_since",
             "last_session_at",
         )
@@ -114,29 +116,31 @@ def fleet_states(now=None) -> list[WorkerState]:
     capacities = worker_capacities([r["id"] for r in rows])
     stoppable = [r["id"] for r in rows if r["status"] in (W.DRAINING, W.STOPPING, W.STOPPED)]
     stoppers = stopped_by(stoppable) if stoppable else {}
-    states = []
-    for r in rows:
-        worker_id = str(r["id"])
-        times = [t for t in (r["running_since"], r["last_session_at"]) if t is not None]
-        lcm_stopped = (
-            r["desired_status"] != DesiredStatus.TERMINATED
-            and r["status"] in (W.DRAINING, W.STOPPING, W.STOPPED)
-            and stoppers.get(worker_id) in LCM_STOPPERS
-        )
-        states.append(
-            WorkerState(
-                capacity=capacities[worker_id],
-                region=r["region"],
-                desired_status=r["desired_status"],
-                lcm_stopped=lcm_stopped,
-                empty_since=max(times) if times else r["created_at"],
-                up_since=r["running_since"] or r["created_at"],
-                last_activity_at=r["last_activity_at"],
-                idle_detection_enabled=r["idle_detection_enabled"],
-                cost_per_hour=float(r["template__cost_per_hour"] or 0),
-            )
-        )
-    return states
+    return [_worker_state(r, capacities[str(r["id"])], stoppers) for r in rows]
+
+
+def _worker_state(row: dict, capacity: WorkerCapacity, stoppers: dict[str, str]) -> WorkerState:
+    times = [t for t in (row["running_since"], row["last_session_at"]) if t is not None]
+    lcm_stopped = (
+        row["desired_status"] != DesiredStatus.TERMINATED
+        and row["status"] in (W.DRAINING, W.STOPPING, W.STOPPED)
+        and stoppers.get(str(row["id"])) in LCM_STOPPERS
+    )
+    if not capacity.cml_version and row["status"] not in (W.RUNNING, W.DRAINING):
+        # On its way and not yet heard from: it will run what its template's AMI promises, and the autoscaler
+        # counts it as coming capacity for that version (placement judges the version it then reports).
+        capacity = dataclasses.replace(capacity, cml_version=ami_version_hint(row["template__ami_name_pattern"]))
+    return WorkerState(
+        capacity=capacity,
+        region=row["region"],
+        desired_status=row["desired_status"],
+        lcm_stopped=lcm_stopped,
+        empty_since=max(times) if times else row["created_at"],
+        up_since=row["running_since"] or row["created_at"],
+        last_activity_at=row["last_activity_at"],
+        idle_detection_enabled=row["idle_detection_enabled"],
+        cost_per_hour=float(row["template__cost_per_hour"] or 0),
+    )
 
 
 def pending_sessions(now=None, limit: int = 1000) -> list[PendingSession]:

@@ -15,8 +15,8 @@ from decimal import Decimal
 from django.core.management.base import BaseCommand, CommandError
 
 from lcm.errors import Conflict, InvalidTransition, ValidationError, first_error_line
+from lcm.versions import version_key
 from sessions.models import LabletDefinition, LabletSession
-from sessions.services import version_key
 from sessions.states import DefinitionStatus
 
 
