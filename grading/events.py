@@ -14,6 +14,7 @@ from grading.models import GradingSession
 from grading.services import grading_session_update
 from grading.states import GRADING_TERMINAL, GradingStatus
 from lcm.fsm import InvalidTransition
+from lcm.loops import enqueue
 
 logger = logging.getLogger("lcm.grading.events")
 
@@ -31,8 +32,6 @@ def grading_session_id(event: dict) -> str:
 
 def handle_grading_event(event: dict) -> str:
     """Apply one Grading Engine event."""
-    from lcm.loops import enqueue
-
     name = event["type"][len(settings.LCM_GRADING_EVENT_PREFIX) + 1 :]
     kind = KINDS.get(_VERSION_SUFFIX.sub("", name))
     if kind is None:

@@ -12,6 +12,7 @@ import math
 
 from django.conf import settings
 
+from grading.clients.grading_engine import find_part, grading_client, part_score, pod_from_devices
 from grading.models import GradingSession
 from grading.services import grading_session_create, grading_session_update, score_report_create
 from grading.states import GRADING_TERMINAL, GradingStatus
@@ -69,8 +70,6 @@ def _cut_score(max_score: int) -> int:
 
 def reconcile_grading(session) -> Result:
     """One pass of grading for a session in GRADING."""
-    from grading.clients.grading_engine import find_part, grading_client, part_score, pod_from_devices
-
     grading = _grading_session(session)
     if grading.status == G.FAULTED:
         return _to_stopping(session, f"grading faulted: {grading.error_message}; tearing down without a score")

@@ -1,7 +1,14 @@
-"""Pure capacity arithmetic: what a worker has free and whether a session's demand fits it."""
+"""Pure capacity arithmetic: what a worker has free and whether a session's demand fits it.
 
+`fit_reason` is the one fit rule: placement (`scheduling.placement`) judges a RUNNING worker with it
+and the autoscaler (`workers.autoscaler`) judges a template, or a worker on its way, with it, so the
+autoscaler launches only what placement will accept.
+"""
+
+import math
 from dataclasses import dataclass, replace
 
+from lcm.versions import version_key
 from workers.states import LicenseType
 
 PERSONAL_MAX_NODES = 20
@@ -118,3 +125,48 @@ def rejection_reason(capacity: WorkerCapacity, demand: Demand, *, reusable_lab: 
     if not reusable_lab and demand.ports > capacity.ports_free:
         return f"not enough ports: needs {demand.ports}, {capacity.ports_free} free"
     return None
+
+
+def version_reason(cml_version: str, version_min: str = "", version_max: str = "") -> str | None:
+    """Why a worker's CML version does not satisfy a definition's `[version_min, version_max]` (None: it does).
+
+    A version with fewer parts names every release it prefixes: the seeded templates' AMI pattern
+    `cml-2.9*` promises "2.9", which may boot 2.9.0 as well as 2.9.3, and a worker reporting only
+    "2.9" may be any of them too. The bounds name series the same way: min `2.9` is from 2.9.0 on,
+    max `2.9` is up to the last 2.9.x. A worker fits only when every release its version may be
+    lies within the bounds, so "2.9" does not satisfy min "2.9.1" (it may be 2.9.0) and does not
+    satisfy max "2.9.0" (it may be 2.9.3), but does satisfy min "2.9" and max "2.9". Guessing in the
+    worker's favour instead would let the autoscaler launch a worker that placement, once the worker
+    reports 2.9.0, refuses: the session would wait and the next tick would launch again. An unknown
+    version ("") satisfies no bound, for the same reason; a definition without bounds takes any worker.
+    """
+    if not version_min and not version_max:
+        return None
+    have = version_key(cml_version)
+    shown = cml_version or "unknown"
+    if version_min:
+        low = version_key(version_min)
+        width = max(len(have), len(low))
+        if not have or _padded(have, width, 0) < _padded(low, width, 0):
+            return f"CML {shown} is older than {version_min}"
+    if version_max:
+        high = version_key(version_max)
+        if not have or _padded(have, len(high), math.inf)[: len(high)] > high:
+            return f"CML {shown} is newer than {version_max}"
+    return None
+
+
+def _padded(parts: tuple, width: int, fill) -> tuple:
+    return parts + (fill,) * (width - len(parts))
+
+
+def fit_reason(
+    capacity: WorkerCapacity, demand: Demand, *, cml_version_min="", cml_version_max="", reusable_lab=False
+) -> str | None:
+    """Why a session of `demand` (needing CML `[cml_version_min, cml_version_max]`) does not fit `capacity`
+    now, or None when it fits: the CML version first, then licence, PERSONAL's limits, resources and ports.
+    The worker's status is the caller's business (placement wants RUNNING, the autoscaler counts coming ones).
+    """
+    return version_reason(capacity.cml_version, cml_version_min, cml_version_max) or rejection_reason(
+        capacity, demand, reusable_lab=reusable_lab
+    )

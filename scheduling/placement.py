@@ -14,22 +14,22 @@ worker wins a tie between equally full (typically empty) workers because it hold
 sessions, so fewer workers are in use and the small ones stay free to be stopped.
 """
 
-import functools
-import re
 from bisect import bisect_left, insort
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scheduling.capacity import PERSONAL_MAX_NODES, Demand, WorkerCapacity, licence_serves, rejection_reason
+from scheduling.capacity import (
+    PERSONAL_MAX_NODES,
+    Demand,
+    WorkerCapacity,
+    fit_reason,
+    licence_serves,
+    rejection_reason,
+    version_reason,
+)
 from workers.states import LicenseType
 
 RUNNING = "RUNNING"
-
-
-@functools.lru_cache(maxsize=1024)
-def version_tuple(version: str) -> tuple[int, ...]:
-    """`2.10.1` → (2, 10, 1): versions compare numerically (2.10 > 2.9)."""
-    return tuple(int(p) for p in re.findall(r"\d+", (version or "").split("-")[0]))
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,6 @@ class Candidate:
             "reusable_lab": self.reusable_lab,
             "rejection": self.reason,
         }
-
-
-def _cml_version_reason(capacity: WorkerCapacity, version_min: str, version_max: str) -> str | None:
-    have = version_tuple(capacity.cml_version)
-    if version_min and (not have or have < version_tuple(version_min)):
-        return f"CML {capacity.cml_version or 'unknown'} is older than {version_min}"
-    if version_max and (not have or have[: len(version_tuple(version_max))] > version_tuple(version_max)):
-        return f"CML {capacity.cml_version or 'unknown'} is newer than {version_max}"
-    return None
 
 
 def fill(capacity: WorkerCapacity) -> float:
@@ -96,10 +87,11 @@ def rank_key(capacity: WorkerCapacity, reusable_lab: bool = False) -> tuple:
 
 
 def eligible(capacity: WorkerCapacity, demand: Demand, cml_version_min: str = "", cml_version_max: str = "") -> bool:
-    """The filters that do not depend on what is placed: status, CML version, licence, PERSONAL's node limit."""
+    """The filters of `fit_reason` that do not depend on what is placed (CML version, licence, PERSONAL's node
+    limit), plus status RUNNING."""
     return (
         capacity.status == RUNNING
-        and _cml_version_reason(capacity, cml_version_min, cml_version_max) is None
+        and version_reason(capacity.cml_version, cml_version_min, cml_version_max) is None
         and licence_serves(capacity.license_type, demand.license_affinity)
         and not (capacity.license_type == LicenseType.PERSONAL and demand.node_count > PERSONAL_MAX_NODES)
     )
@@ -117,8 +109,12 @@ def evaluate(
     if capacity.status != RUNNING:
         reason = f"worker is {capacity.status}, not RUNNING"
     else:
-        reason = _cml_version_reason(capacity, cml_version_min, cml_version_max) or rejection_reason(
-            capacity, demand, reusable_lab=reusable_lab
+        reason = fit_reason(
+            capacity,
+            demand,
+            cml_version_min=cml_version_min,
+            cml_version_max=cml_version_max,
+            reusable_lab=reusable_lab,
         )
     score = None if reason else fill(capacity)
     return Candidate(capacity.worker_id, capacity.name, reason, score, reusable_lab)

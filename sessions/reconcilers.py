@@ -34,6 +34,7 @@ from django.utils import timezone
 from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
+from sessions.clients.lds import lds_client
 from sessions.labyaml import rewritten_topology
 from sessions.models import LabletSession, UserSession
 from sessions.services import (
@@ -46,10 +47,11 @@ from sessions.services import (
     user_session_update,
 )
 from sessions.states import EndReason, SessionStatus, UserSessionStatus
+from workers.clients.cml import cml_client_for
 from workers.models import LabRecord, SystemSettings
 from workers.port_services import ports_allocate
 from workers.services import lab_record_create, lab_record_transition
-from workers.states import PORT_PROTOCOLS, LabStatus, WorkerStatus
+from workers.states import LAB_TRANSITIONS, PORT_PROTOCOLS, LabStatus, WorkerStatus
 
 logger = logging.getLogger("lcm.sessions.reconcilers")
 
@@ -245,8 +247,6 @@ def _attached(session, lab, *, ports=None) -> None:
 
 
 def _cml(session):
-    from workers.clients.cml import cml_client_for
-
     return cml_client_for(session.worker)
 
 
@@ -463,8 +463,6 @@ def _ensure_lds_session(session, *, fresh: bool = False) -> tuple[UserSession, t
     record of them with the move to READY (`session_transition`'s `provisioned`). `fresh`: the session
     entered INSTANTIATING in this pass, so it has no user session yet (only INSTANTIATING makes one).
     """
-    from sessions.clients.lds import lds_client
-
     lds = lds_client()
     user_session = None
     if not fresh:
@@ -595,8 +593,6 @@ def _walk_lab(lab, path, cml_state: str, reason: str) -> LabRecord:
 
     Re-running after a crash finds the record wherever the last pass left it.
     """
-    from workers.states import LAB_TRANSITIONS
-
     lab = LabRecord.objects.get(pk=lab.pk)
     for target in path:
         if lab.status == target or target not in LAB_TRANSITIONS.get(lab.status, set()):
@@ -611,8 +607,6 @@ def _release_lab(lab) -> None:
 
 
 def _lds():
-    from sessions.clients.lds import lds_client
-
     return lds_client()
 
 

@@ -31,6 +31,9 @@ from lcm.fsm import (
     snapshot,
 )
 from lcm.middleware import current_request_id
+from lcm.versions import version_key
+from scheduling.capacity import Demand, rejection_reason
+from scheduling.selectors import worker_capacities
 from sessions.labyaml import LabYamlError, analyze_lab_yaml
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
 from sessions.states import (
@@ -42,7 +45,8 @@ from sessions.states import (
     SessionStatus,
     UserSessionStatus,
 )
-from workers.states import LicenseType
+from workers.models import CMLWorker
+from workers.states import LicenseType, WorkerStatus
 
 logger = logging.getLogger("lcm.sessions.services")
 
@@ -52,11 +56,6 @@ CML_VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 
 # Sessions whose timeslot can still be extended (they have not finished running).
 EXTENDABLE = {S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING}
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """Compare versions numerically (2.10 > 2.9)."""
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,11 +376,6 @@ def _refuse(locked, target, detail):
 
 
 def _before_scheduled(locked, target, *, worker=None, **_):
-    from scheduling.capacity import Demand, rejection_reason
-    from scheduling.selectors import worker_capacities
-    from workers.models import CMLWorker
-    from workers.states import WorkerStatus
-
     if worker is None:
         _refuse(locked, target, "SCHEDULED needs a worker")
     worker = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
@@ -742,11 +736,6 @@ def sessions_schedule_batch(assignments, *, actor, now: datetime | None = None) 
     Refusals change nothing for that session; `stale_workers` names the workers the caller should
     re-read before deciding those sessions again.
     """
-    from scheduling.capacity import Demand, rejection_reason
-    from scheduling.selectors import worker_capacities
-    from workers.models import CMLWorker
-    from workers.states import WorkerStatus
-
     outcome = ScheduleOutcome()
     wanted: dict[str, tuple[str, str]] = {}
     for session_id, worker_id, reason in assignments:

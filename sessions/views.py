@@ -47,6 +47,7 @@ from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
 from sessions.selectors import queue_depth
 from sessions.services import definition_transition, session_requeue, session_transition
 from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, SessionStatus
+from workers.models import CMLWorker
 
 S = SessionStatus
 
@@ -160,8 +161,6 @@ def session_list(request):
 
 
 def _worker_options():
-    from workers.models import CMLWorker
-
     return CMLWorker.objects.only("id", "name").order_by("name")
 
 

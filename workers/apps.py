@@ -13,7 +13,7 @@ class WorkersConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from lcm import loops, projection
-        from workers import fleet, reconcilers
+        from workers import autoscaling, discovery, reconcilers
         from workers.services import seed_templates_after_migrate
 
         post_migrate.connect(seed_templates_after_migrate, sender=self)
@@ -29,13 +29,16 @@ class WorkersConfig(AppConfig):
         )
         loops.register(
             loops.Loop(
-                "autoscaler", fleet.autoscale_tick, "LCM_LOOP_AUTOSCALER_SECONDS", description="Adds and drains workers"
+                "autoscaler",
+                autoscaling.autoscale_tick,
+                "LCM_LOOP_AUTOSCALER_SECONDS",
+                description="Adds and drains workers",
             )
         )
         loops.register(
             loops.Loop(
                 "discovery",
-                fleet.discovery_tick,
+                discovery.discovery_tick,
                 "LCM_LOOP_DISCOVERY_SECONDS",
                 description="Finds unknown instances and labs",
             )

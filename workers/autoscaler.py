@@ -2,7 +2,7 @@
 
 `plan(now, pending, workers, templates, policy, ...)` looks at the eligible PENDING sessions and
 the fleet and returns the decisions of one autoscaler tick, each with its reason. It does no I/O:
-`workers.fleet` feeds it from the database and carries the decisions out, and `manage.py
+`workers.autoscaling` feeds it from the database and carries the decisions out, and `manage.py
 bench_autoscale` replays a booking trace through it on a simulated clock.
 
 Scale up. The pending sessions are first placed, in memory and in start order, on the RUNNING
@@ -31,13 +31,13 @@ too): the same kind of worker with no session and no CML activity for the idle t
 """
 
 import dataclasses
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from scheduling.capacity import Demand, WorkerCapacity, rejection_reason
-from scheduling.placement import version_tuple
+from scheduling.capacity import Demand, WorkerCapacity
+from scheduling.capacity import fit_reason as capacity_fit_reason
+from scheduling.placement import fill
 from workers.states import COMING, DesiredStatus, ScaleAction, WorkerStatus
 
 W = WorkerStatus
@@ -59,7 +59,7 @@ class TemplateOption:
     ports: int
     startup_minutes: int
     cost_per_hour: float
-    cml_version: str = ""  # what its AMI pattern promises ("2.9"); "" = unknown, not checked
+    cml_version: str = ""  # what its AMI pattern promises ("2.9"); "" = unknown (satisfies no version bound)
 
     def capacity(self, worker_id: str = "", name: str = "") -> WorkerCapacity:
         """An empty worker of this template."""
@@ -75,12 +75,6 @@ class TemplateOption:
             nodes_total=self.max_nodes,
             ports_total=self.ports,
         )
-
-
-def ami_version_hint(ami_name_pattern: str) -> str:
-    """The CML version an AMI name pattern promises: `cml-2.9*` → `2.9`; "" when it names none."""
-    match = re.search(r"(\d+(?:\.\d+)+)", ami_name_pattern or "")
-    return match.group(1) if match else ""
 
 
 @dataclass(frozen=True)
@@ -175,39 +169,15 @@ class _Slot:
     sessions: list[str] = field(default_factory=list)
 
 
-def version_reason(capacity: WorkerCapacity, session: PendingSession) -> str | None:
-    """Why the worker's CML version does not suit the session; an unknown version (a coming worker whose
-    AMI names none) is not held against it."""
-    if not capacity.cml_version:
-        return None
-    have = version_tuple(capacity.cml_version)
-    if session.cml_version_min and have < version_tuple(session.cml_version_min)[: len(have)]:
-        return f"CML {capacity.cml_version} is older than {session.cml_version_min}"
-    if session.cml_version_max:
-        limit = version_tuple(session.cml_version_max)
-        if have[: len(limit)] > limit:
-            return f"CML {capacity.cml_version} is newer than {session.cml_version_max}"
-    return None
-
-
 def fit_reason(capacity: WorkerCapacity, session: PendingSession) -> str | None:
-    """Why `session` does not fit `capacity` (None: it fits); the status is the caller's business."""
-    return version_reason(capacity, session) or rejection_reason(capacity, session.demand)
-
-
-def fill(capacity: WorkerCapacity) -> float:
-    """How full a worker is: the mean used fraction of the CPU, memory, storage and nodes it declares."""
-    fractions = [
-        used / total
-        for used, total in (
-            (capacity.cpu_used, capacity.cpu_total),
-            (capacity.memory_used, capacity.memory_total),
-            (capacity.storage_used, capacity.storage_total),
-            (capacity.nodes_used, capacity.nodes_total),
-        )
-        if total > 0
-    ]
-    return sum(fractions) / len(fractions) if fractions else 0.0
+    """Why `session` does not fit `capacity` (None: it fits): placement's own rule, `scheduling.capacity.fit_reason`,
+    so a template or coming worker the autoscaler counts on is one placement accepts. Status is the caller's."""
+    return capacity_fit_reason(
+        capacity,
+        session.demand,
+        cml_version_min=session.cml_version_min,
+        cml_version_max=session.cml_version_max,
+    )
 
 
 def _best_fit(slots: Iterable[_Slot], session: PendingSession) -> _Slot | None:
@@ -269,17 +239,35 @@ def plan(
     """
     last_scale_up = dict(last_scale_up or {})
     workers = list(workers)
-    templates = list(templates)
     pending = sorted(pending, key=lambda s: (s.start, s.id))
+    active = _active_per_region(workers)
+    # 1. Place the pending sessions in memory on RUNNING workers, then on coming ones.
+    unmet, needed = _place(pending, workers)
+    # 2. Revive what LCM itself drained or stopped: cheaper and no new instance.
+    decisions, still_unmet = _revive(unmet, workers, policy, active)
+    # 3. Launch new workers for the rest.
+    if still_unmet:
+        decisions.extend(_launches(now, still_unmet, list(templates), policy, active, last_scale_up))
+    # 4. Scale down and idle pause: only while demand is not growing.
+    if any(d.scales_up for d in decisions):
+        return decisions
+    decisions.extend(_scale_down(now, workers, needed, policy, active, last_scale_up))
+    return decisions
 
-    # Active workers per region: what `max_workers` caps and `min_workers` keeps.
+
+def _active_per_region(workers: list[WorkerState]) -> dict[str, int]:
+    """Active workers per region: what `max_workers` caps and `min_workers` keeps."""
     active: dict[str, int] = {}
     for state in workers:
         serving = state.status in (W.RUNNING, W.DRAINING) or _coming(state)
         if serving and state.desired_status == DesiredStatus.RUNNING:
             active[state.region] = active.get(state.region, 0) + 1
+    return active
 
-    # 1. Place the pending sessions in memory on RUNNING workers, then on coming ones.
+
+def _place(pending: list[PendingSession], workers: list[WorkerState]) -> tuple[list[PendingSession], set[str]]:
+    """Place the sessions in memory on RUNNING workers, then on coming ones: (the unmet sessions, the ids of
+    the RUNNING workers that some pending session needs)."""
     running = [
         _Slot(state.capacity, state)
         for state in workers
@@ -297,11 +285,12 @@ def plan(
             unmet.append(session)
         else:
             _claim(slot, session)
-    needed = {slot.capacity.worker_id for slot in running if slot.sessions}
+    return unmet, {slot.capacity.worker_id for slot in running if slot.sessions}
 
-    decisions: list[Decision] = []
 
-    # 2. Revive what LCM itself drained or stopped: cheaper and no new instance.
+def _revive(unmet, workers, policy, active) -> tuple[list[Decision], list[PendingSession]]:
+    """START or CANCEL_DRAIN decisions for the workers LCM itself drained or stopped that serve unmet sessions,
+    and the sessions still unmet."""
     revivable = [
         _Slot(_as_running(state), state)
         for state in workers
@@ -327,32 +316,23 @@ def plan(
             still_unmet.append(session)
         else:
             _claim(slot, session)
-    for slot in revived:
-        state = slot.state
-        if state.status == W.DRAINING:
-            action, verb = A.CANCEL_DRAIN, "keep draining worker"
-        else:
-            action, verb = A.START, f"start {state.status.lower()} worker"
-        decisions.append(
-            Decision(
-                action,
-                f"{verb} {state.name} for {len(slot.sessions)} pending session(s) that fit no running or coming worker",
-                region=state.region,
-                worker_id=state.id,
-                worker_name=state.name,
-                sessions=tuple(slot.sessions),
-            )
-        )
+    return [_revival(slot) for slot in revived], still_unmet
 
-    # 3. Launch new workers for the rest.
-    if still_unmet:
-        decisions.extend(_launches(now, still_unmet, templates, policy, active, last_scale_up))
 
-    # 4. Scale down and idle pause: only while demand is not growing.
-    if any(d.scales_up for d in decisions):
-        return decisions
-    decisions.extend(_scale_down(now, workers, needed, policy, active, last_scale_up))
-    return decisions
+def _revival(slot: _Slot) -> Decision:
+    state = slot.state
+    if state.status == W.DRAINING:
+        action, verb = A.CANCEL_DRAIN, "keep draining worker"
+    else:
+        action, verb = A.START, f"start {state.status.lower()} worker"
+    return Decision(
+        action,
+        f"{verb} {state.name} for {len(slot.sessions)} pending session(s) that fit no running or coming worker",
+        region=state.region,
+        worker_id=state.id,
+        worker_name=state.name,
+        sessions=tuple(slot.sessions),
+    )
 
 
 def _launches(now, unmet, templates, policy, active, last_scale_up) -> list[Decision]:
@@ -371,29 +351,7 @@ def _launches(now, unmet, templates, policy, active, last_scale_up) -> list[Deci
     launched: dict[str, int] = {}
     while remaining:
         largest = remaining[0]
-        options = []
-        refusals = []
-        for template in templates:
-            empty = template.capacity()
-            problem = fit_reason(empty, largest)
-            if problem:
-                refusals.append(f"{template.name}: {problem}")
-                continue
-            region = template.region
-            if active.get(region, 0) >= policy.max_workers:
-                refusals.append(f"{template.name}: region {region} is at its maximum of {policy.max_workers} workers")
-                continue
-            last = last_scale_up.get(region)
-            if last is not None and now - last < policy.scale_up_cooldown:
-                until = last + policy.scale_up_cooldown
-                refusals.append(f"{template.name}: scale-up cooldown in {region} until {until:%H:%M:%S}")
-                continue
-            slot = _Slot(template.capacity())
-            for session in remaining:
-                if fit_reason(slot.capacity, session) is None:
-                    _claim(slot, session)
-            cost = float(template.cost_per_hour)
-            options.append((cost / len(slot.sessions), cost, template.name, template, slot))
+        options, refusals = _launch_options(now, largest, remaining, templates, policy, active, last_scale_up)
         if not options:
             reason = "no launch possible: " + ("; ".join(refusals) if refusals else "no enabled template")
             waits.setdefault(reason, []).append(largest.id)
@@ -418,6 +376,32 @@ def _launches(now, unmet, templates, policy, active, last_scale_up) -> list[Deci
         )
     decisions.extend(Decision(A.WAIT, reason, sessions=tuple(ids)) for reason, ids in waits.items())
     return decisions
+
+
+def _launch_options(now, largest, remaining, templates, policy, active, last_scale_up) -> tuple[list, list[str]]:
+    """The templates that could serve `largest` now, each as (cost per session, cost, name, template, the slot
+    with the remaining sessions that ride along), and why the others cannot."""
+    options = []
+    refusals = []
+    for template in templates:
+        problem = fit_reason(template.capacity(), largest)
+        region = template.region
+        last = last_scale_up.get(region)
+        if problem:
+            refusals.append(f"{template.name}: {problem}")
+        elif active.get(region, 0) >= policy.max_workers:
+            refusals.append(f"{template.name}: region {region} is at its maximum of {policy.max_workers} workers")
+        elif last is not None and now - last < policy.scale_up_cooldown:
+            until = last + policy.scale_up_cooldown
+            refusals.append(f"{template.name}: scale-up cooldown in {region} until {until:%H:%M:%S}")
+        else:
+            slot = _Slot(template.capacity())
+            for session in remaining:
+                if fit_reason(slot.capacity, session) is None:
+                    _claim(slot, session)
+            cost = float(template.cost_per_hour)
+            options.append((cost / len(slot.sessions), cost, template.name, template, slot))
+    return options, refusals
 
 
 def _describe(demand: Demand) -> str:

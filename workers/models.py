@@ -206,7 +206,9 @@ class Port(models.Model):
 
 class ScaleDecision(models.Model):
     """One decision of the autoscaler or of fleet discovery, with its reason (SPEC §3.6: every decision
-    logged with its reason and visible on the scheduler page). Written by `workers.fleet`; never edited."""
+    logged with its reason). Shown, read-only and filterable by action and region, in the Django admin
+    (Workers › Scale decisions). Written by `workers.autoscaling`, `workers.discovery` and the worker
+    reconciler (VANISHED); never edited."""
 
     id = models.BigAutoField(primary_key=True)
     at = models.DateTimeField(default=timezone.now, db_index=True)

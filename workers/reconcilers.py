@@ -45,16 +45,26 @@ from django.utils import timezone
 from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
+from workers.autoscaling import RECONCILER_ACTOR
 from workers.clients.cml import cml_client_for
 from workers.clients.ec2 import TAG_WORKER_ID, InstanceState, ec2_client
-from workers.fleet import RECONCILER_ACTOR, cml_url_for, ensure_simulated_cml
-from workers.models import CMLWorker, LabRecord, LicenseAction, LicenseRequest, WorkerStatusChange
+from workers.cml_urls import cml_url_for, ensure_simulated_cml
+from workers.models import (
+    CMLWorker,
+    LabRecord,
+    LicenseAction,
+    LicenseRequest,
+    ScaleAction,
+    SystemSettings,
+    WorkerStatusChange,
+)
 from workers.port_services import ports_release_worker
 from workers.services import (
     lab_record_create,
     lab_record_reserve_ports,
     lab_record_transition,
     license_request_submitted,
+    scale_decision_record,
     worker_drain,
     worker_holding_sessions,
     worker_license_outcome,
@@ -63,7 +73,15 @@ from workers.services import (
     worker_set_desired,
     worker_transition,
 )
-from workers.states import LAB_TRANSITIONS, WORKER_TRANSITIONS, DesiredStatus, LabStatus, LicenseStatus, WorkerStatus
+from workers.states import (
+    LAB_TRANSITIONS,
+    PORT_PROTOCOLS,
+    WORKER_TRANSITIONS,
+    DesiredStatus,
+    LabStatus,
+    LicenseStatus,
+    WorkerStatus,
+)
 
 logger = logging.getLogger("lcm.workers.reconcilers")
 
@@ -228,8 +246,6 @@ def _addresses(instance) -> dict:
 
 
 def _on_pending(worker, now) -> Result:
-    from workers.models import SystemSettings
-
     if worker.desired_status == D.TERMINATED:
         for instance in _tagged_instances(worker):
             _ec2(worker).terminate(instance.id)
@@ -469,9 +485,6 @@ def _check_instance(worker) -> Result | None:
 
 def _vanished(worker, why: str) -> Result:
     """The instance is gone: nothing will bring it back. Desired TERMINATED, resources released, TERMINATED."""
-    from workers.models import ScaleAction
-    from workers.services import scale_decision_record
-
     if worker.desired_status != D.TERMINATED:
         worker_set_desired(worker, D.TERMINATED, actor=ACTOR, reason=why)
     path = _path(worker.status, W.TERMINATED)
@@ -607,8 +620,6 @@ def _being_imported(title: str) -> bool:
 
 def _node_ports(cml, lab_id) -> dict[str, int]:
     """`{<node label>_<protocol>: port}` from the lab's `protocol:port` node tags."""
-    from workers.states import PORT_PROTOCOLS
-
     ports: dict[str, int] = {}
     for node in cml.nodes(lab_id):
         for tag in node.get("tags") or []:

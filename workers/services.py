@@ -16,7 +16,17 @@ from lcm.events import publish_change
 from lcm.fsm import InvalidTransition, actor_name, apply_transition, changed_fields, normalize_status, snapshot
 from lcm.middleware import current_request_id
 from sessions.states import capacity_holding_q
-from workers.models import CMLWorker, LabRecord, WorkerStatusChange, WorkerTemplate
+from workers.models import (
+    CMLWorker,
+    LabRecord,
+    LicenseAction,
+    LicenseRequest,
+    Port,
+    ScaleDecision,
+    SystemSettings,
+    WorkerStatusChange,
+    WorkerTemplate,
+)
 from workers.port_services import ports_release
 from workers.states import (
     LAB_TRANSITIONS,
@@ -253,8 +263,6 @@ def worker_transition(worker, target: str, *, actor, reason: str = "", **fields)
 
 def worker_drain(worker, *, actor, reason: str = "", timeout_minutes: int | None = None) -> CMLWorker:
     """RUNNING → DRAINING: the worker takes no new sessions; at the deadline the remaining ones expire."""
-    from workers.models import SystemSettings
-
     now = timezone.now()
     minutes = timeout_minutes if timeout_minutes is not None else SystemSettings.load().drain_timeout_minutes
     return worker_transition(
@@ -518,8 +526,6 @@ def worker_license_register(worker, token: str, *, actor, reason: str = "") -> C
     """
     import re
 
-    from workers.models import LicenseAction, LicenseRequest
-
     token = str(token or "").strip()
     if not re.fullmatch(r"[a-zA-Z\d+/%=-]{1,256}", token):
         raise ValidationError({"token": ["must be 1 to 256 letters, digits or + / % = -"]})
@@ -533,8 +539,6 @@ def worker_license_register(worker, token: str, *, actor, reason: str = "") -> C
 
 def worker_license_deregister(worker, *, actor, reason: str = "") -> CMLWorker:
     """An admin's licence deregistration: `worker_license_request(DEREGISTERING)` plus its `LicenseRequest`."""
-    from workers.models import LicenseAction, LicenseRequest
-
     with transaction.atomic():
         locked = worker_license_request(worker, LicenseStatus.DEREGISTERING, actor=actor, reason=reason)
         LicenseRequest.objects.create(worker=locked, action=LicenseAction.DEREGISTER, requested_by=actor_name(actor))
@@ -543,8 +547,6 @@ def worker_license_deregister(worker, *, actor, reason: str = "") -> CMLWorker:
 
 def license_request_submitted(request) -> None:
     """CML accepted the request (registration continues asynchronously): note when, and forget the token."""
-    from workers.models import LicenseRequest
-
     LicenseRequest.objects.filter(pk=request.pk, submitted_at__isnull=True).update(
         submitted_at=timezone.now(), token=""
     )
@@ -553,8 +555,6 @@ def license_request_submitted(request) -> None:
 def worker_license_outcome(worker, status: str, *, actor, error: str = "", reason: str = "") -> CMLWorker:
     """Record how a licence intent ended: `license_status` (REGISTERED, UNREGISTERED or FAILED), the error
     shown on the worker page, a history row, and the open `LicenseRequest`s closed (tokens blanked)."""
-    from workers.models import LicenseRequest
-
     status = normalize_status(status, LicenseStatus)
     with transaction.atomic():
         locked = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
@@ -577,8 +577,6 @@ def lab_record_reserve_ports(record, ports: dict[str, int]) -> dict[str, int]:
 
     Ports outside the worker's range, or held by another lab, are skipped; returns what was reserved.
     """
-    from workers.models import Port
-
     worker = record.worker
     reserved: dict[str, int] = {}
     for name, port in ports.items():
@@ -605,8 +603,6 @@ def scale_decision_record(
     actor: str = "autoscaler",
 ):
     """Store one autoscaler or discovery decision with its reason (shown on the scheduler page) and log it."""
-    from workers.models import ScaleDecision
-
     decision = ScaleDecision.objects.create(
         action=action,
         reason=reason,

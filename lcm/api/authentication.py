@@ -4,13 +4,23 @@
 `WWW-Authenticate` header turns a missing or bad credential into 401 (not 403).
 """
 
+import hmac
+
+from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from lcm.api.permissions import internal_key_valid
 from lcm.api.tokens import TokenRefused, token_authenticate
 
 INTERNAL_HEADER = "X-API-Key"
+
+
+def internal_key_valid(supplied: str) -> bool:
+    """Whether `supplied` is the internal API key, compared in constant time (an empty key never matches)."""
+    expected = settings.INTERNAL_API_KEY
+    if not expected or not isinstance(supplied, str):
+        return False
+    return hmac.compare_digest(supplied.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):

@@ -5,8 +5,8 @@ plumbing (errors, `--json`, UUIDs, times) is `lcm.management.command_utils`."""
 import uuid
 
 from lcm.management.command_utils import fail, is_uuid, iso, parse_uuid
+from lcm.versions import version_key
 from sessions.models import LabletDefinition, LabletSession
-from sessions.services import version_key
 from sessions.states import DefinitionStatus
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from scheduling.capacity import Demand, WorkerCapacity, licence_serves, rejection_reason
+from scheduling.capacity import Demand, WorkerCapacity, fit_reason, licence_serves, rejection_reason, version_reason
 from scheduling.selectors import worker_capacities
 from sessions.services import session_cleanup_finished
 from tests.factories import DefinitionFactory, LabRecordFactory, SessionFactory, WorkerFactory
@@ -71,3 +71,19 @@ def test_licence_compatibility():
     assert not licence_serves("ENTERPRISE", ("EVALUATION",))
     assert licence_serves("EVALUATION", ("EVALUATION",))
     assert licence_serves("PERSONAL", ())
+
+
+def test_a_version_with_fewer_parts_names_every_release_it_prefixes():
+    assert version_reason("2.9", "2.9.1") == "CML 2.9 is older than 2.9.1"  # it may be 2.9.0
+    assert version_reason("2.9", "2.9") is None and version_reason("2.9", "2.9.0") is None
+    assert version_reason("2.9", "", "2.9") is None and version_reason("2.9.3", "", "2.9") is None
+    assert version_reason("2.9", "", "2.9.0") == "CML 2.9 is newer than 2.9.0"  # it may be 2.9.3
+    assert version_reason("2.10.0", "2.9", "2.10") is None  # numerically, 2.10 > 2.9
+    assert version_reason("2.10.0", "", "2.9") == "CML 2.10.0 is newer than 2.9"
+    assert version_reason("", "2.9") == "CML unknown is older than 2.9" and version_reason("", "", "") is None
+
+
+def test_the_fit_rule_checks_the_version_before_the_resources():
+    capacity = _capacity()
+    assert fit_reason(capacity, Demand(1, 1, 1, 1, 1), cml_version_min="2.9.1") == "CML 2.9.0 is older than 2.9.1"
+    assert fit_reason(capacity, Demand(99, 1, 1, 1, 1)).startswith("not enough cpu")

@@ -2,8 +2,9 @@
 
 import pytest
 
+from lcm.versions import version_key
 from scheduling.capacity import Demand, WorkerCapacity
-from scheduling.placement import choose_worker, preview, version_tuple
+from scheduling.placement import choose_worker, preview
 from scheduling.selectors import placement_preview
 from tests.factories import DefinitionFactory, LabRecordFactory, SessionFactory, WorkerFactory
 
@@ -48,7 +49,7 @@ def test_filters_status_version_and_licence():
 
 
 def test_versions_compare_numerically():
-    assert version_tuple("2.10") > version_tuple("2.9")
+    assert version_key("2.10") > version_key("2.9")
 
 
 @pytest.mark.django_db

@@ -1,9 +1,14 @@
 """The pure autoscaler (`workers.autoscaler.plan`): scale-up, revival, scale-down and idle pause over plain data."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from lcm.versions import ami_version_hint
 from scheduling.capacity import Demand, WorkerCapacity
-from workers.autoscaler import PendingSession, Policy, TemplateOption, WorkerState, ami_version_hint, plan
+from scheduling.placement import choose_worker, evaluate
+from workers.autoscaler import PendingSession, Policy, TemplateOption, WorkerState, plan
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 SMALL_LAB = Demand(cpu_cores=2, memory_gb=4, storage_gb=10, node_count=3, ports=3)
@@ -124,7 +129,45 @@ def test_the_cml_version_the_ami_promises_is_checked():
     newer = template("newer", 8, 0.5, version="2.10")
     assert actions(plan(NOW, [session(1, version_min="2.10")], [], [SMALL, newer], Policy())) == ["LAUNCH"]
     unknown = template("unknown", 8, 0.5, version="")
-    assert actions(plan(NOW, [session(1, version_min="2.10")], [], [unknown], Policy())) == ["LAUNCH"]
+    decisions = plan(NOW, [session(1, version_min="2.10")], [], [unknown], Policy())
+    assert actions(decisions) == ["WAIT"] and "CML unknown is older than 2.10" in decisions[0].reason
+    assert actions(plan(NOW, [session(1)], [], [unknown], Policy())) == ["LAUNCH"]  # no bound: any version
+
+
+@pytest.mark.parametrize(
+    ("promised", "version_min", "version_max", "refusal"),
+    [
+        ("2.9", "2.9.1", "", "CML 2.9 is older than 2.9.1"),  # cml-2.9* may boot 2.9.0
+        ("2.9", "2.9", "", None),
+        ("2.9", "2.9.0", "2.9", None),
+        ("2.9", "", "2.9.0", "CML 2.9 is newer than 2.9.0"),  # ... or 2.9.3
+        ("2.9.1", "2.9.1", "", None),
+        ("2.10", "2.9.1", "2.10", None),
+        ("2.9.0", "", "2.8", "CML 2.9.0 is newer than 2.8"),
+    ],
+)
+def test_the_autoscaler_launches_only_what_placement_accepts(promised, version_min, version_max, refusal):
+    """One fit rule: the worker a template launches (at the version its AMI promises) is one placement accepts,
+    and when placement would refuse it the autoscaler launches nothing and waits for the same reason."""
+    promising = template("promising", 8, 0.5, version=promised)
+    decisions = plan(NOW, [session(1, version_min=version_min, version_max=version_max)], [], [promising], Policy())
+    launched = promising.capacity()  # what the LAUNCH brings: an empty worker of the template
+    placed = evaluate(launched, SMALL_LAB, cml_version_min=version_min, cml_version_max=version_max)
+    assert placed.reason == refusal
+    if refusal is None:
+        assert actions(decisions) == ["LAUNCH"]
+        assert choose_worker([launched], SMALL_LAB, cml_version_min=version_min, cml_version_max=version_max)
+    else:
+        assert actions(decisions) == ["WAIT"] and f"promising: {refusal}" in decisions[0].reason
+
+
+def test_a_coming_worker_of_a_promising_template_is_counted_for_that_version():
+    coming = worker("booting", status="STARTING")
+    coming = dataclasses.replace(coming, capacity=dataclasses.replace(coming.capacity, cml_version="2.9"))
+    demand = session(1, version_min="2.9")
+    assert plan(NOW, [demand], [coming], [SMALL], Policy()) == []  # it serves the session: no second worker
+    newer = session(2, version_min="2.9.1")
+    assert actions(plan(NOW, [newer], [coming], [SMALL], Policy())) == ["WAIT"]
 
 
 def test_licence_affinity_is_respected():

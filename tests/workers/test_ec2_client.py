@@ -16,17 +16,8 @@ import requests
 from lcm.http import AuthExpired, BadRequest, Conflict, ExternalError, Forbidden, NotFound, Timeout, Unavailable
 from simulators.common import ServerThread
 from simulators.moto_server import MotoSimulator
-from workers.clients.ec2 import (
-    TAG_MANAGED_BY,
-    TAG_WORKER_ID,
-    CapacityUnavailable,
-    EC2Client,
-    InstanceState,
-    QuotaExceeded,
-    Throttled,
-    ec2_client,
-    worker_status_for,
-)
+from workers.clients.ec2 import TAG_MANAGED_BY, TAG_WORKER_ID, EC2Client, InstanceState, ec2_client, worker_status_for
+from workers.clients.ec2_errors import CapacityUnavailable, QuotaExceeded, Throttled
 from workers.states import WorkerStatus
 
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

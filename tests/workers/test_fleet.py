@@ -8,6 +8,7 @@ until its warm-up has passed on the CML simulator's clock, and a licence registr
 placement, lablets, autoscaler and workers, fanning out `lcm.loops.reconcile_key` per key.
 """
 
+import html
 from datetime import timedelta
 
 import boto3
@@ -21,9 +22,10 @@ from sessions.models import LabletSession
 from sessions.services import session_create, session_transition
 from simulators.runner import start_simulators
 from tests.factories import DefinitionFactory, TemplateFactory, WorkerFactory
+from workers.autoscaling import autoscale_tick
 from workers.clients.cml import CMLClient, forget_tokens
 from workers.clients.ec2 import TAG_MANAGED_BY, TAG_WORKER_ID, ec2_client
-from workers.fleet import autoscale_tick, discovery_tick
+from workers.discovery import discovery_tick
 from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, SystemSettings, WorkerTemplate
 from workers.services import worker_cancel_drain, worker_drain, worker_license_deregister, worker_license_register
 
@@ -232,6 +234,17 @@ def test_a_session_that_fits_no_worker_starts_exactly_one_worker_which_boots_and
     assert len(run_calls) == 1
     session.refresh_from_db()
     assert session.status == "READY" and session.worker == worker
+
+
+def test_every_scale_decision_is_shown_with_its_reason_in_the_admin(fleet, admin_client):
+    session = book()
+    [decision] = autoscale_tick(require_leader=False)
+    recorded = ScaleDecision.objects.get()
+    page = admin_client.get("/admin/workers/scaledecision/").content.decode()
+    assert recorded.action == decision.action == "LAUNCH" and recorded.sessions == [str(session.pk)]
+    assert html.escape(recorded.reason) in page and "fleet-small" in page
+    detail = admin_client.get(f"/admin/workers/scaledecision/{recorded.pk}/change/").content.decode()
+    assert html.escape(recorded.reason) in detail
 
 
 def test_a_failed_launch_backs_off_and_the_coming_worker_still_counts(fleet):

@@ -12,8 +12,9 @@ What it guarantees:
   launch from an AMI that does not exist, no "describe everything" when given no instance ids;
 - launches are idempotent across botocore's own retries (a `ClientToken` per call).
 
-Every method names the AWS operation it calls; the operation names are also what the moto
-simulator's fault layer matches (`simulators/moto_server.py`).
+The botocore-to-typed-error mapping (and EC2's own error classes) lives in
+`workers.clients.ec2_errors`. Every method names the AWS operation it calls; the operation names
+are also what the moto simulator's fault layer matches (`simulators/moto_server.py`).
 """
 
 import logging
@@ -29,20 +30,11 @@ from enum import StrEnum
 import boto3
 from botocore import xform_name
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    HTTPClientError,
-    NoCredentialsError,
-    ParamValidationError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 from django.conf import settings
 
-from lcm.http import AuthExpired, BadRequest, Conflict, ExternalError, Forbidden, NotFound, Timeout, Unavailable
+from lcm.http import Conflict, ExternalError, NotFound
+from workers.clients.ec2_errors import typed_error
 from workers.states import WorkerStatus
 
 logger = logging.getLogger("lcm.workers.ec2")
@@ -55,56 +47,6 @@ DEFAULT_MANAGED_BY = "lcm"
 # Used only when an endpoint (moto) is configured and no credentials are: moto accepts any key,
 # and skipping the credential chain avoids its slow instance-metadata probe off EC2.
 LOCAL_ENDPOINT_CREDENTIALS = {"aws_access_key_id": "lcm-local", "aws_secret_access_key": "lcm-local"}
-
-
-class CapacityUnavailable(Unavailable):
-    """EC2 has no capacity for this instance type here right now (InsufficientInstanceCapacity and kin)."""
-
-
-class QuotaExceeded(CapacityUnavailable):
-    """The account's instance or vCPU limit is reached (InstanceLimitExceeded, VcpuLimitExceeded)."""
-
-
-class Throttled(Unavailable):
-    """AWS still answered RequestLimitExceeded after the allowed retries."""
-
-
-_CODE_ERRORS: dict[str, type[ExternalError]] = {
-    "InsufficientInstanceCapacity": CapacityUnavailable,
-    "InsufficientCapacity": CapacityUnavailable,
-    "InsufficientHostCapacity": CapacityUnavailable,
-    "InsufficientReservedInstanceCapacity": CapacityUnavailable,
-    "InstanceLimitExceeded": QuotaExceeded,
-    "VcpuLimitExceeded": QuotaExceeded,
-    "RequestLimitExceeded": Throttled,
-    "Throttling": Throttled,
-    "ThrottlingException": Throttled,
-    "UnauthorizedOperation": Forbidden,
-    "AccessDenied": Forbidden,
-    "AccessDeniedException": Forbidden,
-    "OptInRequired": Forbidden,
-    "AuthFailure": AuthExpired,
-    "InvalidClientTokenId": AuthExpired,
-    "SignatureDoesNotMatch": AuthExpired,
-    "ExpiredToken": AuthExpired,
-    "IncorrectInstanceState": Conflict,
-    "IncorrectState": Conflict,
-    "InvalidParameterValue": BadRequest,
-    "InvalidParameter": BadRequest,
-    "InvalidParameterCombination": BadRequest,
-    "MissingParameter": BadRequest,
-    "InternalError": Unavailable,
-    "InternalFailure": Unavailable,
-    "ServiceUnavailable": Unavailable,
-    "Unavailable": Unavailable,
-}
-_STATUS_ERRORS: dict[int, type[ExternalError]] = {
-    400: BadRequest,
-    401: AuthExpired,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-}
 
 
 class InstanceState(StrEnum):
@@ -556,36 +498,7 @@ class EC2Client:
 
     def _error(self, system: str, operation: str, exc: Exception) -> ExternalError | None:
         """The typed error for a botocore exception (None for anything that is not one)."""
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error") or {}
-            code = str(error.get("Code") or "")
-            message = str(error.get("Message") or "")
-            status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            error_type = _CODE_ERRORS.get(code)
-            if error_type is None:
-                if code.endswith("NotFound") or code == "ResourceNotFound":
-                    error_type = NotFound
-                elif code.endswith(".Malformed"):
-                    error_type = BadRequest
-                elif status is not None and status >= 500:
-                    error_type = Unavailable
-                else:
-                    error_type = _STATUS_ERRORS.get(status, ExternalError)
-            detail = f"{code}: {message}" if message else code or "error"
-            return error_type(system, operation, detail[:500], status, error)
-        if isinstance(exc, ConnectTimeoutError):
-            return Timeout(system, operation, f"no connection within {self.connect_timeout:g}s")
-        if isinstance(exc, ReadTimeoutError):
-            return Timeout(system, operation, f"no answer within {self.read_timeout:g}s")
-        if isinstance(exc, BotoConnectionError | HTTPClientError):
-            return Unavailable(system, operation, f"cannot connect: {exc.__class__.__name__}")
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            return AuthExpired(system, operation, "no usable AWS credentials are configured")
-        if isinstance(exc, ParamValidationError):
-            return BadRequest(system, operation, str(exc)[:500])
-        if isinstance(exc, BotoCoreError):
-            return ExternalError(system, operation, f"{exc.__class__.__name__}: {exc}"[:500])
-        return None
+        return typed_error(system, operation, exc, connect_timeout=self.connect_timeout, read_timeout=self.read_timeout)
 
     def _incorrect_state(self, operation: str, instance: Instance, verb: str) -> Conflict:
         detail = f"IncorrectInstanceState: {instance.id} is {instance.state} and cannot be {verb}"

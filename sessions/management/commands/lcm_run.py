@@ -10,7 +10,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from lcm.loops import InProcessLoops
 from sessions.seed import database_is_empty, ensure_users, seed_demo
+from simulators.runner import SimulatorStartError, start_simulators
+from workers.models import CMLWorker
 
 
 class Command(BaseCommand):
@@ -42,8 +45,6 @@ class Command(BaseCommand):
         if not options["no_simulators"]:
             self._start_simulators(url)
         if not options["no_loops"]:
-            from lcm.loops import InProcessLoops
-
             InProcessLoops().start()
             self.stdout.write("Control loops running in-process (placement, lablets).")
         self._banner(url)
@@ -56,9 +57,6 @@ class Command(BaseCommand):
 
     def _start_simulators(self, url):
         """Serve the simulators on their configured ports and give every simulator-backed worker its virtual CML."""
-        from simulators.runner import SimulatorStartError, start_simulators
-        from workers.models import CMLWorker
-
         try:
             handle = start_simulators(
                 settings.LCM_SIM_HOST,

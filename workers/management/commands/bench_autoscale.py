@@ -39,9 +39,10 @@ from pathlib import Path
 from django.conf import settings
 
 from lcm.management.command_utils import LcmCommand, fail
+from lcm.versions import ami_version_hint
 from scheduling.capacity import Demand, WorkerCapacity
 from scheduling.placement import choose_worker
-from workers.autoscaler import PendingSession, Policy, TemplateOption, WorkerState, ami_version_hint, plan
+from workers.autoscaler import PendingSession, Policy, TemplateOption, WorkerState, plan
 from workers.models import ScaleAction
 
 A = ScaleAction
@@ -468,7 +469,7 @@ class Command(LcmCommand):
 
 def _templates() -> list[TemplateOption]:
     """The enabled worker templates: from the database, else from the templates file."""
-    from workers.fleet import template_option
+    from workers.autoscaling import template_option
     from workers.models import WorkerTemplate
     from workers.services import load_template_file
 

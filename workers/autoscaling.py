@@ -1,0 +1,278 @@
+"""The autoscaler loop: the database in, `workers.autoscaler.plan`'s decisions carried out (SPEC §3.6).
+
+`autoscale_tick()` is the "autoscaler" loop (a singleton behind a leader lease). It reads the eligible
+PENDING sessions, every worker's capacity and the enabled templates in a few queries, asks the pure
+`workers.autoscaler.plan` what to do, and carries each decision out through the services
+(`worker_create`, `worker_set_desired`, `worker_cancel_drain`, `worker_drain_if_idle`,
+`worker_pause_if_idle`), recording it with its reason in `ScaleDecision`. The worker reconciler then
+does the EC2 and CML work. A crash between two decisions loses nothing: the next tick plans again from
+the database, and a launched worker counts as coming capacity from the moment its row exists, so a
+demand never starts two workers.
+"""
+
+import dataclasses
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Max, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from lcm.coordination import coordinator
+from lcm.fsm import InvalidTransition
+from lcm.versions import ami_version_hint
+from scheduling.capacity import Demand, WorkerCapacity
+from scheduling.selectors import worker_capacities
+from sessions.models import LabletSession
+from sessions.states import SessionStatus
+from workers.autoscaler import Decision, PendingSession, Policy, TemplateOption, WorkerState, plan
+from workers.models import CMLWorker, ScaleAction, ScaleDecision, SystemSettings, WorkerStatusChange, WorkerTemplate
+from workers.services import (
+    scale_decision_record,
+    worker_cancel_drain,
+    worker_create,
+    worker_drain_if_idle,
+    worker_pause_if_idle,
+    worker_set_desired,
+)
+from workers.states import DesiredStatus, WorkerStatus
+
+logger = logging.getLogger("lcm.workers.autoscaling")
+
+W = WorkerStatus
+A = ScaleAction
+AUTOSCALER_ACTOR = "autoscaler"
+IDLE_ACTOR = "idle-detector"
+RECONCILER_ACTOR = "worker-reconciler"
+# Who may stop a worker and start it again on demand: LCM itself, never on an admin's behalf.
+LCM_STOPPERS = {AUTOSCALER_ACTOR, IDLE_ACTOR}
+# A demand that keeps waiting for the same reason is recorded once per this long, not on every tick.
+WAIT_REPEAT_AFTER = timedelta(minutes=10)
+
+
+# --- reading the fleet ---------------------------------------------------------------------
+
+
+def template_option(template: WorkerTemplate) -> TemplateOption:
+    return TemplateOption(
+        id=str(template.pk),
+        name=template.name,
+        region=template.region,
+        license_type=template.license_type,
+        cpu_cores=template.cpu_cores,
+        memory_gb=template.memory_gb,
+        storage_gb=template.storage_gb,
+        max_nodes=template.max_nodes,
+        ports=template.port_range_end - template.port_range_start + 1,
+        startup_minutes=template.startup_minutes,
+        cost_per_hour=float(template.cost_per_hour),
+        cml_version=ami_version_hint(template.ami_name_pattern),
+    )
+
+
+def stopped_by(worker_ids) -> dict[str, str]:
+    """`{worker id: actor}` of whoever last asked each worker to stop (a drain or desired STOPPED), the worker
+    reconciler's own follow-ups (it stops a drained worker) not counted."""
+    rows = (
+        WorkerStatusChange.objects.filter(worker_id__in=list(worker_ids))
+        .filter(Q(field="status", to_status=W.DRAINING) | Q(field="desired_status", to_status=DesiredStatus.STOPPED))
+        .exclude(actor=RECONCILER_ACTOR)
+        .order_by("worker_id", "-at", "-id")
+        .values_list("worker_id", "actor")
+    )
+    found: dict[str, str] = {}
+    for worker_id, actor in rows:
+        found.setdefault(str(worker_id), actor)
+    return found
+
+
+def fleet_states(now=None) -> list[WorkerState]:
+    """Every worker that is not TERMINATED, with its capacity and what scaling needs, in three queries."""
+    now = now or timezone.now()
+    running_since = (
+        WorkerStatusChange.objects.filter(worker=OuterRef("pk"), field="status", to_status=W.RUNNING)
+        .order_by("-at")
+        .values("at")[:1]
+    )
+    last_session = LabletSession.objects.filter(worker=OuterRef("pk")).order_by("-updated_at").values("updated_at")[:1]
+    rows = list(
+        CMLWorker.objects.exclude(status=W.TERMINATED)
+        .annotate(running_since=Subquery(running_since), last_session_at=Subquery(last_session))
+        .values(
+            "id",
+            "status",
+            "region",
+            "desired_status",
+            "last_activity_at",
+            "idle_detection_enabled",
+            "created_at",
+            "template__cost_per_hour",
+            "template__ami_name_pattern",
+            "running_since",
+            "last_session_at",
+        )
+    )
+    capacities = worker_capacities([r["id"] for r in rows])
+    stoppable = [r["id"] for r in rows if r["status"] in (W.DRAINING, W.STOPPING, W.STOPPED)]
+    stoppers = stopped_by(stoppable) if stoppable else {}
+    return [_worker_state(r, capacities[str(r["id"])], stoppers) for r in rows]
+
+
+def _worker_state(row: dict, capacity: WorkerCapacity, stoppers: dict[str, str]) -> WorkerState:
+    times = [t for t in (row["running_since"], row["last_session_at"]) if t is not None]
+    lcm_stopped = (
+        row["desired_status"] != DesiredStatus.TERMINATED
+        and row["status"] in (W.DRAINING, W.STOPPING, W.STOPPED)
+        and stoppers.get(str(row["id"])) in LCM_STOPPERS
+    )
+    if not capacity.cml_version and row["status"] not in (W.RUNNING, W.DRAINING):
+        # On its way and not yet heard from: it will run what its template's AMI promises, and the autoscaler
+        # counts it as coming capacity for that version (placement judges the version it then reports).
+        capacity = dataclasses.replace(capacity, cml_version=ami_version_hint(row["template__ami_name_pattern"]))
+    return WorkerState(
+        capacity=capacity,
+        region=row["region"],
+        desired_status=row["desired_status"],
+        lcm_stopped=lcm_stopped,
+        empty_since=max(times) if times else row["created_at"],
+        up_since=row["running_since"] or row["created_at"],
+        last_activity_at=row["last_activity_at"],
+        idle_detection_enabled=row["idle_detection_enabled"],
+        cost_per_hour=float(row["template__cost_per_hour"] or 0),
+    )
+
+
+def pending_sessions(now=None, limit: int = 1000) -> list[PendingSession]:
+    """The PENDING sessions due within the placement lead (what placement is trying to place), soonest first."""
+    now = now or timezone.now()
+    lead = timedelta(minutes=SystemSettings.load().placement_lead_minutes)
+    rows = (
+        LabletSession.objects.select_related("definition")
+        .filter(status=SessionStatus.PENDING, timeslot_start__lte=now + lead, timeslot_end__gt=now)
+        .order_by("timeslot_start", "created_at")[:limit]
+    )
+    demands: dict = {}
+    pending = []
+    for session in rows:
+        definition = session.definition
+        if definition.pk not in demands:
+            demands[definition.pk] = Demand.of(definition)
+        pending.append(
+            PendingSession(
+                id=str(session.pk),
+                demand=demands[definition.pk],
+                start=session.timeslot_start,
+                cml_version_min=definition.cml_version_min,
+                cml_version_max=definition.cml_version_max,
+            )
+        )
+    return pending
+
+
+def last_scale_up() -> dict[str, datetime]:
+    """The time of the latest LAUNCH or START per region (the cooldowns count from it)."""
+    rows = (
+        ScaleDecision.objects.filter(action__in=[A.LAUNCH, A.START])
+        .values("region")
+        .annotate(latest=Max("at"))
+        .values_list("region", "latest")
+    )
+    return dict(rows)
+
+
+# --- the autoscaler loop -------------------------------------------------------------------
+
+
+def autoscale_tick(*, now=None, require_leader: bool = True) -> list[Decision]:
+    """One autoscaler tick: plan from the database, carry the decisions out, record them. Returns what was done."""
+    if require_leader and not coordinator().try_lead("autoscaler"):
+        return []
+    now = now or timezone.now()
+    templates = {str(t.pk): t for t in WorkerTemplate.objects.filter(enabled=True)}
+    decisions = plan(
+        now,
+        pending_sessions(now),
+        fleet_states(now),
+        [template_option(t) for t in templates.values()],
+        Policy.from_settings(SystemSettings.load()),
+        last_scale_up=last_scale_up(),
+    )
+    done = []
+    for decision in decisions:
+        try:
+            if _apply(decision, templates):
+                done.append(decision)
+        except InvalidTransition as exc:
+            # The worker moved on since it was read (an admin, the reconciler): the next tick plans again.
+            logger.info("autoscaler skipped %s of %s: %s", decision.action, decision.worker_name, exc.detail)
+    return done
+
+
+def _apply(decision: Decision, templates: dict) -> bool:
+    """Carry one decision out and record it; False when it no longer applies (or is a repeated WAIT)."""
+    common = {"reason": decision.reason, "region": decision.region, "sessions": decision.sessions}
+    if decision.action == A.WAIT:
+        return _wait(decision, common)
+    if decision.action == A.LAUNCH:
+        return _launch(templates[decision.template_id], decision, common)
+    handler = _WORKER_HANDLERS.get(decision.action)
+    if handler is None:
+        raise ValueError(f"unknown decision {decision.action}")
+    worker = CMLWorker.objects.filter(pk=decision.worker_id).first()
+    if worker is None:
+        return False
+    return handler(worker, decision, common)
+
+
+def _wait(decision: Decision, common: dict) -> bool:
+    recent = ScaleDecision.objects.filter(
+        action=A.WAIT, reason=decision.reason, at__gte=timezone.now() - WAIT_REPEAT_AFTER
+    )
+    if any(row.sessions == list(decision.sessions) for row in recent.only("sessions")):
+        return False  # the same wait for the same sessions is on record already
+    scale_decision_record(A.WAIT, **common)
+    return True
+
+
+def _launch(template: WorkerTemplate, decision: Decision, common: dict) -> bool:
+    with transaction.atomic():
+        worker = worker_create(
+            name=f"{template.name}-{uuid.uuid4().hex[:8]}",
+            actor=AUTOSCALER_ACTOR,
+            template=template,
+            reason=decision.reason,
+        )
+        scale_decision_record(A.LAUNCH, template=template, worker=worker, **common)
+    return True
+
+
+def _start(worker: CMLWorker, decision: Decision, common: dict) -> bool:
+    if worker.status not in (W.STOPPING, W.STOPPED) or worker.desired_status != DesiredStatus.STOPPED:
+        return False
+    with transaction.atomic():
+        worker_set_desired(worker, DesiredStatus.RUNNING, actor=AUTOSCALER_ACTOR, reason=decision.reason)
+        scale_decision_record(A.START, worker=worker, **common)
+    return True
+
+
+def _cancel_drain(worker: CMLWorker, decision: Decision, common: dict) -> bool:
+    with transaction.atomic():
+        worker_cancel_drain(worker, actor=AUTOSCALER_ACTOR, reason=decision.reason)
+        scale_decision_record(A.CANCEL_DRAIN, worker=worker, **common)
+    return True
+
+
+def _drain_or_pause(worker: CMLWorker, decision: Decision, common: dict) -> bool:
+    if decision.action == A.DRAIN:
+        service, actor = worker_drain_if_idle, AUTOSCALER_ACTOR
+    else:
+        service, actor = worker_pause_if_idle, IDLE_ACTOR
+    with transaction.atomic():
+        if service(worker, actor=actor, reason=decision.reason) is None:
+            return False
+        scale_decision_record(decision.action, worker=worker, actor=actor, **common)
+    return True
+
+
+_WORKER_HANDLERS = {A.START: _start, A.CANCEL_DRAIN: _cancel_drain, A.DRAIN: _drain_or_pause, A.PAUSE: _drain_or_pause}
