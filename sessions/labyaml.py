@@ -93,6 +93,39 @@ def parse_topology(text: str) -> dict:
     return data
 
 
+class PortTagError(ValueError):
+    """A node tag meant as a `protocol:port` tag that names no usable port."""
+
+
+@dataclass(frozen=True)
+class PortTag:
+    """The port a `protocol:port` node tag names (protocol lower-cased)."""
+
+    protocol: str
+    port: int
+
+
+def parse_port_tag(tag) -> PortTag | None:
+    """The port a node tag names, or None for an ordinary label (`group:core`, `site:paris`).
+
+    Raises PortTagError for a tag that is not a string, a `word:digits` tag whose protocol is not
+    one of PORT_PROTOCOLS, a known protocol without a numeric port, or a port outside 1–65535.
+    """
+    if not isinstance(tag, str):
+        raise PortTagError(f"must be a string, got {type(tag).__name__}")
+    match = _PORT_TAG.match(tag)
+    if not match:
+        if ":" in tag and tag.split(":", 1)[0].strip().lower() in PORT_PROTOCOLS:
+            raise PortTagError(f"port tag {tag!r} must be 'protocol:port' with a numeric port")
+        return None
+    protocol, port = match.group(1).lower(), int(match.group(2))
+    if protocol not in PORT_PROTOCOLS:
+        raise PortTagError(f"unknown protocol {protocol!r} in {tag!r}; known: {', '.join(sorted(PORT_PROTOCOLS))}")
+    if not 1 <= port <= _MAX_PORT:
+        raise PortTagError(f"port {port} in {tag!r} is outside 1–{_MAX_PORT}")
+    return PortTag(protocol, port)
+
+
 def _port_tags(node: dict, index: int) -> list[tuple[str, int, str]]:
     """`(protocol, port, original tag)` for each port tag of a node; rejects malformed ones."""
     tags = node.get("tags") or []
@@ -100,23 +133,12 @@ def _port_tags(node: dict, index: int) -> list[tuple[str, int, str]]:
         raise LabYamlError(f"lab_yaml.nodes[{index}].tags", "must be a list of strings")
     found = []
     for t_index, tag in enumerate(tags):
-        where = f"lab_yaml.nodes[{index}].tags[{t_index}]"
-        if not isinstance(tag, str):
-            raise LabYamlError(where, f"must be a string, got {type(tag).__name__}")
-        match = _PORT_TAG.match(tag)
-        if not match:
-            if tag.split(":", 1)[0].strip().lower() in PORT_PROTOCOLS and ":" in tag:
-                raise LabYamlError(where, f"port tag {tag!r} must be 'protocol:port' with a numeric port")
-            continue
-        protocol, port_text = match.group(1).lower(), match.group(2)
-        if protocol not in PORT_PROTOCOLS:
-            raise LabYamlError(
-                where, f"unknown protocol {protocol!r} in {tag!r}; known: {', '.join(sorted(PORT_PROTOCOLS))}"
-            )
-        port = int(port_text)
-        if not 1 <= port <= _MAX_PORT:
-            raise LabYamlError(where, f"port {port} in {tag!r} is outside 1–{_MAX_PORT}")
-        found.append((protocol, port, tag))
+        try:
+            parsed = parse_port_tag(tag)
+        except PortTagError as exc:
+            raise LabYamlError(f"lab_yaml.nodes[{index}].tags[{t_index}]", str(exc)) from None
+        if parsed:
+            found.append((parsed.protocol, parsed.port, tag))
     return found
 
 

@@ -45,6 +45,7 @@ from django.utils import timezone
 from lcm import http
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
+from sessions.labyaml import PortTagError, parse_port_tag
 from workers.clients.cml import cml_client_for
 from workers.clients.ec2 import TAG_WORKER_ID, InstanceState, ec2_client
 from workers.fleet import RECONCILER_ACTOR, cml_url_for, ensure_simulated_cml
@@ -624,14 +625,15 @@ def _being_imported(title: str) -> bool:
 
 def _node_ports(cml, lab_id) -> dict[str, int]:
     """`{<node label>_<protocol>: port}` from the lab's `protocol:port` node tags."""
-    from sessions.states import PORT_PROTOCOLS
-
     ports: dict[str, int] = {}
     for node in cml.nodes(lab_id):
         for tag in node.get("tags") or []:
-            protocol, _, port = str(tag).partition(":")
-            if protocol.strip().lower() in PORT_PROTOCOLS and port.strip().isdigit():
-                ports[f"{node.get('label') or node.get('id')}_{protocol.strip().lower()}"] = int(port)
+            try:
+                parsed = parse_port_tag(tag)
+            except PortTagError:
+                continue  # a lab found in CML is not ours to validate: a malformed tag names no port
+            if parsed:
+                ports[f"{node.get('label') or node.get('id')}_{parsed.protocol}"] = parsed.port
     return ports
 
 
