@@ -217,21 +217,32 @@ def rewritten_topology(text: str, allocation: dict[str, int]) -> dict:
     # The old tag text → the new one, for smart annotations (first node wins on a shared tag).
     retag: dict[str, str] = {}
     for index, node in enumerate(data["nodes"]):
-        specs = iter(by_node.get(str(node.get("id")).strip(), []))
-        new_tags = []
-        port_tags = {tag for _, _, tag in _port_tags(node, index)}
-        for tag in node.get("tags") or []:
-            if tag in port_tags:
-                spec = next(specs)
-                new_tag = f"{spec.protocol}:{allocation[spec.name]}"
-                retag.setdefault(tag, new_tag)
-                new_tags.append(new_tag)
-            else:
-                new_tags.append(tag)
-        if port_tags:
-            node["tags"] = new_tags
+        _retag_node(node, index, by_node.get(str(node.get("id")).strip(), []), allocation, retag)
+    _retag_annotations(data.get("smart_annotations") or [], retag)
+    return data
 
-    for annotation in data.get("smart_annotations") or []:
+
+def _retag_node(node: dict, index: int, specs: list[PortSpec], allocation: dict[str, int], retag: dict) -> None:
+    """Set the node's port tags, in order, to the ports allocated for `specs`; note each change in `retag`."""
+    port_tags = {tag for _, _, tag in _port_tags(node, index)}
+    if not port_tags:
+        return
+    remaining = iter(specs)
+    new_tags = []
+    for tag in node.get("tags") or []:
+        if tag in port_tags:
+            spec = next(remaining)
+            new_tag = f"{spec.protocol}:{allocation[spec.name]}"
+            retag.setdefault(tag, new_tag)
+            new_tags.append(new_tag)
+        else:
+            new_tags.append(tag)
+    node["tags"] = new_tags
+
+
+def _retag_annotations(annotations: list, retag: dict[str, str]) -> None:
+    """Point the smart annotations that showed an old port tag (and their label, when it was the tag) at the new one."""
+    for annotation in annotations:
         if not isinstance(annotation, dict):
             continue
         old = annotation.get("tag")
@@ -239,4 +250,3 @@ def rewritten_topology(text: str, allocation: dict[str, int]) -> dict:
             annotation["tag"] = retag[old]
             if annotation.get("label") == old:
                 annotation["label"] = retag[old]
-    return data
