@@ -11,7 +11,9 @@ class GradingConfig(AppConfig):
     def ready(self):
         # Imported here: these modules use the models, which exist only once the app registry is ready.
         from grading import events, reconcilers, services
+        from grading.states import GRADING_BADGE_COLOURS, RESULT_BADGE_COLOURS
         from lcm import webhooks
+        from lcm.templatetags.badges import register_colours
         from sessions.reconcilers import register_status_handler
         from sessions.services import register_transition_hook
         from sessions.states import SessionStatus
@@ -20,3 +22,5 @@ class GradingConfig(AppConfig):
         register_transition_hook(SessionStatus.GRADING, services.on_session_grading)
         register_transition_hook(SessionStatus.STOPPING, services.on_session_stopping)
         register_status_handler(SessionStatus.GRADING, reconcilers.on_session_grading)
+        register_colours("grading_session", GRADING_BADGE_COLOURS)
+        register_colours("result", RESULT_BADGE_COLOURS)

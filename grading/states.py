@@ -1,4 +1,6 @@
-"""Grading status choices and transitions (SPEC §2.3): forward only, any non-terminal → FAULTED."""
+"""Grading status choices and transitions (SPEC §2.3): forward only, any non-terminal → FAULTED.
+
+Also the badge colours of grading states and of a report's result (see `sessions.states`)."""
 
 from django.db import models
 
@@ -21,3 +23,15 @@ GRADING_TRANSITIONS: dict[str, set[str]] = {
 GRADING_TRANSITIONS[G.FAULTED] = set()
 
 GRADING_TERMINAL = {G.SUBMITTED, G.FAULTED}
+
+GRADING_BADGE_COLOURS = {
+    G.PENDING: "grey",
+    G.COLLECTING: "amber",
+    G.GRADING: "orange",
+    G.REVIEWING: "purple",
+    G.SUBMITTED: "green",
+    G.FAULTED: "red",
+}
+
+# A score report's (and a session's) result, PASS or FAIL.
+RESULT_BADGE_COLOURS = {"PASS": "green", "FAIL": "red"}

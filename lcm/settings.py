@@ -141,14 +141,16 @@ LCM_CML_SIMULATOR_URL = env.str("LCM_CML_SIMULATOR_URL", default="http://127.0.0
 LCM_CML_USERNAME = env.str("LCM_CML_USERNAME", default="admin")
 LCM_CML_PASSWORD = env.str("LCM_CML_PASSWORD", default="admin")
 
-# Placement and timeslot policy defaults (SystemSettings may override per deployment).
+# Placement and timing policy a new SystemSettings row starts with (workers.models); admins
+# change it on the row afterwards, so these matter only until the row exists.
 LCM_PLACEMENT_LEAD_MINUTES = env.int("LCM_PLACEMENT_LEAD_MINUTES", default=35)
 LCM_BOOT_LEAD_MINUTES = env.int("LCM_BOOT_LEAD_MINUTES", default=20)
 LCM_GRADING_TIMEOUT_MINUTES = env.int("LCM_GRADING_TIMEOUT_MINUTES", default=30)
 LCM_SESSION_START_GRACE_SECONDS = env.int("LCM_SESSION_START_GRACE_SECONDS", default=60)
 
-LCM_LOG_FORMAT = env.str("LCM_LOG_FORMAT", default="text")
-LCM_LOG_LEVEL = env.str("LCM_LOG_LEVEL", default="INFO")
+# Read only to build LOGGING below, so not settings of their own.
+_log_format = env.str("LCM_LOG_FORMAT", default="text")
+_log_level = env.str("LCM_LOG_LEVEL", default="INFO")
 
 LOGGING = {
     "version": 1,
@@ -162,12 +164,12 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "filters": ["request_id"],
-            "formatter": "json" if LCM_LOG_FORMAT == "json" else "text",
+            "formatter": "json" if _log_format == "json" else "text",
         },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "lcm": {"handlers": ["console"], "level": LCM_LOG_LEVEL, "propagate": False},
+        "lcm": {"handlers": ["console"], "level": _log_level, "propagate": False},
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }

@@ -15,7 +15,9 @@ class LabletSessionsConfig(AppConfig):
     def ready(self):
         # Imported here: these modules use the models, which exist only once the app registry is ready.
         from lcm import loops, projection, webhooks
+        from lcm.templatetags.badges import register_colours
         from sessions import events, reconcilers
+        from sessions.states import DEFINITION_BADGE_COLOURS, SESSION_BADGE_COLOURS, USER_SESSION_BADGE_COLOURS
 
         loops.register(
             loops.Loop(
@@ -29,3 +31,6 @@ class LabletSessionsConfig(AppConfig):
         )
         projection.register(("session",), reconcilers.project_sessions)
         webhooks.register("LCM_LDS_EVENT_PREFIX", events.handle_lds_event)
+        register_colours("session", SESSION_BADGE_COLOURS)
+        register_colours("user_session", USER_SESSION_BADGE_COLOURS)
+        register_colours("definition", DEFINITION_BADGE_COLOURS)

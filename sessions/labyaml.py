@@ -93,6 +93,39 @@ def parse_topology(text: str) -> dict:
     return data
 
 
+class PortTagError(ValueError):
+    """A node tag meant as a `protocol:port` tag that names no usable port."""
+
+
+@dataclass(frozen=True)
+class PortTag:
+    """The port a `protocol:port` node tag names (protocol lower-cased)."""
+
+    protocol: str
+    port: int
+
+
+def parse_port_tag(tag) -> PortTag | None:
+    """The port a node tag names, or None for an ordinary label (`group:core`, `site:paris`).
+
+    Raises PortTagError for a tag that is not a string, a `word:digits` tag whose protocol is not
+    one of PORT_PROTOCOLS, a known protocol without a numeric port, or a port outside 1–65535.
+    """
+    if not isinstance(tag, str):
+        raise PortTagError(f"must be a string, got {type(tag).__name__}")
+    match = _PORT_TAG.match(tag)
+    if not match:
+        if ":" in tag and tag.split(":", 1)[0].strip().lower() in PORT_PROTOCOLS:
+            raise PortTagError(f"port tag {tag!r} must be 'protocol:port' with a numeric port")
+        return None
+    protocol, port = match.group(1).lower(), int(match.group(2))
+    if protocol not in PORT_PROTOCOLS:
+        raise PortTagError(f"unknown protocol {protocol!r} in {tag!r}; known: {', '.join(sorted(PORT_PROTOCOLS))}")
+    if not 1 <= port <= _MAX_PORT:
+        raise PortTagError(f"port {port} in {tag!r} is outside 1–{_MAX_PORT}")
+    return PortTag(protocol, port)
+
+
 def _port_tags(node: dict, index: int) -> list[tuple[str, int, str]]:
     """`(protocol, port, original tag)` for each port tag of a node; rejects malformed ones."""
     tags = node.get("tags") or []
@@ -100,23 +133,12 @@ def _port_tags(node: dict, index: int) -> list[tuple[str, int, str]]:
         raise LabYamlError(f"lab_yaml.nodes[{index}].tags", "must be a list of strings")
     found = []
     for t_index, tag in enumerate(tags):
-        where = f"lab_yaml.nodes[{index}].tags[{t_index}]"
-        if not isinstance(tag, str):
-            raise LabYamlError(where, f"must be a string, got {type(tag).__name__}")
-        match = _PORT_TAG.match(tag)
-        if not match:
-            if tag.split(":", 1)[0].strip().lower() in PORT_PROTOCOLS and ":" in tag:
-                raise LabYamlError(where, f"port tag {tag!r} must be 'protocol:port' with a numeric port")
-            continue
-        protocol, port_text = match.group(1).lower(), match.group(2)
-        if protocol not in PORT_PROTOCOLS:
-            raise LabYamlError(
-                where, f"unknown protocol {protocol!r} in {tag!r}; known: {', '.join(sorted(PORT_PROTOCOLS))}"
-            )
-        port = int(port_text)
-        if not 1 <= port <= _MAX_PORT:
-            raise LabYamlError(where, f"port {port} in {tag!r} is outside 1–{_MAX_PORT}")
-        found.append((protocol, port, tag))
+        try:
+            parsed = parse_port_tag(tag)
+        except PortTagError as exc:
+            raise LabYamlError(f"lab_yaml.nodes[{index}].tags[{t_index}]", str(exc)) from None
+        if parsed:
+            found.append((parsed.protocol, parsed.port, tag))
     return found
 
 
@@ -195,21 +217,32 @@ def rewritten_topology(text: str, allocation: dict[str, int]) -> dict:
     # The old tag text → the new one, for smart annotations (first node wins on a shared tag).
     retag: dict[str, str] = {}
     for index, node in enumerate(data["nodes"]):
-        specs = iter(by_node.get(str(node.get("id")).strip(), []))
-        new_tags = []
-        port_tags = {tag for _, _, tag in _port_tags(node, index)}
-        for tag in node.get("tags") or []:
-            if tag in port_tags:
-                spec = next(specs)
-                new_tag = f"{spec.protocol}:{allocation[spec.name]}"
-                retag.setdefault(tag, new_tag)
-                new_tags.append(new_tag)
-            else:
-                new_tags.append(tag)
-        if port_tags:
-            node["tags"] = new_tags
+        _retag_node(node, index, by_node.get(str(node.get("id")).strip(), []), allocation, retag)
+    _retag_annotations(data.get("smart_annotations") or [], retag)
+    return data
 
-    for annotation in data.get("smart_annotations") or []:
+
+def _retag_node(node: dict, index: int, specs: list[PortSpec], allocation: dict[str, int], retag: dict) -> None:
+    """Set the node's port tags, in order, to the ports allocated for `specs`; note each change in `retag`."""
+    port_tags = {tag for _, _, tag in _port_tags(node, index)}
+    if not port_tags:
+        return
+    remaining = iter(specs)
+    new_tags = []
+    for tag in node.get("tags") or []:
+        if tag in port_tags:
+            spec = next(remaining)
+            new_tag = f"{spec.protocol}:{allocation[spec.name]}"
+            retag.setdefault(tag, new_tag)
+            new_tags.append(new_tag)
+        else:
+            new_tags.append(tag)
+    node["tags"] = new_tags
+
+
+def _retag_annotations(annotations: list, retag: dict[str, str]) -> None:
+    """Point the smart annotations that showed an old port tag (and their label, when it was the tag) at the new one."""
+    for annotation in annotations:
         if not isinstance(annotation, dict):
             continue
         old = annotation.get("tag")
@@ -217,4 +250,3 @@ def rewritten_topology(text: str, allocation: dict[str, int]) -> dict:
             annotation["tag"] = retag[old]
             if annotation.get("label") == old:
                 annotation["label"] = retag[old]
-    return data

@@ -117,7 +117,7 @@ def sessions_needing_work(now=None) -> list:
     now = now or timezone.now()
     global_lead = Coalesce(
         Subquery(SystemSettings.objects.filter(pk=1).values("boot_lead_minutes")[:1]),
-        Value(SystemSettings._meta.get_field("boot_lead_minutes").default),
+        Value(SystemSettings._meta.get_field("boot_lead_minutes").get_default()),
     )
     boot_lead = _Minutes(Coalesce(F("definition__boot_lead_minutes"), global_lead))
     boots_by = ExpressionWrapper(Value(now) + boot_lead, output_field=DateTimeField())

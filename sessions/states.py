@@ -1,4 +1,9 @@
-"""Status choice sets, transition tables (SPEC §2.1–2.3) and badge colours for the sessions app."""
+"""Status choice sets, transition tables (SPEC §2.1–2.3) and badge colours for the sessions app.
+
+A badge colour is a colour name (`static/lcm/lcm.css` has one `.bg-<colour>` class per name); the
+pages read it from these maps through the `badge_colour` template filter, so a new status needs
+only its entry here.
+"""
 
 from django.db import models
 from django.db.models import Q
@@ -49,7 +54,7 @@ ACTIVE = set(SessionStatus.values) - TERMINAL
 # found clean): see `scheduling.selectors`.
 CAPACITY_HOLDING = {S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING, S.STOPPING}
 
-BADGE_COLOURS = {
+SESSION_BADGE_COLOURS = {
     S.PENDING: "grey",
     S.SCHEDULED: "blue",
     S.INSTANTIATING: "indigo",
@@ -90,6 +95,13 @@ DEFINITION_TRANSITIONS: dict[str, set[str]] = {
     D.ARCHIVED: set(),
 }
 
+DEFINITION_BADGE_COLOURS = {
+    D.ACTIVE: "green",
+    D.INACTIVE: "slate",
+    D.DEPRECATED: "amber",
+    D.ARCHIVED: "dark",
+}
+
 
 class UserSessionStatus(models.TextChoices):
     PROVISIONING = "PROVISIONING"
@@ -121,3 +133,14 @@ def capacity_holding_q(prefix: str = "") -> Q:
     return Q(**{f"{prefix}status__in": CAPACITY_HOLDING}) | Q(
         **{f"{prefix}status__in": [SessionStatus.TERMINATED, SessionStatus.EXPIRED], f"{prefix}cleanup_pending": True}
     )
+
+
+USER_SESSION_BADGE_COLOURS = {
+    U.PROVISIONING: "indigo",
+    U.PROVISIONED: "teal",
+    U.ACTIVE: "green",
+    U.PAUSED: "amber",
+    U.ENDED: "slate",
+    U.EXPIRED: "brown",
+    U.FAULTED: "red",
+}

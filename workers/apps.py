@@ -13,8 +13,10 @@ class WorkersConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from lcm import loops, projection
+        from lcm.templatetags.badges import register_colours
         from workers import autoscaling, discovery, reconcilers
         from workers.services import seed_templates_after_migrate
+        from workers.states import DESIRED_BADGE_COLOURS, LAB_BADGE_COLOURS, LICENSE_BADGE_COLOURS, WORKER_BADGE_COLOURS
 
         post_migrate.connect(seed_templates_after_migrate, sender=self)
         loops.register(
@@ -44,3 +46,7 @@ class WorkersConfig(AppConfig):
             )
         )
         projection.register(("worker", "worker.desired"), reconcilers.project_workers)
+        register_colours("worker", WORKER_BADGE_COLOURS)
+        register_colours("desired", DESIRED_BADGE_COLOURS)
+        register_colours("licence", LICENSE_BADGE_COLOURS)
+        register_colours("lab", LAB_BADGE_COLOURS)

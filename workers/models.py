@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField
@@ -262,6 +263,24 @@ class LicenseRequest(models.Model):
         return f"{self.action} of {self.worker_id} [{self.outcome or 'open'}]"
 
 
+# A new SystemSettings row takes its placement and timing policy from the environment
+# (SPEC §7 "lead times"); admins change it on the row afterwards. Named functions, so a
+# migration can refer to them.
+def default_placement_lead_minutes() -> int:
+    """`LCM_PLACEMENT_LEAD_MINUTES`: how far ahead of its timeslot a PENDING session is placed."""
+    return settings.LCM_PLACEMENT_LEAD_MINUTES
+
+
+def default_boot_lead_minutes() -> int:
+    """`LCM_BOOT_LEAD_MINUTES`: how long before its timeslot a session's lab starts (unless its definition says)."""
+    return settings.LCM_BOOT_LEAD_MINUTES
+
+
+def default_grading_timeout_minutes() -> int:
+    """`LCM_GRADING_TIMEOUT_MINUTES`: how long collecting and grading may take before the session is expired."""
+    return settings.LCM_GRADING_TIMEOUT_MINUTES
+
+
 class SystemSettings(models.Model):
     """Deployment-wide policy (SPEC §2.4). Exactly one row (pk=1); read it with `SystemSettings.load()`."""
 
@@ -274,9 +293,9 @@ class SystemSettings(models.Model):
     scale_up_cooldown_minutes = models.PositiveIntegerField(default=5)
     scale_down_cooldown_minutes = models.PositiveIntegerField(default=15)
     drain_timeout_minutes = models.PositiveIntegerField(default=60)
-    placement_lead_minutes = models.PositiveIntegerField(default=35)
-    boot_lead_minutes = models.PositiveIntegerField(default=20)
-    grading_timeout_minutes = models.PositiveIntegerField(default=30)
+    placement_lead_minutes = models.PositiveIntegerField(default=default_placement_lead_minutes)
+    boot_lead_minutes = models.PositiveIntegerField(default=default_boot_lead_minutes)
+    grading_timeout_minutes = models.PositiveIntegerField(default=default_grading_timeout_minutes)
     discovery_enabled = models.BooleanField(default=True)
     discovery_ami_pattern = models.CharField(max_length=200, blank=True, default="cml-2.9*")
     discovery_interval_minutes = models.PositiveIntegerField(default=10)

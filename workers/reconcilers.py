@@ -45,6 +45,7 @@ from django.utils import timezone
 from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
+from sessions.labyaml import PortTagError, parse_port_tag
 from workers.autoscaling import RECONCILER_ACTOR
 from workers.clients.cml import cml_client_for
 from workers.clients.ec2 import TAG_WORKER_ID, InstanceState, ec2_client
@@ -75,7 +76,6 @@ from workers.services import (
 )
 from workers.states import (
     LAB_TRANSITIONS,
-    PORT_PROTOCOLS,
     WORKER_TRANSITIONS,
     DesiredStatus,
     LabStatus,
@@ -623,9 +623,12 @@ def _node_ports(cml, lab_id) -> dict[str, int]:
     ports: dict[str, int] = {}
     for node in cml.nodes(lab_id):
         for tag in node.get("tags") or []:
-            protocol, _, port = str(tag).partition(":")
-            if protocol.strip().lower() in PORT_PROTOCOLS and port.strip().isdigit():
-                ports[f"{node.get('label') or node.get('id')}_{protocol.strip().lower()}"] = int(port)
+            try:
+                parsed = parse_port_tag(tag)
+            except PortTagError:
+                continue  # a lab found in CML is not ours to validate: a malformed tag names no port
+            if parsed:
+                ports[f"{node.get('label') or node.get('id')}_{parsed.protocol}"] = parsed.port
     return ports
 
 

@@ -1,4 +1,4 @@
-"""Fleet status choice sets and transition tables (SPEC §2.4)."""
+"""Fleet status choice sets, transition tables (SPEC §2.4) and badge colours (see `sessions.states`)."""
 
 from django.db import models
 
@@ -55,12 +55,28 @@ class DesiredStatus(models.TextChoices):
     TERMINATED = "TERMINATED"
 
 
+DESIRED_BADGE_COLOURS = {
+    DesiredStatus.RUNNING: "green",
+    DesiredStatus.STOPPED: "slate",
+    DesiredStatus.TERMINATED: "dark",
+}
+
+
 class LicenseStatus(models.TextChoices):
     UNREGISTERED = "UNREGISTERED"
     REGISTERING = "REGISTERING"
     REGISTERED = "REGISTERED"
     DEREGISTERING = "DEREGISTERING"
     FAILED = "FAILED"
+
+
+LICENSE_BADGE_COLOURS = {
+    LicenseStatus.UNREGISTERED: "grey",
+    LicenseStatus.REGISTERING: "indigo",
+    LicenseStatus.REGISTERED: "green",
+    LicenseStatus.DEREGISTERING: "indigo",
+    LicenseStatus.FAILED: "red",
+}
 
 
 class LabStatus(models.TextChoices):
@@ -96,6 +112,21 @@ LAB_TRANSITIONS: dict[str, set[str]] = {
     L.DELETED: set(),
     L.ORPHANED: {L.DEFINED, L.DELETING, L.DELETED},
     L.ERROR: {L.STARTING, L.STOPPING, L.WIPING, L.DELETING, L.DELETED, L.ORPHANED},
+}
+
+LAB_BADGE_COLOURS = {
+    L.IMPORTING: "indigo",
+    L.DEFINED: "blue",
+    L.STARTING: "indigo",
+    L.BOOTED: "green",
+    L.STOPPING: "indigo",
+    L.STOPPED: "slate",
+    L.WIPING: "indigo",
+    L.WIPED: "teal",
+    L.DELETING: "indigo",
+    L.DELETED: "dark",
+    L.ORPHANED: "brown",
+    L.ERROR: "red",
 }
 
 # Labs that still exist in CML and so keep their ports.

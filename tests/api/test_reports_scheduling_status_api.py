@@ -49,7 +49,7 @@ def test_score_reports_csv_export(instructor_api, reports):
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert len(rows) == 1
     assert rows[0]["owner"] == "'=cmd|bob"  # a spreadsheet formula is defused
-    assert rows[0]["passed"] == "FAIL"
+    assert rows[0]["result"] == "FAIL"
 
 
 def test_score_reports_errors_stay_json_in_csv_mode(instructor_api, anon_api, nobody_api):

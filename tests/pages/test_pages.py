@@ -8,18 +8,22 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.db.models import TextChoices
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+import grading.states
+import sessions.states
+import workers.states
 from grading.models import ScoreReport
-from grading.states import GradingStatus
+from lcm.templatetags.badges import BADGE_COLOURS_BY_KIND
 from sessions.models import LabletDefinition, LabletSession
 from sessions.services import session_transition
-from sessions.states import DefinitionStatus, SessionStatus, UserSessionStatus
+from sessions.states import SESSION_BADGE_COLOURS, SessionStatus
 from tests.factories import DEMO_LAB, DefinitionFactory, LabRecordFactory, WorkerFactory
 from tests.pages.conftest import make_session
 from workers.models import CMLWorker, SystemSettings
-from workers.states import LabStatus, LicenseStatus, WorkerStatus
+from workers.states import LAB_BADGE_COLOURS, WorkerStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -527,19 +531,37 @@ def test_htmx_is_vendored_and_nothing_comes_from_a_cdn(admin_client, fleet):
         assert "X-CSRFToken" in html
 
 
-def test_every_status_has_a_badge_colour():
+def _status_choice_sets() -> set[type[TextChoices]]:
+    """Every `*Status` choice set of the states modules (each is also bound to a one-letter alias there)."""
+    return {
+        value
+        for module in (sessions.states, workers.states, grading.states)
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, TextChoices) and value.__name__.endswith("Status")
+    }
+
+
+def test_every_status_has_a_badge_colour_and_every_colour_a_class():
     css = (ROOT / "static" / "lcm" / "lcm.css").read_text()
-    for prefix, values in (
-        ("s", SessionStatus.values),
-        ("w", WorkerStatus.values),
-        ("l", LabStatus.values),
-        ("u", UserSessionStatus.values),
-        ("lic", LicenseStatus.values),
-        ("g", GradingStatus.values),
-        ("d", DefinitionStatus.values),
-    ):
-        for value in values:
-            assert f".{prefix}-{value.lower()}" in css, (prefix, value)
+    maps = BADGE_COLOURS_BY_KIND.values()
+    choice_sets = _status_choice_sets()
+    assert len(choice_sets) == 8
+    for choices in choice_sets:
+        assert any(set(colours) == set(choices.values) for colours in maps), choices.__name__
+    for colour in {colour for colours in maps for colour in colours.values()}:
+        assert f".bg-{colour} {{" in css, colour
+
+
+def test_pages_take_the_badge_colour_from_the_choice_set(admin_client, fleet, monkeypatch):
+    session = fleet["sessions"]["RUNNING"]
+    monkeypatch.setitem(SESSION_BADGE_COLOURS, SessionStatus.RUNNING, "brown")
+    monkeypatch.setitem(LAB_BADGE_COLOURS, fleet["lab"].status, "purple")
+    html = admin_client.get(f"/sessions/{session.pk}/").content.decode()
+    assert 'id="session-status" class="badge badge-lg bg-brown"' in html
+    worker = admin_client.get(f"/workers/{fleet['worker'].pk}/").content.decode()
+    assert '<span class="badge bg-purple">BOOTED</span>' in worker
+    listing = admin_client.get("/sessions/?status=RUNNING").content.decode()
+    assert '<span class="badge bg-brown">RUNNING</span>' in listing
 
 
 def test_worker_page_shows_capacity_labs_and_ports(admin_client, fleet):

@@ -5,7 +5,16 @@ import json
 import pytest
 import yaml
 
-from sessions.labyaml import LabYamlError, analyze_lab_yaml, parse_topology, rewrite_ports
+import workers.reconcilers
+from sessions.labyaml import (
+    LabYamlError,
+    PortTag,
+    PortTagError,
+    analyze_lab_yaml,
+    parse_port_tag,
+    parse_topology,
+    rewrite_ports,
+)
 from tests.factories import DEMO_LAB
 
 ALLOCATION = {"vmanage-mock_serial": 3001, "ubuntu-desktop_serial": 3002, "ubuntu-desktop_vnc": 3003}
@@ -106,3 +115,54 @@ def test_rewrite_requires_every_port_and_valid_numbers(sample_lab_yaml):
 
 def test_parse_returns_the_mapping(sample_lab_yaml):
     assert parse_topology(sample_lab_yaml)["lab"]["version"] == "0.3.0"
+
+
+# --- the one `protocol:port` tag parser (lab YAML validation and CML lab discovery) ---------
+
+
+@pytest.mark.parametrize(
+    ("tag", "parsed"),
+    [
+        ("serial:5000", PortTag("serial", 5000)),
+        ("vnc:5901", PortTag("vnc", 5901)),
+        (" VNC : 5901 ", PortTag("vnc", 5901)),
+        ("https:1", PortTag("https", 1)),
+        ("telnet:65535", PortTag("telnet", 65535)),
+        ("group:core", None),
+        ("site:paris", None),
+        ("core", None),
+        ("", None),
+    ],
+)
+def test_parse_port_tag(tag, parsed):
+    assert parse_port_tag(tag) == parsed
+
+
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ("gopher:70", "unknown protocol 'gopher'"),
+        ("vnc:0", "outside 1–65535"),
+        ("vnc:99999", "outside 1–65535"),
+        ("serial:abc", "numeric port"),
+        ("ssh:", "numeric port"),
+        ("ssh:22:23", "numeric port"),
+        ("http:-80", "numeric port"),
+        (5, "must be a string, got int"),
+        (None, "must be a string, got NoneType"),
+    ],
+)
+def test_parse_port_tag_rejects_bad_tags(tag, message):
+    with pytest.raises(PortTagError, match=message):
+        parse_port_tag(tag)
+
+
+def test_discovery_reads_node_ports_with_the_same_parser():
+    class FakeCml:
+        def nodes(self, lab_id):
+            return [
+                {"id": "n0", "label": "edge", "tags": ["serial:5000", "group:core", "VNC:5901", "gopher:70"]},
+                {"id": "n1", "tags": ["ssh:22", "vnc:99999", "serial:abc", 7]},
+            ]
+
+    assert workers.reconcilers._node_ports(FakeCml(), "lab-1") == {"edge_serial": 5000, "edge_vnc": 5901, "n1_ssh": 22}
