@@ -1,4 +1,4 @@
-"""The real process set, started by the native launcher (`lcm.stack`) against pytest-django's test database.
+"""The real process set, started by the native launcher (`lcm.tools.stack`) against pytest-django's test database.
 
 Every test here gets its own stack: etcd (fresh data dir), the simulators in their own process
 (zero delay), a Celery worker, beat, the watcher and gunicorn, all on free ports, with a Redis
@@ -13,7 +13,8 @@ import pytest
 from django.db import connection
 
 from lcm import projection
-from lcm.stack import Stack, StackConfig, database_url_of, etcd_binary, flush_redis_db
+from lcm.tools.processes import database_url_of, etcd_binary, flush_redis_db
+from lcm.tools.stack import Stack, StackConfig
 from sessions.management.commands.bench_lifecycle import LifecycleRig
 
 REDIS_DB = int(os.environ.get("LCM_TEST_REDIS_DB", "12"))

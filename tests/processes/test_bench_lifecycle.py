@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from lcm.stack import etcd_binary
+from lcm.tools.processes import etcd_binary
 
 
 @pytest.mark.django_db(transaction=True)

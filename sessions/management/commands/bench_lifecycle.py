@@ -1,6 +1,6 @@
 """`manage.py bench_lifecycle --sessions N [--rate R]`: full lifecycles through the real processes (SPEC §6.3).
 
-Starts the production process set with the native launcher (`lcm.stack`: Celery worker + beat,
+Starts the production process set with the native launcher (`lcm.tools.stack`: Celery worker + beat,
 the etcd watcher, gunicorn, etcd and zero-delay simulators), books N sessions on simulated CML
 workers and drives each one, once READY, through the candidate's login and finish on the LDS
 simulator's control API: LDS CloudEvents reach gunicorn's webhook, the session runs, is
@@ -51,15 +51,8 @@ from django.test.utils import override_settings
 from django.utils import timezone
 
 from lcm import coordination
-from lcm.stack import (
-    SERVICE_ORDER,
-    Stack,
-    StackConfig,
-    StackError,
-    database_url_of,
-    flush_redis_db,
-    process_cpu_seconds,
-)
+from lcm.tools.processes import database_url_of, flush_redis_db, process_cpu_seconds
+from lcm.tools.stack import SERVICE_ORDER, Stack, StackConfig, StackError
 from sessions.models import LabletSession, SessionStatusChange, UserSession
 from sessions.services import definition_create, session_create
 from sessions.states import SessionStatus
