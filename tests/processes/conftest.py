@@ -13,9 +13,9 @@ import pytest
 from django.db import connection
 
 from lcm import projection
+from lcm.tools.bench.rig import LifecycleRig
 from lcm.tools.processes import database_url_of, etcd_binary, flush_redis_db
 from lcm.tools.stack import Stack, StackConfig
-from sessions.management.commands.bench_lifecycle import LifecycleRig
 
 REDIS_DB = int(os.environ.get("LCM_TEST_REDIS_DB", "12"))
 LOOP_SECONDS = "0.5"

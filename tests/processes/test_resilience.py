@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sessions.management.commands.bench_lifecycle import drive
+from lcm.tools.bench.rig import drive
 from tests.processes.conftest import log_tails
 
 TERMINAL = {"ARCHIVED", "TERMINATED", "EXPIRED"}
