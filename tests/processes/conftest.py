@@ -7,12 +7,11 @@ before pytest-django empties the tables, so no process outlives the test or hold
 """
 
 import os
-import time
 
 import pytest
 from django.db import connection
 
-from lcm import projection
+from lcm import coordination, projection
 from lcm.tools.bench.rig import LifecycleRig
 from lcm.tools.processes import database_url_of, etcd_binary, flush_redis_db
 from lcm.tools.stack import Stack, StackConfig
@@ -62,20 +61,4 @@ def start_stack(transactional_db, settings, tmp_path):
     projection.disconnect()
     for stack in started:
         stack.stop()
-    from lcm import coordination
-
     coordination.reset_coordinator()
-
-
-def wait_until(condition, *, timeout: float, what: str, details=lambda: "") -> None:
-    """Poll `condition` until true; fail with `what` and `details()` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{what} did not happen within {timeout:.0f} s: {details()}")
-
-
-def log_tails(stack: Stack, names=("worker", "web")) -> str:
-    return "\n".join(f"--- {name} ---\n{stack.log_tail(name, 15)}" for name in names)

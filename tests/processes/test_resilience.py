@@ -13,7 +13,7 @@ import time
 import pytest
 
 from lcm.tools.bench.rig import drive
-from tests.processes.conftest import log_tails
+from tests.support.processes import log_tails
 
 TERMINAL = {"ARCHIVED", "TERMINATED", "EXPIRED"}
 

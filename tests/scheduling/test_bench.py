@@ -1,6 +1,5 @@
 """The scheduling benchmarks: their pure parts, small runs of both commands, and the lablet tick they measure."""
 
-import json
 from datetime import timedelta
 from io import StringIO
 
@@ -17,6 +16,7 @@ from scheduling.models import SystemSettings
 from sessions.models import LabletDefinition, LabletSession
 from sessions.reconcilers import sessions_needing_work
 from tests.factories import DefinitionFactory, SessionFactory, WorkerFactory
+from tests.support.commands import run_json
 from workers.models import CMLWorker
 
 SMALL = Demand(1, 2, 5, 2, 2)
@@ -88,16 +88,12 @@ def test_best_fit_packs_a_heterogeneous_fleet_to_its_lower_bound():
 # --- bench_placement --------------------------------------------------------------------------
 
 
-def _run(*args) -> dict:
-    out = StringIO()
-    call_command(*args, "--json", stdout=out, stderr=StringIO())
-    return json.loads(out.getvalue())
-
-
 @pytest.mark.django_db
 def test_bench_placement_small_run_places_everything_and_leaves_nothing_behind():
     workers_before, definitions_before = CMLWorker.objects.count(), LabletDefinition.objects.count()
-    result = _run("bench_placement", "--sessions", "300", "--workers", "30", "--hours", "2", "--peer-sessions", "20")
+    result = run_json(
+        "bench_placement", "--sessions", "300", "--workers", "30", "--hours", "2", "--peer-sessions", "20"
+    )
     names = [run["policy"] for run in result["batch"]]
     assert names[0] == "best fit (LCM)" and "first fit (peer)" in names and "spreading (peer)" in names
     ours = result["batch"][0]
@@ -132,9 +128,9 @@ def test_bench_placement_rejects_bad_sizes():
 
 
 @pytest.mark.django_db
-def test_bench_reconcile_small_run():
+def test_bench_reconcile_smallrun_json():
     sessions_before = LabletSession.objects.count()
-    result = _run(
+    result = run_json(
         "bench_reconcile", "--sessions", "400", "--small", "100", "--repeat", "3", "--passes", "20", "--samples", "20"
     )
     small, large = result["sizes"]
