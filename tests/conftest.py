@@ -6,6 +6,14 @@ from pathlib import Path
 import pytest
 
 SHARED_SPECS = Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
+PROCESSES = Path(__file__).resolve().parent / "processes"
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/processes spawns real process stacks: marked `processes` (see pyproject.toml)."""
+    for item in items:
+        if PROCESSES in item.path.parents:
+            item.add_marker(pytest.mark.processes)
 
 
 @pytest.hookimpl(wrapper=True)

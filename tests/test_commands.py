@@ -6,9 +6,6 @@ the end run `manage.py` for real to prove the line count and the exit code.
 """
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, timedelta
 from io import StringIO
@@ -16,8 +13,6 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.core.management.base import CommandError
-from django.db import connection
 from django.utils import timezone
 
 from grading.models import ScoreSection
@@ -31,6 +26,7 @@ from tests.factories import (
     UserSessionFactory,
     WorkerFactory,
 )
+from tests.support.commands import fails, manage, run, run_json
 from workers.models import WorkerTemplate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,28 +38,6 @@ SESSION_FIELDS = {
     "timeslot_end", "worker_id", "cml_lab_id", "allocated_ports", "started_at", "ended_at", "end_reason",
     "grade_result", "created_at",
 }  # fmt: skip
-
-
-def run(*args) -> str:
-    """Run a command in-process; returns its stdout."""
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
-
-
-def run_json(*args):
-    return json.loads(run(*args, "--json"))
-
-
-def fails(*args) -> str:
-    """Run a command expected to fail; returns the one-line message Django prints on stderr."""
-    out = StringIO()
-    with pytest.raises(CommandError) as excinfo:
-        call_command(*args, stdout=out, stderr=StringIO())
-    message = str(excinfo.value)
-    assert message and "\n" not in message
-    assert out.getvalue() == ""
-    return message
 
 
 def iso(dt) -> str:
@@ -604,22 +578,6 @@ def test_templates_sync_bad_files_change_nothing(tmp_path):
 # ---------------------------------------------------------------------------------------
 # Real `manage.py` processes: exit code 1 and exactly one stderr line
 # ---------------------------------------------------------------------------------------
-
-
-def manage(*args) -> subprocess.CompletedProcess:
-    """Run `manage.py` against the test database (the test must commit: transaction=True)."""
-    db = connection.settings_dict
-    url = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "lcm.settings"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def assert_one_line_error(result, contains: str) -> str:

@@ -1,39 +1,18 @@
 """`manage.py token_create` and `manage.py bench_api` (SPEC §5.6, §6.3)."""
 
 import json
-import os
-import subprocess
-import sys
-from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from lcm.api.tokens import hash_key
 from lcm.models import ApiToken
 from sessions.models import LabletDefinition, LabletSession
+from tests.support.commands import fails, manage, run
 from workers.models import CMLWorker
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def run(*args) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
-
-
-def fails(*args) -> str:
-    out = StringIO()
-    with pytest.raises(CommandError) as excinfo:
-        call_command(*args, stdout=out, stderr=StringIO())
-    assert out.getvalue() == ""
-    message = str(excinfo.value)
-    assert message and "\n" not in message
-    return message
 
 
 def test_token_create_prints_the_key_once(instructor, client):
@@ -64,23 +43,8 @@ def test_token_create_errors(instructor, django_user_model):
 
 @pytest.mark.django_db(transaction=True)
 def test_token_create_exit_code_and_one_line_on_stderr():
-    from django.db import connection
-
     # The child process must use the test database, which exists for sure (the default one may not).
-    name = connection.settings_dict["NAME"]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}",
-    }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "token_create", "no-such-user-anywhere"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = manage("token_create", "no-such-user-anywhere", settings_module="tests.settings")
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.strip().splitlines()[-1] == "CommandError: no user named 'no-such-user-anywhere'"

@@ -45,6 +45,7 @@ from tests.factories import (
 )
 from workers.states import LicenseStatus, WorkerStatus
 
+pytestmark = pytest.mark.fuzz
 MAX_EXAMPLES = int(os.environ.get("LCM_FUZZ_EXAMPLES", "25"))
 CHECKS = [
     not_a_server_error,

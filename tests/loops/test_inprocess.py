@@ -1,14 +1,13 @@
 """The embedded default's loop runner: ticks + after-commit wake-ups + the in-process pool, no Celery, no etcd."""
 
-import time
-
 import pytest
 
 from lcm import coordination, projection
 from lcm.loops import InProcessLoops
 from sessions.services import session_create, session_transition
 from tests.factories import DefinitionFactory
-from tests.loops.conftest import status_of
+from tests.support.loops import status_of
+from tests.support.waiting import poll
 
 
 @pytest.fixture
@@ -26,12 +25,7 @@ def live_loops(settings, monkeypatch):
 
 
 def _wait(condition, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
+    return poll(condition, timeout=seconds, interval=0.1)
 
 
 @pytest.mark.django_db(transaction=True)

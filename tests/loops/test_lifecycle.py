@@ -17,7 +17,7 @@ from sessions.models import LabletSession
 from sessions.reconcilers import reconcile_session, record_failure
 from sessions.services import session_create, session_terminate, session_transition
 from tests.factories import DefinitionFactory
-from tests.loops.conftest import drive, status_of
+from tests.support.loops import drive, status_of
 from workers.clients.cml import CMLClient, cml_client_for
 from workers.models import LabRecord, Port
 

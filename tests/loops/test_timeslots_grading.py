@@ -10,7 +10,7 @@ from grading.models import GradingSession, ScoreReport
 from sessions.models import LabletSession
 from sessions.services import session_create, session_transition
 from tests.factories import DefinitionFactory, SessionFactory, WorkerFactory
-from tests.loops.conftest import drive, status_of
+from tests.support.loops import drive, status_of
 
 pytestmark = pytest.mark.django_db
 

@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
 LAPTOP = {"width": 1366, "height": 900}
 TABLET = {"width": 820, "height": 1180}
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 BUTTONS = {
     "READY": ["Start Session", "Terminate"],

@@ -1,4 +1,4 @@
-"""The real process set, started by the native launcher (`lcm.stack`) against pytest-django's test database.
+"""The real process set, started by the native launcher (`lcm.tools.stack`) against pytest-django's test database.
 
 Every test here gets its own stack: etcd (fresh data dir), the simulators in their own process
 (zero delay), a Celery worker, beat, the watcher and gunicorn, all on free ports, with a Redis
@@ -7,14 +7,14 @@ before pytest-django empties the tables, so no process outlives the test or hold
 """
 
 import os
-import time
 
 import pytest
 from django.db import connection
 
-from lcm import projection
-from lcm.stack import Stack, StackConfig, database_url_of, etcd_binary, flush_redis_db
-from sessions.management.commands.bench_lifecycle import LifecycleRig
+from lcm import coordination, projection
+from lcm.tools.bench.rig import LifecycleRig
+from lcm.tools.processes import database_url_of, etcd_binary, flush_redis_db
+from lcm.tools.stack import Stack, StackConfig
 
 REDIS_DB = int(os.environ.get("LCM_TEST_REDIS_DB", "12"))
 LOOP_SECONDS = "0.5"
@@ -61,20 +61,4 @@ def start_stack(transactional_db, settings, tmp_path):
     projection.disconnect()
     for stack in started:
         stack.stop()
-    from lcm import coordination
-
     coordination.reset_coordinator()
-
-
-def wait_until(condition, *, timeout: float, what: str, details=lambda: "") -> None:
-    """Poll `condition` until true; fail with `what` and `details()` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{what} did not happen within {timeout:.0f} s: {details()}")
-
-
-def log_tails(stack: Stack, names=("worker", "web")) -> str:
-    return "\n".join(f"--- {name} ---\n{stack.log_tail(name, 15)}" for name in names)

@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from lcm.stack import etcd_binary
+from lcm.tools.processes import etcd_binary
 
 
 @pytest.mark.django_db(transaction=True)
@@ -47,7 +47,7 @@ def test_the_cpu_meter_counts_postgresql_backends_that_come_and_go(monkeypatch):
     and a pid reused by a new backend does not hide the old one's work."""
     from types import SimpleNamespace
 
-    from sessions.management.commands import bench_lifecycle
+    from lcm.tools.bench import lifecycle as bench_lifecycle
 
     readings = iter(
         [

@@ -1,5 +1,5 @@
 """docker-compose.yml mirrors the native launcher service for service (no Docker engine here: the file is
-parsed and compared with what `lcm.stack` runs)."""
+parsed and compared with what `lcm.tools.stack` runs)."""
 
 import shlex
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lcm.stack import ROLE_COMMANDS, WIRED_ENV, Stack, StackConfig
+from lcm.tools.stack import ROLE_COMMANDS, WIRED_ENV, Stack, StackConfig
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 # compose service -> launcher service

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from lcm.stack import SERVICE_ORDER, Stack, StackConfig, database_url_of, etcd_binary, free_ports, group_pids
+from lcm.tools.processes import database_url_of, etcd_binary, free_ports, group_pids
+from lcm.tools.stack import SERVICE_ORDER, Stack, StackConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = ROOT / "scripts" / "lcm-stack"

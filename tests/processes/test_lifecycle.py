@@ -10,9 +10,10 @@ still allocated belong to WIPED labs, which keep their ports for reuse (SPEC §2
 import pytest
 
 from grading.models import ScoreReport
-from sessions.management.commands.bench_lifecycle import drive
+from lcm.tools.bench.rig import drive
 from sessions.models import LabletSession
-from tests.processes.conftest import log_tails, wait_until
+from tests.support.processes import log_tails
+from tests.support.waiting import wait_until
 from workers.models import LabRecord, Port
 
 SESSIONS = 50

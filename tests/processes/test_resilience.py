@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from sessions.management.commands.bench_lifecycle import drive
-from tests.processes.conftest import log_tails
+from lcm.tools.bench.rig import drive
+from tests.support.processes import log_tails
 
 TERMINAL = {"ARCHIVED", "TERMINATED", "EXPIRED"}
 

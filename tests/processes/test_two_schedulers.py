@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from lcm.stack import database_url_of
+from lcm.tools.processes import database_url_of
 from scheduling.selectors import worker_capacities
 from sessions.models import LabletSession
 from tests.factories import DefinitionFactory, LabRecordFactory, SessionFactory, WorkerFactory

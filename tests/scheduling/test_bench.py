@@ -1,6 +1,5 @@
 """The scheduling benchmarks: their pure parts, small runs of both commands, and the lablet tick they measure."""
 
-import json
 from datetime import timedelta
 from io import StringIO
 
@@ -11,11 +10,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from scheduling import bench
+from lcm.tools.bench import fixtures, packing
 from scheduling.capacity import Demand, WorkerCapacity
 from sessions.models import LabletDefinition, LabletSession
 from sessions.reconcilers import sessions_needing_work
 from tests.factories import DefinitionFactory, SessionFactory, WorkerFactory
+from tests.support.commands import run_json
 from workers.models import CMLWorker, SystemSettings
 
 SMALL = Demand(1, 2, 5, 2, 2)
@@ -32,7 +32,7 @@ def _capacity(worker_id: str, cpu: int) -> WorkerCapacity:
 
 
 def test_the_lower_bound_counts_the_largest_workers_first_per_dimension():
-    bound = bench.LowerBound([_capacity("a", 8), _capacity("b", 96), _capacity("c", 16)])
+    bound = packing.LowerBound([_capacity("a", 8), _capacity("b", 96), _capacity("c", 16)])
     assert bound((0, 0, 0, 0)) == 0
     assert bound((96, 1, 1, 1)) == 1
     assert bound.per_dimension((100, 1, 1, 1)) == {"cpu": 2, "memory": 1, "storage": 1, "nodes": 1}
@@ -41,21 +41,21 @@ def test_the_lower_bound_counts_the_largest_workers_first_per_dimension():
 
 
 def test_the_fleet_and_session_mixes_follow_their_shares():
-    shapes = bench.fleet_shapes(500)
+    shapes = packing.fleet_shapes(500)
     assert len(shapes) == 500
-    assert {name: shapes.count(name) for name, *_ in bench.FLEET_MIX} == {
+    assert {name: shapes.count(name) for name, *_ in packing.FLEET_MIX} == {
         "cml-small": 100,
         "cml-medium": 200,
         "cml-large": 200,
     }
-    capacities = bench.fleet_capacities(10)
+    capacities = packing.fleet_capacities(10)
     assert sorted(c.worker_id for c in capacities) == [c.worker_id for c in capacities]
-    assert bench.session_kinds(50, seed=3) == bench.session_kinds(50, seed=3)
+    assert packing.session_kinds(50, seed=3) == packing.session_kinds(50, seed=3)
 
 
 def test_peers_first_fit_takes_the_first_worker_and_spreading_the_emptiest():
     fleet = [_capacity("1", 16), _capacity("2", 16)]
-    first, spread = bench.FirstFit(fleet), bench.Spread(fleet)
+    first, spread = packing.FirstFit(fleet), packing.Spread(fleet)
     for policy in (first, spread):
         policy.claim(policy.choose(SMALL), SMALL)
     assert first.choose(SMALL) == "1"
@@ -64,22 +64,22 @@ def test_peers_first_fit_takes_the_first_worker_and_spreading_the_emptiest():
 
 def test_a_timeline_frees_capacity_when_sessions_leave():
     fleet = [_capacity("1", 2)]
-    bookings = [bench.Booking(0, 30, SMALL), bench.Booking(10, 30, SMALL), bench.Booking(35, 30, SMALL)]
-    run = bench.run_timeline(bench.BestFit(fleet), bookings, bench.LowerBound(fleet))
+    bookings = [packing.Booking(0, 30, SMALL), packing.Booking(10, 30, SMALL), packing.Booking(35, 30, SMALL)]
+    run = packing.run_timeline(packing.BestFit(fleet), bookings, packing.LowerBound(fleet))
     assert run.placed == 3  # the third arrives after the first left
     assert (run.peak_used, run.peak_bound, run.peak_ratio) == (1, 1, 1.0)
-    full = bench.run_timeline(
-        bench.BestFit(fleet), [bench.Booking(i, 30, SMALL) for i in range(3)], bench.LowerBound(fleet)
+    full = packing.run_timeline(
+        packing.BestFit(fleet), [packing.Booking(i, 30, SMALL) for i in range(3)], packing.LowerBound(fleet)
     )
     assert full.placed == 2
 
 
 def test_best_fit_packs_a_heterogeneous_fleet_to_its_lower_bound():
-    capacities = bench.fleet_capacities(60)
-    demands = [bench.DEMANDS[k] for k in bench.session_kinds(1000)]
-    bound = bench.LowerBound(capacities)
-    ours = bench.run_batch(bench.BestFit(capacities), demands, bound)
-    first_fit = bench.run_batch(bench.FirstFit(capacities), demands, bound)
+    capacities = packing.fleet_capacities(60)
+    demands = [packing.DEMANDS[k] for k in packing.session_kinds(1000)]
+    bound = packing.LowerBound(capacities)
+    ours = packing.run_batch(packing.BestFit(capacities), demands, bound)
+    first_fit = packing.run_batch(packing.FirstFit(capacities), demands, bound)
     assert ours.placed == first_fit.placed == 1000
     assert ours.workers_used <= ours.lower_bound * 1.07 < first_fit.workers_used
 
@@ -87,16 +87,12 @@ def test_best_fit_packs_a_heterogeneous_fleet_to_its_lower_bound():
 # --- bench_placement --------------------------------------------------------------------------
 
 
-def _run(*args) -> dict:
-    out = StringIO()
-    call_command(*args, "--json", stdout=out, stderr=StringIO())
-    return json.loads(out.getvalue())
-
-
 @pytest.mark.django_db
 def test_bench_placement_small_run_places_everything_and_leaves_nothing_behind():
     workers_before, definitions_before = CMLWorker.objects.count(), LabletDefinition.objects.count()
-    result = _run("bench_placement", "--sessions", "300", "--workers", "30", "--hours", "2", "--peer-sessions", "20")
+    result = run_json(
+        "bench_placement", "--sessions", "300", "--workers", "30", "--hours", "2", "--peer-sessions", "20"
+    )
     names = [run["policy"] for run in result["batch"]]
     assert names[0] == "best fit (LCM)" and "first fit (peer)" in names and "spreading (peer)" in names
     ours = result["batch"][0]
@@ -131,9 +127,9 @@ def test_bench_placement_rejects_bad_sizes():
 
 
 @pytest.mark.django_db
-def test_bench_reconcile_small_run():
+def test_bench_reconcile_smallrun_json():
     sessions_before = LabletSession.objects.count()
-    result = _run(
+    result = run_json(
         "bench_reconcile", "--sessions", "400", "--small", "100", "--repeat", "3", "--passes", "20", "--samples", "20"
     )
     small, large = result["sizes"]
@@ -144,7 +140,7 @@ def test_bench_reconcile_small_run():
     assert large["idle_pass"]["count"] == 20
     assert result["polling_peer"]["interval_s"] > 0
     watch = result["watch"]
-    if bench.etcd_binary() is None:
+    if fixtures.etcd_binary() is None:
         assert "skipped" in watch
     else:
         assert watch["samples"] == 20 and watch["lost"] == 0

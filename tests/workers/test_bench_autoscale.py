@@ -10,17 +10,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from lcm.tools.bench.autoscale import DEFAULT_TRACE, choose_template
+from lcm.tools.bench.autoscale_sim import Booking, generate_trace, ideal_workers, read_trace, replay
 from scheduling.capacity import Demand
 from workers.autoscaler import Policy, TemplateOption
-from workers.management.commands.bench_autoscale import (
-    DEFAULT_TRACE,
-    Booking,
-    choose_template,
-    generate_trace,
-    ideal_workers,
-    read_trace,
-    replay,
-)
 
 SMALL = TemplateOption("t", "small", "us-east-1", "ENTERPRISE", 8, 32, 200, 20, 8000, 8, 0.384, "2.9")
 LAB = Demand(2, 4, 10, 3, 3)

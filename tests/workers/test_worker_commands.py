@@ -1,32 +1,17 @@
 """`manage.py worker_list`, `worker_add`, `worker_drain` (SPEC §5.6): output, `--json`, one-line errors and exit 1."""
 
 import json
-import os
-import subprocess
-import sys
-from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 
 from tests.factories import SessionFactory, TemplateFactory, WorkerFactory
+from tests.support.commands import manage, run, run_json
 from workers.models import CMLWorker, WorkerStatusChange
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def run(*args) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
-
-
-def run_json(*args):
-    return json.loads(run(*args, "--json"))
 
 
 def fails(*args) -> str:
@@ -145,21 +130,6 @@ def test_worker_drain_refusals_are_one_line():
 
 
 # -- real manage.py processes: exit 1, one stderr line; --json is only JSON ------------------
-
-
-def manage(*args) -> subprocess.CompletedProcess:
-    db = connection.settings_dict
-    url = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "lcm.settings"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,4 +1,5 @@
-"""The native launcher behind `scripts/lcm-stack`: the production process set of SPEC §1 without Docker.
+"""The native launcher: the production process set of SPEC §1 without Docker (command line: `scripts/lcm-stack`,
+`lcm.tools.launcher`).
 
 Starts, in order, and waits for each to be ready:
 
@@ -25,28 +26,37 @@ Tests and benchmarks use `Stack` directly (free ports, a Redis DB number of thei
 database); `docker-compose.yml` mirrors `ROLE_COMMANDS` service for service.
 """
 
-import argparse
 import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from lcm.tools.processes import (
+    PROJECT_ROOT,
+    StackError,
+    die_with_parent,
+    ensure_database,
+    ensure_postgres,
+    ensure_redis,
+    etcd_binary,
+    free_ports,
+    group_pids,
+    http_ok,
+    process_alive,
+    process_cpu_seconds,
+    process_start_time,
+)
+
 DEFAULT_STATE_DIR = PROJECT_ROOT / "var" / "stack"
 SERVICE_ORDER = ("etcd", "simulators", "worker", "beat", "watcher", "web")
 SIMULATORS = ("cml", "lds", "grading", "moto")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # What each role runs (before its options); docker-compose.yml runs the same (tests/processes checks it).
 ROLE_COMMANDS = {
@@ -73,10 +83,6 @@ WIRED_ENV = (
     "DJANGO_DEBUG",
 )
 GENERATED_SECRETS = ("DJANGO_SECRET_KEY", "LCM_INTERNAL_API_KEY", "LCM_WEBHOOK_SECRET")
-
-
-class StackError(Exception):
-    """A service could not start (or infrastructure is missing); the message says which and why."""
 
 
 @dataclass
@@ -328,7 +334,7 @@ class Stack:
             if setpriv:
                 command = [setpriv, "--pdeathsig", "TERM", "--", *command]
             else:
-                preexec = _die_with_parent
+                preexec = die_with_parent
         try:
             process = subprocess.Popen(
                 command,
@@ -342,7 +348,7 @@ class Stack:
             )
         finally:
             log.close()
-        managed = Managed(name, process.pid, _start_time(process.pid) or 0, process)
+        managed = Managed(name, process.pid, process_start_time(process.pid) or 0, process)
         self.managed[name] = managed
         self._pid_file(name).write_text(json.dumps({"pid": managed.pid, "start_time": managed.start_time}))
         return managed, log_offset
@@ -443,7 +449,7 @@ class Stack:
             except (OSError, ValueError, KeyError):
                 return None
         _reap(managed)
-        if _start_time(managed.pid) != managed.start_time or not _alive(managed.pid):
+        if process_start_time(managed.pid) != managed.start_time or not process_alive(managed.pid):
             # The leader is gone (or its pid was recycled); its group may still have members.
             if group_pids(managed.pid) and managed.start_time:
                 return managed
@@ -499,11 +505,11 @@ class Stack:
         """A check that turns true once the service serves (HTTP probe, or its log says so since `log_offset`)."""
         urls = self.urls
         if name == "etcd":
-            return lambda: _http_ok(f"{urls['etcd']}/health")
+            return lambda: http_ok(f"{urls['etcd']}/health")
         if name == "simulators":
-            return lambda: all(_http_ok(f"{urls[sim]}/_sim/health") for sim in SIMULATORS)
+            return lambda: all(http_ok(f"{urls[sim]}/_sim/health") for sim in SIMULATORS)
         if name == "web":
-            return lambda: _http_ok(f"{urls['web']}/readyz")
+            return lambda: http_ok(f"{urls['web']}/readyz")
         marker = {"worker": " ready.", "beat": "beat: Starting", "watcher": "watching "}[name].encode()
 
         def logged() -> bool:
@@ -514,248 +520,8 @@ class Stack:
         return logged
 
 
-# --- processes --------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name (field 3 onwards), or None when the process is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def _start_time(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
 def _reap(managed: Managed, block: bool = False) -> None:
     """Collect our own child's exit status so it does not linger as a zombie."""
     if managed.process is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             managed.process.wait(timeout=5 if block else 0)
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group `pgid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            found.append(int(entry))
-    return found
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime + cutime + cstime of one process, in seconds (0 when it is gone)."""
-    fields = _stat_fields(pid)
-    if not fields:
-        return 0.0
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
-
-
-def etcd_binary() -> str | None:
-    found = shutil.which("etcd")
-    if found:
-        return found
-    return "/usr/bin/etcd" if os.access("/usr/bin/etcd", os.X_OK) else None
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports free right now (all held open while choosing, so none repeats)."""
-    with contextlib.ExitStack() as held:
-        socks = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in socks]
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback services
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "")
-
-
-def ensure_postgres(database_url: str) -> None:
-    """PostgreSQL answers; a local one is started with `scripts/ensure-postgres` when it does not."""
-    parsed = urlparse(database_url)
-    if not parsed.scheme.startswith(("postgres", "pgsql")):
-        return
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 5432
-    if _reachable(host, port):
-        return
-    ensure = PROJECT_ROOT / "scripts" / "ensure-postgres"
-    if host in LOCAL_HOSTS and port == 5432 and subprocess.call([str(ensure)]) == 0:
-        return
-    raise StackError(f"PostgreSQL does not answer on {host}:{port}")
-
-
-def ensure_redis(broker_url: str) -> None:
-    """Redis answers; a local one is started (daemonized, no persistence) when it does not."""
-    parsed = urlparse(broker_url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
-    if _reachable(host, port):
-        return
-    if host in LOCAL_HOSTS and shutil.which("redis-server"):
-        command = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port)]
-        subprocess.call([*command, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        for _ in range(50):
-            if _reachable(host, port):
-                return
-            time.sleep(0.1)
-    raise StackError(f"Redis does not answer on {host}:{port} (install redis-server or set the broker URL)")
-
-
-def ensure_database(database_url: str) -> None:
-    """Create the PostgreSQL database named in the URL when it does not exist yet."""
-    parsed = urlparse(database_url)
-    if not parsed.scheme.startswith(("postgres", "pgsql")):
-        return
-    import psycopg
-
-    name = parsed.path.lstrip("/")
-    conninfo = urlunparse(parsed._replace(scheme="postgresql", query=""))
-    try:
-        psycopg.connect(conninfo, connect_timeout=5).close()
-        return
-    except psycopg.OperationalError as exc:
-        if "does not exist" not in str(exc):
-            raise StackError(f"cannot connect to {name}: {str(exc).strip()}") from None
-    maintenance = urlunparse(parsed._replace(scheme="postgresql", path="/postgres", query=""))
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def database_url_of(settings_dict: dict) -> str:
-    """A PostgreSQL URL for Django database settings (to hand a test or scratch database to the stack)."""
-    from urllib.parse import quote
-
-    user = quote(settings_dict.get("USER") or "postgres", safe="")
-    password = f":{quote(settings_dict['PASSWORD'], safe='')}" if settings_dict.get("PASSWORD") else ""
-    host, port = settings_dict.get("HOST") or "127.0.0.1", settings_dict.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
-
-
-def flush_redis_db(broker_url: str) -> None:
-    """Empty the broker's Redis database (tests: no message left over from an earlier run)."""
-    import redis
-
-    redis.Redis.from_url(broker_url).flushdb()
-
-
-# --- command line -----------------------------------------------------------------------
-
-
-def _config_from_args(args) -> StackConfig:
-    config = StackConfig(state_dir=args.state_dir)
-    for name in (
-        "host", "web_port", "etcd_port", "etcd_peer_port", "cml_port", "lds_port", "grading_port", "moto_port",
-        "database_url", "broker_url", "worker_pool", "worker_concurrency", "web_workers",
-    ):  # fmt: skip
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(config, name, value)
-    config.zero_delay = bool(args.zero_delay)
-    skip = set(args.without or [])
-    config.services = tuple(name for name in SERVICE_ORDER if name not in skip)
-    config.env = dict(item.split("=", 1) for item in args.env or [])
-    return config
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="scripts/lcm-stack",
-        description="Start, inspect or stop LCM's production process set natively (SPEC §1).",
-    )
-    parser.add_argument("action", choices=["start", "run", "stop", "status", "restart-service", "env"])
-    parser.add_argument("service", nargs="?", help="the service for restart-service")
-    parser.add_argument("--state-dir", default=os.environ.get("LCM_STACK_DIR", str(DEFAULT_STATE_DIR)))
-    parser.add_argument("--host")
-    for name in ("web", "etcd", "etcd-peer", "cml", "lds", "grading", "moto"):
-        parser.add_argument(f"--{name}-port", type=int)
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or None)
-    parser.add_argument("--broker-url", default=os.environ.get("CELERY_BROKER_URL") or None)
-    parser.add_argument("--worker-pool", choices=["threads", "prefork", "solo"])
-    parser.add_argument("--worker-concurrency", type=int)
-    parser.add_argument("--web-workers", type=int)
-    parser.add_argument("--zero-delay", action="store_true", help="simulators answer without simulated waiting")
-    parser.add_argument("--without", action="append", choices=SERVICE_ORDER, help="leave a service out (repeatable)")
-    parser.add_argument("--env", action="append", metavar="NAME=VALUE", help="extra environment (repeatable)")
-    args = parser.parse_args(argv)
-
-    try:
-        if args.action in ("start", "run"):
-            stack = Stack(_config_from_args(args)).start()
-            _print_status(stack)
-            if args.action == "start":
-                return 0
-            stop = []
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.append(True))
-            print("running; Ctrl-C stops every service", flush=True)
-            while not stop:
-                time.sleep(0.5)
-            stack.stop()
-            return 0
-        stack = Stack(StackConfig.load(args.state_dir))
-        if args.action == "stop":
-            stack.stop()
-            print(f"stopped the stack of {stack.state_dir}")
-        elif args.action == "status":
-            _print_status(stack)
-            return 0 if all(s["running"] for s in stack.status().values()) else 3
-        elif args.action == "env":
-            for name in WIRED_ENV:
-                value = stack.env.get(name, "")
-                print(f"{name}={'<set>' if name in GENERATED_SECRETS and value else value}")
-        elif args.action == "restart-service":
-            if args.service not in stack.config.services:
-                raise StackError(f"name a service of this stack: {', '.join(stack.config.services)}")
-            stack.stop_service(args.service)
-            stack.start_service(args.service)
-            print(f"{args.service} restarted")
-    except StackError as exc:
-        print(f"lcm-stack: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _print_status(stack: Stack) -> None:
-    urls = stack.urls
-    for name, state in stack.status().items():
-        where = {"web": urls["web"], "etcd": urls["etcd"], "simulators": urls["cml"] + " …"}.get(name, "")
-        running = f"running pid {state['pid']}" if state["running"] else "stopped"
-        print(f"{name:<11} {running:<20} {where}")
-    print(f"state dir   {stack.state_dir} (logs in logs/)")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

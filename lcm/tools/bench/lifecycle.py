@@ -1,0 +1,304 @@
+"""`manage.py bench_lifecycle --sessions N [--rate R]`: full lifecycles through the real processes (SPEC §6.3).
+
+Starts the production process set with the native launcher (`lcm.tools.stack`: Celery worker + beat,
+the etcd watcher, gunicorn, etcd and zero-delay simulators), books N sessions on simulated CML
+workers and drives each one, once READY, through the candidate's login and finish on the LDS
+simulator's control API: LDS CloudEvents reach gunicorn's webhook, the session runs, is
+collected, graded, torn down and archived, every step by the loops themselves. A burst books all
+N at once and lets the candidates in once every session is READY (so the READY figures measure
+instantiation alone); `--rate R` books R sessions/s and each candidate finishes as soon as READY
+(arrivals and departures at the same rate), or with `--hold` waits like a burst.
+
+Each figure is printed beside its peer measured in the same run: the same lifecycle with the
+polling ticks only (the watcher left out, so etcd changes wake nobody) — etcd-triggered versus
+tick-driven. Figures:
+- sessions/s to READY and to ARCHIVED: N over the time from the first booking (for ARCHIVED in a
+  burst: from the candidates' release) to the last READY (ARCHIVED) transition;
+- p50/p95/max from a session's creation to its READY transition (history timestamps);
+- database transactions and rows written per session: `pg_stat_database` deltas of the
+  benchmark database (xact_commit + xact_rollback; tup_inserted + tup_updated + tup_deleted) over
+  the whole run, every process included (ticks too), the benchmark's own progress polling
+  excluded (pg_stat_statements is not available, so statements are not counted one by one;
+  Django runs each statement outside a transaction block as its own transaction);
+- CPU-seconds per session from /proc/<pid>/stat (utime + stime, reaped children included) of the
+  LCM processes (worker, beat, watcher, gunicorn), the simulators, etcd, the PostgreSQL backends
+  serving the benchmark database (sampled on every progress poll, so backends that come and go
+  count too), and this driver (booking through the service, as the API would), from the first
+  booking to the last session done.
+
+By default the run uses a scratch database (`<NAME>_bench`, created, migrated and dropped through
+Django's test-database machinery), so real data is never touched; `--in-place` uses the current
+database, which must be a test database (it is flushed between the two runs).
+"""
+
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import override_settings
+
+from lcm import coordination
+from lcm.celery import app
+from lcm.tools.bench import BenchRun
+from lcm.tools.bench.rig import LifecycleRig, drive
+from lcm.tools.processes import database_url_of, flush_redis_db, process_cpu_seconds
+from lcm.tools.stack import SERVICE_ORDER, Stack, StackConfig, StackError
+from sessions.models import LabletSession, SessionStatusChange
+from sessions.states import SessionStatus
+
+S = SessionStatus
+STACK_PROCESSES = {
+    "lcm": ("worker", "beat", "watcher", "web"),
+    "simulators": ("simulators",),
+    "etcd": ("etcd",),
+}
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+def db_counters() -> dict[str, int]:
+    """This database's `pg_stat_database` counters (transactions and rows)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute(
+            "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted, tup_returned + tup_fetched"
+            " FROM pg_stat_database WHERE datname = current_database()"
+        )
+        xacts, written, read = cursor.fetchone()
+    return {"xacts": xacts, "written": written, "read": read}
+
+
+def backend_pids() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of the stack's processes, PostgreSQL backends and this driver between two readings.
+
+    PostgreSQL backends come and go during a run (a connection is recycled after `conn_max_age`,
+    a web request may open its own), so they are sampled on every progress poll (`sample`): each
+    backend counts from the first reading (0 when it appeared after `begin`) to the last one, and
+    only what a backend spends after its last reading before it exits (under one poll) is missed.
+    """
+
+    stack: Stack
+    start: dict = field(default_factory=dict)
+    backends: dict = field(default_factory=dict)  # pid → [CPU at begin (0 if newer), CPU last read]
+    finished: float = 0.0  # backends that ended and whose pid was reused
+
+    def read(self) -> dict[str, float]:
+        readings = {
+            group: sum(self.stack.cpu_seconds(name) for name in names if name in self.stack.config.services)
+            for group, names in STACK_PROCESSES.items()
+        }
+        readings["driver"] = process_cpu_seconds(os.getpid())
+        return readings
+
+    def sample(self) -> None:
+        for pid in backend_pids():
+            cpu = process_cpu_seconds(pid)
+            entry = self.backends.get(pid)
+            if entry is None:
+                self.backends[pid] = [0.0, cpu]
+            elif cpu < entry[1]:  # a new backend with an old one's pid
+                self.finished += entry[1] - entry[0]
+                self.backends[pid] = [0.0, cpu]
+            else:
+                entry[1] = cpu
+
+    def begin(self) -> None:
+        self.start = self.read()
+        self.backends = {pid: [cpu, cpu] for pid in backend_pids() for cpu in (process_cpu_seconds(pid),)}
+        self.finished = 0.0
+
+    def delta(self) -> dict[str, float]:
+        self.sample()
+        end = self.read()
+        result = {group: end[group] - self.start[group] for group in (*STACK_PROCESSES, "driver")}
+        result["postgres"] = self.finished + sum(last - first for first, last in self.backends.values())
+        return result
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]  # nearest rank
+
+
+def lifecycle_figures(ids: list, released_at=None) -> dict:
+    """Throughput and latency from the database's own timestamps.
+
+    To READY: from the first booking to the last READY; to ARCHIVED: from the first booking (steady)
+    or from the candidates' release (burst) to the last ARCHIVED.
+    """
+    created = dict(LabletSession.objects.filter(pk__in=ids).values_list("pk", "created_at"))
+    reached: dict[str, dict] = {S.READY: {}, S.ARCHIVED: {}}
+    rows = SessionStatusChange.objects.filter(
+        session_id__in=ids, entity=SessionStatusChange.Entity.SESSION, to_status__in=list(reached)
+    ).values_list("session_id", "to_status", "at")
+    for session_id, status, at in rows:
+        reached[status].setdefault(session_id, at)
+    first = min(created.values())
+    figures = {}
+    for status, times in reached.items():
+        if times:
+            origin = released_at if status == S.ARCHIVED and released_at else first
+            span = (max(times.values()) - origin).total_seconds()
+            figures[f"rate_{status.lower()}"] = len(times) / span if span > 0 else float("inf")
+        figures[f"count_{status.lower()}"] = len(times)
+    latencies = [(at - created[pk]).total_seconds() for pk, at in reached[S.READY].items()]
+    figures["ready_p50"] = percentile(latencies, 0.50)
+    figures["ready_p95"] = percentile(latencies, 0.95)
+    figures["ready_max"] = max(latencies) if latencies else float("nan")
+    return figures
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+class LifecycleBench(BenchRun):
+    """One run of `bench_lifecycle`: the etcd-triggered run and its ticks-only peer, then the figures."""
+
+    def run(self, options) -> None:
+        if options["sessions"] < 1 or options["workers"] < 1:
+            raise CommandError("--sessions and --workers must be at least 1")
+        if options["rate"] is not None and options["rate"] <= 0:
+            raise CommandError("--rate must be positive")
+        if connection.vendor != "postgresql":
+            raise CommandError("bench_lifecycle needs PostgreSQL (set DATABASE_URL)")
+        scratch = not options["in_place"]
+        if not scratch and not connection.settings_dict["NAME"].startswith("test"):
+            raise CommandError("--in-place flushes the database between runs: use it on a test database only")
+        lcm_logger = logging.getLogger("lcm")
+        log_level = lcm_logger.level
+        if options["verbosity"] < 2:
+            lcm_logger.setLevel(logging.WARNING)  # this process books; its per-change lines are noise
+        old_name = connection.settings_dict["NAME"]
+        if scratch:
+            connection.settings_dict.setdefault("TEST", {})["NAME"] = f"{old_name}_bench"
+            connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        broker_url = app.conf.broker_url
+        try:
+            # This process is pointed at each stack in turn (`LifecycleRig.point_settings`); undone afterwards.
+            with override_settings():
+                runs = {"etcd-triggered": self._run(options, watcher=True)}
+                if not options["no_peer"]:
+                    call_command("flush", interactive=False, verbosity=0)
+                    runs["ticks only (peer)"] = self._run(options, watcher=False)
+        finally:
+            app.conf.broker_url = broker_url
+            coordination.reset_coordinator()
+            lcm_logger.setLevel(log_level)
+            if scratch and not options["keep_db"]:
+                connection.creation.destroy_test_db(old_name, verbosity=0)
+        self._report(runs, options)
+
+    def _run(self, options, *, watcher: bool) -> dict:
+        count, rate = options["sessions"], options["rate"]
+        interval = options["interval"] or settings.LCM_LOOP_LABLETS_SECONDS
+        timeout = options["timeout"] or 120 + count / 2
+        name = "watch" if watcher else "ticks"
+        pace = f"at {rate:.1f}/s" if rate else "in one burst"
+        self.stderr.write(f"== {name}: {count} sessions {pace}")
+        database_url = database_url_of(connection.settings_dict)
+        state_dir = tempfile.mkdtemp(prefix=f"lcm-bench-{name}-")
+        broker_url = f"redis://127.0.0.1:6379/{options['redis_db']}"
+        config = StackConfig.on_free_ports(
+            state_dir=state_dir,
+            database_url=database_url,
+            broker_url=broker_url,
+            zero_delay=True,
+            collectstatic=False,
+            worker_pool=options["pool"],
+            worker_concurrency=options["concurrency"],
+            services=tuple(s for s in SERVICE_ORDER if watcher or s != "watcher"),
+            env={"LCM_LOOP_PLACEMENT_SECONDS": str(interval), "LCM_LOOP_LABLETS_SECONDS": str(interval)},
+        )
+        flush_redis_db(broker_url)
+        stack = Stack(config, die_with_parent=True)
+        try:
+            stack.start()
+        except StackError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            rig = LifecycleRig(stack)
+            rig.point_settings()
+            rig.add_workers(options["workers"])
+            definition = rig.definition()
+            meter = CpuMeter(stack)
+            before = db_counters()
+            meter.begin()
+            result = drive(
+                rig, definition, count, rate=rate, timeout=timeout, progress=self.stderr.write, hold=options["hold"],
+                on_poll=meter.sample,
+            )  # fmt: skip
+            cpu = meter.delta()
+            figures = lifecycle_figures(result.ids, result.released_at)
+            figures["statuses"] = rig.statuses(result.ids)
+        finally:
+            stack.stop()
+        after = db_counters()  # after the stop: every backend has exited and flushed its statistics
+        figures["xacts_per_session"] = (after["xacts"] - before["xacts"] - result.polls) / count
+        figures["rows_written_per_session"] = (after["written"] - before["written"]) / count
+        figures["cpu_per_session"] = {group: seconds / count for group, seconds in cpu.items()}
+        figures["cpu_per_session"]["total"] = sum(cpu.values()) / count
+        return figures
+
+    def _report(self, runs: dict, options) -> None:
+        if options["json"]:
+            self.stdout.write(json.dumps(runs, indent=2, default=str))
+            return
+        names = list(runs)
+        mode = f"steady {options['rate']:.1f} sessions/s" if options["rate"] else "burst"
+        if options["rate"] and options["hold"]:
+            mode += ", candidates held until every session is READY"
+        elif options["rate"]:
+            mode += ", each candidate finishing as soon as READY"
+        self.stdout.write(
+            f"bench_lifecycle: {options['sessions']} sessions ({mode}), {options['workers']} workers, "
+            f"Celery {options['pool']} x{options['concurrency']}, zero-delay simulators"
+        )
+        header = f"{'figure':<42}" + "".join(f"{n:>22}" for n in names)
+        self.stdout.write(header)
+        self.stdout.write("-" * len(header))
+        rows = [
+            ("sessions/s to READY", lambda f: f.get("rate_ready"), "{:.1f}"),
+            ("sessions/s to ARCHIVED", lambda f: f.get("rate_archived"), "{:.1f}"),
+            ("creation -> READY p50 (s)", lambda f: f["ready_p50"], "{:.2f}"),
+            ("creation -> READY p95 (s)", lambda f: f["ready_p95"], "{:.2f}"),
+            ("creation -> READY max (s)", lambda f: f["ready_max"], "{:.2f}"),
+            ("DB transactions / session", lambda f: f["xacts_per_session"], "{:.0f}"),
+            ("DB rows written / session", lambda f: f["rows_written_per_session"], "{:.0f}"),
+            ("CPU-s / session, total", lambda f: f["cpu_per_session"]["total"], "{:.3f}"),
+            ("  LCM (worker, beat, watcher, gunicorn)", lambda f: f["cpu_per_session"]["lcm"], "{:.3f}"),
+            ("  PostgreSQL backends", lambda f: f["cpu_per_session"]["postgres"], "{:.3f}"),
+            ("  simulators", lambda f: f["cpu_per_session"]["simulators"], "{:.3f}"),
+            ("  etcd", lambda f: f["cpu_per_session"]["etcd"], "{:.3f}"),
+            ("  benchmark driver (booking, LDS calls)", lambda f: f["cpu_per_session"]["driver"], "{:.3f}"),
+            ("final statuses", lambda f: json.dumps(f["statuses"], sort_keys=True), "{}"),
+        ]
+        for label, getter, fmt in rows:
+            cells = []
+            for name in names:
+                value = getter(runs[name])
+                cells.append(f"{'-' if value is None else fmt.format(value):>22}")
+            self.stdout.write(f"{label:<42}" + "".join(cells))
+        if len(names) == 2:
+            watch, ticks = (runs[n] for n in names)
+            self.stdout.write(
+                f"p95 creation -> READY: {watch['ready_p95']:.2f} s etcd-triggered vs {ticks['ready_p95']:.2f} s "
+                f"tick-driven (interval {options['interval'] or settings.LCM_LOOP_LABLETS_SECONDS:g} s); "
+                f"sessions/s to READY: {watch.get('rate_ready', 0):.1f} vs {ticks.get('rate_ready', 0):.1f}"
+            )
