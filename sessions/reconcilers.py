@@ -5,15 +5,18 @@ Desired state by status:
 - SCHEDULED: INSTANTIATING from `timeslot_start − boot_lead`; back to PENDING if its worker left RUNNING.
 - On a worker that went away (INSTANTIATING to GRADING): TERMINATED (FAILED) once the worker is TERMINATED,
   EXPIRED once a DRAINING worker's drain deadline passed.
-- INSTANTIATING: a lab on the worker (a reused wiped one, else imported with ports rewritten),
-  started and converged, an LDS session with devices and a login URL → READY.
+- INSTANTIATING: its lab booted on the worker (a reused wiped one, else imported with ports rewritten:
+  the lab reconciler, `workers.labs`), an LDS session with devices and a login URL → READY.
 - RUNNING at `timeslot_end`: COLLECTING (the definition grades) or STOPPING.
 - COLLECTING: GRADING (grading enabled) or STOPPING; GRADING: the grading app's step
   (`grading.reconcilers.on_session_grading`, registered with `register_status_handler`).
 - STOPPING / EXPIRED / TERMINATED with cleanup pending: lab stopped and wiped (deleted when reuse
-  is off or the session FAILED), LDS released; then STOPPED → ARCHIVED, or cleanup finished.
+  is off or the session FAILED: `workers.labs.tear_down`), LDS released; then STOPPED → ARCHIVED,
+  or cleanup finished.
+This reconciler writes the session, its user sessions and the LDS; the lab record, its ports and CML
+belong to the lab reconciler, which it asks for what it wants of the lab.
 Invariants: every external resource is recorded before or right after it is made (the lab
-record and its ports exist before the import; an import is titled `lcm-<lab record id>` so a
+record and its ports exist before the import; an import is titled `labs.lab_title(record id)` so a
 crash between import and commit is found again by title), so a pass may crash anywhere and
 the next pass finishes the job without leaking a lab, port or LDS session. A failing pass
 backs off on the row; after `LCM_MAX_RECONCILE_ATTEMPTS` the session is TERMINATED (FAILED)
@@ -22,7 +25,6 @@ and cleaned up.
 
 import contextlib
 import logging
-import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -47,11 +49,10 @@ from sessions.services import (
     user_session_update,
 )
 from sessions.states import EndReason, SessionStatus, UserSessionStatus
+from workers import labs
 from workers.clients.cml import cml_client_for
 from workers.models import LabRecord, SystemSettings
-from workers.port_services import ports_allocate
-from workers.services import lab_record_create, lab_record_transition
-from workers.states import LAB_TRANSITIONS, PORT_PROTOCOLS, LabStatus, WorkerStatus
+from workers.states import PORT_PROTOCOLS, LabStatus, WorkerStatus
 
 logger = logging.getLogger("lcm.sessions.reconcilers")
 
@@ -60,8 +61,6 @@ L = LabStatus
 ACTOR = "lablet-reconciler"
 POLL_SECONDS = 1.0
 USER_SESSION_DONE = {UserSessionStatus.ENDED, UserSessionStatus.EXPIRED, UserSessionStatus.FAULTED}
-# CML lab states (EXTERNAL-SYSTEMS.md §1.3); there is no lab-level BOOTED.
-CML_STARTED, CML_STOPPED, CML_DEFINED = "STARTED", "STOPPED", "DEFINED_ON_CORE"
 
 
 # --- which sessions need work (one query per tick) ------------------------------------------
@@ -254,102 +253,26 @@ def _cml(session):
 
 
 def _prepare_lab(locked, definition, worker) -> tuple[LabRecord, dict]:
-    """The lab a session entering INSTANTIATING will run on, and its ports, inside that transition (the
-    session row locked): a wiped lab of its definition on its worker (still to be checked in CML, see
-    `_ensure_lab`), else a new record, titled for the import and holding freshly allocated ports."""
-    lab = _bind_wiped_lab(locked, definition, worker) if definition.lab_reuse_enabled else None
-    if lab is not None:
-        return lab, lab.ports
-    return _new_lab(locked, definition, worker)
+    """`session_transition`'s step into INSTANTIATING: the session's lab and its ports (`labs.prepare`)."""
+    return labs.prepare(locked, definition, worker, actor=ACTOR)
 
 
-def _bind_wiped_lab(session, definition, worker) -> LabRecord | None:
-    """The oldest wiped lab of `definition` on `worker` that nobody else holds (one locked by another
-    pass is skipped), bound to the session; call inside a transaction.
-
-    A lab bound to this session already counts: a pass that crashed between binding it and attaching
-    it to the session left it so. Any other lab still bound to the session lets go of it (a session
-    holds one lab).
-    """
-    lab = (
-        LabRecord.objects.select_for_update(skip_locked=True)
-        .filter(worker=worker, definition=definition, status=L.WIPED)
-        .filter(Q(active_session=None) | Q(active_session=session))
-        .order_by("created_at")
-        .first()
-    )
-    if lab is not None:
-        LabRecord.objects.filter(active_session=session).exclude(pk=lab.pk).update(active_session=None)
-        lab.active_session = session
-        lab.save(update_fields=["active_session", "updated_at"])
-    return lab
-
-
-def _new_lab(session, definition, worker) -> tuple[LabRecord, dict]:
-    """A new lab record bound to the session, titled `lcm-<id>` for its import, with its ports (in the caller's
-    transaction)."""
-    # A binding a crashed pass left on a lab this session will not use would block the new one.
-    LabRecord.objects.filter(active_session=session).update(active_session=None)
-    pk = uuid.uuid4()
-    lab = lab_record_create(
-        pk=pk,
-        title=f"lcm-{pk}",
-        active_session=session,
-        worker=worker,
-        actor=ACTOR,
-        definition=definition,
-        node_count=definition.node_count,
-    )
-    return lab, ports_allocate(lab, definition.port_names, new_lab=True)
-
-
-def _claim_reusable_lab(session, cml) -> LabRecord | None:
-    """A wiped lab of this definition on this worker (`_bind_wiped_lab`), still present in CML, now bound
-    to the session and attached to it."""
-    if not session.definition.lab_reuse_enabled:
-        return None
-    while True:
-        with transaction.atomic():
-            lab = _bind_wiped_lab(session, session.definition, session.worker)
-        if lab is None:
-            return None
-        if not _still_reusable(lab, cml):
-            continue  # leave it to lab discovery and try the next one, or import a fresh one
-        _attached(session, lab, ports=lab.ports)
-        return lab
-
-
-def _ensure_lab(session, cml, *, lab_is_new: bool = False) -> tuple[LabRecord, str]:
-    """The session's lab record and, when this pass imported its lab, the new CML id (not yet recorded:
-    the caller records it with the start). Idempotent across crashes.
-
-    `lab_is_new`: this pass bound the session's lab as it entered INSTANTIATING (`_prepare_lab`).
-    """
+def _session_lab(session, cml) -> tuple[LabRecord, bool]:
+    """The session's lab record, attached to it: the one it holds, else a wiped lab still in CML, else a new
+    record with fresh ports. Also returns whether the record was made in this pass."""
     lab = session.lab_record
-    if lab is not None and lab.status == L.WIPED and not _still_reusable(lab, cml):
+    if lab is not None and lab.status == L.WIPED and not labs.still_reusable(lab, cml, actor=ACTOR):
         lab = None  # a wiped lab that did not survive in CML: another, or a fresh import, below
-    if lab is None or lab.status in (L.DELETED, L.ORPHANED):
-        lab = _claim_reusable_lab(session, cml)
-        lab_is_new = lab is None
-        if lab is None:
-            with transaction.atomic():
-                lab, ports = _new_lab(session, session.definition, session.worker)
-                _attached(session, lab, ports=ports)
-    if lab.status == L.IMPORTING:
-        title = lab.title or f"lcm-{lab.pk}"
-        # Only a record left IMPORTING by an earlier pass can have an import whose answer was lost; the
-        # search reads every lab on the worker, so a record made in this pass skips it.
-        existing = None if lab_is_new else _find_lab_by_title(cml, title, session.worker)
-        ports = session.allocated_ports if session.lab_record_id == lab.pk and session.allocated_ports else lab.ports
-        if existing:
-            lab = lab_record_transition(
-                lab, L.DEFINED, actor=ACTOR, reason="found after lost import", cml_lab_id=existing,
-                cml_state=CML_DEFINED,
-            )  # fmt: skip
-        else:
-            return lab, cml.import_lab(rewritten_topology(session.definition.lab_yaml, ports), title=title)
-    _copy_cml_lab_id(session, lab)
-    return lab, ""
+    if lab is not None and lab.status not in (L.DELETED, L.ORPHANED):
+        return lab, False
+    lab = labs.claim_reusable(session, session.definition, session.worker, cml, actor=ACTOR)
+    if lab is not None:
+        _attached(session, lab, ports=lab.ports)
+        return lab, False
+    with transaction.atomic():
+        lab, ports = labs.new_lab(session, session.definition, session.worker, actor=ACTOR)
+        _attached(session, lab, ports=ports)
+    return lab, True
 
 
 def _copy_cml_lab_id(session, lab) -> None:
@@ -357,39 +280,6 @@ def _copy_cml_lab_id(session, lab) -> None:
     if lab.cml_lab_id and session.cml_lab_id != lab.cml_lab_id:
         LabletSession.objects.filter(pk=session.pk).update(cml_lab_id=lab.cml_lab_id)
         session.cml_lab_id = lab.cml_lab_id
-
-
-def _still_reusable(lab, cml) -> bool:
-    """Whether a wiped lab bound to a session is still in CML in a reusable shape; if not it is marked
-    (ORPHANED when gone, ERROR when in another state, for lab discovery) and no longer bound to the session."""
-    try:
-        state = cml.lab_state(lab.cml_lab_id)
-    except http.NotFound:
-        _walk_lab(lab, [L.ORPHANED, L.DELETED], "", "vanished from CML")
-        return False
-    if state in (CML_DEFINED, CML_STOPPED):
-        return True
-    lab_record_transition(lab, L.ERROR, actor=ACTOR, reason=f"wiped lab found {state}", cml_state=state)
-    LabRecord.objects.filter(pk=lab.pk).update(active_session=None)
-    return False
-
-
-def _find_lab_by_title(cml, title: str, worker) -> str | None:
-    """The id of a lab with this title already in CML (an import whose answer was lost).
-
-    Only labs no record knows are read: a lost import's id was never recorded, and reading every
-    lab on a busy worker is a call per lab (each one more chance to fail on a flaky worker).
-    """
-    known = set(LabRecord.objects.filter(worker=worker).exclude(cml_lab_id="").values_list("cml_lab_id", flat=True))
-    for lab_id in cml.labs(show_all=True):
-        if lab_id in known:
-            continue
-        try:
-            if cml.get_lab(lab_id).get("lab_title") == title:
-                return lab_id
-        except http.NotFound:
-            continue
-    return None
 
 
 def _devices(session) -> list[dict]:
@@ -414,40 +304,24 @@ def _host_of(url: str) -> str:
 
 
 def _on_instantiating(session, now, *, fresh: bool = False) -> Result:
-    """`fresh`: this pass moved the session from SCHEDULED and made its lab record (`_prepare_lab`)."""
+    """Desired: the session's lab booted (the lab reconciler's `labs.boot`), then its LDS session → READY.
+
+    `fresh`: this pass moved the session from SCHEDULED and made its lab record (`_prepare_lab`), so no
+    import of it can have been lost and it has no user session yet.
+    """
     if _expired(session, now):
         return expire(session)
     cml = _cml(session)
-    lab, imported = _ensure_lab(session, cml, lab_is_new=fresh)
-    if imported or lab.status in (L.DEFINED, L.WIPED, L.STOPPED):
-        lab_id = imported or lab.cml_lab_id
-        # An import made in this pass is recorded with the start, in one write (a crash before it leaves the
-        # record IMPORTING, and the next pass finds the lab by its title); a failed start records it alone.
-        imported_steps, recorded = ([L.DEFINED], {"cml_lab_id": lab_id}) if imported else ([], {})
-        try:
-            # Starting a started lab is harmless, so a crash before this is recorded only repeats the start.
-            cml.start_lab(lab_id)
-            converged = cml.check_converged(lab_id)
-        except Exception:
-            if imported:
-                lab_record_transition(lab, L.DEFINED, actor=ACTOR, reason="imported", cml_state=CML_DEFINED, **recorded)
-            raise
-        if converged:  # booted at once (a fast worker): every step in one write
-            lab = lab_record_transition(
-                lab, L.BOOTED, via=[*imported_steps, L.STARTING], actor=ACTOR, reason="started, converged",
-                cml_state=CML_STARTED, last_synced_at=timezone.now(), **recorded,
-            )  # fmt: skip
-        else:
-            lab = lab_record_transition(
-                lab, L.STARTING, via=imported_steps, actor=ACTOR, reason="start", cml_state=CML_STARTED, **recorded
-            )
-        _copy_cml_lab_id(session, lab)
-    if lab.status == L.STARTING:
-        if not cml.check_converged(lab.cml_lab_id):
-            return Result.requeue(POLL_SECONDS, "waiting for nodes to boot")
-        lab = lab_record_transition(lab, L.BOOTED, actor=ACTOR, reason="converged", last_synced_at=timezone.now())
+    lab, made_now = _session_lab(session, cml)
+
+    def topology() -> dict:
+        ports = session.allocated_ports if session.lab_record_id == lab.pk and session.allocated_ports else lab.ports
+        return rewritten_topology(session.definition.lab_yaml, ports)
+
+    lab = labs.boot(lab, cml, session.worker, topology=topology, actor=ACTOR, search_lost=not (fresh or made_now))
+    _copy_cml_lab_id(session, lab)
     if lab.status != L.BOOTED:
-        raise http.ExternalError("cml", "instantiate", f"lab {lab.cml_lab_id} is {lab.status}")
+        return Result.requeue(POLL_SECONDS, "waiting for nodes to boot")
     user_session, provisioned = _ensure_lds_session(session, fresh=fresh)
     session_transition(
         session, S.READY, actor=ACTOR, reason="lab booted, login URL issued", provisioned=provisioned
@@ -532,26 +406,14 @@ def _on_collecting(session, now) -> Result:
 
 
 def _teardown(session, *, delete_lab: bool) -> Result | None:
-    """Stop and wipe (or delete) the lab and release the LDS session; None when nothing is left."""
+    """Desired: the lab wiped for reuse (deleted when `delete_lab`, reuse is off, or it was never imported) and
+    the LDS session released; None when nothing is left."""
     lab = session.lab_record
-    if lab is not None and lab.status not in (L.DELETED, L.ORPHANED, L.WIPED) and lab.active_session_id == session.pk:
-        if not lab.cml_lab_id:
-            if lab.status == L.IMPORTING:
-                cml = _cml(session)
-                found = _find_lab_by_title(cml, lab.title or f"lcm-{lab.pk}", session.worker)
-                if found:
-                    lab = lab_record_transition(
-                        lab, L.DEFINED, actor=ACTOR, reason="found after lost import", cml_lab_id=found
-                    )
-            if not lab.cml_lab_id:
-                lab_record_transition(lab, L.DELETED, actor=ACTOR, reason="never imported")
-                lab = None
-        if lab is not None:
-            result = _teardown_lab(session, lab, delete_lab=delete_lab)
-            if result is not None:
-                return result
-    elif lab is not None and lab.status == L.WIPED and lab.active_session_id == session.pk:
-        _release_lab(lab)
+    if lab is not None and lab.active_session_id == session.pk:
+        delete = delete_lab or not session.definition.lab_reuse_enabled
+        waiting = labs.tear_down(lab, lambda: _cml(session), session.worker, delete=delete, actor=ACTOR)
+        if waiting is not None:
+            return Result.requeue(POLL_SECONDS, waiting)
     for user_session in session.user_sessions.all():
         if user_session.status not in USER_SESSION_DONE:
             _release_lds(user_session)
@@ -561,49 +423,6 @@ def _teardown(session, *, delete_lab: bool) -> Result | None:
             with contextlib.suppress(http.NotFound):
                 _lds().release(user_session.lds_session_id)
     return None
-
-
-def _teardown_lab(session, lab, *, delete_lab: bool) -> Result | None:
-    """Stop the lab, then wipe it for reuse or delete it; a requeue while CML is still stopping it."""
-    cml = _cml(session)
-    try:
-        state = cml.lab_state(lab.cml_lab_id)
-    except http.NotFound:
-        _walk_lab(lab, [L.ORPHANED, L.DELETED], "", "vanished from CML")
-        return None
-    if state == CML_STARTED:
-        cml.stop_lab(lab.cml_lab_id)
-        _walk_lab(lab, [L.STOPPING], state, "stopping")
-        return Result.requeue(POLL_SECONDS, "stopping lab")
-    if state not in (CML_STOPPED, CML_DEFINED):
-        return Result.requeue(POLL_SECONDS, f"lab is {state}")
-    lab = _walk_lab(lab, [L.STOPPING, L.STOPPED], state, "stopped")
-    cml.wipe_lab(lab.cml_lab_id)
-    if delete_lab or not session.definition.lab_reuse_enabled:
-        cml.delete_lab(lab.cml_lab_id)
-        _walk_lab(lab, [L.DELETING, L.DELETED], "", "deleted")  # DELETED releases the ports
-    else:
-        lab = _walk_lab(lab, [L.WIPING, L.WIPED], CML_DEFINED, "wiped for reuse")
-        _release_lab(lab)
-    return None
-
-
-def _walk_lab(lab, path, cml_state: str, reason: str) -> LabRecord:
-    """Move the lab record along `path`, skipping steps it has passed or that its table does not need.
-
-    Re-running after a crash finds the record wherever the last pass left it.
-    """
-    lab = LabRecord.objects.get(pk=lab.pk)
-    for target in path:
-        if lab.status == target or target not in LAB_TRANSITIONS.get(lab.status, set()):
-            continue
-        lab = lab_record_transition(lab, target, actor=ACTOR, reason=reason, cml_state=cml_state)
-    return lab
-
-
-def _release_lab(lab) -> None:
-    """The lab no longer serves a session (it stays WIPED for reuse)."""
-    LabRecord.objects.filter(pk=lab.pk).update(active_session=None)
 
 
 def _lds():

@@ -18,8 +18,8 @@ readiness, metrics (CloudWatch + CML `system_stats`) and lab discovery (unknown 
 as ORPHANED with their ports reserved; vanished ones DELETED, releasing theirs); every pass the
 instance is checked, so one stopped behind LCM's back is followed through STOPPING (and started
 again when it should run) and one terminated or gone behind its back takes the worker to
-TERMINATED. Licence intents (REGISTERING, DEREGISTERING) are carried out against CML and their
-outcome recorded on the worker (`license_status`, `license_error`) and on the `LicenseRequest`.
+TERMINATED. Licence intents (REGISTERING, DEREGISTERING) are carried out against CML (`workers.licensing`) and
+their outcome recorded on the worker (`license_status`, `license_error`) and on the `LicenseRequest`.
 
 Invariants and crash points: the status that asks for an EC2 action is committed before the
 action (STOPPING before StopInstances, TERMINATING before TerminateInstances, STARTING after a
@@ -34,7 +34,6 @@ FAILED after `LCM_MAX_RECONCILE_ATTEMPTS` (an admin retries or terminates it).
 
 import contextlib
 import logging
-import uuid
 from collections import deque
 from datetime import timedelta
 
@@ -45,40 +44,30 @@ from django.utils import timezone
 from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
-from sessions.labyaml import PortTagError, parse_port_tag
+from workers import labs, licensing
 from workers.autoscaling import RECONCILER_ACTOR
 from workers.clients.cml import cml_client_for
 from workers.clients.ec2 import TAG_WORKER_ID, InstanceState, ec2_client
 from workers.cml_urls import cml_url_for, ensure_simulated_cml
 from workers.models import (
     CMLWorker,
-    LabRecord,
-    LicenseAction,
-    LicenseRequest,
     ScaleAction,
     SystemSettings,
     WorkerStatusChange,
 )
 from workers.port_services import ports_release_worker
 from workers.services import (
-    lab_record_create,
-    lab_record_reserve_ports,
-    lab_record_transition,
-    license_request_submitted,
     scale_decision_record,
     worker_drain,
     worker_holding_sessions,
-    worker_license_outcome,
     worker_observe,
     worker_record_failure,
     worker_set_desired,
     worker_transition,
 )
 from workers.states import (
-    LAB_TRANSITIONS,
     WORKER_TRANSITIONS,
     DesiredStatus,
-    LabStatus,
     LicenseStatus,
     WorkerStatus,
 )
@@ -90,12 +79,8 @@ D = DesiredStatus
 LOOP = "workers"
 ACTOR = RECONCILER_ACTOR
 POLL_SECONDS = 2.0
-LICENCE_POLL_SECONDS = 2.0
-LICENCE_TIMEOUT = timedelta(minutes=5)
 LIVE_INSTANCE_STATES = [InstanceState.PENDING, InstanceState.RUNNING, InstanceState.STOPPING, InstanceState.STOPPED]
 GONE_INSTANCE_STATES = {InstanceState.SHUTTING_DOWN, InstanceState.TERMINATED}
-# Registration states that end an attempt without success (EXTERNAL-SYSTEMS.md §1.2, inferred values).
-LICENCE_FAILED_STATES = {"FAILED", "RETRY_FAILED", "EXPIRED"}
 
 
 # --- which workers need work (one query per tick) -------------------------------------------
@@ -373,7 +358,7 @@ def _on_running(worker, now) -> Result:
         return outcome
     if _sync_due(worker, now):
         _sync(worker, now)
-    waiting = _licence(_reload(worker), now)
+    waiting = licensing.carry_out(_reload(worker), now)
     if waiting is not None:
         return Result.requeue(waiting, "licence in progress")
     return Result.done("in sync")
@@ -500,17 +485,8 @@ def _vanished(worker, why: str) -> Result:
 def _release(worker, why: str) -> None:
     """Nothing stays allocated on a terminated worker: its labs DELETED and its ports freed. Its sessions
     terminate themselves when they see it TERMINATED (the lablet reconciler), releasing their LDS sessions."""
-    for lab in LabRecord.objects.filter(worker=worker).exclude(status=LabStatus.DELETED):
-        _walk_lab(lab, [LabStatus.ORPHANED, LabStatus.DELETED], why)
+    labs.release_worker_labs(worker, actor=ACTOR, reason=why)
     ports_release_worker(worker)
-
-
-def _walk_lab(lab, path, reason: str, **fields) -> LabRecord:
-    for target in path:
-        if lab.status == target or target not in LAB_TRANSITIONS.get(lab.status, set()):
-            continue
-        lab = lab_record_transition(lab, target, actor=ACTOR, reason=reason, **fields)
-    return lab
 
 
 # --- periodic sync: readiness, metrics, labs ---------------------------------------------------
@@ -531,7 +507,7 @@ def _sync(worker, now) -> None:
         if info.get("version"):
             fields["cml_version"] = str(info["version"])
         fields |= _metrics(worker, cml, now)
-        _sync_labs(worker, cml)
+        labs.sync_labs(worker, cml, actor=ACTOR)
     except http.ExternalError as exc:
         logger.warning("worker %s: CML unreachable during sync: %s", worker.name, exc)
         fields["service_status"] = "UNREACHABLE"
@@ -565,142 +541,6 @@ def _metrics(worker, cml, now) -> dict:
     if running_nodes or worker_holding_sessions(worker).exists():
         fields["last_activity_at"] = now
     return fields
-
-
-def _sync_labs(worker, cml) -> None:
-    """Lab discovery: labs in CML that LCM does not know are recorded (ORPHANED, their ports reserved); labs LCM
-    knows that are gone from CML are DELETED (their ports released)."""
-    in_cml = set(cml.labs(show_all=True))
-    known = dict(LabRecord.objects.filter(worker=worker).exclude(cml_lab_id="").values_list("cml_lab_id", "status"))
-    for lab_id, status in known.items():
-        if lab_id in in_cml or status == LabStatus.DELETED:
-            continue
-        try:
-            cml.get_lab(lab_id)
-            continue  # imported after the list was read
-        except http.NotFound:
-            pass
-        lab = LabRecord.objects.get(worker=worker, cml_lab_id=lab_id)
-        _walk_lab(lab, [LabStatus.ORPHANED, LabStatus.DELETED], "vanished from CML", cml_state="")
-    for lab_id in sorted(in_cml - set(known)):
-        try:
-            info = cml.get_lab(lab_id)
-        except http.NotFound:
-            continue
-        title = str(info.get("lab_title") or "")
-        if _being_imported(title):
-            continue
-        try:
-            record = lab_record_create(
-                worker=worker,
-                actor=ACTOR,
-                cml_lab_id=lab_id,
-                title=title[:300],
-                status=LabStatus.ORPHANED,
-                node_count=int(info.get("node_count") or 0),
-            )
-        except Exception as exc:  # recorded meanwhile by another pass (unique per worker and lab id)
-            logger.info("lab %s on %s not recorded: %s", lab_id, worker.name, exc)
-            continue
-        LabRecord.objects.filter(pk=record.pk).update(cml_state=str(info.get("state") or ""))
-        reserved = lab_record_reserve_ports(record, _node_ports(cml, lab_id))
-        logger.info("unknown lab %s (%r) on %s recorded, ports %s reserved", lab_id, title, worker.name, reserved)
-
-
-def _being_imported(title: str) -> bool:
-    """An import of the lablet reconciler whose answer it has not recorded yet (titled `lcm-<lab record id>`)."""
-    if not title.startswith("lcm-"):
-        return False
-    try:
-        record_id = uuid.UUID(title[4:])
-    except ValueError:
-        return False
-    return LabRecord.objects.filter(pk=record_id).exists()
-
-
-def _node_ports(cml, lab_id) -> dict[str, int]:
-    """`{<node label>_<protocol>: port}` from the lab's `protocol:port` node tags."""
-    ports: dict[str, int] = {}
-    for node in cml.nodes(lab_id):
-        for tag in node.get("tags") or []:
-            try:
-                parsed = parse_port_tag(tag)
-            except PortTagError:
-                continue  # a lab found in CML is not ours to validate: a malformed tag names no port
-            if parsed:
-                ports[f"{node.get('label') or node.get('id')}_{parsed.protocol}"] = parsed.port
-    return ports
-
-
-# --- licence intents ---------------------------------------------------------------------------
-
-
-def _licence(worker, now) -> float | None:
-    """Carry out a licence intent; returns seconds until the next poll, None when there is nothing to wait for."""
-    if worker.license_status == LicenseStatus.DEREGISTERING:
-        return _deregister(worker)
-    if worker.license_status != LicenseStatus.REGISTERING:
-        return None
-    cml = cml_client_for(worker)
-    request = (
-        LicenseRequest.objects.filter(worker=worker, action=LicenseAction.REGISTER, finished_at__isnull=True)
-        .order_by("-requested_at", "-id")
-        .first()
-    )
-    if request is None or request.submitted_at is None:
-        if request is None or not request.token:
-            _licence_outcome(worker, LicenseStatus.FAILED, "no registration token was recorded with the request")
-            return None
-        try:
-            cml.register_licence(request.token)
-        except http.Conflict:
-            pass  # a registration is already running (ours, from a pass that died before recording it)
-        except http.BadRequest as exc:
-            status, _ = _registration(cml)
-            if status == "COMPLETED":
-                _licence_outcome(worker, LicenseStatus.REGISTERED)
-            else:
-                _licence_outcome(worker, LicenseStatus.FAILED, f"CML refused the registration: {exc.detail}")
-            return None
-        license_request_submitted(request)
-        request.submitted_at = now
-    status, failure = _registration(cml)
-    if status == "COMPLETED":
-        _licence_outcome(worker, LicenseStatus.REGISTERED)
-        return None
-    if status in LICENCE_FAILED_STATES:
-        _licence_outcome(worker, LicenseStatus.FAILED, failure or f"registration {status}")
-        return None
-    if now - request.submitted_at > LICENCE_TIMEOUT:
-        _licence_outcome(
-            worker, LicenseStatus.FAILED, f"no registration outcome within {LICENCE_TIMEOUT} (last status {status})"
-        )
-        return None
-    return LICENCE_POLL_SECONDS
-
-
-def _registration(cml) -> tuple[str, str]:
-    """(registration status, failure message) from `GET /licensing`."""
-    registration = (cml.licensing() or {}).get("registration") or {}
-    failure = (registration.get("register_time") or {}).get("failure") or ""
-    return str(registration.get("status") or "").upper(), str(failure)
-
-
-def _deregister(worker) -> float | None:
-    try:
-        told = cml_client_for(worker).deregister_licence()
-    except http.Conflict:
-        return LICENCE_POLL_SECONDS  # a licensing operation is running on the controller
-    except http.BadRequest:
-        told = True  # it was not registered: that is the outcome asked for
-    error = "" if told else "deregistered on the worker, but the licensing server could not be told"
-    _licence_outcome(worker, LicenseStatus.UNREGISTERED, error)
-    return None
-
-
-def _licence_outcome(worker, status: str, error: str = "") -> None:
-    reason = f"licence {status.lower()}" + (f": {error}" if error else "")
-    worker_license_outcome(worker, status, actor=ACTOR, error=error, reason=reason)
 
 
 _HANDLERS = {

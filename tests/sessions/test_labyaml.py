@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-import workers.reconcilers
+import workers.labs
 from sessions.labyaml import (
     LabYamlError,
     PortTag,
@@ -165,4 +165,4 @@ def test_discovery_reads_node_ports_with_the_same_parser():
                 {"id": "n1", "tags": ["ssh:22", "vnc:99999", "serial:abc", 7]},
             ]
 
-    assert workers.reconcilers._node_ports(FakeCml(), "lab-1") == {"edge_serial": 5000, "edge_vnc": 5901, "n1_ssh": 22}
+    assert workers.labs._node_ports(FakeCml(), "lab-1") == {"edge_serial": 5000, "edge_vnc": 5901, "n1_ssh": 22}
