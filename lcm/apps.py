@@ -2,7 +2,8 @@ from django.apps import AppConfig
 
 
 class LcmConfig(AppConfig):
-    """The shared kernel as an app, so it can hold kernel models (API tokens) and commands."""
+    """The shared kernel as an app, so it can hold kernel models (API tokens, loop heartbeats, received events),
+    template tags and commands."""
 
     name = "lcm"
     label = "lcm"
@@ -10,6 +11,7 @@ class LcmConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        # Imported here: the projection reads the models, which exist only once the app registry is ready.
         from django.conf import settings
 
         from lcm import projection

@@ -32,7 +32,8 @@ app.conf.update({"CELERY_DB_REUSE_MAX": 10_000})
 @task_prerun.connect
 @task_postrun.connect
 def _close_old_connections(**kwargs):
-    from django.db import close_old_connections  # Django is set up only once the worker runs
+    # Imported here: Django is set up only once the worker runs.
+    from django.db import close_old_connections
 
     close_old_connections()
 
@@ -40,7 +41,8 @@ def _close_old_connections(**kwargs):
 @worker_ready.connect
 def _forget_queue_markers(**kwargs):
     """A worker starting after a crash: what the dead one had taken may be lost, so let the ticks queue it again."""
-    from lcm.loops import forget_queued  # needs the app registry, ready only once the worker runs
+    # Imported here: lcm.loops needs the app registry, ready only once the worker runs.
+    from lcm.loops import forget_queued
 
     forget_queued()
 
