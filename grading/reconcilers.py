@@ -69,50 +69,59 @@ def _cut_score(max_score: int) -> int:
 
 
 def reconcile_grading(session) -> Result:
-    """One pass of grading for a session in GRADING."""
+    """One pass of grading for a session in GRADING: create the engine session, ask it to grade, poll, store."""
     grading = _grading_session(session)
     if grading.status == G.FAULTED:
         return _to_stopping(session, f"grading faulted: {grading.error_message}; tearing down without a score")
     if session.score_reports.filter(grading_session=grading).exists():
         return _to_stopping(session, "score report stored")
-
     engine = grading_client()
     part_id = session.definition.form_qualified_name or session.definition.name
-    external_id = str(grading.pk)
     if not grading.grading_session_id:
-        user_session = session.user_sessions.order_by("-created_at").first()
-        devices = user_session.devices if user_session else []
-        pod = pod_from_devices(f"pod-{session.pk}", devices, collector="lcm")
-        try:
-            engine.create_session(
-                session.owner.ljust(3, "_"),
-                session_id=external_id,
-                lds_session_id=(user_session.lds_session_id if user_session else "") or f"lcm-{session.pk}",
-                lds_environment="lcm",
-                part_id=part_id,
-                pod=pod,
-            )
-        except (http.Conflict, http.BadRequest) as refused:
-            # A pass whose answer was lost created it already: the engine refuses the id again (it answers
-            # 400 "already exists", not 409). Carry on if it is there; otherwise the refusal was real.
-            try:
-                engine.get_session(external_id)
-            except http.NotFound:
-                raise refused from None
-        grading = grading_session_update(
-            grading,
-            actor=ACTOR,
-            status=G.COLLECTING,
-            grading_session_id=external_id,
-            grading_part_id=part_id,
-            pod_id=pod["id"],
-            reason="Grading Engine session created",
-        )
+        grading = _create_engine_session(session, grading, engine, part_id)
     if grading.status in (G.PENDING, G.COLLECTING):
-        engine.grade(external_id, part_id)
+        engine.grade(str(grading.pk), part_id)
         grading_session_update(grading, actor=ACTOR, status=G.GRADING, reason="grading requested")
         return Result.requeue(POLL_SECONDS, "grading requested")
+    return _collect_score(session, grading, engine, part_id)
 
+
+def _create_engine_session(session, grading, engine, part_id: str):
+    """The Grading Engine session, made with our grading session's id (a retried create is refused, not doubled)."""
+    external_id = str(grading.pk)
+    user_session = session.user_sessions.order_by("-created_at").first()
+    devices = user_session.devices if user_session else []
+    pod = pod_from_devices(f"pod-{session.pk}", devices, collector="lcm")
+    try:
+        engine.create_session(
+            session.owner.ljust(3, "_"),
+            session_id=external_id,
+            lds_session_id=(user_session.lds_session_id if user_session else "") or f"lcm-{session.pk}",
+            lds_environment="lcm",
+            part_id=part_id,
+            pod=pod,
+        )
+    except (http.Conflict, http.BadRequest) as refused:
+        # A pass whose answer was lost created it already: the engine refuses the id again (it answers
+        # 400 "already exists", not 409). Carry on if it is there; otherwise the refusal was real.
+        try:
+            engine.get_session(external_id)
+        except http.NotFound:
+            raise refused from None
+    return grading_session_update(
+        grading,
+        actor=ACTOR,
+        status=G.COLLECTING,
+        grading_session_id=external_id,
+        grading_part_id=part_id,
+        pod_id=pod["id"],
+        reason="Grading Engine session created",
+    )
+
+
+def _collect_score(session, grading, engine, part_id: str) -> Result:
+    """Poll the engine; store the score report when it has one, submit it, and move the session on."""
+    external_id = str(grading.pk)
     part = find_part(engine.get_session(external_id), part_id)
     status = str(part.get("status") or "").lower()
     if status in ENGINE_FAULTED:
