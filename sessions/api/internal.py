@@ -7,10 +7,8 @@ everything else, so the same rules and the same 409s apply.
 """
 
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.response import Response
 
 from lcm.api.authentication import InternalApiKeyAuthentication
 from lcm.api.permissions import InternalApiKey
@@ -21,7 +19,7 @@ from sessions.api.serializers import (
     UserSessionSerializer,
     UserSessionWriteSerializer,
 )
-from sessions.api.views import SESSION_LIST_PARAMETERS, BaseSessionViewSet, session_action
+from sessions.api.views import SESSION_LIST_PARAMETERS, BaseSessionViewSet, session_action, write_child
 from sessions.models import UserSession
 from sessions.services import user_session_create, user_session_update
 from sessions.states import SessionStatus
@@ -44,10 +42,6 @@ def _user_session(data) -> dict:
     """READY's UserSession, created in the same transaction when the body gives one."""
     user_session = data.get("user_session")
     return {"user_session": dict(user_session) if user_session is not None else None}
-
-
-def _newest(queryset, session):
-    return queryset.filter(lablet_session=session).order_by("-created_at").first()
 
 
 @extend_schema_view(
@@ -96,16 +90,15 @@ class InternalSessionViewSet(BaseSessionViewSet):
     )
     @action(detail=True, methods=["post"], url_path="user-session")
     def user_session(self, request, pk=None):
-        session = self.get_object()
-        data = dict(self.read_body(UserSessionWriteSerializer))
-        target, reason = data.pop("status", None), data.pop("reason", "")
-        current = _newest(UserSession.objects.all(), session)
-        if current is None:
-            created = user_session_create(session, actor=request.user, reason=reason, **data, **_status(target))
-            return Response(UserSessionSerializer(created).data, status=status.HTTP_201_CREATED)
-        updated = user_session_update(current, actor=request.user, status=target, reason=reason, **data)
-        return Response(UserSessionSerializer(updated).data)
+        return write_child(
+            self,
+            UserSessionWriteSerializer,
+            UserSession.objects.all(),
+            _user_session_create,
+            user_session_update,
+            UserSessionSerializer,
+        )
 
 
-def _status(target) -> dict:
-    return {"status": target} if target is not None else {}
+def _user_session_create(session, target, **fields):
+    return user_session_create(session, **fields, **({"status": target} if target is not None else {}))

@@ -233,6 +233,35 @@ class BaseSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
         return self._change_from_body(serializer_class, session_transition, arguments)
 
 
+def newest_child(queryset, session):
+    """The session's current child in `queryset` (its newest), or None."""
+    return queryset.filter(lablet_session=session).order_by("-created_at").first()
+
+
+def current_child(view, queryset):
+    """The current child of the view's session (404 while it has none)."""
+    session = view.get_object()
+    child = newest_child(queryset, session)
+    if child is None:
+        raise NotFound(f"Session {session.pk} has none yet.")
+    return child
+
+
+def write_child(view, body_serializer, queryset, create, update, answer_serializer) -> Response:
+    """The internal API's write of a session's current child from the body: `create(session, target, actor=,
+    reason=, **fields)` it (201) when the session has none, else `update(child, actor=, status=, reason=,
+    **fields)` it (200). The body's `status` (the target) and `reason` are taken apart from its fields."""
+    session = view.get_object()
+    data = dict(view.read_body(body_serializer))
+    target, reason = data.pop("status", None), data.pop("reason", "")
+    current = newest_child(queryset, session)
+    if current is None:
+        created = create(session, target, actor=view.request.user, reason=reason, **data)
+        return Response(answer_serializer(created).data, status=status.HTTP_201_CREATED)
+    updated = update(current, actor=view.request.user, status=target, reason=reason, **data)
+    return Response(answer_serializer(updated).data)
+
+
 def session_action(summary: str, request, description: str | None = None):
     """A POST action on one session that answers the session: its OpenAPI summary, description and body."""
 
@@ -317,11 +346,7 @@ class SessionViewSet(BaseSessionViewSet):
         return self._change_from_body(ReasonSerializer, session_requeue)
 
     def _child(self, queryset):
-        session = self.get_object()
-        child = queryset.filter(lablet_session=session).order_by("-created_at").first()
-        if child is None:
-            raise NotFound(f"Session {session.pk} has none yet.")
-        return child
+        return current_child(self, queryset)
 
     @extend_schema(summary="The session's UserSession (404 until it exists)", responses={200: UserSessionSerializer})
     @action(detail=True, methods=["get"], url_path="user-session")
