@@ -9,8 +9,8 @@ from django.contrib import admin
 
 from grading.models import GradingSession, ScoreReport, ScoreSection
 from grading.services import grading_session_update
-from lcm.admin_utils import ReadOnlyAdmin, ReadOnlyInline, ServiceModelForm, ServiceSaveMixin, model_field_names
-from sessions.admin import LabletSessionAdmin
+from lcm.admin_utils import ReadOnlyAdmin, ReadOnlyInline, ServiceModelForm, model_field_names
+from sessions.admin import LabletSessionAdmin, SessionChildAdmin
 
 GRADING_EDIT_FIELDS = ("grading_session_id", "grading_part_id", "pod_id", "error_message")
 
@@ -44,24 +44,14 @@ LabletSessionAdmin.inlines = (*LabletSessionAdmin.inlines, GradingSessionInline,
 
 
 @admin.register(GradingSession)
-class GradingSessionAdmin(ServiceSaveMixin, admin.ModelAdmin):
-    """Created by the → GRADING transition; never added or deleted here."""
+class GradingSessionAdmin(SessionChildAdmin):
+    """Created by the → GRADING transition; the Grading Engine ids may be corrected."""
 
     form = GradingSessionForm
     list_display = ("lablet_session", "status", "grading_session_id", "pod_id", "created_at")
-    list_filter = ("status",)
     search_fields = ("grading_session_id", "grading_part_id", "pod_id", "lablet_session__owner")
-    date_hierarchy = "created_at"
-    list_select_related = ("lablet_session__definition",)
-    readonly_fields = ("id", "lablet_session", "status", "created_at", "updated_at")
     fields = ("id", "lablet_session", "status", *GRADING_EDIT_FIELDS, "created_at", "updated_at")
     inlines = (ScoreReportInline,)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ScoreSectionInline(ReadOnlyInline):

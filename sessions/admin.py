@@ -341,21 +341,27 @@ class UserSessionForm(ServiceModelForm):
         return user_session_update(self.instance, actor=actor, reason="edited in admin", **changes)
 
 
-@admin.register(UserSession)
-class UserSessionAdmin(ServiceSaveMixin, admin.ModelAdmin):
-    """Created by the → READY transition; the LDS fields may be corrected, the status only moves by the services."""
+class SessionChildAdmin(ServiceSaveMixin, admin.ModelAdmin):
+    """A child a session's transition creates (its UserSession, its GradingSession): the external ids may be
+    corrected through the form's service, the status only moves by the services; never added or deleted here."""
 
-    form = UserSessionForm
-    list_display = ("lablet_session", "status", "lds_session_id", "login_url", "created_at")
     list_filter = ("status",)
-    search_fields = ("lds_session_id", "lds_part_id", "lablet_session__owner", "lablet_session__id__exact")
     date_hierarchy = "created_at"
     list_select_related = ("lablet_session__definition",)
     readonly_fields = ("id", "lablet_session", "status", "created_at", "updated_at")
-    fields = ("id", "lablet_session", "status", *USER_SESSION_EDIT_FIELDS, "created_at", "updated_at")
 
     def has_add_permission(self, request):
         return False
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(UserSession)
+class UserSessionAdmin(SessionChildAdmin):
+    """Created by the → READY transition; the LDS fields may be corrected."""
+
+    form = UserSessionForm
+    list_display = ("lablet_session", "status", "lds_session_id", "login_url", "created_at")
+    search_fields = ("lds_session_id", "lds_part_id", "lablet_session__owner", "lablet_session__id__exact")
+    fields = ("id", "lablet_session", "status", *USER_SESSION_EDIT_FIELDS, "created_at", "updated_at")

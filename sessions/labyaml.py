@@ -9,7 +9,7 @@ each becomes one named port of the definition's port template, `<node label>_<pr
 import copy
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import yaml
 
@@ -47,13 +47,8 @@ class PortSpec:
         return f"{self.protocol}:{self.port}"
 
     def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "protocol": self.protocol,
-            "port": self.port,
-            "node_id": self.node_id,
-            "node_label": self.node_label,
-        }
+        """The port template entry: the fields in their declared order."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

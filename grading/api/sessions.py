@@ -10,7 +10,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from grading.api.serializers import (
@@ -24,11 +24,17 @@ from grading.services import grading_session_create, grading_session_update, sco
 from lcm.api.authentication import InternalApiKeyAuthentication
 from lcm.api.permissions import InternalApiKey, IsInstructor
 from lcm.api.viewsets import ApiViewSet
+from sessions.api.views import current_child, newest_child, write_child
 from sessions.models import LabletSession
 
 
-def _newest(queryset, session):
-    return queryset.filter(lablet_session=session).order_by("-created_at").first()
+def _grading_session_create(session, target, *, actor, reason, **fields):
+    """A new GradingSession, moved on to `target` in the same transaction when the body names one."""
+    with transaction.atomic():
+        grading = grading_session_create(session, actor=actor, reason=reason, **fields)
+        if target is not None:
+            grading = grading_session_update(grading, actor=actor, status=target, reason=reason)
+    return grading
 
 
 def _reports():
@@ -42,11 +48,7 @@ class SessionGradingViewSet(ApiViewSet):
     permission_classes = [IsInstructor]
 
     def _child(self, queryset):
-        session = self.get_object()
-        child = _newest(queryset, session)
-        if child is None:
-            raise NotFound(f"Session {session.pk} has none yet.")
-        return child
+        return current_child(self, queryset)
 
     @extend_schema(
         summary="The session's GradingSession (404 until it exists)", responses={200: GradingSessionSerializer}
@@ -81,18 +83,14 @@ class InternalSessionGradingViewSet(ApiViewSet):
     )
     @action(detail=True, methods=["post"], url_path="grading-session")
     def grading_session(self, request, pk=None):
-        session = self.get_object()
-        data = dict(self.read_body(GradingSessionWriteSerializer))
-        target, reason = data.pop("status", None), data.pop("reason", "")
-        current = _newest(GradingSession.objects.all(), session)
-        if current is None:
-            with transaction.atomic():
-                grading = grading_session_create(session, actor=request.user, reason=reason, **data)
-                if target is not None:
-                    grading = grading_session_update(grading, actor=request.user, status=target, reason=reason)
-            return Response(GradingSessionSerializer(grading).data, status=status.HTTP_201_CREATED)
-        grading = grading_session_update(current, actor=request.user, status=target, reason=reason, **data)
-        return Response(GradingSessionSerializer(grading).data)
+        return write_child(
+            self,
+            GradingSessionWriteSerializer,
+            GradingSession.objects.all(),
+            _grading_session_create,
+            grading_session_update,
+            GradingSessionSerializer,
+        )
 
     @extend_schema(
         summary="Store the session's score report (internal)",
@@ -125,7 +123,7 @@ class InternalSessionGradingViewSet(ApiViewSet):
     @staticmethod
     def _grading_session_for(session, grading_session_id):
         if grading_session_id is None:
-            return _newest(GradingSession.objects.all(), session)
+            return newest_child(GradingSession.objects.all(), session)
         grading = GradingSession.objects.filter(pk=grading_session_id, lablet_session=session).first()
         if grading is None:
             raise ValidationError({"grading_session_id": ["is not a grading session of this session"]})

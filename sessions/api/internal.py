@@ -7,115 +7,77 @@ everything else, so the same rules and the same 409s apply.
 """
 
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.response import Response
 
 from lcm.api.authentication import InternalApiKeyAuthentication
 from lcm.api.permissions import InternalApiKey
-from lcm.api.viewsets import ApiViewSet
 from sessions.api.serializers import (
     InternalTransitionSerializer,
     ReadySerializer,
     ScheduleSerializer,
-    SessionSerializer,
     UserSessionSerializer,
     UserSessionWriteSerializer,
 )
-from sessions.api.views import SESSION_LIST_PARAMETERS, session_rows
-from sessions.filters import SessionFilterSet
+from sessions.api.views import SESSION_LIST_PARAMETERS, BaseSessionViewSet, session_action, write_child
 from sessions.models import UserSession
-from sessions.services import session_transition, user_session_create, user_session_update
+from sessions.services import user_session_create, user_session_update
 from sessions.states import SessionStatus
 from workers.models import CMLWorker
 
 
-def _newest(queryset, session):
-    return queryset.filter(lablet_session=session).order_by("-created_at").first()
+def _scheduled_worker(data) -> dict:
+    """The worker a schedule body names (400 when there is none with that id)."""
+    worker = CMLWorker.objects.filter(pk=data["worker_id"]).first()
+    if worker is None:
+        raise ValidationError({"worker_id": [f"no worker with id {data['worker_id']}"]})
+    return {"worker": worker}
+
+
+def _end_reason(data) -> dict:
+    return {"end_reason": data["end_reason"]} if "end_reason" in data else {}
+
+
+def _user_session(data) -> dict:
+    """READY's UserSession, created in the same transaction when the body gives one."""
+    user_session = data.get("user_session")
+    return {"user_session": dict(user_session) if user_session is not None else None}
 
 
 @extend_schema_view(
     list=extend_schema(summary="List sessions (internal)", parameters=SESSION_LIST_PARAMETERS),
     retrieve=extend_schema(summary="One session (internal)"),
 )
-class InternalSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class InternalSessionViewSet(BaseSessionViewSet):
     """Sessions for controllers and tools."""
 
-    queryset = session_rows()
-    serializer_class = SessionSerializer
-    filterset_class = SessionFilterSet
     authentication_classes = [InternalApiKeyAuthentication]
     permission_classes = [InternalApiKey]
     conflict_actions = ("schedule", "transition", "ready", "user_session")
     checks_roles = False
 
-    def _session_response(self, session) -> Response:
-        return Response(SessionSerializer(self.get_queryset().get(pk=session.pk)).data)
-
-    @extend_schema(
-        summary="Schedule a session onto a worker (internal)",
-        description="PENDING → SCHEDULED; 409 when the worker is not RUNNING or lacks the capacity.",
-        request=ScheduleSerializer,
-        responses={200: SessionSerializer},
+    @session_action(
+        "Schedule a session onto a worker (internal)",
+        ScheduleSerializer,
+        "PENDING → SCHEDULED; 409 when the worker is not RUNNING or lacks the capacity.",
     )
-    @action(detail=True, methods=["post"])
     def schedule(self, request, pk=None):
-        session = self.get_object()
-        data = self.read_body(ScheduleSerializer)
-        worker = CMLWorker.objects.filter(pk=data["worker_id"]).first()
-        if worker is None:
-            raise ValidationError({"worker_id": [f"no worker with id {data['worker_id']}"]})
-        session = session_transition(
-            session,
-            SessionStatus.SCHEDULED,
-            actor=request.user,
-            reason=data.get("reason", ""),
-            expected_status=data.get("expected_status"),
-            worker=worker,
-        )
-        return self._session_response(session)
+        return self._transition_from_body(ScheduleSerializer, SessionStatus.SCHEDULED, _scheduled_worker)
 
-    @extend_schema(
-        summary="Move a session to any allowed status (internal)",
-        request=InternalTransitionSerializer,
-        responses={200: SessionSerializer},
+    @session_action(
+        "Move a session to any allowed status (internal)",
+        InternalTransitionSerializer,
     )
-    @action(detail=True, methods=["post"])
     def transition(self, request, pk=None):
-        session = self.get_object()
-        data = self.read_body(InternalTransitionSerializer)
-        params = {"end_reason": data["end_reason"]} if "end_reason" in data else {}
-        session = session_transition(
-            session,
-            data["status"],
-            actor=request.user,
-            reason=data.get("reason", ""),
-            expected_status=data.get("expected_status"),
-            **params,
-        )
-        return self._session_response(session)
+        return self._transition_from_body(InternalTransitionSerializer, fields=_end_reason)
 
-    @extend_schema(
-        summary="Mark a session READY (internal)",
-        description="INSTANTIATING → READY, creating the UserSession in the same transaction when one is given.",
-        request=ReadySerializer,
-        responses={200: SessionSerializer},
+    @session_action(
+        "Mark a session READY (internal)",
+        ReadySerializer,
+        "INSTANTIATING → READY, creating the UserSession in the same transaction when one is given.",
     )
-    @action(detail=True, methods=["post"])
     def ready(self, request, pk=None):
-        session = self.get_object()
-        data = self.read_body(ReadySerializer)
-        user_session = data.get("user_session")
-        session = session_transition(
-            session,
-            SessionStatus.READY,
-            actor=request.user,
-            reason=data.get("reason", ""),
-            expected_status=data.get("expected_status"),
-            user_session=dict(user_session) if user_session is not None else None,
-        )
-        return self._session_response(session)
+        return self._transition_from_body(ReadySerializer, SessionStatus.READY, _user_session)
 
     @extend_schema(
         summary="Create or update the session's UserSession (internal)",
@@ -128,16 +90,15 @@ class InternalSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, A
     )
     @action(detail=True, methods=["post"], url_path="user-session")
     def user_session(self, request, pk=None):
-        session = self.get_object()
-        data = dict(self.read_body(UserSessionWriteSerializer))
-        target, reason = data.pop("status", None), data.pop("reason", "")
-        current = _newest(UserSession.objects.all(), session)
-        if current is None:
-            created = user_session_create(session, actor=request.user, reason=reason, **data, **_status(target))
-            return Response(UserSessionSerializer(created).data, status=status.HTTP_201_CREATED)
-        updated = user_session_update(current, actor=request.user, status=target, reason=reason, **data)
-        return Response(UserSessionSerializer(updated).data)
+        return write_child(
+            self,
+            UserSessionWriteSerializer,
+            UserSession.objects.all(),
+            _user_session_create,
+            user_session_update,
+            UserSessionSerializer,
+        )
 
 
-def _status(target) -> dict:
-    return {"status": target} if target is not None else {}
+def _user_session_create(session, target, **fields):
+    return user_session_create(session, **fields, **({"status": target} if target is not None else {}))

@@ -200,19 +200,86 @@ def session_rows():
     list=extend_schema(summary="List sessions", parameters=SESSION_LIST_PARAMETERS),
     retrieve=extend_schema(summary="One session"),
 )
-class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
-    """Lablet sessions: book, watch, drive, terminate (instructors and admins)."""
+class BaseSessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """What the public and the internal session ViewSets share: the rows, answering with the session as it is
+    now, and moving it as a request body asks."""
 
     queryset = session_rows()
     serializer_class = SessionSerializer
     filterset_class = SessionFilterSet
-    permission_classes = [IsInstructor]
-    conflict_actions = ("create", "destroy", "transition", "extend", "requeue")
-    query_parameter_actions = ("destroy",)
 
     def _session_response(self, session, code=status.HTTP_200_OK, headers=None) -> Response:
         fresh = self.get_queryset().get(pk=session.pk)
         return Response(SessionSerializer(fresh).data, status=code, headers=headers)
+
+    def _change_from_body(self, serializer_class, service, fields=None) -> Response:
+        """Find this session, then read the body (404 before 400); run `service(session, actor=the caller,
+        reason=the body's reason, **fields(body))` and answer the session."""
+        session = self.get_object()
+        data = self.read_body(serializer_class)
+        extra = fields(data) if fields else {}
+        session = service(session, actor=self.request.user, reason=data.get("reason", ""), **extra)
+        return self._session_response(session)
+
+    def _transition_from_body(self, serializer_class, target=None, fields=None) -> Response:
+        """Move this session to `target` (else the body's `status`) under the body's `expected_status`, with
+        the service arguments `fields(body)` adds."""
+
+        def arguments(data) -> dict:
+            target_status = data["status"] if target is None else target
+            extra = fields(data) if fields else {}
+            return {"target": target_status, "expected_status": data.get("expected_status"), **extra}
+
+        return self._change_from_body(serializer_class, session_transition, arguments)
+
+
+def newest_child(queryset, session):
+    """The session's current child in `queryset` (its newest), or None."""
+    return queryset.filter(lablet_session=session).order_by("-created_at").first()
+
+
+def current_child(view, queryset):
+    """The current child of the view's session (404 while it has none)."""
+    session = view.get_object()
+    child = newest_child(queryset, session)
+    if child is None:
+        raise NotFound(f"Session {session.pk} has none yet.")
+    return child
+
+
+def write_child(view, body_serializer, queryset, create, update, answer_serializer) -> Response:
+    """The internal API's write of a session's current child from the body: `create(session, target, actor=,
+    reason=, **fields)` it (201) when the session has none, else `update(child, actor=, status=, reason=,
+    **fields)` it (200). The body's `status` (the target) and `reason` are taken apart from its fields."""
+    session = view.get_object()
+    data = dict(view.read_body(body_serializer))
+    target, reason = data.pop("status", None), data.pop("reason", "")
+    current = newest_child(queryset, session)
+    if current is None:
+        created = create(session, target, actor=view.request.user, reason=reason, **data)
+        return Response(answer_serializer(created).data, status=status.HTTP_201_CREATED)
+    updated = update(current, actor=view.request.user, status=target, reason=reason, **data)
+    return Response(answer_serializer(updated).data)
+
+
+def session_action(summary: str, request, description: str | None = None):
+    """A POST action on one session that answers the session: its OpenAPI summary, description and body."""
+
+    def decorate(method):
+        route = action(detail=True, methods=["post"])(method)
+        return extend_schema(
+            summary=summary, description=description, request=request, responses={200: SessionSerializer}
+        )(route)
+
+    return decorate
+
+
+class SessionViewSet(BaseSessionViewSet):
+    """Lablet sessions: book, watch, drive, terminate (instructors and admins)."""
+
+    permission_classes = [IsInstructor]
+    conflict_actions = ("create", "destroy", "transition", "extend", "requeue")
+    query_parameter_actions = ("destroy",)
 
     @extend_schema(
         summary="Book a session",
@@ -250,66 +317,36 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
         session = session_terminate(session, actor=request.user, reason=self.request_reason())
         return self._session_response(session)
 
-    @extend_schema(
-        summary="Move a session to a manual target",
-        description=(
-            "Manual targets: RUNNING, COLLECTING, GRADING, STOPPING, ARCHIVED. A move the state machine refuses "
-            "(or one whose `expected_status` no longer holds) answers 409 with `current_status` and `allowed`."
-        ),
-        request=SessionTransitionSerializer,
-        responses={200: SessionSerializer},
+    @session_action(
+        "Move a session to a manual target",
+        SessionTransitionSerializer,
+        "Manual targets: RUNNING, COLLECTING, GRADING, STOPPING, ARCHIVED. A move the state machine refuses "
+        "(or one whose `expected_status` no longer holds) answers 409 with `current_status` and `allowed`.",
     )
-    @action(detail=True, methods=["post"])
     def transition(self, request, pk=None):
-        session = self.get_object()
-        data = self.read_body(SessionTransitionSerializer)
-        session = session_transition(
-            session,
-            data["status"],
-            actor=request.user,
-            reason=data.get("reason", ""),
-            expected_status=data.get("expected_status"),
-        )
-        return self._session_response(session)
+        return self._transition_from_body(SessionTransitionSerializer)
 
-    @extend_schema(
-        summary="Extend a session's timeslot",
-        description="The new end must be later; the total stays within the definition's maximum unless an admin asks.",
-        request=SessionExtendSerializer,
-        responses={200: SessionSerializer},
+    @session_action(
+        "Extend a session's timeslot",
+        SessionExtendSerializer,
+        "The new end must be later; the total stays within the definition's maximum unless an admin asks.",
     )
-    @action(detail=True, methods=["post"])
     def extend(self, request, pk=None):
-        session = self.get_object()
-        data = self.read_body(SessionExtendSerializer)
-        session = session_extend(
-            session,
-            data["timeslot_end"],
-            actor=request.user,
-            reason=data.get("reason", ""),
-            is_admin=is_admin(request.user),
+        admin = is_admin(request.user)
+        return self._change_from_body(
+            SessionExtendSerializer, session_extend, lambda data: {"new_end": data["timeslot_end"], "is_admin": admin}
         )
-        return self._session_response(session)
 
-    @extend_schema(
-        summary="Requeue a session",
-        description="SCHEDULED → PENDING (placement again); other active sessions are retried now. 409 when terminal.",
-        request=ReasonSerializer,
-        responses={200: SessionSerializer},
+    @session_action(
+        "Requeue a session",
+        ReasonSerializer,
+        "SCHEDULED → PENDING (placement again); other active sessions are retried now. 409 when terminal.",
     )
-    @action(detail=True, methods=["post"])
     def requeue(self, request, pk=None):
-        session = self.get_object()
-        data = self.read_body(ReasonSerializer)
-        session = session_requeue(session, actor=request.user, reason=data.get("reason", ""))
-        return self._session_response(session)
+        return self._change_from_body(ReasonSerializer, session_requeue)
 
     def _child(self, queryset):
-        session = self.get_object()
-        child = queryset.filter(lablet_session=session).order_by("-created_at").first()
-        if child is None:
-            raise NotFound(f"Session {session.pk} has none yet.")
-        return child
+        return current_child(self, queryset)
 
     @extend_schema(summary="The session's UserSession (404 until it exists)", responses={200: UserSessionSerializer})
     @action(detail=True, methods=["get"], url_path="user-session")

@@ -6,6 +6,8 @@ import uuid
 
 from lcm.management.command_utils import fail, is_uuid, iso, parse_uuid
 from lcm.versions import version_key
+from sessions.api.serializers import SessionSerializer
+from sessions.api.views import session_rows
 from sessions.models import LabletDefinition, LabletSession
 from sessions.states import DefinitionStatus
 
@@ -51,35 +53,15 @@ def resolve_definition(reference: str) -> LabletDefinition:
 # ---------------------------------------------------------------------------------------
 
 
+def sessions_data(sessions) -> list[dict]:
+    """Sessions as the API shows them (`SessionSerializer`, with `definition_name` and `worker_name`)."""
+    rows = session_rows().in_bulk([session.pk for session in sessions])
+    return [dict(SessionSerializer(rows[session.pk]).data) for session in sessions]
+
+
 def session_data(session: LabletSession) -> dict:
-    """A session as the API names it."""
-    return {
-        "id": str(session.pk),
-        "definition_id": str(session.definition_id),
-        "definition_version": session.definition_version,
-        "owner": session.owner,
-        "reservation_id": session.reservation_id,
-        "status": session.status,
-        "timeslot_start": iso(session.timeslot_start),
-        "timeslot_end": iso(session.timeslot_end),
-        "worker_id": str(session.worker_id) if session.worker_id else None,
-        "cml_lab_id": session.cml_lab_id,
-        "allocated_ports": session.allocated_ports,
-        "scheduled_at": iso(session.scheduled_at),
-        "started_at": iso(session.started_at),
-        "ended_at": iso(session.ended_at),
-        "duration_seconds": session.duration_seconds,
-        "end_reason": session.end_reason or None,
-        "end_reason_detail": session.end_reason_detail,
-        "cleanup_pending": session.cleanup_pending,
-        "grade_result": session.grade_result,
-        "attempts": session.attempts,
-        "last_error": session.last_error,
-        "next_attempt_at": iso(session.next_attempt_at),
-        "created_by": session.created_by,
-        "created_at": iso(session.created_at),
-        "updated_at": iso(session.updated_at),
-    }
+    """A session as the API shows it."""
+    return sessions_data([session])[0]
 
 
 def definition_data(definition: LabletDefinition) -> dict:

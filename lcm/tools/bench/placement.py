@@ -44,6 +44,35 @@ from sessions.states import SessionStatus
 TARGET_DECISIONS = 5000
 TARGET_COMMITTED = 2000
 TARGET_RATIO = 1.07
+# The placement core, then its peers.
+POLICIES = (packing.BestFit, *packing.PEERS)
+
+
+def _figures(run, **more) -> dict:
+    """What every in-memory run reports (its policy, speed and placements), then `more`."""
+    return {"policy": run.policy, "decisions_per_second": round(run.rate), "placed": run.placed, **more}
+
+
+def _batch_figures(run: packing.BatchRun) -> dict:
+    return _figures(
+        run,
+        workers_used=run.workers_used,
+        lower_bound=run.lower_bound,
+        lower_bound_by_dimension=run.bound_by_dimension,
+        ratio=round(run.ratio, 3),
+    )
+
+
+def _timeline_figures(run: packing.TimelineRun) -> dict:
+    return _figures(
+        run,
+        peak_workers_used=run.peak_used,
+        peak_lower_bound=run.peak_bound,
+        peak_lower_bound_by_dimension=run.peak_bound_by_dimension,
+        peak_ratio=round(run.peak_ratio, 3),
+        steady_hours_ratio=round(run.steady_ratio, 3),
+        day_hours_ratio=round(run.hours_ratio, 3),
+    )
 
 
 class PlacementBench(BenchRun):
@@ -89,40 +118,11 @@ class PlacementBench(BenchRun):
     # --- in memory ---------------------------------------------------------------------------
 
     def _batch(self, capacities, demands, bound) -> list[dict]:
-        runs = []
-        for policy in (packing.BestFit, *packing.PEERS):
-            run = packing.run_batch(policy(capacities), demands, bound)
-            runs.append(
-                {
-                    "policy": run.policy,
-                    "decisions_per_second": round(run.rate),
-                    "placed": run.placed,
-                    "workers_used": run.workers_used,
-                    "lower_bound": run.lower_bound,
-                    "lower_bound_by_dimension": run.bound_by_dimension,
-                    "ratio": round(run.ratio, 3),
-                }
-            )
-        return runs
+        return [_batch_figures(packing.run_batch(policy(capacities), demands, bound)) for policy in POLICIES]
 
     def _timeline(self, capacities, options, bound) -> dict:
         bookings = packing.timeline(options["sessions"], options["hours"], options["seed"])
-        runs = []
-        for policy in (packing.BestFit, *packing.PEERS):
-            run = packing.run_timeline(policy(capacities), bookings, bound)
-            runs.append(
-                {
-                    "policy": run.policy,
-                    "decisions_per_second": round(run.rate),
-                    "placed": run.placed,
-                    "peak_workers_used": run.peak_used,
-                    "peak_lower_bound": run.peak_bound,
-                    "peak_lower_bound_by_dimension": run.peak_bound_by_dimension,
-                    "peak_ratio": round(run.peak_ratio, 3),
-                    "steady_hours_ratio": round(run.steady_ratio, 3),
-                    "day_hours_ratio": round(run.hours_ratio, 3),
-                }
-            )
+        runs = [_timeline_figures(packing.run_timeline(policy(capacities), bookings, bound)) for policy in POLICIES]
         return {"hours": options["hours"], "durations_minutes": list(packing.DURATIONS), "runs": runs}
 
     # --- PostgreSQL ------------------------------------------------------------------------

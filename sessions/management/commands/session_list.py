@@ -2,7 +2,7 @@
 
 from lcm.fsm import normalize_status
 from lcm.management.command_utils import LcmCommand, fail, is_uuid, iso
-from sessions.management.command_utils import session_data
+from sessions.management.command_utils import sessions_data
 from sessions.selectors import session_list
 from sessions.states import SessionStatus
 
@@ -48,7 +48,7 @@ class Command(LcmCommand):
         sessions = list(rows[:limit] if limit else rows)
 
         if options["json"]:
-            self.write_json([session_data(s) for s in sessions])
+            self.write_json(sessions_data(sessions))
             return
         if not sessions:
             self.stdout.write("No sessions.")

@@ -34,8 +34,6 @@ class Command(LcmCommand):
         grading = _newest(session.grading_sessions.all())
         report = _newest(session.score_reports.all())
         data = session_data(session) | {
-            "definition_name": session.definition.name,
-            "worker_name": session.worker.name if session.worker else None,
             "history": [history_data(change) for change in session.history.all()],
             "user_session": user_session_data(user_session) if user_session else None,
             "grading_session": grading_session_data(grading) if grading else None,
