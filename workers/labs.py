@@ -235,7 +235,7 @@ def _start(lab, cml, imported: str, *, actor) -> LabRecord:
 def tear_down(lab, cml_of: Callable, worker, *, delete: bool, actor) -> str | None:
     """Drive a session's lab toward wiped-and-unbound (or DELETED when `delete`); returns what it waits for
     (CML still stopping the lab), None when done. `cml_of()` gives the worker's CML client when one is needed."""
-    if lab.status == L.WIPED:
+    if lab.status == L.WIPED and not delete:
         release(lab)
         return None
     if lab.status in (L.DELETED, L.ORPHANED):
@@ -263,7 +263,8 @@ def _stop_and_wipe(lab, cml, *, delete: bool, actor) -> str | None:
     if state not in (CML_STOPPED, CML_DEFINED):
         return f"lab is {state}"
     lab = _walk_fresh(lab, [L.STOPPING, L.STOPPED], actor=actor, reason="stopped", cml_state=state)
-    cml.wipe_lab(lab.cml_lab_id)
+    if lab.status != L.WIPED:  # a wiped lab being deleted needs no second wipe
+        cml.wipe_lab(lab.cml_lab_id)
     if delete:
         cml.delete_lab(lab.cml_lab_id)
         # DELETED releases the ports.
@@ -328,9 +329,10 @@ def _record_unknown(worker, cml, lab_id: str, *, actor) -> None:
 
 
 def _being_imported(title: str) -> bool:
-    """An import of the lablet reconciler whose answer it has not recorded yet (titled `lab_title(record id)`)."""
+    """An import of the lablet reconciler whose answer it has not recorded yet: titled `lab_title(record id)` of a
+    record still IMPORTING (an import landing after its record was given up is an unknown lab like any other)."""
     record_id = record_id_of(title)
-    return record_id is not None and LabRecord.objects.filter(pk=record_id).exists()
+    return record_id is not None and LabRecord.objects.filter(pk=record_id, status=L.IMPORTING).exists()
 
 
 def _node_ports(cml, lab_id) -> dict[str, int]:

@@ -3,6 +3,8 @@ command-line reference, and the JSON shapes they print (SPEC §5.1 names). The g
 plumbing (errors, `--json`, UUIDs, times) is `lcm.management.command_utils`."""
 
 import uuid
+from datetime import datetime
+from decimal import Decimal
 
 from lcm.management.command_utils import fail, is_uuid, iso, parse_uuid
 from lcm.versions import version_key
@@ -64,95 +66,62 @@ def session_data(session: LabletSession) -> dict:
     return sessions_data([session])[0]
 
 
+def _plain(value):
+    """A model field's value as JSON names it: ids as text, instants in ISO 8601, decimals as numbers."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def fields_data(obj, names: str, *, blank_as_null: str = "") -> dict:
+    """`{name: value}` of the space-separated field `names`; those in `blank_as_null` give null when blank."""
+    nullable = set(blank_as_null.split())
+    data = {}
+    for name in names.split():
+        value = getattr(obj, name)
+        data[name] = None if name in nullable and not value else _plain(value)
+    return data
+
+
+DEFINITION_FIELDS = (
+    "id name version status description lab_artifact_uri lab_yaml_hash resource_requirements node_count "
+    "node_definitions_required port_template license_affinity cml_version_min cml_version_max "
+    "max_duration_minutes boot_lead_minutes form_qualified_name grading_enabled lab_reuse_enabled created_by "
+    "created_at updated_at"
+)
+
+
 def definition_data(definition: LabletDefinition) -> dict:
     """A definition as the API names it (without the topology text itself)."""
-    return {
-        "id": str(definition.pk),
-        "name": definition.name,
-        "version": definition.version,
-        "status": definition.status,
-        "description": definition.description,
-        "lab_artifact_uri": definition.lab_artifact_uri,
-        "lab_yaml_hash": definition.lab_yaml_hash,
-        "resource_requirements": definition.resource_requirements,
-        "node_count": definition.node_count,
-        "node_definitions_required": definition.node_definitions_required,
-        "port_template": definition.port_template,
-        "license_affinity": definition.license_affinity,
-        "cml_version_min": definition.cml_version_min,
-        "cml_version_max": definition.cml_version_max,
-        "max_duration_minutes": definition.max_duration_minutes,
-        "boot_lead_minutes": definition.boot_lead_minutes,
-        "form_qualified_name": definition.form_qualified_name,
-        "grading_enabled": definition.grading_enabled,
-        "lab_reuse_enabled": definition.lab_reuse_enabled,
-        "created_by": definition.created_by,
-        "created_at": iso(definition.created_at),
-        "updated_at": iso(definition.updated_at),
-    }
+    return fields_data(definition, DEFINITION_FIELDS)
 
 
 def history_data(change) -> dict:
-    return {
-        "entity": change.entity,
-        "from_status": change.from_status or None,
-        "to_status": change.to_status,
-        "at": iso(change.at),
-        "actor": change.actor,
-        "reason": change.reason,
-        "request_id": change.request_id or None,
-    }
+    return fields_data(
+        change, "entity from_status to_status at actor reason request_id", blank_as_null="from_status request_id"
+    )
 
 
 def user_session_data(user_session) -> dict:
-    return {
-        "id": str(user_session.pk),
-        "status": user_session.status,
-        "lds_session_id": user_session.lds_session_id,
-        "lds_part_id": user_session.lds_part_id,
-        "login_url": user_session.login_url,
-        "devices": user_session.devices,
-        "error_message": user_session.error_message,
-        "created_at": iso(user_session.created_at),
-        "updated_at": iso(user_session.updated_at),
-    }
+    return fields_data(
+        user_session, "id status lds_session_id lds_part_id login_url devices error_message created_at updated_at"
+    )
 
 
 def grading_session_data(grading) -> dict:
-    return {
-        "id": str(grading.pk),
-        "status": grading.status,
-        "grading_session_id": grading.grading_session_id,
-        "grading_part_id": grading.grading_part_id,
-        "pod_id": grading.pod_id,
-        "error_message": grading.error_message,
-        "created_at": iso(grading.created_at),
-        "updated_at": iso(grading.updated_at),
-    }
+    return fields_data(
+        grading, "id status grading_session_id grading_part_id pod_id error_message created_at updated_at"
+    )
 
 
 def score_report_data(report) -> dict:
-    return {
-        "id": str(report.pk),
-        "grading_session_id": str(report.grading_session_id) if report.grading_session_id else None,
-        "score": float(report.score),
-        "max_score": float(report.max_score),
-        "cut_score": float(report.cut_score),
-        "passed": report.passed,
-        "manual": report.manual,
-        "submitted_at": iso(report.submitted_at),
-        "created_at": iso(report.created_at),
-        "sections": [
-            {
-                "name": section.name,
-                "score": float(section.score),
-                "max_score": float(section.max_score),
-                "weight": float(section.weight),
-                "passed": section.passed,
-            }
-            for section in report.sections.all()
-        ],
-    }
+    data = fields_data(report, "id grading_session_id score max_score cut_score passed manual submitted_at created_at")
+    sections = [fields_data(section, "name score max_score weight passed") for section in report.sections.all()]
+    return {**data, "sections": sections}
 
 
 def session_summary(session: LabletSession) -> str:

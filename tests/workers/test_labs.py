@@ -419,11 +419,6 @@ def test_tear_down_of_a_wiped_bound_lab_only_unbinds_it(worker, definition, chan
     assert changes == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tear_down(delete=True) of a WIPED lab only unbinds it (workers/labs.py tear_down, first branch), "
-    "though its docstring says DELETED when `delete`: the lab stays in CML holding its ports",
-)
 def test_tear_down_with_delete_of_a_wiped_lab_deletes_it(worker, definition, cml):
     session = SessionFactory(definition=definition)
     lab = wiped_record(worker, definition, cml_lab_id=imported_lab(cml), session=session)
@@ -505,12 +500,6 @@ def test_sync_labs_does_not_record_a_lab_being_imported(worker, definition, cml)
     assert fresh(lab).status == L.IMPORTING and fresh(lab).ports == ports
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync_labs never records a lab titled lcm-<id> whose record is DELETED (workers/labs.py _being_imported "
-    "checks only that the record exists): an import that landed after tear_down found nothing stays in CML "
-    "untracked, its ports free for allocation",
-)
 def test_sync_labs_records_a_late_import_of_a_deleted_record(worker, definition, cml):
     lab, ports = new_record(worker, definition)
     assert labs.tear_down(fresh(lab), lambda: cml, worker, delete=True, actor=ACTOR) is None  # "never imported"
