@@ -31,13 +31,13 @@ The trace is CSV, one booking per line, times in minutes from the trace's day st
 import json
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 from django.conf import settings
 
 from lcm.management.command_utils import fail
 from lcm.tools.bench import BenchRun
 from lcm.tools.bench.autoscale_sim import Booking, _at, generate_trace, read_trace, replay
-from lcm.versions import ami_version_hint
 from workers.autoscaler import PendingSession, Policy, TemplateOption, plan
 from workers.autoscaling import template_option
 from workers.models import SystemSettings, WorkerTemplate
@@ -146,21 +146,9 @@ def _templates() -> list[TemplateOption]:
     stored = [template_option(t) for t in WorkerTemplate.objects.filter(enabled=True)]
     if stored:
         return stored
+    # A file entry has the fields of a WorkerTemplate; its name stands in for the id it does not have yet.
     return [
-        TemplateOption(
-            id=entry["name"],
-            name=entry["name"],
-            region=entry["region"],
-            license_type=entry["license_type"],
-            cpu_cores=entry["cpu_cores"],
-            memory_gb=entry["memory_gb"],
-            storage_gb=entry["storage_gb"],
-            max_nodes=entry["max_nodes"],
-            ports=entry["port_range_end"] - entry["port_range_start"] + 1,
-            startup_minutes=entry["startup_minutes"],
-            cost_per_hour=float(entry["cost_per_hour"]),
-            cml_version=ami_version_hint(entry["ami_name_pattern"]),
-        )
+        template_option(SimpleNamespace(pk=entry["name"], **entry))
         for entry in load_template_file()
         if entry["enabled"]
     ]
