@@ -418,10 +418,7 @@ def test_every_short_name_is_an_operation_of_the_spec(shared_specs):
     assert set(OPERATIONS.values()) <= operation_ids
 
 
-def test_every_served_operation_matches_the_spec(cml, shared_specs, sample_lab_yaml):
-    """Drive every route (happy paths and typical errors), then check each recorded call against the spec."""
-    worker = make_worker(cml, timings={"licence_registration": 1})
-    cml.simulator.recorder.clear()
+def _drive_auth_and_system(worker) -> None:
     worker.login()
     creds = {"username": worker.username, "password": worker.password}
     worker.call("POST", "/auth_extended", expect=200, json=creds)
@@ -429,18 +426,9 @@ def test_every_served_operation_matches_the_spec(cml, shared_specs, sample_lab_y
     worker.get("/authok")
     for path in ("/system_information", "/system_health", "/system_stats", "/system/compute_hosts", "/users"):
         worker.get(path)
-    topology = yaml.safe_load(sample_lab_yaml)
-    lab_id = worker.call("POST", "/import", expect=200, json=topology).json()["id"]
-    unknown_definition = topology | {
-        "nodes": [topology["nodes"][0] | {"node_definition": "no-such-image"}],
-        "links": [],
-    }
-    worker.call("POST", "/import", expect=400, json=unknown_definition)  # valid per the spec, refused by the server
-    worker.get("/labs", params={"show_all": "true"})
-    node_ids = worker.get(f"/labs/{lab_id}/nodes")
-    node_id = node_ids[0]
-    worker.call("PATCH", f"/labs/{lab_id}/nodes/{node_id}", expect=200, json={"tags": ["serial:3001"]})
-    worker.call("PUT", f"/labs/{lab_id}/start", expect=204)
+
+
+def _drive_lab_reads(worker, lab_id: str, node_id: str) -> None:
     for path in ("", "/state", "/check_if_converged", "/lab_element_state", "/simulation_stats", "/download"):
         worker.get(f"/labs/{lab_id}{path}")
     for path in ("/topology", "/events", "/layer3_addresses", "/links"):
@@ -458,12 +446,31 @@ def test_every_served_operation_matches_the_spec(cml, shared_specs, sample_lab_y
         f"/labs/{lab_id}/nodes/{node_id}/interfaces", params={"data": "true", "operational": "true"}
     )
     worker.get(f"/labs/{lab_id}/interfaces/{interfaces[0]['id']}")
+
+
+def _drive_lab(worker, sample_lab_yaml: str) -> str:
+    topology = yaml.safe_load(sample_lab_yaml)
+    lab_id = worker.call("POST", "/import", expect=200, json=topology).json()["id"]
+    unknown_definition = topology | {
+        "nodes": [topology["nodes"][0] | {"node_definition": "no-such-image"}],
+        "links": [],
+    }
+    worker.call("POST", "/import", expect=400, json=unknown_definition)  # valid per the spec, refused by the server
+    worker.get("/labs", params={"show_all": "true"})
+    node_id = worker.get(f"/labs/{lab_id}/nodes")[0]
+    worker.call("PATCH", f"/labs/{lab_id}/nodes/{node_id}", expect=200, json={"tags": ["serial:3001"]})
+    worker.call("PUT", f"/labs/{lab_id}/start", expect=204)
+    _drive_lab_reads(worker, lab_id, node_id)
     worker.call("PUT", f"/labs/{lab_id}/wipe", expect=400)
     worker.call("PUT", f"/labs/{lab_id}/nodes/{node_id}/state/stop", expect=204)
     worker.call("PUT", f"/labs/{lab_id}/nodes/{node_id}/wipe_disks", expect=204)
     worker.call("PUT", f"/labs/{lab_id}/nodes/{node_id}/state/start", expect=204)
     worker.call("PUT", f"/labs/{lab_id}/stop", expect=204)
     worker.call("PUT", f"/labs/{lab_id}/wipe", expect=204)
+    return lab_id
+
+
+def _drive_licensing(worker, cml) -> None:
     worker.call("POST", "/licensing/registration", expect=204, json={"token": "abc", "reregister": False})
     worker.call("POST", "/licensing/registration", expect=409, json={"token": "abc"})
     worker.get("/licensing")
@@ -474,6 +481,15 @@ def test_every_served_operation_matches_the_spec(cml, shared_specs, sample_lab_y
     worker.call("DELETE", "/licensing/deregistration", expect=204)
     worker.call("DELETE", "/licensing/deregistration", expect=400)
     worker.get("/telemetry/events")
+
+
+def test_every_served_operation_matches_the_spec(cml, shared_specs, sample_lab_yaml):
+    """Drive every route (happy paths and typical errors), then check each recorded call against the spec."""
+    worker = make_worker(cml, timings={"licence_registration": 1})
+    cml.simulator.recorder.clear()
+    _drive_auth_and_system(worker)
+    lab_id = _drive_lab(worker, sample_lab_yaml)
+    _drive_licensing(worker, cml)
     worker.call("DELETE", f"/labs/{lab_id}", expect=204)
     worker.call("GET", f"/labs/{lab_id}", expect=404)
     worker.call("DELETE", "/logout", expect=200, params={"clear_all_sessions": "true"})
