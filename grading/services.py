@@ -9,9 +9,8 @@ from django.utils import timezone
 from grading.models import GradingSession, ScoreReport, ScoreSection
 from grading.states import GRADING_TRANSITIONS, GradingStatus
 from lcm.events import publish_change
-from lcm.fsm import actor_name, apply_transition, normalize_status
+from lcm.fsm import actor_name, apply_transition, normalize_status, record_change
 from sessions.models import LabletSession, SessionStatusChange
-from sessions.services import record_session_change
 
 _GRADING_FIELDS = ("grading_session_id", "grading_part_id", "pod_id", "error_message")
 
@@ -24,8 +23,14 @@ def grading_session_create(session, *, actor, reason: str = "", **fields) -> Gra
     session_pk = session.pk if isinstance(session, LabletSession) else session
     with transaction.atomic():
         grading = GradingSession.objects.create(lablet_session_id=session_pk, **fields)
-        record_session_change(
-            session_pk, SessionStatusChange.Entity.GRADING_SESSION, "", grading.status, actor, reason or "created"
+        record_change(
+            SessionStatusChange,
+            session_id=session_pk,
+            entity=SessionStatusChange.Entity.GRADING_SESSION,
+            from_status="",
+            to_status=grading.status,
+            actor=actor,
+            reason=reason or "created",
         )
     publish_change("grading_session", grading.pk, "", grading.status, actor=actor_name(actor), reason=reason)
     return grading
@@ -45,13 +50,14 @@ def grading_session_update(grading, *, actor, status: str | None = None, reason:
             status = normalize_status(status, GradingStatus)
             if status != previous:
                 apply_transition(locked, GRADING_TRANSITIONS, status, entity="grading session")
-                record_session_change(
-                    locked.lablet_session_id,
-                    SessionStatusChange.Entity.GRADING_SESSION,
-                    previous,
-                    status,
-                    actor,
-                    reason,
+                record_change(
+                    SessionStatusChange,
+                    session_id=locked.lablet_session_id,
+                    entity=SessionStatusChange.Entity.GRADING_SESSION,
+                    from_status=previous,
+                    to_status=status,
+                    actor=actor,
+                    reason=reason,
                 )
         locked.save()
     if status is not None and status != previous:
@@ -152,13 +158,14 @@ def score_report_create(
         ScoreSection.objects.bulk_create(clean_sections)
         locked.grade_result = "PASS" if passed else "FAIL"
         locked.save(update_fields=["grade_result", "updated_at"])
-        record_session_change(
-            locked.pk,
-            SessionStatusChange.Entity.SESSION,
-            locked.status,
-            locked.status,
-            actor,
-            f"score report {score}/{max_score} (cut {cut_score}): {locked.grade_result}",
+        record_change(
+            SessionStatusChange,
+            session_id=locked.pk,
+            entity=SessionStatusChange.Entity.SESSION,
+            from_status=locked.status,
+            to_status=locked.status,
+            actor=actor,
+            reason=f"score report {score}/{max_score} (cut {cut_score}): {locked.grade_result}",
         )
     return report
 

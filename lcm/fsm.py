@@ -3,13 +3,16 @@
 Each model declares its transition table once (a dict `{source: {targets}}` in its
 `states.py`); `transitions_from_table` turns it into django-fsm-2 transition methods
 named `to_<target>`. Services call `apply_transition`, which refuses anything the table
-does not allow with `InvalidTransition` (HTTP 409, command exit 1, a page message).
+does not allow with `InvalidTransition` (HTTP 409, command exit 1, a page message), and
+`record_change`/`record_changes` write the history row of every status change, whichever app's.
 """
 
 import copy
 from collections import defaultdict
 
 from django_fsm import can_proceed, transition
+
+from lcm.middleware import current_request_id
 
 
 class InvalidTransition(Exception):
@@ -107,3 +110,34 @@ def actor_name(actor) -> str:
     if isinstance(actor, str):
         return actor
     return actor.get_username() or "anonymous"
+
+
+def _history_row(history, request_id: str, *, actor, from_status="", reason="", **fields):
+    return history(
+        **fields,
+        from_status=from_status or "",
+        actor=actor_name(actor),
+        reason=reason or "",
+        request_id=request_id,
+    )
+
+
+def record_changes(history, changes) -> list:
+    """Append rows to a status history table in one INSERT: the one writer of every history row.
+
+    `history` is the table's model (a `lcm.models.StatusChange`, e.g. `SessionStatusChange`); each
+    change is a dict of its row's fields: the changed object's key (`session_id`, `worker_id`),
+    what changed (`entity`, `field`), `from_status`, `to_status`, `actor` (a user or a loop/command
+    name, see `actor_name`) and `reason`. A missing `from_status` or `reason` is blank, and each row
+    carries the id of the request (or task) being handled. Call it inside the transaction that made
+    the changes.
+    """
+    request_id = current_request_id()
+    request_id = "" if request_id == "-" else request_id
+    rows = [_history_row(history, request_id, **change) for change in changes]
+    return history.objects.bulk_create(rows) if rows else []
+
+
+def record_change(history, **fields):
+    """Append one row to a status history table (written by `record_changes`); returns the row."""
+    return record_changes(history, [fields])[0]

@@ -1,5 +1,6 @@
 """Kernel models: API tokens (SPEC §5.1 auth; written by `lcm.api.tokens` only), loop heartbeats
-(written by `lcm.loops`) and received CloudEvents (written by `lcm.webhooks`)."""
+(written by `lcm.loops`), received CloudEvents (written by `lcm.webhooks`) and the shape every status
+history table shares (`StatusChange`; its rows are written by `lcm.fsm.record_changes` only)."""
 
 from django.conf import settings
 from django.db import models
@@ -80,3 +81,32 @@ class ReceivedEvent(models.Model):
 
     def __str__(self):
         return f"{self.event_type} {self.event_id}"
+
+
+def status_change_columns() -> dict:
+    """The columns every status history table has after its own key and subject: spliced into the
+    model's body with `locals().update(...)` (as `transitions_from_table` is), so that each table keeps
+    its columns in declaration order (an abstract model's fields would come first)."""
+    return {
+        "from_status": models.CharField(max_length=20, blank=True, default=""),
+        "to_status": models.CharField(max_length=20),
+        "at": models.DateTimeField(auto_now_add=True, db_index=True),
+        "actor": models.CharField(max_length=150),
+        "reason": models.TextField(blank=True, default=""),
+        "request_id": models.CharField(max_length=128, blank=True, default=""),
+    }
+
+
+class StatusChange(models.Model):
+    """A status history table: one row per status change of its subject (`subject_field` names what
+    changed), written by `lcm.fsm.record_changes` in the same transaction as the change."""
+
+    subject_field = "entity"
+
+    class Meta:
+        abstract = True
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        subject = getattr(self, self.subject_field)
+        return f"{subject} {self.from_status or '∅'} → {self.to_status} by {self.actor}"

@@ -10,6 +10,7 @@ from django.db import models
 from django_fsm import ConcurrentTransitionMixin, FSMField
 
 from lcm.fsm import transitions_from_table
+from lcm.models import StatusChange, status_change_columns
 from sessions.states import (
     DEFINITION_TRANSITIONS,
     SESSION_TRANSITIONS,
@@ -154,7 +155,7 @@ class LabletSession(ConcurrentTransitionMixin, models.Model):
         return _newest(self.score_reports.all())
 
 
-class SessionStatusChange(models.Model):
+class SessionStatusChange(StatusChange):
     """One row per status change of a session or of one of its children, written in the same transaction."""
 
     class Entity(models.TextChoices):
@@ -165,19 +166,10 @@ class SessionStatusChange(models.Model):
     id = models.BigAutoField(primary_key=True)
     session = models.ForeignKey(LabletSession, on_delete=models.CASCADE, related_name="history")
     entity = models.CharField(max_length=20, choices=Entity.choices, default=Entity.SESSION)
-    from_status = models.CharField(max_length=20, blank=True, default="")
-    to_status = models.CharField(max_length=20)
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.CharField(max_length=150)
-    reason = models.TextField(blank=True, default="")
-    request_id = models.CharField(max_length=128, blank=True, default="")
+    locals().update(status_change_columns())
 
-    class Meta:
+    class Meta(StatusChange.Meta):
         db_table = "lablet_session_status_changes"
-        ordering = ["at", "id"]
-
-    def __str__(self):
-        return f"{self.entity} {self.from_status or '∅'} → {self.to_status} by {self.actor}"
 
 
 class UserSession(ConcurrentTransitionMixin, models.Model):

@@ -28,9 +28,10 @@ from lcm.fsm import (
     apply_transition,
     changed_fields,
     normalize_status,
+    record_change,
+    record_changes,
     snapshot,
 )
-from lcm.middleware import current_request_id
 from lcm.versions import version_key
 from scheduling.capacity import Demand, rejection_reason
 from scheduling.selectors import worker_capacities
@@ -56,24 +57,6 @@ CML_VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 
 # Sessions whose timeslot can still be extended (they have not finished running).
 EXTENDABLE = {S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING}
-
-
-# ---------------------------------------------------------------------------------------
-# History
-# ---------------------------------------------------------------------------------------
-
-
-def record_session_change(session_id, entity, from_status, to_status, actor, reason):
-    """Append one row to a session's status timeline (call inside the transaction that made the change)."""
-    SessionStatusChange.objects.create(
-        session_id=session_id,
-        entity=entity,
-        from_status=from_status or "",
-        to_status=to_status,
-        actor=actor_name(actor),
-        reason=reason or "",
-        request_id=current_request_id() if current_request_id() != "-" else "",
-    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,8 +329,14 @@ def session_create(
                 timeslot_end=end,
                 created_by=actor_name(actor),
             )
-            record_session_change(
-                session.pk, SessionStatusChange.Entity.SESSION, "", S.PENDING, actor, reason or "booked"
+            record_change(
+                SessionStatusChange,
+                session_id=session.pk,
+                entity=SessionStatusChange.Entity.SESSION,
+                from_status="",
+                to_status=S.PENDING,
+                actor=actor,
+                reason=reason or "booked",
             )
     except IntegrityError:
         existing = LabletSession.objects.filter(reservation_id=reservation_id).values_list("pk", flat=True).first()
@@ -526,7 +515,15 @@ def session_transition(
             locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None
         locked.status_changed_at = timezone.now()
         locked.save(update_fields=changed_fields(locked, before_step))
-        record_session_change(locked.pk, SessionStatusChange.Entity.SESSION, previous, target, actor, reason)
+        record_change(
+            SessionStatusChange,
+            session_id=locked.pk,
+            entity=SessionStatusChange.Entity.SESSION,
+            from_status=previous,
+            to_status=target,
+            actor=actor,
+            reason=reason,
+        )
     publish_change("session", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
     return locked
 
@@ -543,8 +540,14 @@ def session_cleanup_finished(session, *, actor, reason: str = "teardown finished
         if locked.cleanup_pending:
             locked.cleanup_pending = False
             locked.save(update_fields=["cleanup_pending", "updated_at"])
-            record_session_change(
-                locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, reason
+            record_change(
+                SessionStatusChange,
+                session_id=locked.pk,
+                entity=SessionStatusChange.Entity.SESSION,
+                from_status=locked.status,
+                to_status=locked.status,
+                actor=actor,
+                reason=reason,
             )
     return locked
 
@@ -588,7 +591,15 @@ def session_extend(session, new_end, *, actor, reason: str = "", is_admin: bool 
         locked.timeslot_end = new_end
         locked.save(update_fields=["timeslot_end", "updated_at"])
         note = f"timeslot_end {old_end.isoformat()} → {new_end.isoformat()}" + (f": {reason}" if reason else "")
-        record_session_change(locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, note)
+        record_change(
+            SessionStatusChange,
+            session_id=locked.pk,
+            entity=SessionStatusChange.Entity.SESSION,
+            from_status=locked.status,
+            to_status=locked.status,
+            actor=actor,
+            reason=note,
+        )
     publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=note)
     return locked
 
@@ -604,7 +615,15 @@ def session_requeue(session, *, actor, reason: str = "") -> LabletSession:
         locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None
         locked.save(update_fields=["attempts", "last_error", "next_attempt_at", "updated_at"])
         note = reason or "nudged: retry now"
-        record_session_change(locked.pk, SessionStatusChange.Entity.SESSION, locked.status, locked.status, actor, note)
+        record_change(
+            SessionStatusChange,
+            session_id=locked.pk,
+            entity=SessionStatusChange.Entity.SESSION,
+            from_status=locked.status,
+            to_status=locked.status,
+            actor=actor,
+            reason=note,
+        )
     publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=note)
     return locked
 
@@ -657,8 +676,14 @@ def user_session_create(session, *, actor, status=UserSessionStatus.PROVISIONING
     with transaction.atomic():
         session_pk = session.pk if isinstance(session, LabletSession) else session
         user_session = UserSession.objects.create(lablet_session_id=session_pk, status=status, **fields)
-        record_session_change(
-            session_pk, SessionStatusChange.Entity.USER_SESSION, "", status, actor, reason or "created"
+        record_change(
+            SessionStatusChange,
+            session_id=session_pk,
+            entity=SessionStatusChange.Entity.USER_SESSION,
+            from_status="",
+            to_status=status,
+            actor=actor,
+            reason=reason or "created",
         )
     publish_change("user_session", user_session.pk, "", status, actor=actor_name(actor), reason=reason)
     return user_session
@@ -686,8 +711,14 @@ def _update_user_session(locked, *, actor, status: str | None = None, reason: st
         status = normalize_status(status, UserSessionStatus)
         if status != locked.status:
             apply_transition(locked, USER_SESSION_TRANSITIONS, status, entity="user session")
-            record_session_change(
-                locked.lablet_session_id, SessionStatusChange.Entity.USER_SESSION, previous, status, actor, reason
+            record_change(
+                SessionStatusChange,
+                session_id=locked.lablet_session_id,
+                entity=SessionStatusChange.Entity.USER_SESSION,
+                from_status=previous,
+                to_status=status,
+                actor=actor,
+                reason=reason,
             )
     locked.save(update_fields=changed_fields(locked, before_step))
     if status is not None and status != previous:
@@ -748,7 +779,6 @@ def sessions_schedule_batch(assignments, *, actor, now: datetime | None = None) 
         return outcome
     now = now or timezone.now()
     actor_text = actor_name(actor)
-    request_id = current_request_id() if current_request_id() != "-" else ""
     placed: list[tuple[str, str, str]] = []
     with transaction.atomic():
         workers = {
@@ -802,17 +832,19 @@ def sessions_schedule_batch(assignments, *, actor, now: datetime | None = None) 
                 next_attempt_at=None,
                 updated_at=now,
             )
-            SessionStatusChange.objects.bulk_create(
-                SessionStatusChange(
-                    session_id=session_id,
-                    entity=SessionStatusChange.Entity.SESSION,
-                    from_status=locked[session_id][1],
-                    to_status=S.SCHEDULED,
-                    actor=actor_text,
-                    reason=reason,
-                    request_id=request_id,
-                )
-                for session_id, _, reason in placed
+            record_changes(
+                SessionStatusChange,
+                (
+                    {
+                        "session_id": session_id,
+                        "entity": SessionStatusChange.Entity.SESSION,
+                        "from_status": locked[session_id][1],
+                        "to_status": S.SCHEDULED,
+                        "actor": actor_text,
+                        "reason": reason,
+                    }
+                    for session_id, _, reason in placed
+                ),
             )
             changes = [("session", pk, locked[pk][1], S.SCHEDULED, reason) for pk, _, reason in placed]
             publish_changes(changes, actor=actor_text)

@@ -8,6 +8,7 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField
 
 from lcm.fsm import transitions_from_table
+from lcm.models import StatusChange, status_change_columns
 from workers.states import (
     LAB_TRANSITIONS,
     WORKER_TRANSITIONS,
@@ -122,25 +123,18 @@ class CMLWorker(ConcurrentTransitionMixin, models.Model):
         return self.port_range_end - self.port_range_start + 1
 
 
-class WorkerStatusChange(models.Model):
-    """One row per change of a worker's `status` or `desired_status`, written in the same transaction."""
+class WorkerStatusChange(StatusChange):
+    """One row per change of a worker's `status`, `desired_status` or `license_status`, in the same transaction."""
 
     id = models.BigAutoField(primary_key=True)
     worker = models.ForeignKey(CMLWorker, on_delete=models.CASCADE, related_name="history")
     field = models.CharField(max_length=20, default="status")
-    from_status = models.CharField(max_length=20, blank=True, default="")
-    to_status = models.CharField(max_length=20)
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.CharField(max_length=150)
-    reason = models.TextField(blank=True, default="")
-    request_id = models.CharField(max_length=128, blank=True, default="")
+    locals().update(status_change_columns())
 
-    class Meta:
+    subject_field = "field"
+
+    class Meta(StatusChange.Meta):
         db_table = "cml_worker_status_changes"
-        ordering = ["at", "id"]
-
-    def __str__(self):
-        return f"{self.field} {self.from_status or '∅'} → {self.to_status} by {self.actor}"
 
 
 class LabRecord(ConcurrentTransitionMixin, models.Model):

@@ -13,8 +13,15 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from lcm.events import publish_change
-from lcm.fsm import InvalidTransition, actor_name, apply_transition, changed_fields, normalize_status, snapshot
-from lcm.middleware import current_request_id
+from lcm.fsm import (
+    InvalidTransition,
+    actor_name,
+    apply_transition,
+    changed_fields,
+    normalize_status,
+    record_change,
+    snapshot,
+)
 from sessions.states import capacity_holding_q
 from workers.models import (
     CMLWorker,
@@ -174,19 +181,6 @@ def template_update(template: WorkerTemplate, *, actor, **fields) -> WorkerTempl
 # ---------------------------------------------------------------------------------------
 
 
-def _record(worker_pk, field, from_status, to_status, actor, reason):
-    request_id = current_request_id()
-    WorkerStatusChange.objects.create(
-        worker_id=worker_pk,
-        field=field,
-        from_status=from_status or "",
-        to_status=to_status,
-        actor=actor_name(actor),
-        reason=reason or "",
-        request_id="" if request_id == "-" else request_id,
-    )
-
-
 def worker_create(
     *,
     name: str,
@@ -238,7 +232,15 @@ def worker_create(
                 created_by=actor_name(actor),
                 **values,
             )
-            _record(worker.pk, "status", "", status, actor, reason or "created")
+            record_change(
+                WorkerStatusChange,
+                worker_id=worker.pk,
+                field="status",
+                from_status="",
+                to_status=status,
+                actor=actor,
+                reason=reason or "created",
+            )
     except IntegrityError as exc:
         raise ValidationError({"name": [f"conflicts with an existing worker: {exc}"]}) from None
     publish_change("worker", worker.pk, "", status, actor=actor_name(actor), reason=reason or "created")
@@ -256,7 +258,15 @@ def worker_transition(worker, target: str, *, actor, reason: str = "", **fields)
         if target == WorkerStatus.RUNNING:
             locked.drain_started_at = locked.drain_deadline = None
         locked.save()
-        _record(locked.pk, "status", previous, target, actor, reason)
+        record_change(
+            WorkerStatusChange,
+            worker_id=locked.pk,
+            field="status",
+            from_status=previous,
+            to_status=target,
+            actor=actor,
+            reason=reason,
+        )
     publish_change("worker", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
     return locked
 
@@ -299,7 +309,15 @@ def worker_set_desired(worker, desired: str, *, actor, reason: str = "") -> CMLW
         if previous != desired:
             locked.desired_status = desired
             locked.save(update_fields=["desired_status", "updated_at"])
-            _record(locked.pk, "desired_status", previous, desired, actor, reason)
+            record_change(
+                WorkerStatusChange,
+                worker_id=locked.pk,
+                field="desired_status",
+                from_status=previous,
+                to_status=desired,
+                actor=actor,
+                reason=reason,
+            )
     if previous != desired:
         publish_change("worker.desired", locked.pk, previous, desired, actor=actor_name(actor), reason=reason)
     return locked
@@ -439,7 +457,15 @@ def worker_license_request(worker, target: str, *, actor, reason: str = "") -> C
         locked.license_status = target
         locked.license_error = ""
         locked.save(update_fields=["license_status", "license_error", "updated_at"])
-        _record(locked.pk, "license_status", previous, target, actor, reason or f"licence {target.lower()} requested")
+        record_change(
+            WorkerStatusChange,
+            worker_id=locked.pk,
+            field="license_status",
+            from_status=previous,
+            to_status=target,
+            actor=actor,
+            reason=reason or f"licence {target.lower()} requested",
+        )
     publish_change("worker.license", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
     return locked
 
@@ -563,7 +589,15 @@ def worker_license_outcome(worker, status: str, *, actor, error: str = "", reaso
         locked.license_error = error[:2000]
         locked.save(update_fields=["license_status", "license_error", "updated_at"])
         if previous != status:
-            _record(locked.pk, "license_status", previous, status, actor, reason or error)
+            record_change(
+                WorkerStatusChange,
+                worker_id=locked.pk,
+                field="license_status",
+                from_status=previous,
+                to_status=status,
+                actor=actor,
+                reason=reason or error,
+            )
         LicenseRequest.objects.filter(worker=locked, finished_at__isnull=True).update(
             finished_at=timezone.now(), outcome=status, error=error[:2000], token=""
         )
