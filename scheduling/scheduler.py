@@ -23,8 +23,8 @@ from lcm.coordination import coordinator
 from scheduling.capacity import Demand
 from scheduling.placement import Fleet
 from scheduling.selectors import reusable_labs_by_definition, worker_capacities
+from sessions.batch import sessions_schedule_batch
 from sessions.models import LabletDefinition, LabletSession
-from sessions.services import sessions_schedule_batch
 from sessions.states import SessionStatus
 from workers.models import SystemSettings
 

@@ -19,16 +19,10 @@ from lcm.admin_utils import (
     service_action,
 )
 from lcm.models import ReceivedEvent
+from sessions.booking import session_create
+from sessions.definitions import definition_create, definition_transition
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
-from sessions.services import (
-    definition_create,
-    definition_transition,
-    session_create,
-    session_requeue,
-    session_terminate,
-    session_transition,
-    user_session_update,
-)
+from sessions.services import session_requeue, session_terminate, session_transition, user_session_update
 from sessions.states import DefinitionStatus, SessionStatus
 from workers.states import LicenseType
 

@@ -10,8 +10,9 @@ from django.core.exceptions import ValidationError
 
 from lcm.errors import Conflict
 from lcm.forms import add_service_errors
+from sessions.booking import session_create, session_extend
+from sessions.definitions import definition_create
 from sessions.models import LabletDefinition
-from sessions.services import definition_create, session_create, session_extend
 from sessions.states import DefinitionStatus
 from workers.states import LicenseType
 

@@ -1,7 +1,7 @@
 """Lablet definitions, sessions (the aggregate), their status history and user sessions (SPEC §2.1–2.3).
 
-Models hold fields and FSM transitions only (no I/O); every write goes through
-`sessions.services`.
+Models hold fields and FSM transitions only (no I/O); every write goes through the services
+(`sessions.services`, `sessions.booking`, `sessions.definitions`, `sessions.batch`).
 """
 
 import uuid

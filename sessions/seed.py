@@ -13,8 +13,9 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
+from sessions.booking import session_create
+from sessions.definitions import definition_create
 from sessions.models import LabletDefinition, LabletSession
-from sessions.services import definition_create, session_create
 from workers.models import CMLWorker, WorkerTemplate
 from workers.services import templates_seed, worker_create
 

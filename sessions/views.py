@@ -41,11 +41,12 @@ from lcm.pages import (
 from lcm.roles import is_admin
 from scheduling.selectors import worker_capacities
 from sessions import selectors
+from sessions.definitions import definition_transition
 from sessions.filters import DefinitionFilterSet, SessionFilterSet
 from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
 from sessions.selectors import queue_depth
-from sessions.services import definition_transition, session_requeue, session_transition
+from sessions.services import session_requeue, session_transition
 from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, SessionStatus
 from workers.models import CMLWorker
 

@@ -19,8 +19,9 @@ from grading.models import GradingSession, ScoreReport, ScoreSection
 from grading.services import grading_session_create, score_report_create
 from lcm.events import status_changed
 from lcm.models import LoopHeartbeat, ReceivedEvent
+from sessions.booking import session_create
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
-from sessions.services import session_create, session_transition, user_session_create
+from sessions.services import session_transition, user_session_create
 from tests.factories import DEMO_LAB, DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
 from workers.models import (
     CMLWorker,

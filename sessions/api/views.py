@@ -31,18 +31,11 @@ from sessions.api.serializers import (
     SessionTransitionSerializer,
     UserSessionSerializer,
 )
+from sessions.booking import session_create, session_extend
+from sessions.definitions import definition_create, definition_new_version, definition_transition
 from sessions.filters import DefinitionFilterSet, SessionFilterSet
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
-from sessions.services import (
-    definition_create,
-    definition_new_version,
-    definition_transition,
-    session_create,
-    session_extend,
-    session_requeue,
-    session_terminate,
-    session_transition,
-)
+from sessions.services import session_requeue, session_terminate, session_transition
 from sessions.states import DefinitionStatus
 from workers.models import CMLWorker
 

@@ -4,7 +4,8 @@ import pytest
 
 from lcm import coordination, projection
 from lcm.loops import InProcessLoops
-from sessions.services import session_create, session_transition
+from sessions.booking import session_create
+from sessions.services import session_transition
 from tests.factories import DefinitionFactory
 from tests.support.loops import status_of
 from tests.support.waiting import poll

@@ -12,10 +12,11 @@ from grading.models import ScoreReport
 from lcm import http, reconcile
 from scheduling.scheduler import place_pending
 from scheduling.selectors import worker_capacities
+from sessions.booking import session_create
 from sessions.clients.lds import LDSClient
 from sessions.models import LabletSession
 from sessions.reconcilers import reconcile_session, record_failure
-from sessions.services import session_create, session_terminate, session_transition
+from sessions.services import session_terminate, session_transition
 from tests.factories import DefinitionFactory
 from tests.support.loops import drive, status_of
 from workers.clients.cml import CMLClient, cml_client_for

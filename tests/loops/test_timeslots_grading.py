@@ -7,8 +7,9 @@ import requests
 from django.utils import timezone
 
 from grading.models import GradingSession, ScoreReport
+from sessions.booking import session_create
 from sessions.models import LabletSession
-from sessions.services import session_create, session_transition
+from sessions.services import session_transition
 from tests.factories import DefinitionFactory, SessionFactory, WorkerFactory
 from tests.support.loops import drive, status_of
 

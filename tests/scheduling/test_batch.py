@@ -16,8 +16,9 @@ from scheduling.capacity import Demand, WorkerCapacity
 from scheduling.placement import Fleet, choose_worker
 from scheduling.scheduler import place_sessions
 from scheduling.selectors import worker_capacities
+from sessions.batch import sessions_schedule_batch
 from sessions.models import LabletSession, SessionStatusChange
-from sessions.services import session_transition, sessions_schedule_batch
+from sessions.services import session_transition
 from tests.factories import DefinitionFactory, SessionFactory, WorkerFactory
 from workers.models import SystemSettings
 

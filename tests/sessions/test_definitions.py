@@ -4,8 +4,8 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from lcm.fsm import InvalidTransition
+from sessions.definitions import definition_create, definition_new_version, definition_transition
 from sessions.models import LabletDefinition
-from sessions.services import definition_create, definition_new_version, definition_transition
 from tests.factories import DEMO_LAB
 
 pytestmark = pytest.mark.django_db

@@ -10,15 +10,9 @@ from grading.models import GradingSession
 from lcm.errors import Conflict
 from lcm.events import status_changed
 from lcm.fsm import InvalidTransition
+from sessions.booking import session_create, session_extend
 from sessions.models import LabletSession, SessionStatusChange, UserSession
-from sessions.services import (
-    session_cleanup_finished,
-    session_create,
-    session_extend,
-    session_requeue,
-    session_terminate,
-    session_transition,
-)
+from sessions.services import session_cleanup_finished, session_requeue, session_terminate, session_transition
 from tests.factories import DefinitionFactory, SessionFactory, UserSessionFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db

@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from lcm import loops
 from scheduling.selectors import worker_capacities
+from sessions.booking import session_create
 from sessions.models import LabletSession
-from sessions.services import session_create, session_transition
+from sessions.services import session_transition
 from simulators.runner import start_simulators
 from tests.factories import DefinitionFactory, TemplateFactory, WorkerFactory
 from workers.autoscaling import autoscale_tick

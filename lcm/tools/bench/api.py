@@ -34,8 +34,8 @@ from lcm.api.tokens import token_create
 from lcm.management.command_utils import fail
 from lcm.tools.bench import BenchRun
 from sessions.api.views import session_rows
+from sessions.definitions import definition_create
 from sessions.models import LabletSession
-from sessions.services import definition_create
 from sessions.states import SessionStatus
 from workers.services import worker_create
 from workers.states import WorkerStatus

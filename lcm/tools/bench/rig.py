@@ -19,8 +19,9 @@ from lcm import coordination
 from lcm.celery import app
 from lcm.tools.stack import Stack
 from scheduling.selectors import worker_capacities
+from sessions.booking import session_create
+from sessions.definitions import definition_create
 from sessions.models import LabletSession, UserSession
-from sessions.services import definition_create, session_create
 from sessions.states import SessionStatus
 from workers.models import CMLWorker, LabRecord, Port
 from workers.services import worker_create

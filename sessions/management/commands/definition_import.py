@@ -4,8 +4,8 @@ import argparse
 from pathlib import Path
 
 from lcm.management.command_utils import LcmCommand, fail, service_errors
+from sessions.definitions import definition_create
 from sessions.management.command_utils import definition_data
-from sessions.services import definition_create
 
 # Options that map straight onto definition fields; left out when not given so the service's defaults apply.
 _FIELD_OPTIONS = {

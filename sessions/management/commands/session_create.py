@@ -1,8 +1,8 @@
 """`manage.py session_create`: book a lablet session (SPEC §3.1) through `sessions.services.session_create`."""
 
 from lcm.management.command_utils import LcmCommand, service_errors
+from sessions.booking import session_create
 from sessions.management.command_utils import resolve_definition, session_data, session_summary
-from sessions.services import session_create
 
 
 class Command(LcmCommand):

@@ -1,0 +1,212 @@
+"""Booking a lablet session and extending its timeslot (SPEC §3.1, §2.2 `extend`): the checks on what a
+caller asks for (definition, owner, reservation, timeslot) before a session is written."""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from lcm.errors import Conflict
+from lcm.events import publish_change
+from lcm.fsm import InvalidTransition, actor_name, record_change
+from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
+from sessions.services import lock_session
+from sessions.states import DefinitionStatus, SessionStatus
+
+S = SessionStatus
+
+# Sessions whose timeslot can still be extended (they have not finished running).
+EXTENDABLE = {S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING}
+
+
+def _as_aware(errors, name, value):
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:  # well-formed but impossible, e.g. February 30
+            parsed = None
+        if parsed is None:
+            errors[name] = [f"{value!r} is not an ISO 8601 date-time"]
+            return None
+        value = parsed
+    if not isinstance(value, datetime):
+        errors[name] = ["must be a date-time"]
+        return None
+    if timezone.is_naive(value):
+        errors[name] = ["must include a timezone (e.g. 2026-01-01T09:00:00Z)"]
+        return None
+    return value
+
+
+def _definition_for_booking(definition, errors: dict):
+    """The definition to book (given or by id), or None with an error; it must be ACTIVE."""
+    if not isinstance(definition, LabletDefinition):
+        try:
+            definition = LabletDefinition.objects.get(pk=definition)
+        except (LabletDefinition.DoesNotExist, ValueError, ValidationError):
+            errors["definition_id"] = [f"no definition with id {definition!r}"]
+            definition = None
+    if definition is not None and definition.status != DefinitionStatus.ACTIVE:
+        errors["definition_id"] = [f"definition {definition} is {definition.status}; sessions need an ACTIVE one"]
+    return definition
+
+
+def _clean_owner_and_reservation(owner, reservation_id, errors: dict) -> tuple[str, str | None]:
+    owner = str(owner or "").strip()
+    if not owner:
+        errors["owner"] = ["is required"]
+    elif len(owner) > 200:
+        errors["owner"] = ["must be at most 200 characters"]
+    reservation_id = str(reservation_id).strip() if reservation_id not in (None, "") else None
+    if reservation_id and len(reservation_id) > 200:
+        errors["reservation_id"] = ["must be at most 200 characters"]
+    return owner, reservation_id
+
+
+def _clean_timeslot(definition, timeslot_start, timeslot_end, now: datetime, errors: dict):
+    """`(start, end)`: start defaults to now (ASAP), end to the longest timeslot the definition allows."""
+    start = _as_aware(errors, "timeslot_start", timeslot_start)
+    end = _as_aware(errors, "timeslot_end", timeslot_end)
+    if "timeslot_start" not in errors:
+        grace = timedelta(seconds=settings.LCM_SESSION_START_GRACE_SECONDS)
+        if start is None:
+            start = now  # ASAP
+        elif start < now - grace:
+            errors["timeslot_start"] = ["is in the past"]
+    if definition is not None and start is not None and "timeslot_end" not in errors:
+        maximum = timedelta(minutes=definition.max_duration_minutes)
+        if end is None:
+            end = start + maximum
+        elif end <= start:
+            errors["timeslot_end"] = ["must be after timeslot_start"]
+        elif end - start > maximum:
+            minutes = int((end - start).total_seconds() // 60)
+            errors["timeslot_end"] = [
+                f"timeslot is {minutes} minutes; {definition} allows at most {definition.max_duration_minutes}"
+            ]
+    return start, end
+
+
+def _booked_conflict(reservation_id) -> Conflict | None:
+    """The Conflict naming the session that already booked `reservation_id`, if one did."""
+    existing = LabletSession.objects.filter(reservation_id=reservation_id).values_list("pk", flat=True).first()
+    if not existing:
+        return None
+    return Conflict(
+        f"reservation {reservation_id!r} is already booked as session {existing}",
+        existing_id=existing,
+        field="reservation_id",
+    )
+
+
+def session_create(
+    *,
+    definition,
+    owner: str,
+    actor,
+    timeslot_start=None,
+    timeslot_end=None,
+    reservation_id: str | None = None,
+    reason: str = "",
+    now: datetime | None = None,
+) -> LabletSession:
+    """Book a session (SPEC §3.1); result PENDING.
+
+    Raises ValidationError naming each bad field, or Conflict with the existing session's id
+    when `reservation_id` was booked already (so an upstream retry is idempotent).
+    """
+    errors: dict[str, list[str]] = {}
+    now = now or timezone.now()
+    definition = _definition_for_booking(definition, errors)
+    owner, reservation_id = _clean_owner_and_reservation(owner, reservation_id, errors)
+    start, end = _clean_timeslot(definition, timeslot_start, timeslot_end, now, errors)
+    if errors:
+        raise ValidationError(errors)
+    conflict = _booked_conflict(reservation_id) if reservation_id else None
+    if conflict:
+        raise conflict
+    try:
+        with transaction.atomic():
+            session = LabletSession.objects.create(
+                status_changed_at=now,
+                definition=definition,
+                definition_version=definition.version,
+                owner=owner,
+                reservation_id=reservation_id,
+                timeslot_start=start,
+                timeslot_end=end,
+                created_by=actor_name(actor),
+            )
+            record_change(
+                SessionStatusChange,
+                session_id=session.pk,
+                entity=SessionStatusChange.Entity.SESSION,
+                from_status="",
+                to_status=S.PENDING,
+                actor=actor,
+                reason=reason or "booked",
+            )
+    except IntegrityError:
+        conflict = _booked_conflict(reservation_id)
+        if conflict:
+            raise conflict from None
+        raise
+    publish_change("session", session.pk, "", S.PENDING, actor=actor_name(actor), reason=reason or "booked")
+    return session
+
+
+def session_extend(session, new_end, *, actor, reason: str = "", is_admin: bool = False) -> LabletSession:
+    """Move the timeslot end later (SPEC §2.2 `extend`).
+
+    The total stays within the definition's `max_duration_minutes` unless an admin asks.
+    Capacity needs no new check: a session holds its capacity until its lab is stopped,
+    so the extra time is already covered.
+    """
+    errors: dict[str, list[str]] = {}
+    new_end = _as_aware(errors, "timeslot_end", new_end)
+    if new_end is None and not errors:
+        errors["timeslot_end"] = ["is required"]
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        locked = lock_session(session)
+        if locked.status not in EXTENDABLE:
+            raise InvalidTransition(
+                "session", locked.status, locked.status, [], detail=f"a {locked.status} session cannot be extended"
+            )
+        if new_end <= locked.timeslot_end:
+            raise ValidationError(
+                {"timeslot_end": [f"must be later than the current end {locked.timeslot_end:%Y-%m-%dT%H:%M:%SZ}"]}
+            )
+        if new_end <= timezone.now():
+            raise ValidationError({"timeslot_end": ["is in the past"]})
+        total = new_end - locked.timeslot_start
+        limit = locked.definition.max_duration_minutes
+        if not is_admin and total > timedelta(minutes=limit):
+            raise ValidationError(
+                {
+                    "timeslot_end": [
+                        f"the timeslot would last {int(total.total_seconds() // 60)} minutes; at most {limit} allowed"
+                    ]
+                }
+            )
+        old_end = locked.timeslot_end
+        locked.timeslot_end = new_end
+        locked.save(update_fields=["timeslot_end", "updated_at"])
+        note = f"timeslot_end {old_end.isoformat()} → {new_end.isoformat()}" + (f": {reason}" if reason else "")
+        record_change(
+            SessionStatusChange,
+            session_id=locked.pk,
+            entity=SessionStatusChange.Entity.SESSION,
+            from_status=locked.status,
+            to_status=locked.status,
+            actor=actor,
+            reason=note,
+        )
+    publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=note)
+    return locked
