@@ -17,7 +17,8 @@ from sessions.booking import session_create
 from sessions.definitions import definition_create
 from sessions.models import LabletDefinition, LabletSession
 from workers.models import CMLWorker, WorkerTemplate
-from workers.services import templates_seed, worker_create
+from workers.services import worker_create
+from workers.template_services import templates_seed
 
 logger = logging.getLogger("lcm.sessions.seed")
 

@@ -18,8 +18,9 @@ from lcm.admin_utils import (
     service_action,
 )
 from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, WorkerStatusChange, WorkerTemplate
-from workers.services import template_update, worker_cancel_drain, worker_create, worker_drain, worker_set_desired
+from workers.services import worker_cancel_drain, worker_create, worker_drain, worker_set_desired
 from workers.states import DesiredStatus, LicenseType
+from workers.template_services import template_update
 
 # The history reason of every change made from the admin.
 ADMIN_REASON = "admin action"

@@ -15,8 +15,8 @@ class WorkersConfig(AppConfig):
         from lcm import loops, projection
         from lcm.templatetags.badges import register_colours
         from workers import autoscaling, discovery, reconcilers
-        from workers.services import seed_templates_after_migrate
         from workers.states import DESIRED_BADGE_COLOURS, LAB_BADGE_COLOURS, LICENSE_BADGE_COLOURS, WORKER_BADGE_COLOURS
+        from workers.template_services import seed_templates_after_migrate
 
         post_migrate.connect(seed_templates_after_migrate, sender=self)
         loops.register(

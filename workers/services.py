@@ -1,15 +1,13 @@
-"""Writers for worker templates, workers and lab records."""
+"""Writers for workers (status, desired status, licence, drain, observations) and lab records; worker
+templates have theirs in `workers.template_services`."""
 
 import contextlib
 import logging
+import re
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
 
-import yaml
-from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from lcm.events import publish_change
@@ -41,144 +39,35 @@ from workers.states import (
     DesiredStatus,
     LabStatus,
     LicenseStatus,
-    LicenseType,
     WorkerStatus,
 )
 
 logger = logging.getLogger("lcm.workers.services")
 
-_TEMPLATE_INT_FIELDS = (
-    "cpu_cores", "memory_gb", "storage_gb", "max_nodes", "port_range_start", "port_range_end", "startup_minutes",
-)  # fmt: skip
-_TEMPLATE_FIELDS = (
-    "description", "instance_type", "ami_name_pattern", "region", "license_type", "cost_per_hour", "enabled",
-    *_TEMPLATE_INT_FIELDS,
-)  # fmt: skip
 _CAPACITY_FIELDS = ("cpu_cores", "memory_gb", "storage_gb", "max_nodes", "port_range_start", "port_range_end")
-
-
-# ---------------------------------------------------------------------------------------
-# Templates
-# ---------------------------------------------------------------------------------------
-
-
-def _clean_template(entry: dict, where: str) -> dict:
-    """Validate one template entry; errors are keyed `<where>.<field>`."""
-    errors: dict[str, list[str]] = {}
-    if not isinstance(entry, dict):
-        raise ValidationError({where: ["must be a mapping"]})
-    clean = {"name": str(entry.get("name") or "").strip()}
-    if not clean["name"]:
-        errors[f"{where}.name"] = ["is required"]
-    for key in ("instance_type", "ami_name_pattern"):
-        clean[key] = str(entry.get(key) or "").strip()
-        if not clean[key]:
-            errors[f"{where}.{key}"] = ["is required"]
-    clean["description"] = str(entry.get("description") or "")
-    clean["region"] = str(entry.get("region") or "us-east-1").strip()
-    licence = str(entry.get("license_type") or "ENTERPRISE").strip().upper()
-    if licence not in LicenseType.values:
-        errors[f"{where}.license_type"] = [f"unknown licence {licence!r}"]
-    clean["license_type"] = licence
-    defaults = {"port_range_start": 2000, "port_range_end": 9999, "startup_minutes": 10}
-    for key in _TEMPLATE_INT_FIELDS:
-        value = entry.get(key, defaults.get(key))
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            errors[f"{where}.{key}"] = ["must be a non-negative whole number"]
-        clean[key] = value
-    if not errors and not 1 <= clean["port_range_start"] <= clean["port_range_end"] <= 65535:
-        errors[f"{where}.port_range_end"] = ["port range must satisfy 1 ≤ start ≤ end ≤ 65535"]
-    try:
-        clean["cost_per_hour"] = Decimal(str(entry.get("cost_per_hour", 0)))
-        if not clean["cost_per_hour"].is_finite() or clean["cost_per_hour"] < 0:
-            errors[f"{where}.cost_per_hour"] = ["must be a non-negative number"]
-    except InvalidOperation:
-        errors[f"{where}.cost_per_hour"] = ["must be a number"]
-    clean["enabled"] = bool(entry.get("enabled", True))
-    if errors:
-        raise ValidationError(errors)
-    return clean
-
-
-def load_template_file(path: str | Path | None = None) -> list[dict]:
-    """Read and validate the templates YAML file; raises ValidationError naming the bad entry and field."""
-    path = Path(path or settings.LCM_WORKER_TEMPLATES_FILE)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValidationError({"file": [f"cannot read {path}: {exc.strerror}"]}) from None
-    except UnicodeDecodeError:
-        raise ValidationError({"file": [f"{path} is not UTF-8 text"]}) from None
-    except yaml.YAMLError:
-        raise ValidationError({"file": [f"{path} is not valid YAML"]}) from None
-    entries = data.get("templates") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValidationError({"file": [f"{path} must hold a 'templates' list"]})
-    cleaned = [_clean_template(entry, f"templates[{i}]") for i, entry in enumerate(entries)]
-    names = [c["name"] for c in cleaned]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValidationError({"templates": [f"duplicate names: {', '.join(duplicates)}"]})
-    return cleaned
-
-
-def templates_seed(path=None, *, overwrite: bool = False) -> dict[str, list[str]]:
-    """Create the templates of the file that the DB lacks; with `overwrite`, also reset existing ones.
-
-    Returns `{"created": [...], "updated": [...], "unchanged": [...]}` by name.
-    """
-    result: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
-    entries = load_template_file(path)
-    with transaction.atomic():
-        existing = {
-            t.name: t for t in WorkerTemplate.objects.select_for_update().filter(name__in=[e["name"] for e in entries])
-        }
-        for entry in entries:
-            current = existing.get(entry["name"])
-            if current is None:
-                WorkerTemplate.objects.create(**entry)
-                result["created"].append(entry["name"])
-            elif overwrite and any(getattr(current, k) != v for k, v in entry.items()):
-                for key, value in entry.items():
-                    setattr(current, key, value)
-                current.save()
-                result["updated"].append(entry["name"])
-            else:
-                result["unchanged"].append(entry["name"])
-    logger.info("worker templates seeded: %s", {k: len(v) for k, v in result.items()})
-    return result
-
-
-def seed_templates_after_migrate(sender, using="default", **kwargs):
-    """post_migrate hook: create missing templates from the YAML file (create-only)."""
-    if WorkerTemplate._meta.db_table not in connection.introspection.table_names():
-        return
-    try:
-        templates_seed()
-    except ValidationError as exc:
-        logger.error("worker templates file is invalid, nothing seeded: %s", exc)
-
-
-def template_update(template: WorkerTemplate, *, actor, **fields) -> WorkerTemplate:
-    """Change a template's fields (validated as in the YAML file)."""
-    unknown = set(fields) - set(_TEMPLATE_FIELDS)
-    if unknown:
-        raise ValidationError({name: ["is not a template field"] for name in sorted(unknown)})
-    merged = {k: getattr(template, k) for k in _TEMPLATE_FIELDS} | {"name": template.name} | fields
-    merged["cost_per_hour"] = str(merged["cost_per_hour"])
-    clean = _clean_template(merged, "template")
-    with transaction.atomic():
-        locked = WorkerTemplate.objects.select_for_update().get(pk=template.pk)
-        for key, value in clean.items():
-            setattr(locked, key, value)
-        locked.save()
-    logger.info("template %s updated by %s", locked.name, actor_name(actor))
-    return locked
 
 
 # ---------------------------------------------------------------------------------------
 # Workers
 # ---------------------------------------------------------------------------------------
+
+
+def _worker_values(template, fields: dict, errors: dict) -> dict:
+    """A new worker's fields: the template's capacity, region, instance type and licence, then `fields`."""
+    base = {}
+    if template is not None:
+        base = {k: getattr(template, k) for k in _CAPACITY_FIELDS}
+        base |= {
+            "region": template.region,
+            "instance_type": template.instance_type,
+            "license_type": template.license_type,
+        }
+    values = base | fields
+    for key in _CAPACITY_FIELDS:
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            errors[key] = ["must be a non-negative whole number"]
+    return values
 
 
 def worker_create(
@@ -202,19 +91,7 @@ def worker_create(
         errors["name"] = ["is required"]
     elif CMLWorker.objects.filter(name=name).exists():
         errors["name"] = [f"a worker named {name!r} already exists"]
-    base = {}
-    if template is not None:
-        base = {k: getattr(template, k) for k in _CAPACITY_FIELDS}
-        base |= {
-            "region": template.region,
-            "instance_type": template.instance_type,
-            "license_type": template.license_type,
-        }
-    values = base | fields
-    for key in _CAPACITY_FIELDS:
-        value = values.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            errors[key] = ["must be a non-negative whole number"]
+    values = _worker_values(template, fields, errors)
     try:
         status = normalize_status(status, WorkerStatus)
         desired_status = normalize_status(desired_status, DesiredStatus)
@@ -550,8 +427,6 @@ def worker_license_register(worker, token: str, *, actor, reason: str = "") -> C
     The token is checked for CML's shape (1–256 of letters, digits, `+/%=-`); it is never logged or
     written to history, and is blanked once CML has accepted it.
     """
-    import re
-
     token = str(token or "").strip()
     if not re.fullmatch(r"[a-zA-Z\d+/%=-]{1,256}", token):
         raise ValidationError({"token": ["must be 1 to 256 letters, digits or + / % = -"]})

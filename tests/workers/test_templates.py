@@ -4,7 +4,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from workers.models import WorkerTemplate
-from workers.services import load_template_file, templates_seed
+from workers.template_services import load_template_file, templates_seed
 
 pytestmark = pytest.mark.django_db
 

@@ -113,7 +113,7 @@ def test_drain_sets_a_deadline_and_cancel_only_undoes_a_drain():
 def test_negative_template_cost_is_refused(tmp_path):
     from django.core.exceptions import ValidationError
 
-    from workers.services import templates_seed
+    from workers.template_services import templates_seed
 
     path = tmp_path / "t.yaml"
     path.write_text(

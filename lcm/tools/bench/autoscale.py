@@ -41,8 +41,8 @@ from lcm.tools.bench.autoscale_sim import Booking, _at, generate_trace, read_tra
 from workers.autoscaler import PendingSession, Policy, TemplateOption, plan
 from workers.autoscaling import template_option
 from workers.models import SystemSettings, WorkerTemplate
-from workers.services import load_template_file
 from workers.states import ScaleAction
+from workers.template_services import load_template_file
 
 A = ScaleAction
 DEFAULT_TRACE = Path(settings.BASE_DIR) / "workers" / "traces" / "day.csv"

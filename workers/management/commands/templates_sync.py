@@ -3,7 +3,7 @@
 from django.conf import settings
 
 from lcm.management.command_utils import LcmCommand, fail, service_errors
-from workers.services import templates_seed
+from workers.template_services import templates_seed
 
 
 class Command(LcmCommand):
