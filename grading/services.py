@@ -84,6 +84,55 @@ def _decimal(errors, name, value, *, required=True):
     return number.quantize(Decimal("0.01"))
 
 
+def _clean_scores(score, max_score, cut_score, errors: dict):
+    """`(score, max_score, cut_score)` as Decimals; the score and cut score must not exceed the maximum."""
+    score = _decimal(errors, "score", score)
+    max_score = _decimal(errors, "max_score", max_score)
+    cut_score = _decimal(errors, "cut_score", cut_score)
+    if max_score is not None and max_score <= 0:
+        errors["max_score"] = ["must be greater than 0"]
+    if score is not None and max_score is not None and score > max_score and "max_score" not in errors:
+        errors["score"] = ["must not exceed max_score"]
+    if cut_score is not None and max_score is not None and cut_score > max_score and "max_score" not in errors:
+        errors["cut_score"] = ["must not exceed max_score"]
+    return score, max_score, cut_score
+
+
+def _clean_section(index: int, section, errors: dict) -> ScoreSection | None:
+    """One section as an unsaved ScoreSection, or None with its errors keyed `sections[i].<field>`."""
+    section_errors: dict[str, list[str]] = {}
+    if not isinstance(section, dict):
+        errors[f"sections[{index}]"] = ["must be an object"]
+        return None
+    name = str(section.get("name") or "").strip()
+    if not name:
+        section_errors["name"] = ["is required"]
+    s_score = _decimal(section_errors, "score", section.get("score"))
+    s_max = _decimal(section_errors, "max_score", section.get("max_score"))
+    weight = _decimal(section_errors, "weight", section.get("weight", 1))
+    for key, messages in section_errors.items():
+        errors[f"sections[{index}].{key}"] = messages
+    if section_errors:
+        return None
+    passed = section.get("passed")
+    return ScoreSection(
+        position=index,
+        name=name[:300],
+        score=s_score,
+        max_score=s_max,
+        weight=weight,
+        passed=None if passed is None else bool(passed),
+    )
+
+
+def _clean_sections(sections, errors: dict) -> list[ScoreSection]:
+    if not isinstance(sections, (list, tuple)):
+        errors["sections"] = ["must be a list"]
+        return []
+    cleaned = (_clean_section(index, section, errors) for index, section in enumerate(sections))
+    return [section for section in cleaned if section is not None]
+
+
 def score_report_create(
     session,
     *,
@@ -98,44 +147,8 @@ def score_report_create(
 ) -> ScoreReport:
     """Store an immutable score report (+ sections) and copy PASS/FAIL to the session's `grade_result`."""
     errors: dict[str, list[str]] = {}
-    score = _decimal(errors, "score", score)
-    max_score = _decimal(errors, "max_score", max_score)
-    cut_score = _decimal(errors, "cut_score", cut_score)
-    if max_score is not None and max_score <= 0:
-        errors["max_score"] = ["must be greater than 0"]
-    if score is not None and max_score is not None and score > max_score and "max_score" not in errors:
-        errors["score"] = ["must not exceed max_score"]
-    if cut_score is not None and max_score is not None and cut_score > max_score and "max_score" not in errors:
-        errors["cut_score"] = ["must not exceed max_score"]
-    clean_sections = []
-    if not isinstance(sections, (list, tuple)):
-        errors["sections"] = ["must be a list"]
-        sections = ()
-    for index, section in enumerate(sections):
-        section_errors: dict[str, list[str]] = {}
-        if not isinstance(section, dict):
-            errors[f"sections[{index}]"] = ["must be an object"]
-            continue
-        name = str(section.get("name") or "").strip()
-        if not name:
-            section_errors["name"] = ["is required"]
-        s_score = _decimal(section_errors, "score", section.get("score"))
-        s_max = _decimal(section_errors, "max_score", section.get("max_score"))
-        weight = _decimal(section_errors, "weight", section.get("weight", 1))
-        for key, messages in section_errors.items():
-            errors[f"sections[{index}].{key}"] = messages
-        if not section_errors:
-            passed = section.get("passed")
-            clean_sections.append(
-                ScoreSection(
-                    position=index,
-                    name=name[:300],
-                    score=s_score,
-                    max_score=s_max,
-                    weight=weight,
-                    passed=None if passed is None else bool(passed),
-                )
-            )
+    score, max_score, cut_score = _clean_scores(score, max_score, cut_score, errors)
+    clean_sections = _clean_sections(sections, errors)
     if errors:
         raise ValidationError(errors)
     passed = score >= cut_score
