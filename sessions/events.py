@@ -64,28 +64,37 @@ def handle_lds_event(event: dict) -> str:
     )
     if user_session is None:
         return "ignored: unknown LDS session"
+    handler = _HANDLERS.get(kind)
+    return handler(user_session, f"LDS {event['type']}") if handler else "recorded"
+
+
+def _on_running(user_session, reason: str) -> str:
     session = user_session.lablet_session
-    reason = f"LDS {event['type']}"
-    if kind == "running":
-        if user_session.status in (UserSessionStatus.PROVISIONED, UserSessionStatus.PAUSED):
-            _try(user_session_update, user_session, status=UserSessionStatus.ACTIVE, actor=ACTOR, reason=reason)
-        moved = session.status == SessionStatus.READY and _try(
-            session_transition, session, SessionStatus.RUNNING, actor=ACTOR, reason=reason,
-            expected_status=SessionStatus.READY,
-        )  # fmt: skip
-        return "session running" if moved else "user session active"
-    if kind == "paused":
-        if user_session.status == UserSessionStatus.ACTIVE:
-            _try(user_session_update, user_session, status=UserSessionStatus.PAUSED, actor=ACTOR, reason=reason)
-        return "user session paused"
-    if kind == "ended":
-        if user_session.status in (UserSessionStatus.ACTIVE, UserSessionStatus.PAUSED):
-            _try(user_session_update, user_session, status=UserSessionStatus.ENDED, actor=ACTOR, reason=reason)
-        if session.status == SessionStatus.RUNNING:
-            target = SessionStatus.COLLECTING if session.definition.grading_enabled else SessionStatus.STOPPING
-            if _try(
-                session_transition, session, target, actor=ACTOR, reason=reason, expected_status=SessionStatus.RUNNING
-            ):
-                return f"session {target.lower()}"
-        return "user session ended"
-    return "recorded"
+    if user_session.status in (UserSessionStatus.PROVISIONED, UserSessionStatus.PAUSED):
+        _try(user_session_update, user_session, status=UserSessionStatus.ACTIVE, actor=ACTOR, reason=reason)
+    moved = session.status == SessionStatus.READY and _try(
+        session_transition, session, SessionStatus.RUNNING, actor=ACTOR, reason=reason,
+        expected_status=SessionStatus.READY,
+    )  # fmt: skip
+    return "session running" if moved else "user session active"
+
+
+def _on_paused(user_session, reason: str) -> str:
+    if user_session.status == UserSessionStatus.ACTIVE:
+        _try(user_session_update, user_session, status=UserSessionStatus.PAUSED, actor=ACTOR, reason=reason)
+    return "user session paused"
+
+
+def _on_ended(user_session, reason: str) -> str:
+    session = user_session.lablet_session
+    if user_session.status in (UserSessionStatus.ACTIVE, UserSessionStatus.PAUSED):
+        _try(user_session_update, user_session, status=UserSessionStatus.ENDED, actor=ACTOR, reason=reason)
+    if session.status == SessionStatus.RUNNING:
+        target = SessionStatus.COLLECTING if session.definition.grading_enabled else SessionStatus.STOPPING
+        if _try(session_transition, session, target, actor=ACTOR, reason=reason, expected_status=SessionStatus.RUNNING):
+            return f"session {target.lower()}"
+    return "user session ended"
+
+
+# What each kind of LDS event does; the other kinds (e.g. `finalized`) are only recorded.
+_HANDLERS = {"running": _on_running, "paused": _on_paused, "ended": _on_ended}
