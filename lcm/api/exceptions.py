@@ -35,38 +35,57 @@ def _messages(value) -> list[str]:
     return [str(value)]
 
 
+_NESTED = (dict, list, tuple)
+
+
 def flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
     """`{"a": {"b": ["x"]}, "c": [{"d": ["y"]}]}` → `{"a.b": ["x"], "c[0].d": ["y"]}`.
 
     A bare list of messages goes to `non_field_errors`.
     """
-    flat: dict[str, list[str]] = {}
     if isinstance(detail, dict):
-        for key, value in detail.items():
-            # List items (DRF ListField errors are keyed by index) read `field[0]`.
-            if isinstance(key, int):
-                name = f"{prefix or NON_FIELD}[{key}]"
-            else:
-                name = f"{prefix}.{key}" if prefix else str(key)
-            if isinstance(value, dict):
-                flat.update(flatten_errors(value, name))
-            elif isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in value):
-                for index, item in enumerate(value):
-                    if isinstance(item, (dict, list, tuple)) and item:
-                        flat.update(flatten_errors(item, f"{name}[{index}]"))
-                    elif item and not isinstance(item, (dict, list, tuple)):
-                        flat.setdefault(name, []).append(str(item))
-            else:
-                flat[name] = _messages(value)
-    elif isinstance(detail, (list, tuple)):
-        if any(isinstance(v, (dict, list, tuple)) for v in detail):
-            for index, item in enumerate(detail):
-                if item:
-                    flat.update(flatten_errors(item, f"{prefix}[{index}]" if prefix else f"{NON_FIELD}[{index}]"))
+        return _flatten_dict(detail, prefix)
+    if isinstance(detail, (list, tuple)):
+        return _flatten_list(detail, prefix)
+    return {prefix or NON_FIELD: [str(detail)]}
+
+
+def _field_name(key, prefix: str) -> str:
+    # List items (DRF ListField errors are keyed by index) read `field[0]`.
+    if isinstance(key, int):
+        return f"{prefix or NON_FIELD}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _flatten_dict(detail: dict, prefix: str) -> dict[str, list[str]]:
+    flat: dict[str, list[str]] = {}
+    for key, value in detail.items():
+        name = _field_name(key, prefix)
+        if isinstance(value, dict):
+            flat.update(flatten_errors(value, name))
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, _NESTED) for v in value):
+            _flatten_items(value, name, flat)
         else:
-            flat[prefix or NON_FIELD] = _messages(detail)
-    else:
-        flat[prefix or NON_FIELD] = [str(detail)]
+            flat[name] = _messages(value)
+    return flat
+
+
+def _flatten_items(value, name: str, flat: dict[str, list[str]]) -> None:
+    """A field's list holding nested errors: each nested one under `name[i]`, each message under `name`."""
+    for index, item in enumerate(value):
+        if isinstance(item, _NESTED) and item:
+            flat.update(flatten_errors(item, f"{name}[{index}]"))
+        elif item and not isinstance(item, _NESTED):
+            flat.setdefault(name, []).append(str(item))
+
+
+def _flatten_list(detail, prefix: str) -> dict[str, list[str]]:
+    if not any(isinstance(v, _NESTED) for v in detail):
+        return {prefix or NON_FIELD: _messages(detail)}
+    flat: dict[str, list[str]] = {}
+    for index, item in enumerate(detail):
+        if item:
+            flat.update(flatten_errors(item, f"{prefix}[{index}]" if prefix else f"{NON_FIELD}[{index}]"))
     return flat
 
 
@@ -108,13 +127,7 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         body, code = {"detail": str(exc) or exceptions.PermissionDenied.default_detail}, status.HTTP_403_FORBIDDEN
     elif isinstance(exc, exceptions.APIException):
-        if getattr(exc, "auth_header", None):
-            headers["WWW-Authenticate"] = exc.auth_header
-        detail = exc.detail if not isinstance(exc.detail, (list, dict)) else flatten_errors(exc.detail)
-        body, code = {"detail": detail}, exc.status_code
-        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = f"{int(exc.wait)}"
-            body["retry_after"] = int(exc.wait)
+        body, code = _api_exception_body(exc, headers)
     else:
         request = context.get("request")
         logger.exception(
@@ -123,3 +136,15 @@ def exception_handler(exc, context):
         body, code = {"detail": "Internal server error."}, status.HTTP_500_INTERNAL_SERVER_ERROR
     set_rollback()
     return Response(body, status=code, headers=headers)
+
+
+def _api_exception_body(exc: exceptions.APIException, headers: dict[str, str]) -> tuple[dict, int]:
+    """DRF's own errors (401/403/404/405/406/415/429...) as `{"detail"}`, with their headers added to `headers`."""
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    detail = exc.detail if not isinstance(exc.detail, (list, dict)) else flatten_errors(exc.detail)
+    body = {"detail": detail}
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        headers["Retry-After"] = f"{int(exc.wait)}"
+        body["retry_after"] = int(exc.wait)
+    return body, exc.status_code
