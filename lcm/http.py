@@ -183,6 +183,17 @@ class HttpClient:
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
 
+    def _call_headers(self, headers: dict | None, *, authenticated: bool) -> dict:
+        """An attempt's headers: JSON, the request id being handled, credentials, then the caller's."""
+        call_headers = {"Accept": "application/json"}
+        request_id = current_request_id()
+        if request_id != "-":
+            call_headers["X-Request-ID"] = request_id
+        if authenticated:
+            call_headers.update(self._auth_headers())
+        call_headers.update(headers or {})
+        return call_headers
+
     def request(
         self,
         method: str,
@@ -205,13 +216,7 @@ class HttpClient:
         attempt = 0
         while True:
             attempt += 1
-            call_headers = {"Accept": "application/json"}
-            request_id = current_request_id()
-            if request_id != "-":
-                call_headers["X-Request-ID"] = request_id
-            if authenticated:
-                call_headers.update(self._auth_headers())
-            call_headers.update(headers or {})
+            call_headers = self._call_headers(headers, authenticated=authenticated)
             started = time.monotonic()
             try:
                 response = self.http.request(
