@@ -25,6 +25,24 @@ def get_template(reference: str) -> WorkerTemplate:
     return template
 
 
+def declared_fields(options) -> dict:
+    """The capacity, region and licence given on the command line (the template's apply to the rest)."""
+    fields = {}
+    for option in ("cpu_cores", "memory_gb", "storage_gb", "max_nodes"):
+        if options[option] is not None:
+            if options[option] < 0:
+                raise fail(f"--{option.replace('_', '-')} must not be negative")
+            fields[option] = options[option]
+    if options["region"]:
+        fields["region"] = options["region"].strip()
+    if options["license_type"]:
+        licence = options["license_type"].strip().upper()
+        if licence not in LicenseType.values:
+            raise fail(f"--license-type must be one of {', '.join(LicenseType.values)}")
+        fields["license_type"] = licence
+    return fields
+
+
 class Command(LcmCommand):
     help = (
         "Add a CML worker: --template launches a new EC2 instance from it; --cml-url registers an existing CML "
@@ -52,19 +70,7 @@ class Command(LcmCommand):
         if url and not options["name"]:
             raise fail("--name is required with --cml-url")
         name = options["name"] or f"{template.name}-{uuid.uuid4().hex[:8]}"
-        fields = {}
-        for option in ("cpu_cores", "memory_gb", "storage_gb", "max_nodes"):
-            if options[option] is not None:
-                if options[option] < 0:
-                    raise fail(f"--{option.replace('_', '-')} must not be negative")
-                fields[option] = options[option]
-        if options["region"]:
-            fields["region"] = options["region"].strip()
-        if options["license_type"]:
-            licence = options["license_type"].strip().upper()
-            if licence not in LicenseType.values:
-                raise fail(f"--license-type must be one of {', '.join(LicenseType.values)}")
-            fields["license_type"] = licence
+        fields = declared_fields(options)
         if url:
             fields["cml_base_url"] = url
         status = WorkerStatus.STARTING if url else WorkerStatus.PENDING
