@@ -11,6 +11,7 @@ from grading.states import GRADING_TRANSITIONS, GradingStatus
 from lcm.events import publish_change
 from lcm.fsm import actor_name, apply_transition, normalize_status, record_change
 from sessions.models import LabletSession, SessionStatusChange
+from sessions.services import record_session_note
 
 _GRADING_FIELDS = ("grading_session_id", "grading_part_id", "pod_id", "error_message")
 
@@ -171,14 +172,8 @@ def score_report_create(
         ScoreSection.objects.bulk_create(clean_sections)
         locked.grade_result = "PASS" if passed else "FAIL"
         locked.save(update_fields=["grade_result", "updated_at"])
-        record_change(
-            SessionStatusChange,
-            session_id=locked.pk,
-            entity=SessionStatusChange.Entity.SESSION,
-            from_status=locked.status,
-            to_status=locked.status,
-            actor=actor,
-            reason=f"score report {score}/{max_score} (cut {cut_score}): {locked.grade_result}",
+        record_session_note(
+            locked, actor=actor, reason=f"score report {score}/{max_score} (cut {cut_score}): {locked.grade_result}"
         )
     return report
 

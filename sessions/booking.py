@@ -13,7 +13,7 @@ from lcm.errors import Conflict
 from lcm.events import publish_change
 from lcm.fsm import InvalidTransition, actor_name, record_change
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
-from sessions.services import lock_session
+from sessions.services import lock_session, record_session_note
 from sessions.states import DefinitionStatus, SessionStatus
 
 S = SessionStatus
@@ -199,14 +199,6 @@ def session_extend(session, new_end, *, actor, reason: str = "", is_admin: bool 
         locked.timeslot_end = new_end
         locked.save(update_fields=["timeslot_end", "updated_at"])
         note = f"timeslot_end {old_end.isoformat()} → {new_end.isoformat()}" + (f": {reason}" if reason else "")
-        record_change(
-            SessionStatusChange,
-            session_id=locked.pk,
-            entity=SessionStatusChange.Entity.SESSION,
-            from_status=locked.status,
-            to_status=locked.status,
-            actor=actor,
-            reason=note,
-        )
+        record_session_note(locked, actor=actor, reason=note)
     publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=note)
     return locked

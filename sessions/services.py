@@ -51,6 +51,20 @@ def lock_session(session) -> LabletSession:
     return LabletSession.objects.select_for_update().get(pk=pk)
 
 
+def record_session_note(locked, *, actor, reason: str) -> None:
+    """A row on the session's timeline that changes no status (from and to its current one): a teardown
+    finished, a timeslot extended, a retry nudged, a score report stored. Inside the caller's transaction."""
+    record_change(
+        SessionStatusChange,
+        session_id=locked.pk,
+        entity=SessionStatusChange.Entity.SESSION,
+        from_status=locked.status,
+        to_status=locked.status,
+        actor=actor,
+        reason=reason,
+    )
+
+
 def _refuse(locked, target, detail):
     raise InvalidTransition(
         "session", locked.status, target, allowed_targets(SESSION_TRANSITIONS, locked.status), detail=detail
@@ -233,15 +247,7 @@ def session_cleanup_finished(session, *, actor, reason: str = "teardown finished
         if locked.cleanup_pending:
             locked.cleanup_pending = False
             locked.save(update_fields=["cleanup_pending", "updated_at"])
-            record_change(
-                SessionStatusChange,
-                session_id=locked.pk,
-                entity=SessionStatusChange.Entity.SESSION,
-                from_status=locked.status,
-                to_status=locked.status,
-                actor=actor,
-                reason=reason,
-            )
+            record_session_note(locked, actor=actor, reason=reason)
     return locked
 
 
@@ -256,15 +262,7 @@ def session_requeue(session, *, actor, reason: str = "") -> LabletSession:
         locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None
         locked.save(update_fields=["attempts", "last_error", "next_attempt_at", "updated_at"])
         note = reason or "nudged: retry now"
-        record_change(
-            SessionStatusChange,
-            session_id=locked.pk,
-            entity=SessionStatusChange.Entity.SESSION,
-            from_status=locked.status,
-            to_status=locked.status,
-            actor=actor,
-            reason=note,
-        )
+        record_session_note(locked, actor=actor, reason=note)
     publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=note)
     return locked
 
