@@ -206,7 +206,6 @@ def test_no_unexplained_function_level_first_party_import_in_product_code():
     )
 
 
-@pytest.mark.xfail(strict=False, reason="being split in the redesign")
 def test_check_structure_finds_no_module_or_function_too_long():
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "check-structure")],
