@@ -140,7 +140,8 @@ def _build(name: str, *, zero_delay, timings, seed, webhook_url, webhook_secret)
         if name == "cml":
             from simulators.cml.app import CMLSimulator
 
-            return CMLSimulator(**common)
+            # LCM's workers find their virtual CML made on first contact (LCM never calls the control API).
+            return CMLSimulator(**common, auto_workers=True)
         if name == "lds":
             from simulators.lds.app import LDSSimulator
 

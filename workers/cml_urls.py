@@ -1,15 +1,11 @@
-"""How a worker's CML is reached: its base URL from `LCM_CML_URL_TEMPLATE`, and the simulator's virtual CML.
+"""How a worker's CML is reached: its base URL from `LCM_CML_URL_TEMPLATE`.
 
-`cml_url_for(worker)`: a launched instance's CML address comes from `LCM_CML_URL_TEMPLATE`; when that
-address is a virtual CML of the CML simulator, `ensure_simulated_cml(worker)` creates the virtual CML
-(`POST /_sim/workers {"name"}`) once the instance runs, so it warms up like a real controller booting
-after its machine.
+`cml_url_for(worker)`: a launched instance's CML address comes from `LCM_CML_URL_TEMPLATE`; with no
+template it is a virtual CML of the CML simulator (`<simulator>/w/<name>`), which the simulator makes
+on first contact, warming up like a real controller booting after its machine.
 """
 
-import requests
 from django.conf import settings
-
-from lcm.http import Unavailable
 
 
 def cml_url_for(worker) -> str:
@@ -24,32 +20,3 @@ def cml_url_for(worker) -> str:
         public_ip=worker.public_ip or "",
         address=worker.public_ip or worker.private_ip or "",
     ).rstrip("/")
-
-
-def simulated_cml_name(url: str) -> str | None:
-    """The virtual CML's name when `url` is one of the CML simulator's (`<simulator>/w/<name>`), else None."""
-    prefix = f"{settings.LCM_CML_SIMULATOR_URL.rstrip('/')}/w/"
-    if url and url.startswith(prefix):
-        return url[len(prefix) :].strip("/") or None
-    return None
-
-
-def ensure_simulated_cml(worker) -> None:
-    """Create the worker's virtual CML in the simulator if its address is one (idempotent: 200 when it exists).
-
-    Raises `Unavailable` when the simulator does not answer: the worker simply is not ready yet.
-    """
-    name = simulated_cml_name(worker.cml_base_url)
-    if name is None:
-        return
-    url = f"{settings.LCM_CML_SIMULATOR_URL.rstrip('/')}/_sim/workers"
-    try:
-        response = requests.post(
-            url,
-            json={"name": name},
-            timeout=(settings.LCM_HTTP_CONNECT_TIMEOUT, settings.LCM_HTTP_READ_TIMEOUT),
-        )
-    except requests.RequestException as exc:
-        raise Unavailable("cml-simulator", "create_worker", exc.__class__.__name__) from None
-    if response.status_code not in (200, 201):
-        raise Unavailable("cml-simulator", "create_worker", f"HTTP {response.status_code}", response.status_code)

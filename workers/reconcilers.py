@@ -48,7 +48,7 @@ from workers import labs, licensing
 from workers.autoscaling import RECONCILER_ACTOR
 from workers.clients.cml import cml_client_for
 from workers.clients.ec2 import TAG_WORKER_ID, InstanceState, ec2_client
-from workers.cml_urls import cml_url_for, ensure_simulated_cml
+from workers.cml_urls import cml_url_for
 from workers.models import (
     CMLWorker,
     ScaleAction,
@@ -328,7 +328,6 @@ def _on_starting(worker, now) -> Result:
 def _cml_ready(worker) -> tuple[bool, dict, str]:
     """(ready, system_information, why not): the readiness gate. An unreachable CML is simply not ready yet."""
     try:
-        ensure_simulated_cml(worker)
         info = cml_client_for(worker).system_information()
     except http.ExternalError as exc:
         return False, {}, str(exc)

@@ -84,7 +84,7 @@ def _endpoint(sim: "CMLSimulator", short: str, view):
 
     @wraps(view)
     def endpoint(worker: str, **kwargs):
-        sim_worker = sim.workers.get(worker)
+        sim_worker = sim.worker_named(worker)
         if sim_worker is not None and (sim_worker.down or sim.clock.time() < sim_worker.unreachable_until):
             return drop_connection()
         return recorded(worker=worker, **kwargs)

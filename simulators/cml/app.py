@@ -4,7 +4,10 @@ One server hosts many virtual CML controllers ("workers"), one per EC2 worker LC
 `POST /_sim/workers {"name": "w1"}` creates one and answers its `base_url`
 (`<server>/w/w1`); its REST API lives at `<base_url>/api/v0/...` with the shapes of
 `cml-2.9-openapi.json`. It mirrors `workers/clients/cml.py` and also serves what Cisco's
-`virl2-client` 2.9.1 calls for its lab life cycle.
+`virl2-client` 2.9.1 calls for its lab life cycle. With `auto_workers` (as `simulators.runner` starts
+it, for the embedded default and the process stack) the first request to an unknown `/w/<name>/`
+creates that virtual CML with the default options, so it warms up like a real controller booting
+after its machine, and LCM itself never calls the control API.
 
 The parts, composed here:
 - `state`: the workers' state, the §1.3 state machine, tokens, faults and timings (described there);
@@ -19,7 +22,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from simulators.cml.api import register_api
-from simulators.cml.control import register_control
+from simulators.cml.control import WORKER_NAME, new_worker, register_control
 from simulators.cml.serialise import worker_summary
 from simulators.cml.state import CML_VERSION, OPERATIONS, CMLFaults, CMLState, SimWorker
 from simulators.cml.topology import DEFAULT_NODE_DEFINITIONS
@@ -48,8 +51,10 @@ class CMLSimulator(CMLState, Simulator):
         password: str | None = None,
         node_definitions: set[str] | frozenset[str] | None = None,
         version: str = CML_VERSION,
+        auto_workers: bool = False,
     ):
         self.workers: dict[str, SimWorker] = {}
+        self.auto_workers = auto_workers
         self.username = username or _setting("LCM_CML_USERNAME", "admin")
         self.password = password or _setting("LCM_CML_PASSWORD", "admin")
         self.node_definitions = frozenset(node_definitions or DEFAULT_NODE_DEFINITIONS)
@@ -65,6 +70,14 @@ class CMLSimulator(CMLState, Simulator):
             "licence_registration": 0.5,
             "token_lifetime": 86400.0,
         }
+
+    def worker_named(self, name: str) -> SimWorker | None:
+        """The virtual CML called `name`; with `auto_workers`, one is made for a valid unknown name."""
+        worker = self.workers.get(name)
+        if worker is None and self.auto_workers and WORKER_NAME.match(name):
+            with self.lock:
+                worker = self.workers.get(name) or self.workers.setdefault(name, new_worker(self, name, {}))
+        return worker
 
     def reset_state(self) -> None:
         self.workers.clear()

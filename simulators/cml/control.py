@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("lcm.simulators.cml")
 
 STUCK_STATES = {"QUEUED", "STARTED", "DISCONNECTED"}
-_WORKER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+WORKER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 # -- views -------------------------------------------------------------------------------
@@ -39,7 +39,7 @@ _WORKER_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 def sim_worker_create(sim: "CMLSimulator"):
     payload = body_json() or {}
     name = payload.get("name") if isinstance(payload, dict) else None
-    if not isinstance(name, str) or not _WORKER_NAME.match(name):
+    if not isinstance(name, str) or not WORKER_NAME.match(name):
         return error_response(400, "name is required: 1-64 letters, digits, '.', '_' or '-'")
     base_url = f"{request.host_url.rstrip('/')}/w/{name}"
     with sim.lock:

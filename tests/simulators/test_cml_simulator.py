@@ -118,6 +118,22 @@ def test_a_worker_is_created_with_its_base_url_and_credentials(cml):
     assert unknown.status_code == 404 and set(unknown.json()) == {"code", "description"}
 
 
+def test_with_auto_workers_the_first_request_makes_the_virtual_cml():
+    """How the runner starts it: LCM's launched workers find their CML without LCM calling the control API."""
+    simulator = CMLSimulator(auto_workers=True, timings={"warmup": 30})
+    server = ServerThread(simulator.app).start()
+    try:
+        first = requests.get(f"{server.url}/w/auto-1/api/v0/system_information", timeout=5)
+        assert first.status_code == 200 and first.json()["ready"] is False  # warming up, like a booting machine
+        assert set(simulator.workers) == {"auto-1"}
+        assert requests.get(f"{server.url}/w/auto-1/api/v0/system_information", timeout=5).status_code == 200
+        assert set(simulator.workers) == {"auto-1"}
+        bad = requests.get(f"{server.url}/w/bad%20name/api/v0/system_information", timeout=5)
+        assert bad.status_code == 404 and set(simulator.workers) == {"auto-1"}
+    finally:
+        server.stop()
+
+
 def test_import_start_converge_and_the_lab_is_never_booted(cml, demo_lab):
     worker = make_worker(cml, timings={"node_queue": 1, "node_boot": 5})
     lab_id = worker.import_lab(demo_lab)
