@@ -4,6 +4,7 @@ and junk filter values (SPEC §5.3, §5.4, §6.2)."""
 import csv
 import io
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import grading.states
 import sessions.states
 import workers.states
 from grading.models import ScoreReport
+from lcm.models import LoopHeartbeat
 from lcm.templatetags.badges import BADGE_COLOURS_BY_KIND
 from sessions.models import LabletDefinition, LabletSession
 from sessions.services import session_transition
@@ -576,6 +578,18 @@ def test_scheduler_preview_lists_every_worker(admin_client, fleet):
     html = admin_client.get(f"/scheduler/?definition={fleet['definition'].pk}").content.decode()
     assert "would be chosen" in html and "worker-b" in html and "not RUNNING" in html
     assert "no tick reported" in html and "placement lease" in html and "not enough cpu" in html
+
+
+def test_scheduler_shows_each_loops_last_tick_and_marks_a_stale_one(admin_client, fleet):
+    now = timezone.now()
+    LoopHeartbeat.objects.create(name="placement", last_tick_at=now, ticks=1)
+    LoopHeartbeat.objects.create(name="workers", last_tick_at=now - timedelta(hours=1), ticks=1)
+    html = admin_client.get("/scheduler/").content.decode()
+    placement = html[html.index("<strong>placement</strong>") :].split("</tr>")[0]
+    workers = html[html.index("<strong>workers</strong>") :].split("</tr>")[0]
+    assert now.strftime("%H:%M:%S") in placement and "pill" not in placement
+    assert '<span class="pill">stale</span>' in workers
+    assert "do not report their ticks" not in html
 
 
 def test_open_lab_button_and_devices(admin_client, fleet):
