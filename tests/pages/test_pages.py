@@ -206,6 +206,13 @@ def test_complete_grading_with_a_manual_score(admin_client, fleet):
     bad = admin_client.post(url, {"expected": "GRADING", "score": "5"}, headers=HX)
     assert bad.status_code == 422
     assert "none of them" in bad.content.decode()
+    # Refused by the score service inside the move (the grading app's STOPPING hook): nothing is written.
+    over = admin_client.post(
+        url, {"expected": "GRADING", "score": "11", "max_score": "10", "cut_score": "6"}, headers=HX
+    )
+    assert over.status_code == 422 and "must not exceed max_score" in over.content.decode()
+    session.refresh_from_db()
+    assert session.status == "GRADING" and not ScoreReport.objects.filter(lablet_session=session).exists()
     ok = admin_client.post(url, {"expected": "GRADING", "score": "7", "max_score": "10", "cut_score": "6"}, headers=HX)
     assert ok.status_code == 200
     session.refresh_from_db()
