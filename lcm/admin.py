@@ -1,4 +1,5 @@
-"""Admin for API tokens: create one (its key is shown once, in a message), list, revoke.
+"""Admin for the kernel's models: API tokens (create one, its key shown once in a message; list; revoke),
+and, read-only, loop heartbeats and received CloudEvents.
 
 Only the key's hash is stored, so the key cannot be shown again; tokens are never edited,
 only revoked (an admin action calling `lcm.api.tokens.token_revoke`).
@@ -8,9 +9,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 
-from lcm.admin_utils import service_action
+from lcm.admin_utils import ReadOnlyAdmin, service_action
 from lcm.api.tokens import MAX_EXPIRY_DAYS, token_create, token_revoke
-from lcm.models import ApiToken
+from lcm.models import ApiToken, LoopHeartbeat, ReceivedEvent
 
 
 class ApiTokenAddForm(forms.ModelForm):
@@ -80,3 +81,21 @@ class ApiTokenAdmin(admin.ModelAdmin):
             "it is shown only this once.",
             level=messages.WARNING,
         )
+
+
+@admin.register(LoopHeartbeat)
+class LoopHeartbeatAdmin(ReadOnlyAdmin):
+    """When each control loop last ticked (written by the loops, read by the pages and the status API)."""
+
+    list_display = ("name", "last_tick_at", "last_duration_ms", "last_keys", "ticks", "last_error")
+    search_fields = ("name",)
+
+
+@admin.register(ReceivedEvent)
+class ReceivedEventAdmin(ReadOnlyAdmin):
+    """CloudEvents received by the webhook (kept to acknowledge redeliveries without acting twice)."""
+
+    list_display = ("received_at", "event_type", "event_id", "subject", "outcome")
+    list_filter = ("event_type",)
+    search_fields = ("event_id", "subject", "source")
+    date_hierarchy = "received_at"

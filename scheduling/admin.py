@@ -2,9 +2,7 @@
 
 from django.contrib import admin
 
-from lcm.admin_utils import ReadOnlyAdmin
 from lcm.fsm import actor_name
-from lcm.models import LoopHeartbeat
 from workers.models import SystemSettings
 
 
@@ -48,11 +46,3 @@ class SystemSettingsAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         obj.updated_by = actor_name(request.user)
         super().save_model(request, obj, form, change)
-
-
-@admin.register(LoopHeartbeat)
-class LoopHeartbeatAdmin(ReadOnlyAdmin):
-    """When each control loop last ticked (written by the loops, read by the pages and the status API)."""
-
-    list_display = ("name", "last_tick_at", "last_duration_ms", "last_keys", "ticks", "last_error")
-    search_fields = ("name",)

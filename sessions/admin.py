@@ -18,7 +18,6 @@ from lcm.admin_utils import (
     model_field_names,
     service_action,
 )
-from lcm.models import ReceivedEvent
 from sessions.booking import session_create
 from sessions.definitions import definition_create, definition_transition
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
@@ -304,16 +303,6 @@ class SessionStatusChangeAdmin(ReadOnlyAdmin):
     search_fields = ("session__owner", "actor", "reason", "request_id", "session__id__exact")
     date_hierarchy = "at"
     list_select_related = ("session__definition",)
-
-
-@admin.register(ReceivedEvent)
-class ReceivedEventAdmin(ReadOnlyAdmin):
-    """CloudEvents received by the webhook (kept to acknowledge redeliveries without acting twice)."""
-
-    list_display = ("received_at", "event_type", "event_id", "subject", "outcome")
-    list_filter = ("event_type",)
-    search_fields = ("event_id", "subject", "source")
-    date_hierarchy = "received_at"
 
 
 # ---------------------------------------------------------------------------------------
