@@ -137,6 +137,8 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 # Keys queued or running in the pool → whether another pass was asked for meanwhile.
 _in_flight: dict[tuple[str, str], bool] = {}
+# Delayed requeues not yet due (cancelled by `quiesce`).
+_timers: set[threading.Timer] = set()
 # A short requeue is honoured in-process (the ticks cover longer ones).
 MAX_INPROCESS_REQUEUE_SECONDS = 30.0
 
@@ -150,20 +152,23 @@ def _run_in_pool(loop_name: str, key) -> None:
             result = reconcile_key(loop_name, key)
         finally:
             close_old_connections()
+            requeue = (
+                result is not None
+                and result.requeue_after is not None
+                and result.requeue_after <= MAX_INPROCESS_REQUEUE_SECONDS
+            )
             with _pool_lock:
                 again = _in_flight.get(entry, False)
                 if again:
                     _in_flight[entry] = False
                 else:
+                    # The follow-up's timer starts while the key still counts as in flight, so
+                    # `quiesce` never sees an idle pool with a requeue about to appear.
+                    if requeue:
+                        _start_timer(result.requeue_after, loop_name, key, locked=True)
                     _in_flight.pop(entry, None)
         if not again:
             break
-    if (
-        result is not None
-        and result.requeue_after is not None
-        and result.requeue_after <= MAX_INPROCESS_REQUEUE_SECONDS
-    ):
-        enqueue(loop_name, key, countdown=result.requeue_after)
 
 
 def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
@@ -179,20 +184,68 @@ def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
     if settings.LCM_INPROCESS_WORKERS <= 0:
         return  # no in-process pool (unit tests drive the loops themselves): the next tick picks it up
     if countdown:
-        timer = threading.Timer(countdown, enqueue, args=(loop_name, key))
-        timer.daemon = True
-        timer.start()
+        _start_timer(countdown, loop_name, key)
         return
+    with _pool_lock:
+        submit = _claim_locked(loop_name, key)
+    if submit:
+        _pool.submit(_run_in_pool, loop_name, key)
+
+
+def _claim_locked(loop_name: str, key) -> bool:
+    """Mark `key` in flight (caller holds `_pool_lock`); True when it must be submitted to the pool."""
     global _pool
     entry = (loop_name, str(key))
-    with _pool_lock:
-        if entry in _in_flight:
-            _in_flight[entry] = True
-            return
-        _in_flight[entry] = False
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=settings.LCM_INPROCESS_WORKERS, thread_name_prefix="lcm-reconcile")
-    _pool.submit(_run_in_pool, loop_name, key)
+    if entry in _in_flight:
+        _in_flight[entry] = True
+        return False
+    _in_flight[entry] = False
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=settings.LCM_INPROCESS_WORKERS, thread_name_prefix="lcm-reconcile")
+    return True
+
+
+def _start_timer(countdown: float, loop_name: str, key, locked: bool = False) -> None:
+    """A delayed `enqueue`; `locked` when the caller already holds `_pool_lock`."""
+
+    def fire():
+        with _pool_lock:
+            if timer not in _timers:
+                return  # cancelled by `quiesce`
+            _timers.discard(timer)
+            submit = _claim_locked(loop_name, key)
+        if submit:
+            _pool.submit(_run_in_pool, loop_name, key)
+
+    timer = threading.Timer(countdown, fire)
+    timer.daemon = True
+    if locked:
+        _timers.add(timer)
+    else:
+        with _pool_lock:
+            _timers.add(timer)
+    timer.start()
+
+
+def quiesce(timeout: float = 15.0) -> bool:
+    """Cancel the in-process pool's delayed requeues and wait until no pass is queued or running.
+
+    For a clean stop (the embedded default's shutdown, a test's teardown): no reconcile may still
+    hold a row lock or write a row once this returns. True when the pool went idle in time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with _pool_lock:
+            for timer in _timers:
+                timer.cancel()
+            _timers.clear()
+            idle = not _in_flight
+        if idle:
+            return True
+        if time.monotonic() >= deadline:
+            logger.warning("in-process reconciles still running after %.0f s: %s", timeout, sorted(_in_flight))
+            return False
+        time.sleep(0.05)
 
 
 # --- the Celery work queue ---------------------------------------------------------------
@@ -340,8 +393,12 @@ class InProcessLoops:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop ticking, then wait for the passes already queued (see `quiesce`)."""
         self.stop_event.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout=timeout)
+        return quiesce(timeout)
 
     def _run(self) -> None:
         while not self.stop_event.is_set():

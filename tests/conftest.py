@@ -45,6 +45,20 @@ def admin_user(django_user_model):
 
 
 @pytest.fixture(autouse=True)
+def _quiet_inprocess_pool():
+    """A test that let the in-process pool run (after-commit wake-ups, delayed requeues) ends with it idle.
+
+    A pass still running at teardown would hold row locks while pytest-django flushes the tables
+    (a deadlock that fails the flush) or write rows into the next test. This fixture is set up after
+    the database fixture, so it is torn down before the flush.
+    """
+    yield
+    from lcm import loops  # Imported here: Django is set up only once the session has started.
+
+    assert loops.quiesce(timeout=30), "in-process reconciles still running 30 s after the test"
+
+
+@pytest.fixture(autouse=True)
 def _forget_external_tokens():
     """Tokens are cached per process; each test starts without any (a simulator may be new)."""
     from grading.clients.grading_engine import forget_tokens as forget_grading_tokens

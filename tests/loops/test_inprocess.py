@@ -20,9 +20,8 @@ def live_loops(settings, monkeypatch):
     projection.connect()
     loops = InProcessLoops().start()
     yield loops
-    loops.stop()
-    loops.thread.join(timeout=5)
     projection.disconnect()
+    assert loops.stop(timeout=30), "the in-process pool did not go idle"
 
 
 def _wait(condition, seconds=30.0):

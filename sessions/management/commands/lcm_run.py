@@ -44,11 +44,16 @@ class Command(BaseCommand):
             return
         if not options["no_simulators"]:
             self._start_simulators(url)
+        loops = None
         if not options["no_loops"]:
-            InProcessLoops().start()
+            loops = InProcessLoops().start()
             self.stdout.write("Control loops running in-process (placement, lablets).")
         self._banner(url)
-        call_command("runserver", f"{options['host']}:{port}", use_reloader=False, use_threading=True)
+        try:
+            call_command("runserver", f"{options['host']}:{port}", use_reloader=False, use_threading=True)
+        finally:
+            if loops is not None:
+                loops.stop()  # let the passes in flight finish their writes before the process ends
 
     def _banner(self, url):
         self.stdout.write(f"LCM is starting at {url}/")
