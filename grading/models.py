@@ -3,16 +3,16 @@
 import uuid
 
 from django.db import models
-from django_fsm import ConcurrentTransitionMixin, FSMField
+from django_fsm import FSMField
 
 from grading.states import GRADING_TRANSITIONS, GradingStatus
 from lcm.fsm import transitions_from_table
+from sessions.models import ExternalSession
 
 
-class GradingSession(ConcurrentTransitionMixin, models.Model):
+class GradingSession(ExternalSession):
     """The Grading Engine's view of one lablet session being graded."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     lablet_session = models.ForeignKey(
         "lablets.LabletSession", on_delete=models.CASCADE, related_name="grading_sessions"
     )
@@ -20,18 +20,14 @@ class GradingSession(ConcurrentTransitionMixin, models.Model):
     grading_part_id = models.CharField(max_length=200, blank=True, default="")
     pod_id = models.CharField(max_length=200, blank=True, default="")
     status = FSMField(default=GradingStatus.PENDING, choices=GradingStatus.choices, protected=True)
-    error_message = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     locals().update(transitions_from_table(status, GRADING_TRANSITIONS))
 
-    class Meta:
-        db_table = "grading_sessions"
-        ordering = ["-created_at"]
+    external_label = "Grading"
+    external_id_field = "grading_session_id"
 
-    def __str__(self):
-        return f"Grading {self.grading_session_id or '(pending)'} [{self.status}]"
+    class Meta(ExternalSession.Meta):
+        db_table = "grading_sessions"
 
 
 class ScoreReport(models.Model):

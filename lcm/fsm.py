@@ -1,15 +1,20 @@
 """The FSM helper shared by every state machine.
 
-Each model declares its transition table once (a dict `{source: {targets}}` in its
-`states.py`); `transitions_from_table` turns it into django-fsm-2 transition methods
-named `to_<target>`. Services call `apply_transition`, which refuses anything the table
-does not allow with `InvalidTransition` (HTTP 409, command exit 1, a page message), and
-`record_change`/`record_changes` write the history row of every status change, whichever app's.
+Each model declares its state machine once, in its `states.py`: `machine()` takes one row per
+status (its badge colour and the statuses it may move to) and derives the choice set, the
+`{source: {targets}}` transition table and the colour map from it. `transitions_from_table` turns
+the table into django-fsm-2 transition methods named `to_<target>`. Services call
+`apply_transition`, which refuses anything the table does not allow with `InvalidTransition`
+(HTTP 409, command exit 1, a page message), and `record_change`/`record_changes` write the
+history row of every status change, whichever app's.
 """
 
 import copy
+import sys
 from collections import defaultdict
+from typing import NamedTuple
 
+from django.db import models
 from django_fsm import can_proceed, transition
 
 from lcm.middleware import current_request_id
@@ -29,6 +34,41 @@ class InvalidTransition(Exception):
             f"{entity} cannot go from {current} to {target}; allowed: {', '.join(allowed) or 'none'}"
         )
         super().__init__(self.detail)
+
+
+class Machine(NamedTuple):
+    """A state machine's statuses (a `TextChoices`), transition table and badge colours (unpack it)."""
+
+    choices: type[models.TextChoices]
+    transitions: dict[str, set[str]]
+    colours: dict[str, str]
+
+
+def machine(name: str, table: str) -> Machine:
+    """Build a `Machine` from a text table, one line per status: `STATUS colour -> TARGET TARGET ...`.
+
+    Read like the SPEC's tables: the status, its badge colour, then the statuses it may move to
+    (none after the arrow: a final status). The lines' order is the choices' order. A malformed line
+    or a target that is not a status is a typo, refused at import.
+    """
+    rows: dict[str, tuple[str, list[str]]] = {}
+    for line in filter(None, (raw.strip() for raw in table.splitlines())):
+        head, arrow, tail = line.partition("->")
+        words = head.split()
+        if not arrow or len(words) != 2:
+            raise ValueError(f"{name}: expected `STATUS colour -> TARGETS`, got {line!r}")
+        rows[words[0]] = (words[1], tail.split())
+    for status, (_colour, targets) in rows.items():
+        unknown = set(targets) - set(rows)
+        if unknown:
+            raise ValueError(f"{name}: {status} moves to unknown status {sorted(unknown)}")
+    module = sys._getframe(1).f_globals.get("__name__")  # the states module, as for a class statement
+    choices = models.TextChoices(name, list(rows), module=module)
+    return Machine(
+        choices=choices,
+        transitions={choices[status]: {choices[t] for t in targets} for status, (_c, targets) in rows.items()},
+        colours={choices[status]: colour for status, (colour, _t) in rows.items()},
+    )
 
 
 def method_name(target: str) -> str:

@@ -172,25 +172,43 @@ class SessionStatusChange(StatusChange):
         db_table = "lablet_session_status_changes"
 
 
-class UserSession(ConcurrentTransitionMixin, models.Model):
-    """The candidate's LDS session for a lablet session: login URL and devices (SPEC §2.3)."""
+class ExternalSession(ConcurrentTransitionMixin, models.Model):
+    """What an external system keeps for one lablet session (LDS, the Grading Engine): the common columns.
+
+    A subclass adds its `lablet_session` link, the external ids, its `status` FSM field, and
+    `external_label`/`external_id_field` for `__str__`.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    error_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    external_label = ""
+    external_id_field = ""
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.external_label} {getattr(self, self.external_id_field) or '(pending)'} [{self.status}]"
+
+
+class UserSession(ExternalSession):
+    """The candidate's LDS session for a lablet session: login URL and devices (SPEC §2.3)."""
+
     lablet_session = models.ForeignKey(LabletSession, on_delete=models.CASCADE, related_name="user_sessions")
     lds_session_id = models.CharField(max_length=200, blank=True, default="", db_index=True)
     lds_part_id = models.CharField(max_length=200, blank=True, default="")
     login_url = models.URLField(max_length=1000, blank=True, default="")
     devices = models.JSONField(default=list, blank=True)
     status = FSMField(default=UserSessionStatus.PROVISIONING, choices=UserSessionStatus.choices, protected=True)
-    error_message = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     locals().update(transitions_from_table(status, USER_SESSION_TRANSITIONS))
 
-    class Meta:
-        db_table = "user_sessions"
-        ordering = ["-created_at"]
+    external_label = "LDS"
+    external_id_field = "lds_session_id"
 
-    def __str__(self):
-        return f"LDS {self.lds_session_id or '(pending)'} [{self.status}]"
+    class Meta(ExternalSession.Meta):
+        db_table = "user_sessions"

@@ -8,39 +8,28 @@ only its entry here.
 from django.db import models
 from django.db.models import Q
 
+from lcm.fsm import machine
 
-class SessionStatus(models.TextChoices):
-    PENDING = "PENDING"
-    SCHEDULED = "SCHEDULED"
-    INSTANTIATING = "INSTANTIATING"
-    READY = "READY"
-    RUNNING = "RUNNING"
-    COLLECTING = "COLLECTING"
-    GRADING = "GRADING"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
-    ARCHIVED = "ARCHIVED"
-    TERMINATED = "TERMINATED"
-    EXPIRED = "EXPIRED"
-
-
+# SPEC §2.2, exactly: a status, its badge colour and the statuses it may move to; anything else is refused.
+SessionStatus, SESSION_TRANSITIONS, SESSION_BADGE_COLOURS = machine(
+    "SessionStatus",
+    """
+        PENDING        grey    -> SCHEDULED EXPIRED TERMINATED
+        SCHEDULED      blue    -> INSTANTIATING PENDING EXPIRED TERMINATED
+        INSTANTIATING  indigo  -> READY EXPIRED TERMINATED
+        READY          teal    -> RUNNING EXPIRED TERMINATED
+        RUNNING        green   -> COLLECTING STOPPING EXPIRED TERMINATED
+        COLLECTING     amber   -> GRADING STOPPING EXPIRED TERMINATED
+        GRADING        orange  -> STOPPING EXPIRED TERMINATED
+        STOPPING       purple  -> STOPPED TERMINATED
+        STOPPED        slate   -> ARCHIVED TERMINATED
+        ARCHIVED       dark    -> TERMINATED
+        TERMINATED     red     ->
+        EXPIRED        brown   -> STOPPING TERMINATED
+    """,
+)
 S = SessionStatus
 
-# SPEC §2.2, exactly: anything not listed is refused.
-SESSION_TRANSITIONS: dict[str, set[str]] = {
-    S.PENDING: {S.SCHEDULED, S.EXPIRED, S.TERMINATED},
-    S.SCHEDULED: {S.INSTANTIATING, S.PENDING, S.EXPIRED, S.TERMINATED},
-    S.INSTANTIATING: {S.READY, S.EXPIRED, S.TERMINATED},
-    S.READY: {S.RUNNING, S.EXPIRED, S.TERMINATED},
-    S.RUNNING: {S.COLLECTING, S.STOPPING, S.EXPIRED, S.TERMINATED},
-    S.COLLECTING: {S.GRADING, S.STOPPING, S.EXPIRED, S.TERMINATED},
-    S.GRADING: {S.STOPPING, S.EXPIRED, S.TERMINATED},
-    S.STOPPING: {S.STOPPED, S.TERMINATED},
-    S.STOPPED: {S.ARCHIVED, S.TERMINATED},
-    S.ARCHIVED: {S.TERMINATED},
-    S.EXPIRED: {S.STOPPING, S.TERMINATED},
-    S.TERMINATED: set(),
-}
 
 # Targets a person may ask for by hand (REST `transition`, pages, `session_transition`).
 MANUAL_TARGETS = {S.RUNNING, S.COLLECTING, S.GRADING, S.STOPPING, S.ARCHIVED}
@@ -54,21 +43,6 @@ ACTIVE = set(SessionStatus.values) - TERMINAL
 # found clean): see `scheduling.selectors`.
 CAPACITY_HOLDING = {S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING, S.STOPPING}
 
-SESSION_BADGE_COLOURS = {
-    S.PENDING: "grey",
-    S.SCHEDULED: "blue",
-    S.INSTANTIATING: "indigo",
-    S.READY: "teal",
-    S.RUNNING: "green",
-    S.COLLECTING: "amber",
-    S.GRADING: "orange",
-    S.STOPPING: "purple",
-    S.STOPPED: "slate",
-    S.ARCHIVED: "dark",
-    S.TERMINATED: "red",
-    S.EXPIRED: "brown",
-}
-
 
 class EndReason(models.TextChoices):
     COMPLETED = "COMPLETED"
@@ -77,54 +51,32 @@ class EndReason(models.TextChoices):
     FAILED = "FAILED"
 
 
-class DefinitionStatus(models.TextChoices):
-    ACTIVE = "ACTIVE"
-    INACTIVE = "INACTIVE"
-    DEPRECATED = "DEPRECATED"
-    ARCHIVED = "ARCHIVED"
-
-
-D = DefinitionStatus
-
 # The spec names the states; the moves are ours: ACTIVE and INACTIVE toggle, DEPRECATED can
 # be re-activated, ARCHIVED is final.
-DEFINITION_TRANSITIONS: dict[str, set[str]] = {
-    D.ACTIVE: {D.INACTIVE, D.DEPRECATED, D.ARCHIVED},
-    D.INACTIVE: {D.ACTIVE, D.DEPRECATED, D.ARCHIVED},
-    D.DEPRECATED: {D.ACTIVE, D.ARCHIVED},
-    D.ARCHIVED: set(),
-}
+DefinitionStatus, DEFINITION_TRANSITIONS, DEFINITION_BADGE_COLOURS = machine(
+    "DefinitionStatus",
+    """
+        ACTIVE      green  -> INACTIVE DEPRECATED ARCHIVED
+        INACTIVE    slate  -> ACTIVE DEPRECATED ARCHIVED
+        DEPRECATED  amber  -> ACTIVE ARCHIVED
+        ARCHIVED    dark   ->
+    """,
+)
 
-DEFINITION_BADGE_COLOURS = {
-    D.ACTIVE: "green",
-    D.INACTIVE: "slate",
-    D.DEPRECATED: "amber",
-    D.ARCHIVED: "dark",
-}
-
-
-class UserSessionStatus(models.TextChoices):
-    PROVISIONING = "PROVISIONING"
-    PROVISIONED = "PROVISIONED"
-    ACTIVE = "ACTIVE"
-    PAUSED = "PAUSED"
-    ENDED = "ENDED"
-    EXPIRED = "EXPIRED"
-    FAULTED = "FAULTED"
-
-
-U = UserSessionStatus
 
 # SPEC §2.3, exactly.
-USER_SESSION_TRANSITIONS: dict[str, set[str]] = {
-    U.PROVISIONING: {U.PROVISIONED, U.FAULTED},
-    U.PROVISIONED: {U.ACTIVE, U.FAULTED},
-    U.ACTIVE: {U.PAUSED, U.ENDED, U.EXPIRED, U.FAULTED},
-    U.PAUSED: {U.ACTIVE, U.ENDED, U.EXPIRED, U.FAULTED},
-    U.ENDED: set(),
-    U.EXPIRED: set(),
-    U.FAULTED: set(),
-}
+UserSessionStatus, USER_SESSION_TRANSITIONS, USER_SESSION_BADGE_COLOURS = machine(
+    "UserSessionStatus",
+    """
+        PROVISIONING  indigo  -> PROVISIONED FAULTED
+        PROVISIONED   teal    -> ACTIVE FAULTED
+        ACTIVE        green   -> PAUSED ENDED EXPIRED FAULTED
+        PAUSED        amber   -> ACTIVE ENDED EXPIRED FAULTED
+        ENDED         slate   ->
+        EXPIRED       brown   ->
+        FAULTED       red     ->
+    """,
+)
 
 
 def capacity_holding_q(prefix: str = "") -> Q:
@@ -133,14 +85,3 @@ def capacity_holding_q(prefix: str = "") -> Q:
     return Q(**{f"{prefix}status__in": CAPACITY_HOLDING}) | Q(
         **{f"{prefix}status__in": [SessionStatus.TERMINATED, SessionStatus.EXPIRED], f"{prefix}cleanup_pending": True}
     )
-
-
-USER_SESSION_BADGE_COLOURS = {
-    U.PROVISIONING: "indigo",
-    U.PROVISIONED: "teal",
-    U.ACTIVE: "green",
-    U.PAUSED: "amber",
-    U.ENDED: "slate",
-    U.EXPIRED: "brown",
-    U.FAULTED: "red",
-}

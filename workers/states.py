@@ -2,48 +2,26 @@
 
 from django.db import models
 
+from lcm.fsm import machine
 
-class WorkerStatus(models.TextChoices):
-    PENDING = "PENDING"
-    PROVISIONING = "PROVISIONING"
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    DRAINING = "DRAINING"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
-    TERMINATING = "TERMINATING"
-    TERMINATED = "TERMINATED"
-    FAILED = "FAILED"
-
-
+# SPEC §2.4, exactly: a status, its badge colour and the statuses it may move to.
+WorkerStatus, WORKER_TRANSITIONS, WORKER_BADGE_COLOURS = machine(
+    "WorkerStatus",
+    """
+        PENDING       grey    -> PROVISIONING FAILED TERMINATED
+        PROVISIONING  indigo  -> STARTING RUNNING FAILED TERMINATING
+        STARTING      blue    -> RUNNING STOPPING FAILED
+        RUNNING       green   -> DRAINING STOPPING TERMINATING FAILED
+        DRAINING      amber   -> RUNNING STOPPING TERMINATING
+        STOPPING      purple  -> STOPPED FAILED
+        STOPPED       slate   -> STARTING TERMINATING
+        TERMINATING   orange  -> TERMINATED
+        TERMINATED    dark    ->
+        FAILED        red     -> PENDING TERMINATING
+    """,
+)
 W = WorkerStatus
 
-# SPEC §2.4, exactly.
-WORKER_TRANSITIONS: dict[str, set[str]] = {
-    W.PENDING: {W.PROVISIONING, W.FAILED, W.TERMINATED},
-    W.PROVISIONING: {W.STARTING, W.RUNNING, W.FAILED, W.TERMINATING},
-    W.STARTING: {W.RUNNING, W.STOPPING, W.FAILED},
-    W.RUNNING: {W.DRAINING, W.STOPPING, W.TERMINATING, W.FAILED},
-    W.DRAINING: {W.RUNNING, W.STOPPING, W.TERMINATING},
-    W.STOPPING: {W.STOPPED, W.FAILED},
-    W.STOPPED: {W.STARTING, W.TERMINATING},
-    W.TERMINATING: {W.TERMINATED},
-    W.TERMINATED: set(),
-    W.FAILED: {W.PENDING, W.TERMINATING},
-}
-
-WORKER_BADGE_COLOURS = {
-    W.PENDING: "grey",
-    W.PROVISIONING: "indigo",
-    W.STARTING: "blue",
-    W.RUNNING: "green",
-    W.DRAINING: "amber",
-    W.STOPPING: "purple",
-    W.STOPPED: "slate",
-    W.TERMINATING: "orange",
-    W.TERMINATED: "dark",
-    W.FAILED: "red",
-}
 
 # Workers on their way to RUNNING count as coming capacity for the autoscaler.
 COMING = {W.PENDING, W.PROVISIONING, W.STARTING}
@@ -79,55 +57,27 @@ LICENSE_BADGE_COLOURS = {
 }
 
 
-class LabStatus(models.TextChoices):
-    IMPORTING = "IMPORTING"
-    DEFINED = "DEFINED"
-    STARTING = "STARTING"
-    BOOTED = "BOOTED"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
-    WIPING = "WIPING"
-    WIPED = "WIPED"
-    DELETING = "DELETING"
-    DELETED = "DELETED"
-    ORPHANED = "ORPHANED"
-    ERROR = "ERROR"
-
-
-L = LabStatus
-
 # The spec names the lab states; the moves follow CML's lab life cycle. ORPHANED (gone from
 # CML, or unknown to LCM) and ERROR are reachable from any live state; DELETED is final.
-_LIVE_EXITS = {L.ERROR, L.ORPHANED}
-LAB_TRANSITIONS: dict[str, set[str]] = {
-    L.IMPORTING: {L.DEFINED, L.DELETING, L.DELETED} | _LIVE_EXITS,
-    L.DEFINED: {L.STARTING, L.WIPED, L.DELETING} | _LIVE_EXITS,
-    L.STARTING: {L.BOOTED, L.STOPPING} | _LIVE_EXITS,
-    L.BOOTED: {L.STOPPING} | _LIVE_EXITS,
-    L.STOPPING: {L.STOPPED} | _LIVE_EXITS,
-    L.STOPPED: {L.STARTING, L.WIPING, L.DELETING} | _LIVE_EXITS,
-    L.WIPING: {L.WIPED} | _LIVE_EXITS,
-    L.WIPED: {L.STARTING, L.DELETING} | _LIVE_EXITS,
-    L.DELETING: {L.DELETED} | _LIVE_EXITS,
-    L.DELETED: set(),
-    L.ORPHANED: {L.DEFINED, L.DELETING, L.DELETED},
-    L.ERROR: {L.STARTING, L.STOPPING, L.WIPING, L.DELETING, L.DELETED, L.ORPHANED},
-}
+LabStatus, LAB_TRANSITIONS, LAB_BADGE_COLOURS = machine(
+    "LabStatus",
+    """
+        IMPORTING  indigo  -> DEFINED DELETING DELETED ERROR ORPHANED
+        DEFINED    blue    -> STARTING WIPED DELETING ERROR ORPHANED
+        STARTING   indigo  -> BOOTED STOPPING ERROR ORPHANED
+        BOOTED     green   -> STOPPING ERROR ORPHANED
+        STOPPING   indigo  -> STOPPED ERROR ORPHANED
+        STOPPED    slate   -> STARTING WIPING DELETING ERROR ORPHANED
+        WIPING     indigo  -> WIPED ERROR ORPHANED
+        WIPED      teal    -> STARTING DELETING ERROR ORPHANED
+        DELETING   indigo  -> DELETED ERROR ORPHANED
+        DELETED    dark    ->
+        ORPHANED   brown   -> DEFINED DELETING DELETED
+        ERROR      red     -> STARTING STOPPING WIPING DELETING DELETED ORPHANED
+    """,
+)
+L = LabStatus
 
-LAB_BADGE_COLOURS = {
-    L.IMPORTING: "indigo",
-    L.DEFINED: "blue",
-    L.STARTING: "indigo",
-    L.BOOTED: "green",
-    L.STOPPING: "indigo",
-    L.STOPPED: "slate",
-    L.WIPING: "indigo",
-    L.WIPED: "teal",
-    L.DELETING: "indigo",
-    L.DELETED: "dark",
-    L.ORPHANED: "brown",
-    L.ERROR: "red",
-}
 
 # Labs that still exist in CML and so keep their ports.
 LAB_HOLDS_PORTS = set(LabStatus.values) - {L.DELETED}

@@ -24,7 +24,7 @@ from grading.services import grading_session_create, grading_session_update, sco
 from lcm.api.authentication import InternalApiKeyAuthentication
 from lcm.api.permissions import InternalApiKey, IsInstructor
 from lcm.api.viewsets import ApiViewSet
-from sessions.api.views import current_child, newest_child, write_child
+from sessions.api.views import child_route, current_child, newest_child
 from sessions.models import LabletSession
 
 
@@ -72,25 +72,19 @@ class InternalSessionGradingViewSet(ApiViewSet):
     conflict_actions = ("grading_session",)
     checks_roles = False
 
-    @extend_schema(
+    grading_session = child_route(
+        "grading-session",
         summary="Create or update the session's GradingSession (internal)",
         description=(
             "Creates it (201) when the session has none; otherwise updates the current one (200). `status` moves "
             "forward only (or to FAULTED); a refused move is 409."
         ),
-        request=GradingSessionWriteSerializer,
-        responses={200: GradingSessionSerializer, 201: GradingSessionSerializer},
+        write=GradingSessionWriteSerializer,
+        read=GradingSessionSerializer,
+        children=GradingSession.objects,
+        create=_grading_session_create,
+        update=grading_session_update,
     )
-    @action(detail=True, methods=["post"], url_path="grading-session")
-    def grading_session(self, request, pk=None):
-        return write_child(
-            self,
-            GradingSessionWriteSerializer,
-            GradingSession.objects.all(),
-            _grading_session_create,
-            grading_session_update,
-            GradingSessionSerializer,
-        )
 
     @extend_schema(
         summary="Store the session's score report (internal)",

@@ -7,7 +7,6 @@ everything else, so the same rules and the same 409s apply.
 """
 
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 
 from lcm.api.authentication import InternalApiKeyAuthentication
@@ -19,7 +18,7 @@ from sessions.api.serializers import (
     UserSessionSerializer,
     UserSessionWriteSerializer,
 )
-from sessions.api.views import SESSION_LIST_PARAMETERS, BaseSessionViewSet, session_action, write_child
+from sessions.api.views import SESSION_LIST_PARAMETERS, BaseSessionViewSet, child_route, session_action
 from sessions.models import UserSession
 from sessions.services import user_session_create, user_session_update
 from sessions.states import SessionStatus
@@ -42,6 +41,10 @@ def _user_session(data) -> dict:
     """READY's UserSession, created in the same transaction when the body gives one."""
     user_session = data.get("user_session")
     return {"user_session": dict(user_session) if user_session is not None else None}
+
+
+def _user_session_create(session, target, **fields):
+    return user_session_create(session, **fields, **({"status": target} if target is not None else {}))
 
 
 @extend_schema_view(
@@ -79,26 +82,16 @@ class InternalSessionViewSet(BaseSessionViewSet):
     def ready(self, request, pk=None):
         return self._transition_from_body(ReadySerializer, SessionStatus.READY, _user_session)
 
-    @extend_schema(
+    user_session = child_route(
+        "user-session",
         summary="Create or update the session's UserSession (internal)",
         description=(
             "Creates it (201) when the session has none; otherwise updates the current one (200), moving its "
             "`status` through its state machine (409 when refused)."
         ),
-        request=UserSessionWriteSerializer,
-        responses={200: UserSessionSerializer, 201: UserSessionSerializer},
+        write=UserSessionWriteSerializer,
+        read=UserSessionSerializer,
+        children=UserSession.objects,
+        create=_user_session_create,
+        update=user_session_update,
     )
-    @action(detail=True, methods=["post"], url_path="user-session")
-    def user_session(self, request, pk=None):
-        return write_child(
-            self,
-            UserSessionWriteSerializer,
-            UserSession.objects.all(),
-            _user_session_create,
-            user_session_update,
-            UserSessionSerializer,
-        )
-
-
-def _user_session_create(session, target, **fields):
-    return user_session_create(session, **fields, **({"status": target} if target is not None else {}))

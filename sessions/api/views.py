@@ -240,19 +240,30 @@ def current_child(view, queryset):
     return child
 
 
-def write_child(view, body_serializer, queryset, create, update, answer_serializer) -> Response:
-    """The internal API's write of a session's current child from the body: `create(session, target, actor=,
-    reason=, **fields)` it (201) when the session has none, else `update(child, actor=, status=, reason=,
-    **fields)` it (200). The body's `status` (the target) and `reason` are taken apart from its fields."""
-    session = view.get_object()
-    data = dict(view.read_body(body_serializer))
-    target, reason = data.pop("status", None), data.pop("reason", "")
-    current = newest_child(queryset, session)
-    if current is None:
-        created = create(session, target, actor=view.request.user, reason=reason, **data)
-        return Response(answer_serializer(created).data, status=status.HTTP_201_CREATED)
-    updated = update(current, actor=view.request.user, status=target, reason=reason, **data)
-    return Response(answer_serializer(updated).data)
+def child_route(url_path: str, *, summary: str, description: str, write, read, children, create, update):
+    """The internal API's POST route that writes a session's current child (its UserSession, its GradingSession).
+
+    The body (`write` serializer) creates the child with `create(session, target, actor=, reason=,
+    **fields)` (201) when the session has none, else moves it with `update(child, actor=, status=,
+    reason=, **fields)` (200); `status` (the target) and `reason` are taken apart from the fields.
+    `children` is the child model's queryset; `read` serializes the answer.
+    """
+
+    def route(self, request, pk=None):
+        session = self.get_object()
+        data = dict(self.read_body(write))
+        target, reason = data.pop("status", None), data.pop("reason", "")
+        current = newest_child(children.all(), session)
+        if current is None:
+            created = create(session, target, actor=request.user, reason=reason, **data)
+            return Response(read(created).data, status=status.HTTP_201_CREATED)
+        updated = update(current, actor=request.user, status=target, reason=reason, **data)
+        return Response(read(updated).data)
+
+    route.__name__ = url_path.replace("-", "_")
+    route = action(detail=True, methods=["post"], url_path=url_path)(route)
+    schema = extend_schema(summary=summary, description=description, request=write, responses={200: read, 201: read})
+    return schema(route)
 
 
 def session_action(summary: str, request, description: str | None = None):
@@ -274,17 +285,11 @@ class SessionViewSet(BaseSessionViewSet):
     conflict_actions = ("create", "destroy", "transition", "extend", "requeue")
     query_parameter_actions = ("destroy",)
 
-    @extend_schema(
-        summary="Book a session",
-        description=(
-            "The definition must be ACTIVE; no `timeslot_start` means as soon as possible, no `timeslot_end` means "
-            "start + the definition's `max_duration_minutes`. A `reservation_id` booked before answers 409 with "
-            "`existing_id`, so an upstream retry is idempotent."
-        ),
-        request=SessionCreateSerializer,
-        responses={201: SessionSerializer},
-    )
+    @extend_schema(summary="Book a session", request=SessionCreateSerializer, responses={201: SessionSerializer})
     def create(self, request):
+        """The definition must be ACTIVE; no `timeslot_start` means as soon as possible, no `timeslot_end`
+        means start + the definition's `max_duration_minutes`. A `reservation_id` booked before answers 409
+        with `existing_id`, so an upstream retry is idempotent."""
         data = self.read_body(SessionCreateSerializer)
         session = session_create(
             definition=data["definition_id"],

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from lcm.fsm import machine
 from lcm.logging import JsonFormatter, RequestIdFilter, request_id_var
 from tests.factories import SessionFactory, WorkerFactory
 
@@ -94,3 +96,33 @@ def test_first_error_line_survives_percent_signs():
     from lcm.errors import first_error_line
 
     assert first_error_line(ValidationError({"name": ["50%off is taken"]})) == "name: 50%off is taken"
+
+
+def test_a_state_machine_is_one_table_read_like_the_spec():
+
+    door = machine(
+        "DoorStatus",
+        """
+            OPEN    green  -> CLOSED
+            CLOSED  amber  -> OPEN LOCKED
+            LOCKED  red    ->
+        """,
+    )
+    assert door.choices.values == ["OPEN", "CLOSED", "LOCKED"]
+    assert door.choices.CLOSED.label == "Closed" and door.choices.__module__ == __name__
+    assert door.transitions == {"OPEN": {"CLOSED"}, "CLOSED": {"OPEN", "LOCKED"}, "LOCKED": set()}
+    assert door.colours == {"OPEN": "green", "CLOSED": "amber", "LOCKED": "red"}
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("OPEN green -> SHUT", "OPEN moves to unknown status ['SHUT']"),
+        ("OPEN -> OPEN", "expected `STATUS colour -> TARGETS`"),
+        ("OPEN green OPEN", "expected `STATUS colour -> TARGETS`"),
+    ],
+)
+def test_a_typo_in_a_state_table_is_refused_at_import(table, message):
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        machine("DoorStatus", table)

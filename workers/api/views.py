@@ -80,17 +80,11 @@ class WorkerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
     def retrieve(self, request, *args, **kwargs):
         return self._worker_response(self.get_object())
 
-    @extend_schema(
-        summary="Add a worker (admin)",
-        description=(
-            'From a template (`{"template": "<name or id>", "name"?}`: capacity copied from it; the reconciler '
-            "launches the EC2 instance), or by registering an existing CML endpoint (`cml_base_url`, `name`, "
-            "capacity; `status` defaults to RUNNING)."
-        ),
-        request=WorkerCreateSerializer,
-        responses={201: WorkerSerializer},
-    )
+    @extend_schema(summary="Add a worker (admin)", request=WorkerCreateSerializer, responses={201: WorkerSerializer})
     def create(self, request):
+        """From a template (`{"template": "<name or id>", "name"?}`: capacity copied from it; the reconciler
+        launches the EC2 instance), or by registering an existing CML endpoint (`cml_base_url`, `name`,
+        capacity; `status` defaults to RUNNING)."""
         data = self.read_body(WorkerCreateSerializer)
         template = data.get("template")
         fields = {key: data[key] for key in _WORKER_FIELDS if key in data}
