@@ -58,10 +58,21 @@ def register(loop: Loop) -> Loop:
     return loop
 
 
+# A pass that moved its object on asks for the next one at once (`requeue_after` 0): it runs here, in
+# the same worker, without a round trip through the queue; a bounded number in a row, so one key never
+# holds a worker for long.
+MAX_IMMEDIATE_PASSES = 8
+
+
 def reconcile_key(loop_name: str, key) -> reconcile.Result:
-    """Run one reconcile pass of a fan-out loop (what a Celery task or the pool calls)."""
+    """Run a fan-out loop's passes for `key` (what a Celery task or the pool calls): one, and then at once
+    each next one a pass asks for with `requeue_after` 0 (up to `MAX_IMMEDIATE_PASSES`)."""
     loop = LOOPS[loop_name]
-    return reconcile.run(loop.name, key, loop.reconciler, loop.on_error)
+    for _ in range(MAX_IMMEDIATE_PASSES):
+        result = reconcile.run(loop.name, key, loop.reconciler, loop.on_error)
+        if result.requeue_after != 0:
+            break
+    return result
 
 
 def tick(loop_name: str) -> list:

@@ -230,13 +230,11 @@ def _on_scheduled(session, now) -> Result:
         if now < start_at:
             return Result.requeue((start_at - now).total_seconds(), "waiting for boot lead")
     definition, worker = session.definition, session.worker
-    moved = session_transition(
+    session_transition(
         session, S.INSTANTIATING, actor=ACTOR, reason="boot lead reached",
         prepare_lab=lambda locked: _prepare_lab(locked, definition, worker),
     )  # fmt: skip
-    # The locked row, with the definition and worker this pass has loaded (they did not change).
-    moved.definition, moved.worker = definition, worker
-    return _on_instantiating(moved, now, fresh=True)
+    return Result.requeue(0, "instantiating")
 
 
 def _attached(session, lab, *, ports=None) -> None:
@@ -257,22 +255,22 @@ def _prepare_lab(locked, definition, worker) -> tuple[LabRecord, dict]:
     return labs.prepare(locked, definition, worker, actor=ACTOR)
 
 
-def _session_lab(session, cml) -> tuple[LabRecord, bool]:
+def _session_lab(session, cml) -> LabRecord:
     """The session's lab record, attached to it: the one it holds, else a wiped lab still in CML, else a new
-    record with fresh ports. Also returns whether the record was made in this pass."""
+    record with fresh ports."""
     lab = session.lab_record
     if lab is not None and lab.status == L.WIPED and not labs.still_reusable(lab, cml, actor=ACTOR):
         lab = None  # a wiped lab that did not survive in CML: another, or a fresh import, below
     if lab is not None and lab.status not in (L.DELETED, L.ORPHANED):
-        return lab, False
+        return lab
     lab = labs.claim_reusable(session, session.definition, session.worker, cml, actor=ACTOR)
     if lab is not None:
         _attached(session, lab, ports=lab.ports)
-        return lab, False
+        return lab
     with transaction.atomic():
         lab, ports = labs.new_lab(session, session.definition, session.worker, actor=ACTOR)
         _attached(session, lab, ports=ports)
-    return lab, True
+    return lab
 
 
 def _copy_cml_lab_id(session, lab) -> None:
@@ -303,26 +301,22 @@ def _host_of(url: str) -> str:
     return urlparse(url).hostname or ""
 
 
-def _on_instantiating(session, now, *, fresh: bool = False) -> Result:
-    """Desired: the session's lab booted (the lab reconciler's `labs.boot`), then its LDS session → READY.
-
-    `fresh`: this pass moved the session from SCHEDULED and made its lab record (`_prepare_lab`), so no
-    import of it can have been lost and it has no user session yet.
-    """
+def _on_instantiating(session, now) -> Result:
+    """Desired: the session's lab booted (the lab reconciler's `labs.boot`), then its LDS session → READY."""
     if _expired(session, now):
         return expire(session)
     cml = _cml(session)
-    lab, made_now = _session_lab(session, cml)
+    lab = _session_lab(session, cml)
 
     def topology() -> dict:
         ports = session.allocated_ports if session.lab_record_id == lab.pk and session.allocated_ports else lab.ports
         return rewritten_topology(session.definition.lab_yaml, ports)
 
-    lab = labs.boot(lab, cml, session.worker, topology=topology, actor=ACTOR, search_lost=not (fresh or made_now))
+    lab = labs.boot(lab, cml, session.worker, topology=topology, actor=ACTOR)
     _copy_cml_lab_id(session, lab)
     if lab.status != L.BOOTED:
         return Result.requeue(POLL_SECONDS, "waiting for nodes to boot")
-    user_session, provisioned = _ensure_lds_session(session, fresh=fresh)
+    user_session, provisioned = _ensure_lds_session(session)
     session_transition(
         session, S.READY, actor=ACTOR, reason="lab booted, login URL issued", provisioned=provisioned
     )  # fmt: skip
@@ -330,17 +324,14 @@ def _on_instantiating(session, now, *, fresh: bool = False) -> Result:
     return Result.done("ready")
 
 
-def _ensure_lds_session(session, *, fresh: bool = False) -> tuple[UserSession, tuple | None]:
+def _ensure_lds_session(session) -> tuple[UserSession, tuple | None]:
     """The UserSession with an LDS session, and its devices and launch URL (each step resumable).
 
     Returns the user session and, when this pass set its devices and made its launch URL, what to
-    record of them with the move to READY (`session_transition`'s `provisioned`). `fresh`: the session
-    entered INSTANTIATING in this pass, so it has no user session yet (only INSTANTIATING makes one).
+    record of them with the move to READY (`session_transition`'s `provisioned`).
     """
     lds = lds_client()
-    user_session = None
-    if not fresh:
-        user_session = session.user_sessions.exclude(status__in=USER_SESSION_DONE).order_by("-created_at").first()
+    user_session = session.user_sessions.exclude(status__in=USER_SESSION_DONE).order_by("-created_at").first()
     if user_session is None or not user_session.lds_session_id:
         created = lds.create_session(
             candidate_id=session.owner,

@@ -174,23 +174,24 @@ def find_by_title(cml, title: str, worker) -> str | None:
 # --- desired: booted ------------------------------------------------------------------------------
 
 
-def boot(lab, cml, worker, *, topology: Callable[[], dict], actor, search_lost: bool = True) -> LabRecord:
+def boot(lab, cml, worker, *, topology: Callable[[], dict], actor) -> LabRecord:
     """Drive `lab` toward BOOTED: import it (`topology()`, ports rewritten) unless it is in CML already, start
-    it, record every node converged. Returns the record: BOOTED when booted, STARTING while nodes boot.
+    it, wait for its nodes to converge; returns the record (BOOTED, or STARTING while CML converges).
 
-    `search_lost`: a record left IMPORTING by an earlier pass may have an import whose answer was lost, so
-    CML is searched for its title first (a record made in this very pass skips the search).
+    A record left IMPORTING after an import was sent (`import_sent_at`) may have an import whose answer was
+    lost, so CML is searched for its title first; a record that never sent one needs no search.
     """
     imported = ""
     if lab.status == L.IMPORTING:
         title = lab.title or lab_title(lab.pk)
-        existing = find_by_title(cml, title, worker) if search_lost else None
+        existing = find_by_title(cml, title, worker) if lab.import_sent_at else None
         if existing:
             lab = lab_record_transition(
                 lab, L.DEFINED, actor=actor, reason="found after lost import", cml_lab_id=existing,
                 cml_state=CML_DEFINED,
             )  # fmt: skip
         else:
+            _mark_import_sent(lab)
             imported = cml.import_lab(topology(), title=title)
     if imported or lab.status in (L.DEFINED, L.WIPED, L.STOPPED):
         lab = _start(lab, cml, imported, actor=actor)
@@ -201,6 +202,12 @@ def boot(lab, cml, worker, *, topology: Callable[[], dict], actor, search_lost: 
     if lab.status != L.BOOTED:
         raise http.ExternalError("cml", "instantiate", f"lab {lab.cml_lab_id} is {lab.status}")
     return lab
+
+
+def _mark_import_sent(lab) -> None:
+    """Record, before the import goes out, that one may now exist in CML (a bookkeeping column, no status)."""
+    lab.import_sent_at = timezone.now()
+    LabRecord.objects.filter(pk=lab.pk).update(import_sent_at=lab.import_sent_at)
 
 
 def _start(lab, cml, imported: str, *, actor) -> LabRecord:
@@ -240,7 +247,7 @@ def tear_down(lab, cml_of: Callable, worker, *, delete: bool, actor) -> str | No
         return None
     if lab.status in (L.DELETED, L.ORPHANED):
         return None
-    if not lab.cml_lab_id and lab.status == L.IMPORTING:
+    if not lab.cml_lab_id and lab.status == L.IMPORTING and lab.import_sent_at:
         found = find_by_title(cml_of(), lab.title or lab_title(lab.pk), worker)
         if found:
             lab = lab_record_transition(lab, L.DEFINED, actor=actor, reason="found after lost import", cml_lab_id=found)

@@ -151,6 +151,9 @@ class LabRecord(ConcurrentTransitionMixin, models.Model):
     cml_state = models.CharField(max_length=30, blank=True, default="")
     node_count = models.PositiveIntegerField(default=0)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    # When an import of this record was last sent to CML: only then can an import whose answer was lost
+    # be in CML under the record's title (so only then is CML searched for it).
+    import_sent_at = models.DateTimeField(null=True, blank=True)
     active_session = models.OneToOneField(
         "lablets.LabletSession", null=True, blank=True, on_delete=models.SET_NULL, related_name="active_lab"
     )

@@ -277,15 +277,15 @@ def _on_pending(worker, now) -> Result:
         last_error="",
         **_addresses(instance),
     )
-    return _on_provisioning(worker, now)
+    return Result.requeue(0, "provisioning")
 
 
 def _on_provisioning(worker, now) -> Result:
     instance = _instance(worker)
     if _gone(instance):
         return _vanished(worker, f"instance {worker.aws_instance_id} disappeared while provisioning")
-    worker = _move(worker, W.STARTING, f"instance {instance.state.value}", **_addresses(instance))
-    return _on_starting(worker, now)
+    _move(worker, W.STARTING, f"instance {instance.state.value}", **_addresses(instance))
+    return Result.requeue(0, "starting")
 
 
 def _on_starting(worker, now) -> Result:
@@ -306,7 +306,7 @@ def _on_starting(worker, now) -> Result:
         worker = worker_observe(worker, cml_base_url=cml_url_for(worker))
     ready, info, why = _cml_ready(worker)
     if ready:
-        worker = _move(
+        _move(
             worker,
             W.RUNNING,
             f"CML {info.get('version', '')} ready",
@@ -314,7 +314,7 @@ def _on_starting(worker, now) -> Result:
             service_status="READY",
             last_activity_at=now,
         )
-        return _on_running(worker, now)
+        return Result.requeue(0, "running")
     since = _since(worker, W.STARTING) or worker.updated_at
     limit = timedelta(minutes=settings.LCM_WORKER_READY_TIMEOUT_MINUTES)
     if now - since > limit:
@@ -384,10 +384,12 @@ def _on_draining(worker, now) -> Result:
 
 
 def _stop_or_terminate(worker, now, reason: str) -> Result:
-    """Start stopping (or terminating) a worker that holds no session."""
+    """Start stopping (or terminating) a worker that holds no session; the next pass carries it out."""
     if worker.desired_status == D.TERMINATED and W.TERMINATING in WORKER_TRANSITIONS[worker.status]:
-        return _on_terminating(_move(worker, W.TERMINATING, reason), now)
-    return _on_stopping(_move(worker, W.STOPPING, reason, service_status="STOPPING"), now)
+        _move(worker, W.TERMINATING, reason)
+        return Result.requeue(0, "terminating")
+    _move(worker, W.STOPPING, reason, service_status="STOPPING")
+    return Result.requeue(0, "stopping")
 
 
 def _on_stopping(worker, now) -> Result:
@@ -400,7 +402,7 @@ def _on_stopping(worker, now) -> Result:
             return Result.requeue(POLL_SECONDS, "stopping instance")
         if instance.state != InstanceState.STOPPED:
             return Result.requeue(POLL_SECONDS, f"instance {instance.state.value}")
-    worker = _move(
+    _move(
         worker,
         W.STOPPED,
         "instance stopped" if worker.aws_instance_id else "stopped",
@@ -410,12 +412,13 @@ def _on_stopping(worker, now) -> Result:
         memory_percent=None,
         running_nodes=None,
     )
-    return _on_stopped(worker, now)
+    return Result.requeue(0, "stopped")
 
 
 def _on_stopped(worker, now) -> Result:
     if worker.desired_status == D.TERMINATED:
-        return _on_terminating(_move(worker, W.TERMINATING, "terminate requested"), now)
+        _move(worker, W.TERMINATING, "terminate requested")
+        return Result.requeue(0, "terminating")
     instance = _instance(worker) if worker.aws_instance_id else None
     if worker.aws_instance_id and _gone(instance):
         state = instance.state.value if instance is not None else "gone"
@@ -427,8 +430,8 @@ def _on_stopped(worker, now) -> Result:
             return Result.requeue(POLL_SECONDS, "instance still stopping")
         if instance.state == InstanceState.STOPPED:
             _ec2(worker).start(instance.id)
-    worker = _move(worker, W.STARTING, "start requested", service_status="STARTING")
-    return _on_starting(worker, now)
+    _move(worker, W.STARTING, "start requested", service_status="STARTING")
+    return Result.requeue(0, "starting")
 
 
 def _on_terminating(worker, now) -> Result:
@@ -448,7 +451,8 @@ def _on_terminating(worker, now) -> Result:
 
 def _on_failed(worker, now) -> Result:
     if worker.desired_status == D.TERMINATED:
-        return _on_terminating(_move(worker, W.TERMINATING, "terminate requested"), now)
+        _move(worker, W.TERMINATING, "terminate requested")
+        return Result.requeue(0, "terminating")
     return Result.done("failed: waiting for an admin")
 
 

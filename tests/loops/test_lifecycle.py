@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from grading.models import ScoreReport
-from lcm import http, reconcile
+from lcm import http, loops, reconcile
 from scheduling.scheduler import place_pending
 from scheduling.selectors import worker_capacities
 from sessions.booking import session_create
@@ -137,17 +137,25 @@ def test_repeated_failures_terminate_as_failed_and_delete_the_lab(sims, sim_work
     assert not Port.objects.filter(lab_record=session.lab_record).exists()
 
 
-def test_instantiation_is_one_pass_of_a_bounded_number_of_statements(sims, sim_worker):
-    """SCHEDULED to READY in one pass: the lab record and its ports are made in the move to INSTANTIATING,
-    the devices and launch URL are recorded with the move to READY."""
+def test_scheduled_to_ready_is_two_passes_run_back_to_back_in_a_bounded_number_of_statements(sims, sim_worker):
+    """A handler does not fall through into the next state's: the SCHEDULED pass moves the session to
+    INSTANTIATING (making its lab record and ports in that move) and asks for a pass at once; the runner runs
+    it in the same call (no round trip through the queue), and it records devices and launch URL with READY."""
     sim_worker("w1")
     session = session_create(definition=DefinitionFactory(boot_lead_minutes=30), owner="q", actor="t")
     place_pending(require_leader=False)
     assert status_of(session) == "SCHEDULED"
+    first = reconcile.run("lablets", session.pk, reconcile_session, record_failure)
+    assert (first.action, first.requeue_after, status_of(session)) == ("instantiating", 0, "INSTANTIATING")
+    session_transition(LabletSession.objects.get(pk=session.pk), "TERMINATED", actor="t")
+    drive(lambda: not LabRecord.objects.filter(active_session=session).exists())
+
+    session = session_create(definition=DefinitionFactory(boot_lead_minutes=30), owner="q", actor="t")
+    place_pending(require_leader=False)
     with CaptureQueriesContext(connection) as queries:
-        reconcile.run("lablets", session.pk, reconcile_session, record_failure)
-    assert status_of(session) == "READY"
-    assert len(queries) <= 32, "\n".join(q["sql"][:100] for q in queries.captured_queries)
+        result = loops.reconcile_key("lablets", session.pk)
+    assert status_of(session) == "READY" and result.action == "ready"
+    assert len(queries) <= 38, "\n".join(q["sql"][:100] for q in queries.captured_queries)
     session.refresh_from_db()
     assert session.cml_lab_id == session.lab_record.cml_lab_id != ""
     assert session.allocated_ports == session.lab_record.ports and len(session.allocated_ports) == 3

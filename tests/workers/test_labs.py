@@ -124,6 +124,13 @@ def new_record(worker, definition, session=None) -> tuple[LabRecord, dict]:
     return labs.new_lab(session or SessionFactory(definition=definition), definition, worker, actor=ACTOR)
 
 
+def lost_import(cml, lab, ports) -> str:
+    """What a pass that died right after sending an import leaves: the mark that it was sent, a lab in CML
+    under the record's title, and no CML id on the record."""
+    labs._mark_import_sent(lab)
+    return cml.import_lab(demo_topology(ports), title=labs.lab_title(lab.pk))
+
+
 def wiped_record(worker, definition, *, cml_lab_id="", session=None) -> LabRecord:
     """A WIPED record of `definition` on `worker` holding the definition's ports (bound to `session`)."""
     lab = LabRecordFactory(
@@ -139,7 +146,7 @@ def wiped_record(worker, definition, *, cml_lab_id="", session=None) -> LabRecor
 
 def booted_record(worker, definition, cml) -> tuple[LabRecord, dict]:
     lab, ports = new_record(worker, definition)
-    lab = labs.boot(lab, cml, worker, topology=lambda: demo_topology(ports), actor=ACTOR, search_lost=False)
+    lab = labs.boot(lab, cml, worker, topology=lambda: demo_topology(ports), actor=ACTOR)
     assert lab.status == L.BOOTED
     return lab, ports
 
@@ -304,7 +311,7 @@ def test_find_by_title_finds_an_unrecorded_lab_and_ignores_recorded_ones(worker,
 def test_boot_imports_starts_and_records_booted_in_one_call(worker, definition, cml, changes):
     lab, ports = new_record(worker, definition)
 
-    lab = labs.boot(lab, cml, worker, topology=lambda: demo_topology(ports), actor=ACTOR, search_lost=False)
+    lab = labs.boot(lab, cml, worker, topology=lambda: demo_topology(ports), actor=ACTOR)
 
     assert lab.status == L.BOOTED and fresh(lab).status == L.BOOTED
     assert lab.cml_state == "STARTED" and lab.last_synced_at is not None
@@ -328,7 +335,7 @@ def test_boot_waits_in_starting_while_nodes_boot_then_records_booted(make_worker
     lab, ports = new_record(worker, definition)
     topology = lambda: demo_topology(ports)  # noqa: E731
 
-    lab = labs.boot(lab, cml, worker, topology=topology, actor=ACTOR, search_lost=False)
+    lab = labs.boot(lab, cml, worker, topology=topology, actor=ACTOR)
     assert lab.status == L.STARTING and lab.cml_lab_id and fresh(lab).status == L.STARTING
 
     again = labs.boot(fresh(lab), cml, worker, topology=topology, actor=ACTOR)
@@ -343,19 +350,29 @@ def test_boot_waits_in_starting_while_nodes_boot_then_records_booted(make_worker
 
 def test_boot_finds_a_lost_import_by_its_title_and_does_not_import_twice(worker, definition, cml, changes):
     lab, ports = new_record(worker, definition)
-    lost = cml.import_lab(demo_topology(ports), title=labs.lab_title(lab.pk))  # the answer never got recorded
+    lost = lost_import(cml, lab, ports)  # the answer never got recorded
     assert fresh(lab).status == L.IMPORTING and fresh(lab).cml_lab_id == ""
 
     def topology():
         raise AssertionError("a lost import was imported again")
 
-    lab = labs.boot(fresh(lab), cml, worker, topology=topology, actor=ACTOR, search_lost=True)
+    lab = labs.boot(fresh(lab), cml, worker, topology=topology, actor=ACTOR)
 
     assert lab.status == L.BOOTED and lab.cml_lab_id == lost
     assert lab_titled(cml, labs.lab_title(lab.pk)) == [lost]
     assert len(cml.labs(show_all=True)) == 1
     found = [c for c in changes if c["id"] == lab.pk and c["to"] == L.DEFINED]
     assert found and found[0]["reason"] == "found after lost import" and found[0]["actor"] == ACTOR
+
+
+def test_a_record_that_never_sent_an_import_is_not_searched_for_in_cml(worker, definition, cml, monkeypatch):
+    lab, ports = new_record(worker, definition)
+    monkeypatch.setattr(labs, "find_by_title", lambda *a: pytest.fail("searched CML for an import never sent"))
+
+    lab = labs.boot(fresh(lab), cml, worker, topology=lambda: demo_topology(ports), actor=ACTOR)
+
+    assert lab.status == L.BOOTED and fresh(lab).import_sent_at is not None
+    assert lab_titled(cml, labs.lab_title(lab.pk)) == [lab.cml_lab_id]
 
 
 def test_boot_restarts_a_wiped_lab_without_importing(worker, definition, cml):
@@ -447,7 +464,7 @@ def test_tear_down_of_an_importing_record_with_no_cml_lab_deletes_it_never_impor
 
 def test_tear_down_of_a_lost_import_finds_it_by_title_and_deletes_it(worker, definition, cml):
     lab, ports = new_record(worker, definition)
-    lost = cml.import_lab(demo_topology(ports), title=labs.lab_title(lab.pk))
+    lost = lost_import(cml, lab, ports)
 
     assert labs.tear_down(fresh(lab), lambda: cml, worker, delete=True, actor=ACTOR) is None
 

@@ -125,23 +125,19 @@ def session_rows(worker) -> list[dict]:
 # --- PENDING ------------------------------------------------------------------------------------
 
 
-def test_pending_launches_a_tagged_instance_and_moves_through_provisioning_to_starting(env):
+def test_pending_launches_a_tagged_instance_moves_to_provisioning_and_asks_for_the_next_pass(env):
     worker = WorkerFactory(name="p1", status="PENDING", template=env.template, cml_base_url="")
 
     result = reconcile_worker(worker.pk)
 
     worker = reload(worker)
-    assert (worker.status, worker.desired_status) == ("STARTING", "RUNNING")
+    assert (worker.status, worker.desired_status) == ("PROVISIONING", "RUNNING")
     assert worker.aws_instance_id and worker.instance_type == "m5.2xlarge" and worker.service_status == "PROVISIONING"
-    assert moves(worker) == [
-        ("status", "PENDING", "PROVISIONING", ACTOR),
-        ("status", "PROVISIONING", "STARTING", ACTOR),
-    ]
+    assert moves(worker) == [("status", "PENDING", "PROVISIONING", ACTOR)]
     assert ACTOR == "worker-reconciler"
-    launched, started = reasons(worker)
+    [launched] = reasons(worker)
     assert launched.startswith(f"launched instance {worker.aws_instance_id} (m5.2xlarge) from cml-2.9")
-    assert started == "instance pending"
-    assert (result.action, result.requeue_after) == ("instance pending", POLL_SECONDS)
+    assert (result.action, result.requeue_after) == ("provisioning", 0)  # no fall-through into PROVISIONING's
     [instance] = ec2_client().describe_instances(tags={TAG_WORKER_ID: str(worker.pk)})
     assert instance.id == worker.aws_instance_id
 
@@ -173,7 +169,12 @@ def test_provisioning_moves_to_starting_once_ec2_knows_the_instance(env):
     assert moves(worker) == [("status", "PROVISIONING", "STARTING", ACTOR)]
     assert reasons(worker) == ["instance pending"]
     assert worker.private_ip  # the addresses EC2 gave it
-    assert (result.action, result.requeue_after) == ("instance pending", POLL_SECONDS)
+    assert (result.action, result.requeue_after) == ("starting", 0)
+
+    waiting = reconcile_worker(worker.pk)  # STARTING's handler, in the next pass
+
+    assert reload(worker).status == "STARTING"
+    assert (waiting.action, waiting.requeue_after) == ("instance pending", POLL_SECONDS)
 
 
 # --- STARTING ------------------------------------------------------------------------------------
@@ -200,8 +201,12 @@ def test_starting_waits_at_the_readiness_gate_then_becomes_running(env):
     assert (worker.status, worker.desired_status, worker.service_status) == ("RUNNING", "RUNNING", "READY")
     assert moves(worker) == [("status", "STARTING", "RUNNING", ACTOR)]
     assert reasons(worker) == ["CML 2.9.0 ready"]
-    assert worker.metrics_collected_at is not None  # the first sync ran in the same pass
-    assert (ready.action, ready.requeue_after) == ("in sync", None)
+    assert (ready.action, ready.requeue_after) == ("running", 0)
+
+    synced = reconcile_worker(worker.pk)  # RUNNING's handler, in the next pass: the first sync
+
+    assert reload(worker).metrics_collected_at is not None
+    assert (synced.action, synced.requeue_after) == ("in sync", None)
 
 
 # --- RUNNING -------------------------------------------------------------------------------------
@@ -260,7 +265,11 @@ def test_draining_with_no_session_left_stops_and_stays_stopped(env):
         ("status", "DRAINING", "STOPPING", ACTOR),
     ]
     assert reasons(worker)[already:] == ["drain finished: stopped until started", "drained: no session left"]
-    assert (result.action, result.requeue_after) == ("stopping instance", POLL_SECONDS)
+    assert (result.action, result.requeue_after) == ("stopping", 0)
+
+    stopping = reconcile_worker(worker.pk)  # STOPPING's handler, in the next pass
+
+    assert (stopping.action, stopping.requeue_after) == ("stopping instance", POLL_SECONDS)
     assert env.instance_state(worker.aws_instance_id) == "stopping"
 
 
@@ -317,7 +326,9 @@ def test_stopping_stops_the_instance_then_records_stopped(env):
     assert worker.public_ip is None
     assert moves(worker) == [("status", "STOPPING", "STOPPED", ACTOR)]
     assert reasons(worker) == ["instance stopped"]
-    assert (done.action, done.requeue_after) == ("stopped", None)
+    assert (done.action, done.requeue_after) == ("stopped", 0)
+    assert reconcile_worker(worker.pk).action == "stopped"  # STOPPED's handler: meant to stay stopped
+    assert moves(reload(worker)) == [("status", "STOPPING", "STOPPED", ACTOR)]
 
 
 # --- STOPPED -------------------------------------------------------------------------------------
@@ -332,8 +343,9 @@ def test_stopped_asked_to_run_starts_the_instance_and_moves_to_starting(env):
     assert (worker.status, worker.desired_status, worker.service_status) == ("STARTING", "RUNNING", "STARTING")
     assert moves(worker) == [("status", "STOPPED", "STARTING", ACTOR)]
     assert reasons(worker) == ["start requested"]
-    assert (result.action, result.requeue_after) == ("instance pending", POLL_SECONDS)
+    assert (result.action, result.requeue_after) == ("starting", 0)
     assert env.instance_state(worker.aws_instance_id) == "pending"
+    assert reconcile_worker(worker.pk).action == "instance pending"  # STARTING's handler, in the next pass
 
 
 def test_stopped_and_meant_to_stay_stopped_does_nothing(env):
@@ -399,10 +411,15 @@ def test_failed_waits_for_an_admin(env):
     assert (result.action, result.requeue_after) == ("failed: waiting for an admin", None)
 
 
-def test_failed_asked_to_terminate_goes_through_terminating_to_terminated(env):
+def test_failed_asked_to_terminate_moves_to_terminating_and_the_next_pass_terminates(env):
     worker = WorkerFactory(name="f2", status="FAILED", desired_status="TERMINATED", cml_base_url="")
 
-    result = reconcile_worker(worker.pk)
+    asked = reconcile_worker(worker.pk)
+
+    assert reload(worker).status == "TERMINATING"
+    assert (asked.action, asked.requeue_after) == ("terminating", 0)
+
+    result = reconcile_worker(worker.pk)  # TERMINATING's handler, in the next pass
 
     worker = reload(worker)
     assert (worker.status, worker.desired_status) == ("TERMINATED", "TERMINATED")
