@@ -59,8 +59,8 @@ def register(loop: Loop) -> Loop:
 
 
 # A pass that moved its object on asks for the next one at once (`requeue_after` 0): it runs here, in
-# the same worker, without a round trip through the queue; a bounded number in a row, so one key never
-# holds a worker for long.
+# the same worker and under the same key lock, without a round trip through the queue; a bounded number
+# in a row, so one key never holds a worker for long.
 MAX_IMMEDIATE_PASSES = 8
 
 
@@ -68,11 +68,7 @@ def reconcile_key(loop_name: str, key) -> reconcile.Result:
     """Run a fan-out loop's passes for `key` (what a Celery task or the pool calls): one, and then at once
     each next one a pass asks for with `requeue_after` 0 (up to `MAX_IMMEDIATE_PASSES`)."""
     loop = LOOPS[loop_name]
-    for _ in range(MAX_IMMEDIATE_PASSES):
-        result = reconcile.run(loop.name, key, loop.reconciler, loop.on_error)
-        if result.requeue_after != 0:
-            break
-    return result
+    return reconcile.run(loop.name, key, loop.reconciler, loop.on_error, passes=MAX_IMMEDIATE_PASSES)
 
 
 def tick(loop_name: str) -> list:

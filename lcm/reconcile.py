@@ -81,12 +81,20 @@ _local_locks_guard = threading.Lock()
 BUSY_RETRY_SECONDS = 0.5
 
 
-def run(loop: str, key, reconcile: Callable, on_error: Callable | None = None) -> Result:
-    """Run one reconcile pass for one key; never raises. A key another worker is reconciling is skipped."""
+def run(loop: str, key, reconcile: Callable, on_error: Callable | None = None, *, passes: int = 1) -> Result:
+    """Run a reconcile pass for one key; never raises. A key another worker is reconciling is skipped.
+
+    With `passes` > 1, each pass that asks for the next one at once (`requeue_after` 0) gets it here,
+    under the same key lock, up to `passes` in all; the last pass's result is returned.
+    """
     with key_lock(loop, key) as acquired:
         if not acquired:
             return Result.requeue(BUSY_RETRY_SECONDS, "busy elsewhere")
-        return _run(loop, key, reconcile, on_error)
+        for _ in range(passes):
+            result = _run(loop, key, reconcile, on_error)
+            if result.requeue_after != 0:
+                break
+        return result
 
 
 def _run(loop: str, key, reconcile: Callable, on_error: Callable | None) -> Result:
