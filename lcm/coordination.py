@@ -303,7 +303,8 @@ def reset_coordinator() -> None:
 
 # --- the projection of SPEC §4, fed by lcm.events after each commit ---------------------
 
-SESSION_KEY_GONE = {"ARCHIVED", "TERMINATED"}
+SESSION_KEY_GONE = {"ARCHIVED"}
+SESSION_KEY_GONE_WHEN_CLEAN = {"TERMINATED", "EXPIRED"}
 
 
 def project_session(session_id, status: str, ports: dict | None, *, clean: bool = True) -> None:
@@ -317,7 +318,9 @@ def project_sessions(rows) -> None:
     deletes: list[str] = []
     for session_id, status, ports, clean in rows:
         keys = (session_status_key(session_id), session_ports_key(session_id))
-        if status in SESSION_KEY_GONE or (status == "EXPIRED" and clean):
+        # A TERMINATED or EXPIRED session with teardown still to do keeps its key, so the watcher sees the put
+        # and tears it down at once; its key goes when it is clean (the cleanup announces itself).
+        if status in SESSION_KEY_GONE or (status in SESSION_KEY_GONE_WHEN_CLEAN and clean):
             deletes.extend(keys)
         else:
             puts[keys[0]] = status

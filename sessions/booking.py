@@ -15,11 +15,13 @@ from lcm.fsm import InvalidTransition, actor_name, record_change
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
 from sessions.services import lock_session, record_session_note
 from sessions.states import DefinitionStatus, SessionStatus
+from workers.models import SystemSettings
 
 S = SessionStatus
 
 # Sessions whose timeslot can still be extended (they have not finished running).
-EXTENDABLE = {S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING}
+# SPEC §3.4a: every state before COLLECTING (once the candidate's work is being collected, time is over).
+EXTENDABLE = {S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING}
 
 
 def _as_aware(errors, name, value):
@@ -160,12 +162,33 @@ def session_create(
     return session
 
 
-def session_extend(session, new_end, *, actor, reason: str = "", is_admin: bool = False) -> LabletSession:
-    """Move the timeslot end later (SPEC §2.2 `extend`).
+def _check_extension_ceiling(locked, new_end, *, reason: str, is_admin: bool) -> None:
+    """Refuse a timeslot longer than an instructor may give (naming the limit); an admin needs a reason."""
+    total = int((new_end - locked.timeslot_start).total_seconds() // 60)
+    extra = SystemSettings.load().max_extension_minutes
+    ceiling = locked.definition.max_duration_minutes + extra
+    if total <= ceiling:
+        return
+    if not is_admin:
+        raise ValidationError(
+            {
+                "timeslot_end": [
+                    f"the timeslot would last {total} minutes; instructors may extend to at most {ceiling} "
+                    f"(the definition's {locked.definition.max_duration_minutes} + {extra}); ask an admin for more"
+                ]
+            }
+        )
+    if not reason.strip():
+        raise ValidationError({"reason": [f"an extension beyond {ceiling} minutes needs a reason"]})
 
-    The total stays within the definition's `max_duration_minutes` unless an admin asks.
-    Capacity needs no new check: a session holds its capacity until its lab is stopped,
-    so the extra time is already covered.
+
+def session_extend(session, new_end, *, actor, reason: str = "", is_admin: bool = False) -> LabletSession:
+    """Move the timeslot end later (SPEC §2.2 `extend`, §3.4a), in any state before COLLECTING.
+
+    Instructors may reach the definition's `max_duration_minutes` plus `SystemSettings.max_extension_minutes`;
+    an admin may go beyond, saying why. Capacity needs no new check: a session holds its capacity until its
+    lab is stopped, so the extra time is already covered. A session with an LDS session gets the new end
+    there too: the reconciler converges LDS's end on `timeslot_end` (`sessions.reconcilers`).
     """
     errors: dict[str, list[str]] = {}
     new_end = _as_aware(errors, "timeslot_end", new_end)
@@ -185,16 +208,7 @@ def session_extend(session, new_end, *, actor, reason: str = "", is_admin: bool 
             )
         if new_end <= timezone.now():
             raise ValidationError({"timeslot_end": ["is in the past"]})
-        total = new_end - locked.timeslot_start
-        limit = locked.definition.max_duration_minutes
-        if not is_admin and total > timedelta(minutes=limit):
-            raise ValidationError(
-                {
-                    "timeslot_end": [
-                        f"the timeslot would last {int(total.total_seconds() // 60)} minutes; at most {limit} allowed"
-                    ]
-                }
-            )
+        _check_extension_ceiling(locked, new_end, reason=reason, is_admin=is_admin)
         old_end = locked.timeslot_end
         locked.timeslot_end = new_end
         locked.save(update_fields=["timeslot_end", "updated_at"])

@@ -5,6 +5,8 @@ allowed. `submit()` calls the service and turns its ValidationError into field e
 a page always shows the user's input back with the message next to the field.
 """
 
+from datetime import timedelta
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -83,15 +85,31 @@ class SessionCreateForm(forms.Form):
 
 
 class ExtendForm(forms.Form):
-    """Move a session's timeslot end later."""
+    """Move a session's timeslot end later: to a chosen end, or by a quick +5/+10/+15 minutes (SPEC §3.4a)."""
 
-    timeslot_end = forms.DateTimeField(label="New end (UTC)", widget=datetime_input())
+    QUICK_MINUTES = (5, 10, 15)
+
+    timeslot_end = forms.DateTimeField(label="New end (UTC)", widget=datetime_input(), required=False)
+    add_minutes = forms.TypedChoiceField(
+        choices=[(m, f"+{m} min") for m in QUICK_MINUTES], coerce=int, required=False, empty_value=None
+    )
+    reason = forms.CharField(
+        label="Reason", required=False, max_length=500, help_text="Needed to extend beyond the instructors' limit."
+    )
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors and data.get("add_minutes") is None and data.get("timeslot_end") is None:
+            self.add_error("timeslot_end", "Choose a new end, or add minutes with a + button.")
+        return data
 
     def submit(self, session, *, actor, is_admin: bool):
         """Extend through `session_extend`; returns the session, or None with the errors on the form."""
+        data = self.cleaned_data
+        minutes = data.get("add_minutes")
+        new_end = session.timeslot_end + timedelta(minutes=minutes) if minutes else data["timeslot_end"]
         try:
-            new_end = self.cleaned_data["timeslot_end"]
-            return session_extend(session, new_end, actor=actor, is_admin=is_admin, reason="extended from the page")
+            return session_extend(session, new_end, actor=actor, is_admin=is_admin, reason=data.get("reason", ""))
         except ValidationError as exc:
             add_service_errors(self, exc)
         return None

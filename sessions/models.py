@@ -203,6 +203,8 @@ class UserSession(ExternalSession):
     lds_part_id = models.CharField(max_length=200, blank=True, default="")
     login_url = models.URLField(max_length=1000, blank=True, default="")
     devices = models.JSONField(default=list, blank=True)
+    # The end LDS was last seen to hold for the candidate (sent at create, converged after an extension).
+    lds_ends_at = models.DateTimeField(null=True, blank=True)
     status = FSMField(default=UserSessionStatus.PROVISIONING, choices=UserSessionStatus.choices, protected=True)
 
     locals().update(transitions_from_table(status, USER_SESSION_TRANSITIONS))

@@ -25,13 +25,26 @@ and cleaned up.
 
 import contextlib
 import logging
+import math
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Func, Q, Subquery, Value
+from django.db.models import (
+    DateTimeField,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Func,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
@@ -40,6 +53,7 @@ from sessions.clients.lds import lds_client
 from sessions.labyaml import rewritten_topology
 from sessions.models import LabletSession, UserSession
 from sessions.services import (
+    record_session_note,
     session_attach_lab,
     session_cleanup_finished,
     session_record_failure,
@@ -105,6 +119,17 @@ def project_sessions(ids, *, in_process: bool) -> None:
             wake(str(pk), status)
 
 
+# A user session whose LDS end is not the session's (an extension not yet sent to LDS).
+_lds_end_behind = (
+    UserSession.objects.filter(
+        lablet_session=OuterRef("pk"),
+        status__in=[UserSessionStatus.PROVISIONED, UserSessionStatus.ACTIVE, UserSessionStatus.PAUSED],
+    )
+    .exclude(lds_session_id="")
+    .exclude(lds_ends_at=OuterRef("timeslot_end"))
+)
+
+
 def sessions_needing_work(now=None) -> list:
     """Ids of sessions the reconciler has something to do for now, found with one query.
 
@@ -129,6 +154,7 @@ def sessions_needing_work(now=None) -> list:
         | Q(status=S.SCHEDULED, worker__status__in=[WorkerStatus.DRAINING, WorkerStatus.STOPPING])
         | Q(status__in=[S.READY, S.RUNNING], worker__status=WorkerStatus.TERMINATED)
         | Q(status__in=[S.READY, S.RUNNING], worker__status=WorkerStatus.DRAINING, worker__drain_deadline__lte=now)
+        | Q(Exists(_lds_end_behind), status__in=[S.READY, S.RUNNING])
     )
     return list(LabletSession.objects.filter(needs & due).order_by("timeslot_start").values_list("pk", flat=True))
 
@@ -342,7 +368,7 @@ def _ensure_lds_session(session) -> tuple[UserSession, tuple | None]:
             user_timeslot_end=session.timeslot_end,
         )
         # Recorded at once: the LDS API has no lookup by our reference, so an id not recorded is lost.
-        ids = {"lds_session_id": created.session_id, "lds_part_id": "1"}
+        ids = {"lds_session_id": created.session_id, "lds_part_id": "1", "lds_ends_at": session.timeslot_end}
         if user_session is None:
             user_session = user_session_create(session, actor=ACTOR, reason="LDS session created", **ids)
         else:
@@ -367,15 +393,57 @@ def _ensure_lds_session(session) -> tuple[UserSession, tuple | None]:
 def _on_ready(session, now) -> Result:
     if _expired(session, now):
         return expire(session, "the candidate never started")
+    _converge_lds_end(session)
     return Result.requeue((session.timeslot_end - now).total_seconds(), "waiting for the candidate")
 
 
 def _on_running(session, now) -> Result:
     if not _expired(session, now):
+        _converge_lds_end(session)
         return Result.requeue((session.timeslot_end - now).total_seconds(), "running")
     target = S.COLLECTING if session.definition.grading_enabled else S.STOPPING
     session_transition(session, target, actor=ACTOR, reason="time is up", expected_status=S.RUNNING)
     return Result.requeue(0, "time is up")
+
+
+# --- the candidate's LDS session: its end follows the timeslot, and access ends with RUNNING -------------
+
+_IN_USE = [UserSessionStatus.PROVISIONED, UserSessionStatus.ACTIVE, UserSessionStatus.PAUSED]
+
+
+def _converge_lds_end(session) -> None:
+    """Level-triggered (SPEC §3.4a): the end LDS holds for the candidate follows `timeslot_end`, so an extension
+    reaches them. Only when the recorded end differs is LDS read; it is extended by what it lacks."""
+    user_session = session.user_sessions.filter(status__in=_IN_USE).exclude(lds_session_id="").first()
+    if user_session is None or user_session.lds_ends_at == session.timeslot_end:
+        return
+    lds = _lds()
+    observed = lds_end_of(lds.get_session(user_session.lds_session_id)) or user_session.lds_ends_at
+    if observed is not None and observed < session.timeslot_end:
+        lds.extend_part(user_session.lds_session_id, math.ceil((session.timeslot_end - observed).total_seconds() / 60))
+    reason = f"LDS end moved to {session.timeslot_end:%Y-%m-%dT%H:%M:%SZ}"
+    user_session_update(user_session, actor=ACTOR, lds_ends_at=session.timeslot_end, reason=reason)
+    record_session_note(session, actor=ACTOR, reason=reason)
+
+
+def lds_end_of(answer: dict):
+    """When LDS will cut the candidate off, from its session (`practice_lab.max_ends_at`, else the current
+    part's timer); None when it does not say."""
+    practice = answer.get("practice_lab") or {}
+    parts = answer.get("session_parts") or []
+    current = answer.get("current_session_part") or 1
+    timer = (parts[current - 1].get("timer") or {}) if 0 < current <= len(parts) else {}
+    value = practice.get("max_ends_at") or timer.get("max_ends_at")
+    return parse_datetime(value) if isinstance(value, str) else None
+
+
+def _end_candidate_access(session, why: str) -> None:
+    """Leaving RUNNING ends the candidate's LDS access first (SPEC §3.4), so nobody works on the devices while
+    they are collected, graded or torn down; the user session ends ENDED (a normal end)."""
+    for user_session in session.user_sessions.filter(status__in=_IN_USE[1:]).exclude(lds_session_id=""):
+        with contextlib.suppress(http.Conflict, http.NotFound):  # already finished, timed out or released
+            _lds().force_user_finished(user_session.lds_session_id)
+        user_session_update(user_session, actor=ACTOR, status=UserSessionStatus.ENDED, reason=f"access ended: {why}")
 
 
 def grading_timed_out(session, now) -> bool:
@@ -384,6 +452,7 @@ def grading_timed_out(session, now) -> bool:
 
 
 def _on_collecting(session, now) -> Result:
+    _end_candidate_access(session, "collecting")
     if grading_timed_out(session, now):
         return expire(session, "grading timed out while collecting")
     if not session.definition.grading_enabled:
@@ -438,6 +507,7 @@ def _release_lds(user_session) -> None:
 
 
 def _on_stopping(session, now) -> Result:
+    _end_candidate_access(session, "stopping")
     result = _teardown(session, delete_lab=False)
     if result is not None:
         return result

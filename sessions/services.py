@@ -118,8 +118,13 @@ def _before_ready(locked, target, *, user_session=None, provisioned=None, actor=
         _refuse(locked, target, "READY needs a UserSession (create it in the same step)")
 
 
-def _before_running(locked, target, **_):
+def _before_running(locked, target, *, actor=None, reason="", **_):
     locked.started_at = timezone.now()
+    # However it started (the LDS event, or an instructor's Start), the candidate's session is in use now.
+    for user_session in locked.user_sessions.select_for_update().filter(
+        status__in=[UserSessionStatus.PROVISIONED, UserSessionStatus.PAUSED]
+    ):
+        _update_user_session(user_session, actor=actor, status=UserSessionStatus.ACTIVE, reason=reason or "running")
 
 
 def _before_stopping(locked, target, **_):
@@ -129,6 +134,7 @@ def _before_stopping(locked, target, **_):
 
 def _before_stopped(locked, target, **_):
     locked.ended_at = locked.ended_at or timezone.now()
+    locked.cleanup_pending = False  # STOPPED means torn down, however it got here (an EXPIRED session too)
     if locked.started_at:
         locked.duration_seconds = max(0, int((locked.ended_at - locked.started_at).total_seconds()))
     else:
@@ -236,7 +242,14 @@ def session_transition(
 
 
 def session_terminate(session, *, actor, reason: str = "", end_reason: str = EndReason.TERMINATED) -> LabletSession:
-    """Terminate a session from any non-terminal state; teardown follows (`cleanup_pending`)."""
+    """Terminate a session from any non-terminal state; teardown follows (`cleanup_pending`).
+
+    An ARCHIVED session is finished and is refused: terminating it would rewrite how it ended.
+    """
+    if LabletSession.objects.filter(pk=session.pk, status=S.ARCHIVED).exists():
+        raise InvalidTransition(
+            "session", S.ARCHIVED, S.TERMINATED, [], detail="an ARCHIVED session is finished; it cannot be terminated"
+        )
     return session_transition(session, S.TERMINATED, actor=actor, reason=reason, end_reason=end_reason)
 
 
@@ -244,10 +257,13 @@ def session_cleanup_finished(session, *, actor, reason: str = "teardown finished
     """Mark a terminated/expired session's teardown as done, releasing the capacity it held."""
     with transaction.atomic():
         locked = lock_session(session)
-        if locked.cleanup_pending:
-            locked.cleanup_pending = False
-            locked.save(update_fields=["cleanup_pending", "updated_at"])
-            record_session_note(locked, actor=actor, reason=reason)
+        if not locked.cleanup_pending:
+            return locked
+        locked.cleanup_pending = False
+        locked.save(update_fields=["cleanup_pending", "updated_at"])
+        record_session_note(locked, actor=actor, reason=reason)
+    # Announced, so the projection removes its coordination keys now that it is clean.
+    publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=reason)
     return locked
 
 
@@ -294,7 +310,7 @@ def session_record_failure(session, error: str, *, retry_in: timedelta) -> Lable
 # User sessions (LDS)
 # ---------------------------------------------------------------------------------------
 
-_USER_SESSION_FIELDS = ("lds_session_id", "lds_part_id", "login_url", "devices", "error_message")
+_USER_SESSION_FIELDS = ("lds_session_id", "lds_part_id", "login_url", "devices", "error_message", "lds_ends_at")
 
 
 def _clean_devices(devices):

@@ -195,14 +195,19 @@ SESSION_ACTIONS = {
             "danger",
             "Terminate this session? The lab is torn down and the candidate loses access. This cannot be undone.",
         ),
-        SessionAction("extend", "Extend", frozenset({S.PENDING, S.SCHEDULED, S.INSTANTIATING}), style="secondary"),
+        SessionAction(
+            "extend",
+            "Extend",
+            frozenset({S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING}),
+            style="secondary",
+        ),
         SessionAction("requeue", "Requeue", frozenset({S.SCHEDULED}), style="secondary"),
     )
 }
 # SPEC §5.4: exactly these buttons, in this order, per state; no other state has any.
 SESSION_BUTTONS = {
-    S.READY: ("start", "terminate"),
-    S.RUNNING: ("finish", "terminate"),
+    S.READY: ("start", "terminate", "extend"),
+    S.RUNNING: ("finish", "terminate", "extend"),
     S.COLLECTING: ("start-grading", "skip-grading"),
     S.GRADING: ("complete-grading", "terminate"),
     S.STOPPED: ("archive",),
@@ -249,6 +254,22 @@ def _progress(session) -> list[dict] | None:
     ]
 
 
+def _candidate_link(session) -> str:
+    """The candidate's launch URL, offered to copy while it is theirs to use (READY, RUNNING; SPEC §3.4a)."""
+    user_session = session.user_session
+    if session.status not in (S.READY, S.RUNNING) or user_session is None:
+        return ""
+    url = user_session.login_url or ""
+    return url if url.startswith(("https://", "http://")) else ""
+
+
+def _monitor_url(session) -> str:
+    """The session's lab in its worker's CML (watching it there never starts the candidate's clock)."""
+    if session.status in TERMINAL or not (session.worker and session.worker.cml_base_url and session.cml_lab_id):
+        return ""
+    return f"{session.worker.cml_base_url.rstrip('/')}/lab/{session.cml_lab_id}"
+
+
 def _detail_context(request, session, *, extend_form=None, score_form=None) -> dict:
     actions = [SESSION_ACTIONS[slug] for slug in SESSION_BUTTONS.get(session.status, ())]
     suggested_end = max(session.timeslot_end, timezone.now()) + timedelta(minutes=15)
@@ -263,6 +284,8 @@ def _detail_context(request, session, *, extend_form=None, score_form=None) -> d
         reports=list(session.score_reports.all()),
         progress=_progress(session),
         extend_form=extend_form or ExtendForm(initial={"timeslot_end": suggested_end}),
+        candidate_link=_candidate_link(session),
+        monitor_url=_monitor_url(session),
         score_form=score_form or ManualScoreForm(),
         terminal=session.status in TERMINAL,
     )
@@ -303,10 +326,11 @@ def _run_session_action(request, session, spec: SessionAction, expected: str, fo
     actor = request.user
     if spec.slug == "extend":
         form = ExtendForm(request.POST)
-        if not form.is_valid() or form.submit(session, actor=actor, is_admin=is_admin(actor)) is None:
+        extended = form.submit(session, actor=actor, is_admin=is_admin(actor)) if form.is_valid() else None
+        if extended is None:
             forms["extend_form"] = form
             raise ValidationError([e for errors in form.errors.values() for e in errors])
-        return f"Timeslot extended to {form.cleaned_data['timeslot_end']:%Y-%m-%d %H:%M} UTC."
+        return f"Timeslot extended to {extended.timeslot_end:%Y-%m-%d %H:%M} UTC."
     if spec.slug == "requeue":
         session_requeue(session, actor=actor, reason="requeued from the session page")
         return "Session requeued: it is PENDING and will be placed again."

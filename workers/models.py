@@ -278,6 +278,11 @@ def default_grading_timeout_minutes() -> int:
     return settings.LCM_GRADING_TIMEOUT_MINUTES
 
 
+def default_max_extension_minutes() -> int:
+    """`LCM_MAX_EXTENSION_MINUTES`: how far past a definition's maximum an instructor may extend a session."""
+    return settings.LCM_MAX_EXTENSION_MINUTES
+
+
 class SystemSettings(models.Model):
     """Deployment-wide policy (SPEC §2.4). Exactly one row (pk=1); read it with `SystemSettings.load()`."""
 
@@ -293,6 +298,11 @@ class SystemSettings(models.Model):
     placement_lead_minutes = models.PositiveIntegerField(default=default_placement_lead_minutes)
     boot_lead_minutes = models.PositiveIntegerField(default=default_boot_lead_minutes)
     grading_timeout_minutes = models.PositiveIntegerField(default=default_grading_timeout_minutes)
+    max_extension_minutes = models.PositiveIntegerField(
+        default=default_max_extension_minutes,
+        help_text="How many minutes past the definition's maximum duration an instructor may extend a session "
+        "(admins may go beyond, with a reason).",
+    )
     discovery_enabled = models.BooleanField(default=True)
     discovery_ami_pattern = models.CharField(max_length=200, blank=True, default="cml-2.9*")
     discovery_interval_minutes = models.PositiveIntegerField(default=10)

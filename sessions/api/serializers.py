@@ -280,8 +280,8 @@ class UserSessionSerializer(serializers.ModelSerializer):
     class Meta:
         model = UserSession
         fields = [
-            "id", "session_id", "status", "lds_session_id", "lds_part_id", "login_url", "devices", "error_message",
-            "created_at", "updated_at",
+            "id", "session_id", "status", "lds_session_id", "lds_part_id", "login_url", "devices", "lds_ends_at",
+            "error_message", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 

@@ -411,6 +411,7 @@ def adjust(sim, ldssession_id: str, part_num: int, key: str) -> None:
     if not isinstance(body, dict) or not is_int(body.get(key)):
         raise SimError(400, f"{key} (minutes, integer) is required")
     part.extra_seconds += body[key] * 60
+    sim._schedule_end(sim._session(ldssession_id))
 
 
 # -- registration ------------------------------------------------------------------------------

@@ -63,13 +63,21 @@ class Part:
     timer_started_at: float | None = None
     length_seconds: float = 3600.0
     extra_seconds: float = 0.0
+    # The session's `user_timeslot_end` (epoch), when it has one: the candidate's access ends there at the
+    # latest, whenever they logged in.
+    slot_ends_at: float | None = None
     responses: dict = field(default_factory=dict)
 
     @property
     def max_ends_at(self) -> float | None:
-        if self.timer_started_at is None:
-            return None
-        return self.timer_started_at + self.length_seconds + self.extra_seconds
+        """When the candidate is cut off: the earlier of the timer's end (once it runs) and the timeslot's
+        end, moved by every extension and adjustment."""
+        ends = []
+        if self.timer_started_at is not None:
+            ends.append(self.timer_started_at + self.length_seconds)
+        if self.slot_ends_at is not None:
+            ends.append(self.slot_ends_at)
+        return min(ends) + self.extra_seconds if ends else None
 
     def to_json(self) -> dict:
         out = {"repository_type": self.repository_type}
@@ -181,8 +189,17 @@ class LdsStateMachine:
 
     def _apply_length(self, session: LdsSession) -> None:
         minutes = session.fields.get("max_length_minutes") or self.timings["session_minutes"]
+        slot_end = session.fields.get("user_timeslot_end")
+        slot_ends_at = datetime.fromisoformat(slot_end).timestamp() if slot_end else None
         for part in session.parts:
             part.length_seconds = float(minutes) * 60
+            part.slot_ends_at = slot_ends_at
+        self._schedule_end(session)
+
+    def _schedule_end(self, session: LdsSession) -> None:
+        """Wake up when the current part's end comes (it moves with extensions, so each move asks again)."""
+        if session.part is not None and session.part.max_ends_at is not None:
+            self._schedule(session.part.max_ends_at, session.id)
 
     def _session_json(self, session: LdsSession) -> dict:
         fields = {k: v for k, v in session.fields.items() if k not in ("user_timeslot_end", "max_length_minutes")}

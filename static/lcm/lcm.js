@@ -41,6 +41,34 @@
     if (close) close.closest(".toast").remove();
   });
 
+  // "Copy candidate link" and the like: copy `data-copy` to the clipboard and say so.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) return;
+    var text = button.getAttribute("data-copy");
+    var done = function () { toast(button.getAttribute("data-copied") || "Copied", "success"); };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { fallbackCopy(text) && done(); });
+    } else if (fallbackCopy(text)) {
+      done();
+    }
+  });
+
+  function fallbackCopy(text) {
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    area.remove();
+    if (!ok) toast("Copy this link by hand: " + text, "warning");
+    return ok;
+  }
+
   document.addEventListener("DOMContentLoaded", scheduleAll);
   document.addEventListener("htmx:afterSettle", scheduleAll);
 

@@ -264,6 +264,13 @@ def test_delete_twice_is_409(instructor_api, session):
     assert_conflict(instructor_api.delete(f"/api/v1/sessions/{session.pk}/"), "TERMINATED", [])
 
 
+def test_delete_of_an_archived_session_is_409_and_keeps_how_it_ended(instructor_api, definition):
+    archived = SessionFactory(definition=definition, status="ARCHIVED", end_reason="COMPLETED")
+    assert_conflict(instructor_api.delete(f"/api/v1/sessions/{archived.pk}/"), "ARCHIVED", [])
+    archived.refresh_from_db()
+    assert (archived.status, archived.end_reason) == ("ARCHIVED", "COMPLETED")
+
+
 def test_delete_errors(instructor_api, anon_api, nobody_api, session):
     assert_field_error(instructor_api.delete(f"/api/v1/sessions/{session.pk}/", {"reason": "x" * 2001}), "reason")
     assert instructor_api.delete(f"/api/v1/sessions/{UNKNOWN}/").status_code == 404
@@ -343,12 +350,17 @@ def test_extend(instructor_api):
     assert session.timeslot_end == new_end
 
 
-def test_extend_beyond_the_maximum_only_for_admins(instructor_api, admin_api):
+def test_extend_beyond_the_instructor_ceiling_only_for_admins_with_a_reason(instructor_api, admin_api):
     start = timezone.now() + timedelta(minutes=5)
     session = SessionFactory(timeslot_start=start, timeslot_end=start + timedelta(minutes=30))
-    body = {"timeslot_end": (start + timedelta(minutes=90)).isoformat()}
-    assert_field_error(instructor_api.post(f"/api/v1/sessions/{session.pk}/extend", body), "timeslot_end")
-    assert admin_api.post(f"/api/v1/sessions/{session.pk}/extend", body).status_code == 200
+    url = f"/api/v1/sessions/{session.pk}/extend"
+    # The ceiling: the definition's 60 minutes + SystemSettings.max_extension_minutes (30 by default).
+    assert instructor_api.post(url, {"timeslot_end": (start + timedelta(minutes=90)).isoformat()}).status_code == 200
+    body = {"timeslot_end": (start + timedelta(minutes=120)).isoformat()}
+    refused = assert_field_error(instructor_api.post(url, body), "timeslot_end")
+    assert "at most 90" in str(refused)
+    assert_field_error(admin_api.post(url, body), "reason")
+    assert admin_api.post(url, {**body, "reason": "medical"}).status_code == 200
 
 
 @pytest.mark.parametrize("end", ["missing", "not a date", "earlier", "2030-01-01T00:00:00"])

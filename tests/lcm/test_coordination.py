@@ -113,6 +113,10 @@ def test_projection_writes_and_removes_session_keys(monkeypatch):
     assert coord.get(session_status_key("s1")) == "EXPIRED"
     project_session("s1", "ARCHIVED", {})
     assert coord.get(session_status_key("s1")) is None
+    project_session("s2", "TERMINATED", {"a": 2000}, clean=False)  # teardown to do: a put the watcher acts on
+    assert coord.get(session_status_key("s2")) == "TERMINATED"
+    project_session("s2", "TERMINATED", {}, clean=True)
+    assert coord.get(session_status_key("s2")) is None
 
 
 @pytest.mark.parametrize("backend", ["in-process", "etcd"])

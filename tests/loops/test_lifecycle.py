@@ -63,7 +63,9 @@ def test_a_session_reaches_ready_then_runs_through_grading_to_archived(sims, sim
     assert lab.status == "WIPED" and lab.active_session is None
     # Nothing is left running or held by the session.
     assert worker_capacities([worker.pk])[str(worker.pk)].sessions == 0
-    assert session.user_session.status in ("ENDED", "FAULTED")
+    # Started by hand, finished by hand: a normal end, not an LDS fault (SPEC §3.4).
+    assert session.user_session.status == "ENDED"
+    assert not session.cleanup_pending
 
 
 def _archived_session(definition):

@@ -32,15 +32,17 @@ TABLET = {"width": 820, "height": 1180}
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+# The Extend form's buttons: a quick +5/+10/+15 minutes, or Extend to the end typed in (SPEC §3.4a).
+EXTEND = ["+5 min", "+10 min", "+15 min", "Extend"]
 BUTTONS = {
-    "READY": ["Start Session", "Terminate"],
-    "RUNNING": ["Finish Session", "Terminate"],
+    "READY": ["Start Session", "Terminate", *EXTEND],
+    "RUNNING": ["Finish Session", "Terminate", *EXTEND],
     "COLLECTING": ["Start Grading", "Skip Grading"],
     "GRADING": ["Complete Grading", "Terminate"],
     "STOPPED": ["Archive"],
-    "PENDING": ["Terminate", "Extend"],
-    "SCHEDULED": ["Terminate", "Extend", "Requeue"],
-    "INSTANTIATING": ["Terminate", "Extend"],
+    "PENDING": ["Terminate", *EXTEND],
+    "SCHEDULED": ["Terminate", *EXTEND, "Requeue"],
+    "INSTANTIATING": ["Terminate", *EXTEND],
 }
 
 

@@ -127,15 +127,17 @@ def test_sessions_buttons_are_for_instructors(instructor_client, fleet):
 
 # --- the session detail: buttons, stale buttons, live polling -------------------------------
 
+# The Extend form's buttons: a quick +5/+10/+15 minutes, or Extend to the end typed in (SPEC §3.4a).
+EXTEND = ["+5 min", "+10 min", "+15 min", "Extend"]
 BUTTONS = {
-    "READY": ["Start Session", "Terminate"],
-    "RUNNING": ["Finish Session", "Terminate"],
+    "READY": ["Start Session", "Terminate", *EXTEND],
+    "RUNNING": ["Finish Session", "Terminate", *EXTEND],
     "COLLECTING": ["Start Grading", "Skip Grading"],
     "GRADING": ["Complete Grading", "Terminate"],
     "STOPPED": ["Archive"],
-    "PENDING": ["Terminate", "Extend"],
-    "SCHEDULED": ["Terminate", "Extend", "Requeue"],
-    "INSTANTIATING": ["Terminate", "Extend"],
+    "PENDING": ["Terminate", *EXTEND],
+    "SCHEDULED": ["Terminate", *EXTEND, "Requeue"],
+    "INSTANTIATING": ["Terminate", *EXTEND],
 }
 
 
@@ -160,7 +162,7 @@ def test_a_stale_button_gets_a_message_not_an_error(admin_client, fleet):
     html = response.content.decode()
     assert "no longer applies" in html and "RUNNING" in html
     assert 'data-status="RUNNING"' in html  # the fragment shows the current state and its buttons
-    assert action_buttons(html) == ["Finish Session", "Terminate"]
+    assert action_buttons(html) == BUTTONS["RUNNING"]
     # Without htmx: a message and a redirect back to the page.
     response = admin_client.post(f"/sessions/{session.pk}/actions/start/", {"expected": "READY"}, follow=True)
     assert response.status_code == 200
@@ -223,17 +225,35 @@ def test_complete_grading_with_a_manual_score(admin_client, fleet):
 def test_extend(admin_client, instructor_client, fleet):
     session = fleet["sessions"]["PENDING"]
     url = f"/sessions/{session.pk}/actions/extend/"
-    new_end = (session.timeslot_end + timezone.timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M")
+    minutes = (session.timeslot_end - session.timeslot_start).total_seconds() / 60
+    new_end = (session.timeslot_end + timezone.timedelta(minutes=45)).strftime("%Y-%m-%dT%H:%M")
     too_long = instructor_client.post(url, {"expected": "PENDING", "timeslot_end": new_end}, headers=HX)
     assert too_long.status_code == 422
-    assert "at most 60 allowed" in too_long.content.decode()
+    ceiling = session.definition.max_duration_minutes + SystemSettings.load().max_extension_minutes
+    assert minutes + 45 > ceiling and f"instructors may extend to at most {ceiling}" in too_long.content.decode()
     assert new_end in too_long.content.decode()  # the input is kept
     junk = instructor_client.post(url, {"expected": "PENDING", "timeslot_end": "soon"}, headers=HX)
     assert junk.status_code == 422
-    ok = admin_client.post(url, {"expected": "PENDING", "timeslot_end": new_end}, headers=HX)  # admins may exceed
-    assert ok.status_code == 200
+    nothing = instructor_client.post(url, {"expected": "PENDING"}, headers=HX)
+    assert nothing.status_code == 422 and "add minutes with a + button" in nothing.content.decode()
+    no_reason = admin_client.post(url, {"expected": "PENDING", "timeslot_end": new_end}, headers=HX)
+    assert no_reason.status_code == 422 and "needs a reason" in no_reason.content.decode()
+    ok = admin_client.post(url, {"expected": "PENDING", "timeslot_end": new_end, "reason": "medical"}, headers=HX)
+    assert ok.status_code == 200  # admins may exceed, saying why
     session.refresh_from_db()
     assert session.timeslot_end.strftime("%Y-%m-%dT%H:%M") == new_end
+    assert session.history.filter(actor="admin", reason__contains="medical").exists()
+
+
+def test_a_running_session_gets_ten_more_minutes_with_one_button(instructor_client, fleet):
+    session = fleet["sessions"]["RUNNING"]
+    before = session.timeslot_end
+    url = f"/sessions/{session.pk}/actions/extend/"
+    response = instructor_client.post(url, {"expected": "RUNNING", "add_minutes": "10"}, headers=HX)
+    assert response.status_code == 200, response.content.decode()[:300]
+    session.refresh_from_db()
+    assert session.timeslot_end - before == timezone.timedelta(minutes=10) and session.status == "RUNNING"
+    assert session.history.filter(actor="instructor", reason__contains="timeslot_end").exists()
 
 
 def test_instantiation_progress_shows_the_step_nodes_and_the_last_error(admin_client, fleet):
@@ -368,7 +388,7 @@ def test_settings_page_saves_through_the_form(admin_client):
         name: getattr(settings_row, name)
         for name in ("idle_timeout_minutes", "min_workers_per_region", "max_workers_per_region",
                      "scale_up_cooldown_minutes", "scale_down_cooldown_minutes", "drain_timeout_minutes",
-                     "placement_lead_minutes", "boot_lead_minutes", "grading_timeout_minutes",
+                     "placement_lead_minutes", "boot_lead_minutes", "grading_timeout_minutes", "max_extension_minutes",
                      "discovery_ami_pattern", "discovery_interval_minutes")
     }  # fmt: skip
     response = admin_client.post("/settings/", {**fields, "placement_lead_minutes": 40, "autoscaling_enabled": "on"})
@@ -599,12 +619,39 @@ def test_scheduler_shows_each_loops_last_tick_and_marks_a_stale_one(admin_client
     assert "do not report their ticks" not in html
 
 
-def test_open_lab_button_and_devices(admin_client, fleet):
+def test_the_candidate_link_is_copied_not_opened_and_hidden_once_running_is_over(admin_client, fleet):
     from sessions.models import UserSession
 
     session = fleet["sessions"]["RUNNING"]
     html = admin_client.get(f"/sessions/{session.pk}/").content.decode()
-    assert '<a class="button btn-open" href="https://lds.example.test/login/abc"' in html and ">Open Lab</a>" in html
+    assert 'data-copy="https://lds.example.test/login/abc"' in html and ">Copy candidate link</button>" in html
+    assert 'href="https://lds.example.test/login/abc"' not in html  # nothing on the page opens it
+    assert ">Open Lab<" not in html
     assert "10.0.0.5:2003" in html and "workstation" in html
+    assert "min left" in html  # the live time left
     UserSession.objects.filter(lablet_session=session).update(login_url="javascript:alert(1)")
-    assert "Open Lab" not in admin_client.get(f"/sessions/{session.pk}/").content.decode()
+    assert "Copy candidate link" not in admin_client.get(f"/sessions/{session.pk}/").content.decode()
+    UserSession.objects.filter(lablet_session=session).update(login_url="https://lds.example.test/login/abc")
+    LabletSession.objects.filter(pk=session.pk).update(status="COLLECTING")
+    html = admin_client.get(f"/sessions/{session.pk}/").content.decode()
+    assert "Copy candidate link" not in html and "login/abc" not in html
+    assert "hidden: the session has left RUNNING" in html
+    assert LabletSession.objects.get(pk=session.pk).status == "COLLECTING"  # reading the page changes nothing
+
+
+def test_monitor_opens_the_lab_in_cml_and_viewing_it_never_starts_the_clock(admin_client, fleet):
+    session = fleet["sessions"]["READY"]
+    LabletSession.objects.filter(pk=session.pk).update(cml_lab_id="lab-42")
+    html = admin_client.get(f"/sessions/{session.pk}/").content.decode()
+    worker = LabletSession.objects.get(pk=session.pk).worker
+    assert f'href="{worker.cml_base_url.rstrip("/")}/lab/lab-42"' in html and ">Monitor</a>" in html
+    assert LabletSession.objects.get(pk=session.pk).status == "READY"
+
+
+def test_time_left_reads_like_a_clock():
+    from lcm.templatetags.timefmt import time_left
+
+    now = timezone.now()
+    assert time_left(now + timedelta(minutes=9, seconds=1), now) == "10 min left"
+    assert time_left(now + timedelta(minutes=65), now) == "1 h 05 min left"
+    assert time_left(now - timedelta(seconds=1), now) == "ended" and time_left(None) == ""

@@ -299,9 +299,11 @@ def test_extend_refuses_earlier_ends_and_overlong_slots_unless_admin():
     with pytest.raises(ValidationError, match="later than"):
         session_extend(session, session.timeslot_end - timedelta(minutes=1), actor="t")
     too_long = session.timeslot_start + timedelta(minutes=120)
-    with pytest.raises(ValidationError, match="at most 60"):
+    with pytest.raises(ValidationError, match="at most 90"):  # 60 + max_extension_minutes (30)
         session_extend(session, too_long, actor="t")
-    assert session_extend(session, too_long, actor="admin", is_admin=True).timeslot_end == too_long
+    with pytest.raises(ValidationError, match="needs a reason"):
+        session_extend(session, too_long, actor="admin", is_admin=True)
+    assert session_extend(session, too_long, actor="admin", is_admin=True, reason="x").timeslot_end == too_long
 
 
 def test_extend_refused_on_finished_sessions():
