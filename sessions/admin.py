@@ -36,7 +36,7 @@ ADMIN_REASON = "admin action"
 DEFINITION_ADD_FIELDS = (
     "name", "version", "description", "lab_yaml", "lab_artifact_uri", "cpu_cores", "memory_gb", "storage_gb",
     "license_affinity", "cml_version_min", "cml_version_max", "max_duration_minutes", "boot_lead_minutes",
-    "form_qualified_name", "grading_enabled", "lab_reuse_enabled",
+    "form_qualified_name", "grading_mode", "pass_percent", "hold_for_review_hours", "lab_reuse_enabled",
 )  # fmt: skip
 
 
@@ -90,7 +90,8 @@ class LabletDefinitionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
         "created_by", "created_at", "updated_at",
     )  # fmt: skip
     add_fieldsets = (
-        (None, {"fields": ("name", "version", "description", "form_qualified_name", "grading_enabled")}),
+        (None, {"fields": ("name", "version", "description", "form_qualified_name")}),
+        ("Grading", {"fields": ("grading_mode", "pass_percent", "hold_for_review_hours")}),
         ("Topology", {"fields": ("lab_yaml", "lab_artifact_uri", "lab_reuse_enabled")}),
         (
             "Requirements",
@@ -106,7 +107,8 @@ class LabletDefinitionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
         ),
     )
     fieldsets = (
-        (None, {"fields": ("name", "version", "status", "description", "form_qualified_name", "grading_enabled")}),
+        (None, {"fields": ("name", "version", "status", "description", "form_qualified_name")}),
+        ("Grading", {"fields": ("grading_mode", "pass_percent", "hold_for_review_hours")}),
         (
             "Topology",
             {

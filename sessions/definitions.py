@@ -12,7 +12,7 @@ from lcm.fsm import actor_name, apply_transition, normalize_status
 from lcm.versions import version_key
 from sessions.labyaml import LabYamlError, analyze_lab_yaml
 from sessions.models import LabletDefinition
-from sessions.states import DEFINITION_TRANSITIONS, DefinitionStatus
+from sessions.states import DEFINITION_TRANSITIONS, DefinitionStatus, GradingMode
 from workers.states import LicenseType
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
@@ -21,7 +21,7 @@ CML_VERSION = re.compile(r"^\d+(\.\d+){0,2}$")
 _DEFINITION_FIELDS = (
     "description", "lab_artifact_uri", "cpu_cores", "memory_gb", "storage_gb", "license_affinity",
     "cml_version_min", "cml_version_max", "max_duration_minutes", "boot_lead_minutes", "form_qualified_name",
-    "grading_enabled", "lab_reuse_enabled",
+    "grading_enabled", "grading_mode", "pass_percent", "hold_for_review_hours", "lab_reuse_enabled",
 )  # fmt: skip
 _CONTENT_FIELDS = ("lab_yaml", *_DEFINITION_FIELDS)
 
@@ -116,6 +116,28 @@ def _clean_cml_versions(data: dict, clean: dict, errors: dict) -> None:
         errors["cml_version_max"] = ["must not be lower than cml_version_min"]
 
 
+def _clean_grading(data: dict, clean: dict, errors: dict) -> None:
+    """`grading_mode` (auto | manual | none) and `grading_enabled` say one thing: a mode alone decides, a flag
+    alone means auto or none, and the two given apart must agree. Then the pass mark and the review hold."""
+    mode = data.get("grading_mode")
+    enabled = data.get("grading_enabled")
+    if mode in (None, ""):
+        mode = GradingMode.AUTO if bool(enabled) else GradingMode.NONE
+    elif mode not in GradingMode.values:
+        errors["grading_mode"] = [f"must be one of {', '.join(GradingMode.values)}"]
+        mode = GradingMode.NONE
+    elif enabled is not None and bool(enabled) != (mode != GradingMode.NONE):
+        errors["grading_mode"] = [f"{mode} contradicts grading_enabled={str(bool(enabled)).lower()}"]
+    clean["grading_mode"] = mode
+    clean["grading_enabled"] = mode != GradingMode.NONE
+    clean["pass_percent"] = _positive_int(
+        errors, "pass_percent", data.get("pass_percent"), allow_none=True, minimum=0, maximum=100
+    )
+    clean["hold_for_review_hours"] = _positive_int(
+        errors, "hold_for_review_hours", data.get("hold_for_review_hours") or 0, minimum=0, maximum=24 * 30
+    )
+
+
 def _clean_definition(data: dict) -> dict:
     """Validate definition fields; raises ValidationError naming every bad field."""
     errors: dict[str, list[str]] = {}
@@ -134,7 +156,7 @@ def _clean_definition(data: dict) -> dict:
         errors, "boot_lead_minutes", data.get("boot_lead_minutes"), allow_none=True, minimum=0, maximum=24 * 60
     )
     clean["form_qualified_name"] = str(data.get("form_qualified_name") or "").strip()
-    clean["grading_enabled"] = bool(data.get("grading_enabled", False))
+    _clean_grading(data, clean, errors)
     clean["lab_reuse_enabled"] = bool(data.get("lab_reuse_enabled", True))
     if clean["grading_enabled"] and not clean["form_qualified_name"]:
         errors["form_qualified_name"] = ["is required when grading is enabled"]

@@ -15,7 +15,7 @@ from lcm.forms import add_service_errors
 from sessions.booking import session_create, session_extend
 from sessions.definitions import definition_create
 from sessions.models import LabletDefinition
-from sessions.states import DefinitionStatus
+from sessions.states import DefinitionStatus, GradingMode
 from workers.states import LicenseType
 
 DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
@@ -164,7 +164,23 @@ class DefinitionCreateForm(forms.Form):
         required=False, min_value=0, max_value=24 * 60, label="Boot lead (min)", help_text="Empty = global setting."
     )
     form_qualified_name = forms.CharField(required=False, max_length=300, label="Form qualified name")
-    grading_enabled = forms.BooleanField(required=False, label="Grading enabled")
+    grading_mode = forms.ChoiceField(
+        choices=[
+            (GradingMode.NONE, "None: no grading"),
+            (GradingMode.AUTO, "Auto: graded when the candidate finishes"),
+            (GradingMode.MANUAL, "Manual: an instructor starts or skips grading"),
+        ],
+        initial=GradingMode.NONE,
+        required=False,
+        label="Grading",
+    )
+    pass_percent = forms.IntegerField(
+        required=False, min_value=0, max_value=100, label="Pass mark (%)", help_text="Empty = the system default."
+    )
+    hold_for_review_hours = forms.IntegerField(
+        required=False, min_value=0, max_value=24 * 30, initial=0, label="Hold for review (h)",
+        help_text="Keep the stopped lab this long after grading; 0 = wipe at once.",
+    )  # fmt: skip
     lab_reuse_enabled = forms.BooleanField(required=False, initial=True, label="Reuse wiped labs")
     status = forms.ChoiceField(
         choices=[(DefinitionStatus.ACTIVE, "Active"), (DefinitionStatus.INACTIVE, "Inactive")],

@@ -6,6 +6,7 @@ Models hold fields and FSM transitions only (no I/O); every write goes through t
 
 import uuid
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django_fsm import ConcurrentTransitionMixin, FSMField
 
@@ -17,6 +18,7 @@ from sessions.states import (
     USER_SESSION_TRANSITIONS,
     DefinitionStatus,
     EndReason,
+    GradingMode,
     SessionStatus,
     UserSessionStatus,
 )
@@ -55,6 +57,14 @@ class LabletDefinition(ConcurrentTransitionMixin, models.Model):
     boot_lead_minutes = models.PositiveIntegerField(null=True, blank=True)
     form_qualified_name = models.CharField(max_length=300, blank=True, default="")
     grading_enabled = models.BooleanField(default=False)
+    # `none` is grading off; `grading_enabled` and `grading_mode` always agree (see `save`).
+    grading_mode = models.CharField(max_length=10, choices=GradingMode.choices, default=GradingMode.AUTO)
+    # The pass mark when the Grading Engine sends no cut score (null: SystemSettings.pass_percent).
+    pass_percent = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    # After grading, the stopped lab is kept this long for an instructor to inspect (0: no hold).
+    hold_for_review_hours = models.PositiveIntegerField(default=0)
     lab_reuse_enabled = models.BooleanField(default=True)
     status = FSMField(default=DefinitionStatus.ACTIVE, choices=DefinitionStatus.choices, protected=True)
     created_by = models.CharField(max_length=150, blank=True, default="")
@@ -71,6 +81,14 @@ class LabletDefinition(ConcurrentTransitionMixin, models.Model):
 
     def __str__(self):
         return f"{self.name} {self.version}"
+
+    def save(self, *args, **kwargs):
+        # Grading off is mode `none`, and mode `none` is grading off.
+        if not self.grading_enabled:
+            self.grading_mode = GradingMode.NONE
+        elif self.grading_mode == GradingMode.NONE:
+            self.grading_enabled = False
+        super().save(*args, **kwargs)
 
     @property
     def resource_requirements(self) -> dict:
@@ -113,6 +131,8 @@ class LabletSession(ConcurrentTransitionMixin, models.Model):
     end_reason = models.CharField(max_length=20, choices=EndReason.choices, blank=True, default="")
     end_reason_detail = models.TextField(blank=True, default="")
     cleanup_pending = models.BooleanField(default=False)
+    # While held for review (SPEC §3.4): a STOPPED session keeps its stopped lab until then, and archives after.
+    hold_until = models.DateTimeField(null=True, blank=True)
     grade_result = models.CharField(
         max_length=4, choices=[("PASS", "PASS"), ("FAIL", "FAIL")], null=True, blank=True, default=None
     )

@@ -62,7 +62,7 @@ from sessions.services import (
     user_session_create,
     user_session_update,
 )
-from sessions.states import EndReason, SessionStatus, UserSessionStatus
+from sessions.states import EndReason, GradingMode, SessionStatus, UserSessionStatus
 from workers import labs
 from workers.clients.cml import cml_client_for
 from workers.models import LabRecord, SystemSettings
@@ -147,7 +147,8 @@ def sessions_needing_work(now=None) -> list:
     boots_by = ExpressionWrapper(Value(now) + boot_lead, output_field=DateTimeField())
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     needs = (
-        Q(status__in=[S.INSTANTIATING, S.COLLECTING, S.GRADING, S.STOPPING, S.STOPPED])
+        Q(status__in=[S.INSTANTIATING, S.COLLECTING, S.GRADING, S.STOPPING])
+        | Q(Q(hold_until__isnull=True) | Q(hold_until__lte=now), status=S.STOPPED)
         | Q(status__in=[S.EXPIRED, S.TERMINATED], cleanup_pending=True)
         | Q(status__in=[S.PENDING, S.READY, S.RUNNING], timeslot_end__lte=now)
         | Q(status=S.SCHEDULED, timeslot_start__lte=boots_by)
@@ -453,9 +454,12 @@ def grading_timed_out(session, now) -> bool:
 
 def _on_collecting(session, now) -> Result:
     _end_candidate_access(session, "collecting")
+    mode = session.definition.grading_mode
+    if mode == GradingMode.MANUAL:  # SPEC §3.4: an instructor starts or skips grading; no timeout meanwhile
+        return Result.done("waiting for an instructor: Start Grading or Skip Grading")
     if grading_timed_out(session, now):
         return expire(session, "grading timed out while collecting")
-    if not session.definition.grading_enabled:
+    if mode == GradingMode.NONE:
         session_transition(session, S.STOPPING, actor=ACTOR, reason="the definition does not grade")
         return Result.requeue(0, "skip grading")
     session_transition(session, S.GRADING, actor=ACTOR, reason="collected; grading", expected_status=S.COLLECTING)
@@ -465,13 +469,16 @@ def _on_collecting(session, now) -> Result:
 # --- teardown ---------------------------------------------------------------------------------
 
 
-def _teardown(session, *, delete_lab: bool) -> Result | None:
-    """Desired: the lab wiped for reuse (deleted when `delete_lab`, reuse is off, or it was never imported) and
-    the LDS session released; None when nothing is left."""
+def _teardown(session, *, delete_lab: bool, keep_lab: bool = False) -> Result | None:
+    """Desired: the lab wiped for reuse (deleted when `delete_lab`, reuse is off, or it was never imported; only
+    stopped and kept when `keep_lab`) and the LDS session released; None when nothing is left."""
     lab = session.lab_record
     if lab is not None and lab.active_session_id == session.pk:
-        delete = delete_lab or not session.definition.lab_reuse_enabled
-        waiting = labs.tear_down(lab, lambda: _cml(session), session.worker, delete=delete, actor=ACTOR)
+        if keep_lab:
+            waiting = labs.stop(lab, lambda: _cml(session), actor=ACTOR)
+        else:
+            delete = delete_lab or not session.definition.lab_reuse_enabled
+            waiting = labs.tear_down(lab, lambda: _cml(session), session.worker, delete=delete, actor=ACTOR)
         if waiting is not None:
             return Result.requeue(POLL_SECONDS, waiting)
     for user_session in session.user_sessions.all():
@@ -506,16 +513,36 @@ def _release_lds(user_session) -> None:
     )
 
 
+def _review_hold(session) -> timedelta | None:
+    """How long a graded session's stopped lab is kept for an instructor to inspect (SPEC §3.4), else None."""
+    hours = session.definition.hold_for_review_hours
+    graded = session.end_reason == EndReason.COMPLETED and session.grading_sessions.exists()
+    return timedelta(hours=hours) if hours and graded else None
+
+
 def _on_stopping(session, now) -> Result:
     _end_candidate_access(session, "stopping")
-    result = _teardown(session, delete_lab=False)
+    hold = _review_hold(session)
+    result = _teardown(session, delete_lab=False, keep_lab=hold is not None)
     if result is not None:
         return result
+    if hold is not None:
+        session_transition(
+            session, S.STOPPED, actor=ACTOR, reason=f"lab stopped and kept {hold} for review, LDS released",
+            hold_until=now + hold,
+        )  # fmt: skip
+        return Result.requeue(hold.total_seconds(), "held for review")
     session_transition(session, S.STOPPED, actor=ACTOR, reason="lab stopped and wiped, LDS released")
     return Result.requeue(0, "stopped")
 
 
 def _on_stopped(session, now) -> Result:
+    if session.hold_until is not None:
+        if now < session.hold_until:
+            return Result.requeue((session.hold_until - now).total_seconds(), "held for review")
+        result = _teardown(session, delete_lab=False)  # the review is over: the kept lab is wiped now
+        if result is not None:
+            return result
     session_transition(session, S.ARCHIVED, actor=ACTOR, reason="archived")
     return Result.done("archived")
 

@@ -37,6 +37,7 @@ from sessions.states import (
     UserSessionStatus,
 )
 from workers.models import CMLWorker
+from workers.states import LabStatus as L
 from workers.states import WorkerStatus
 
 logger = logging.getLogger("lcm.sessions.services")
@@ -132,9 +133,10 @@ def _before_stopping(locked, target, **_):
         locked.end_reason = EndReason.COMPLETED
 
 
-def _before_stopped(locked, target, **_):
+def _before_stopped(locked, target, *, hold_until=None, **_):
     locked.ended_at = locked.ended_at or timezone.now()
     locked.cleanup_pending = False  # STOPPED means torn down, however it got here (an EXPIRED session too)
+    locked.hold_until = hold_until  # its lab kept for review until then (SPEC §3.4)
     if locked.started_at:
         locked.duration_seconds = max(0, int((locked.ended_at - locked.started_at).total_seconds()))
     else:
@@ -142,8 +144,17 @@ def _before_stopped(locked, target, **_):
 
 
 def _before_archived(locked, target, **_):
+    if locked.hold_until is not None and locked.lab_record_id and _lab_kept(locked):
+        _refuse(
+            locked, target, "its lab is held for review: Archive ends the hold, then the lab is wiped and it archives"
+        )
     if not locked.end_reason:
         locked.end_reason = EndReason.COMPLETED
+
+
+def _lab_kept(locked) -> bool:
+    lab = locked.lab_record
+    return lab is not None and lab.active_session_id == locked.pk and lab.status not in (L.WIPED, L.DELETED)
 
 
 def _holds_anything(locked) -> bool:
@@ -160,7 +171,8 @@ def _before_terminated(locked, target, *, end_reason=None, reason="", **_):
     locked.end_reason = end_reason or EndReason.TERMINATED
     locked.end_reason_detail = reason or locked.end_reason_detail
     # Capacity is only released after teardown: STOPPED/ARCHIVED labs are already down.
-    locked.cleanup_pending = locked.status not in (S.STOPPED, S.ARCHIVED) and _holds_anything(locked)
+    held = locked.status == S.STOPPED and locked.hold_until is not None and _lab_kept(locked)
+    locked.cleanup_pending = (locked.status not in (S.STOPPED, S.ARCHIVED) or held) and _holds_anything(locked)
     locked.ended_at = locked.ended_at or timezone.now()
 
 
@@ -264,6 +276,21 @@ def session_cleanup_finished(session, *, actor, reason: str = "teardown finished
         record_session_note(locked, actor=actor, reason=reason)
     # Announced, so the projection removes its coordination keys now that it is clean.
     publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=reason)
+    return locked
+
+
+def session_end_hold(session, *, actor, reason: str = "") -> LabletSession:
+    """End a STOPPED session's review hold now (the Archive button, SPEC §3.4): the reconciler then wipes the
+    kept lab and archives it. Refused (409) for a session that is not held."""
+    with transaction.atomic():
+        locked = lock_session(session)
+        if locked.status != S.STOPPED or locked.hold_until is None:
+            _refuse(locked, S.ARCHIVED, f"a {locked.status} session that is not held for review archives by itself")
+        locked.hold_until = min(locked.hold_until, timezone.now())
+        locked.save(update_fields=["hold_until", "updated_at"])
+        note = reason or "review hold ended: archiving"
+        record_session_note(locked, actor=actor, reason=note)
+    publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=note)
     return locked
 
 

@@ -44,6 +44,14 @@ ACTIVE = set(SessionStatus.values) - TERMINAL
 CAPACITY_HOLDING = {S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING, S.COLLECTING, S.GRADING, S.STOPPING}
 
 
+class GradingMode(models.TextChoices):
+    """How a definition's sessions are graded (SPEC §3.4): by the loop, by an instructor's button, or not at all."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
+    NONE = "none"
+
+
 class EndReason(models.TextChoices):
     COMPLETED = "COMPLETED"
     EXPIRED = "EXPIRED"

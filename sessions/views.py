@@ -46,8 +46,8 @@ from sessions.filters import DefinitionFilterSet, SessionFilterSet
 from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
 from sessions.selectors import queue_depth
-from sessions.services import session_requeue, session_transition
-from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, SessionStatus
+from sessions.services import session_end_hold, session_requeue, session_transition
+from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, GradingMode, SessionStatus
 from workers.models import CMLWorker
 
 S = SessionStatus
@@ -270,8 +270,28 @@ def _monitor_url(session) -> str:
     return f"{session.worker.cml_base_url.rstrip('/')}/lab/{session.cml_lab_id}"
 
 
+def session_buttons(session) -> list[SessionAction]:
+    """The buttons of SPEC §5.4 for this session, only where they act: Start/Skip Grading only when its
+    definition grades by hand (otherwise the loop moves COLLECTING on), Archive only while held for review."""
+    slugs = SESSION_BUTTONS.get(session.status, ())
+    if session.status == S.COLLECTING and session.definition.grading_mode != GradingMode.MANUAL:
+        slugs = ()
+    if session.status == S.STOPPED and session.hold_until is None:
+        slugs = ()
+    return [SESSION_ACTIONS[slug] for slug in slugs]
+
+
+def _waiting_for(session) -> str:
+    """What the session is waiting for when nobody but a person can move it on."""
+    if session.status == S.COLLECTING and session.definition.grading_mode == GradingMode.MANUAL:
+        return "Waiting for an instructor: Start Grading or Skip Grading."
+    if session.status == S.STOPPED and session.hold_until is not None:
+        return f"Lab kept for review until {session.hold_until:%Y-%m-%d %H:%M} UTC; Archive ends the hold now."
+    return ""
+
+
 def _detail_context(request, session, *, extend_form=None, score_form=None) -> dict:
-    actions = [SESSION_ACTIONS[slug] for slug in SESSION_BUTTONS.get(session.status, ())]
+    actions = session_buttons(session)
     suggested_end = max(session.timeslot_end, timezone.now()) + timedelta(minutes=15)
     return page_context(
         request,
@@ -285,6 +305,7 @@ def _detail_context(request, session, *, extend_form=None, score_form=None) -> d
         progress=_progress(session),
         extend_form=extend_form or ExtendForm(initial={"timeslot_end": suggested_end}),
         candidate_link=_candidate_link(session),
+        waiting_for=_waiting_for(session),
         monitor_url=_monitor_url(session),
         score_form=score_form or ManualScoreForm(),
         terminal=session.status in TERMINAL,
@@ -331,6 +352,9 @@ def _run_session_action(request, session, spec: SessionAction, expected: str, fo
             forms["extend_form"] = form
             raise ValidationError([e for errors in form.errors.values() for e in errors])
         return f"Timeslot extended to {extended.timeslot_end:%Y-%m-%d %H:%M} UTC."
+    if spec.slug == "archive":  # SPEC §3.4: only a held session shows it; the loop wipes the lab, then archives
+        session_end_hold(session, actor=actor, reason="review hold ended from the session page")
+        return "Archiving: the held lab is wiped, then the session is ARCHIVED."
     if spec.slug == "requeue":
         session_requeue(session, actor=actor, reason="requeued from the session page")
         return "Session requeued: it is PENDING and will be placed again."

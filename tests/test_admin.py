@@ -443,6 +443,9 @@ def _definition_form(**extra):
         "max_duration_minutes": "90",
         "boot_lead_minutes": "",
         "form_qualified_name": "",
+        "grading_mode": "none",
+        "pass_percent": "",
+        "hold_for_review_hours": "0",
         "lab_reuse_enabled": "on",
     }
     return data | extra
@@ -474,7 +477,7 @@ def test_add_definition_with_bad_yaml_shows_a_form_error_and_creates_nothing(adm
 
 @pytest.mark.django_db
 def test_add_definition_reports_every_bad_field(admin_client):
-    data = _definition_form(version="one", cml_version_min="2.x", grading_enabled="on", form_qualified_name="")
+    data = _definition_form(version="one", cml_version_min="2.x", grading_mode="auto", form_qualified_name="")
     response = admin_client.post(_url(LabletDefinition, "add"), data)
 
     assert response.status_code == 200

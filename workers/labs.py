@@ -257,19 +257,36 @@ def tear_down(lab, cml_of: Callable, worker, *, delete: bool, actor) -> str | No
     return _stop_and_wipe(lab, cml_of(), delete=delete, actor=actor)
 
 
-def _stop_and_wipe(lab, cml, *, delete: bool, actor) -> str | None:
+def stop(lab, cml_of: Callable, *, actor) -> str | None:
+    """Drive a session's lab toward stopped and kept, still bound (a lab held for review, SPEC §3.4); returns
+    what it waits for, None when it is stopped (or there is nothing left to keep)."""
+    if lab.status in (L.STOPPED, L.WIPED, L.DELETED, L.ORPHANED) or not lab.cml_lab_id:
+        return None
+    waiting, _lab = _stop(lab, cml_of(), actor=actor)
+    return waiting
+
+
+def _stop(lab, cml, *, actor) -> tuple[str | None, LabRecord | None]:
+    """Stop the lab in CML: (what it waits for, None) while it stops; (None, the STOPPED record) when stopped;
+    (None, None) when it vanished from CML (the record is then DELETED)."""
     try:
         state = cml.lab_state(lab.cml_lab_id)
     except http.NotFound:
         _walk_fresh(lab, [L.ORPHANED, L.DELETED], actor=actor, reason="vanished from CML", cml_state="")
-        return None
+        return None, None
     if state == CML_STARTED:
         cml.stop_lab(lab.cml_lab_id)
         _walk_fresh(lab, [L.STOPPING], actor=actor, reason="stopping", cml_state=state)
-        return "stopping lab"
+        return "stopping lab", None
     if state not in (CML_STOPPED, CML_DEFINED):
-        return f"lab is {state}"
-    lab = _walk_fresh(lab, [L.STOPPING, L.STOPPED], actor=actor, reason="stopped", cml_state=state)
+        return f"lab is {state}", None
+    return None, _walk_fresh(lab, [L.STOPPING, L.STOPPED], actor=actor, reason="stopped", cml_state=state)
+
+
+def _stop_and_wipe(lab, cml, *, delete: bool, actor) -> str | None:
+    waiting, lab = _stop(lab, cml, actor=actor)
+    if lab is None:
+        return waiting
     if lab.status != L.WIPED:  # a wiped lab being deleted needs no second wipe
         cml.wipe_lab(lab.cml_lab_id)
     if delete:

@@ -3,6 +3,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField
@@ -283,6 +284,11 @@ def default_max_extension_minutes() -> int:
     return settings.LCM_MAX_EXTENSION_MINUTES
 
 
+def default_pass_percent() -> int:
+    """`LCM_GRADING_CUT_PERCENT`: the pass mark when neither the Grading Engine nor the definition gives one."""
+    return round(settings.LCM_GRADING_CUT_PERCENT)
+
+
 class SystemSettings(models.Model):
     """Deployment-wide policy (SPEC §2.4). Exactly one row (pk=1); read it with `SystemSettings.load()`."""
 
@@ -298,6 +304,11 @@ class SystemSettings(models.Model):
     placement_lead_minutes = models.PositiveIntegerField(default=default_placement_lead_minutes)
     boot_lead_minutes = models.PositiveIntegerField(default=default_boot_lead_minutes)
     grading_timeout_minutes = models.PositiveIntegerField(default=default_grading_timeout_minutes)
+    pass_percent = models.PositiveSmallIntegerField(
+        default=default_pass_percent,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="The pass mark (% of the maximum score) when neither the Grading Engine nor the definition sets one.",
+    )
     max_extension_minutes = models.PositiveIntegerField(
         default=default_max_extension_minutes,
         help_text="How many minutes past the definition's maximum duration an instructor may extend a session "

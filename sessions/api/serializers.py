@@ -17,7 +17,7 @@ from lcm.api.fields import (
 )
 from lcm.api.serializers import reason_field
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
-from sessions.states import MANUAL_TARGETS, DefinitionStatus, EndReason, SessionStatus, UserSessionStatus
+from sessions.states import MANUAL_TARGETS, DefinitionStatus, EndReason, GradingMode, SessionStatus, UserSessionStatus
 from workers.states import LicenseType
 
 MAX_LAB_YAML = 1_000_000
@@ -100,7 +100,8 @@ class DefinitionSerializer(serializers.ModelSerializer):
             "id", "name", "version", "status", "description", "lab_artifact_uri", "lab_yaml_hash",
             "resource_requirements", "node_count", "node_definitions_required", "port_template", "license_affinity",
             "cml_version_min", "cml_version_max", "max_duration_minutes", "boot_lead_minutes", "form_qualified_name",
-            "grading_enabled", "lab_reuse_enabled", "created_by", "created_at", "updated_at",
+            "grading_enabled", "grading_mode", "pass_percent", "hold_for_review_hours", "lab_reuse_enabled",
+            "created_by", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -131,6 +132,17 @@ class DefinitionWriteSerializer(serializers.Serializer):
     boot_lead_minutes = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=24 * 60)
     form_qualified_name = serializers.CharField(required=False, allow_blank=True, max_length=300)
     grading_enabled = serializers.BooleanField(required=False)
+    grading_mode = serializers.ChoiceField(
+        choices=GradingMode.choices, required=False, help_text="auto (the loop grades), manual (an instructor "
+        "starts or skips grading) or none; default: auto when grading_enabled, else none."
+    )  # fmt: skip
+    pass_percent = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=100,
+        help_text="Pass mark when the Grading Engine sends no cut score (null: the system default).",
+    )  # fmt: skip
+    hold_for_review_hours = serializers.IntegerField(
+        required=False, min_value=0, max_value=24 * 30, help_text="Keep the stopped lab this long after grading."
+    )
     lab_reuse_enabled = serializers.BooleanField(required=False)
     status = UpperChoiceField(choices=DefinitionStatus.choices, required=False, help_text="Default ACTIVE.")
 

@@ -90,7 +90,8 @@ def fields_data(obj, names: str, *, blank_as_null: str = "") -> dict:
 DEFINITION_FIELDS = (
     "id name version status description lab_artifact_uri lab_yaml_hash resource_requirements node_count "
     "node_definitions_required port_template license_affinity cml_version_min cml_version_max "
-    "max_duration_minutes boot_lead_minutes form_qualified_name grading_enabled lab_reuse_enabled created_by "
+    "max_duration_minutes boot_lead_minutes form_qualified_name grading_enabled grading_mode pass_percent "
+    "hold_for_review_hours lab_reuse_enabled created_by "
     "created_at updated_at"
 )
 

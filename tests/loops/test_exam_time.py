@@ -154,3 +154,71 @@ def test_an_expired_session_that_held_a_lab_ends_archived_with_no_pending_teardo
     drive(lambda: status_of(session) == "ARCHIVED")
     session.refresh_from_db()
     assert session.end_reason == "EXPIRED" and not session.cleanup_pending
+
+
+# --- grading modes and the review hold (SPEC §3.4) -------------------------------------------------
+
+
+def test_manual_grading_waits_in_collecting_for_an_instructor_then_grades(sims, sim_worker):
+    sim_worker("w1")
+    session = _running(sims, DefinitionFactory(boot_lead_minutes=30, grading_mode="manual"))
+    session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
+    result = reconcile_session(session.pk)
+    assert result.action == "waiting for an instructor: Start Grading or Skip Grading"
+    for _ in range(3):  # later passes leave it there too
+        reconcile_session(session.pk)
+    assert status_of(session) == "COLLECTING" and not GradingSession.objects.filter(lablet_session=session).exists()
+    session_transition(session, "GRADING", actor="instructor", reason="Start Grading")
+    drive(lambda: status_of(session) == "ARCHIVED")
+    assert LabletSession.objects.get(pk=session.pk).grade_result in ("PASS", "FAIL")
+
+
+def test_mode_none_goes_from_running_to_teardown_without_grading(sims, sim_worker):
+    sim_worker("w1")
+    session = _running(sims, DefinitionFactory(boot_lead_minutes=30, grading_mode="none"))
+    assert session.definition.grading_enabled is False
+    session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
+    drive(lambda: status_of(session) == "ARCHIVED")
+    assert not GradingSession.objects.filter(lablet_session=session).exists()
+
+
+def test_a_graded_session_keeps_its_stopped_lab_for_review_then_archives_at_the_deadline(sims, sim_worker):
+    sim_worker("w1")
+    session = _running(sims, DefinitionFactory(boot_lead_minutes=30, hold_for_review_hours=2))
+    session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
+    drive(lambda: status_of(session) == "STOPPED")
+    held = LabletSession.objects.get(pk=session.pk)
+    assert held.hold_until - timezone.now() > timedelta(hours=1, minutes=59)
+    assert held.lab_record.status == "STOPPED" and held.lab_record.active_session_id == held.pk  # kept, not wiped
+    assert held.pk not in sessions_needing_work()  # nothing to do until the deadline
+    assert reconcile_session(held.pk).action == "held for review"
+
+    LabletSession.objects.filter(pk=held.pk).update(hold_until=timezone.now() - timedelta(seconds=1))
+    drive(lambda: status_of(session) == "ARCHIVED")
+    archived = LabletSession.objects.get(pk=session.pk)
+    assert archived.lab_record.status == "WIPED" and archived.lab_record.active_session_id is None
+
+
+def test_archive_ends_a_review_hold_and_the_loop_wipes_then_archives(sims, sim_worker):
+    from sessions.services import session_end_hold
+
+    sim_worker("w1")
+    session = _running(sims, DefinitionFactory(boot_lead_minutes=30, hold_for_review_hours=2))
+    session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
+    drive(lambda: status_of(session) == "STOPPED")
+    with pytest.raises(Exception, match="held for review"):  # a plain move would leave the kept lab behind
+        session_transition(session, "ARCHIVED", actor="instructor")
+    session_end_hold(session, actor="instructor")
+    drive(lambda: status_of(session) == "ARCHIVED")
+    assert LabletSession.objects.get(pk=session.pk).lab_record.status == "WIPED"
+
+
+def test_terminating_a_held_session_tears_its_kept_lab_down(sims, sim_worker):
+    sim_worker("w1")
+    session = _running(sims, DefinitionFactory(boot_lead_minutes=30, hold_for_review_hours=2))
+    session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
+    drive(lambda: status_of(session) == "STOPPED")
+    terminated = session_terminate(session, actor="admin", reason="done reviewing")
+    assert terminated.cleanup_pending
+    drive(lambda: not LabletSession.objects.get(pk=session.pk).cleanup_pending)
+    assert LabletSession.objects.get(pk=session.pk).lab_record.status in ("WIPED", "DELETED")

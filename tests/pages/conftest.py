@@ -85,7 +85,10 @@ def make_session(status, *, definition=None, worker=None, owner=None, with_child
 def fleet(db):
     """A definition, a template, two workers (one with a lab and ports) and a session in every state."""
     template = TemplateFactory(name="m5-enterprise")
-    definition = DefinitionFactory(name="ccna-lab", cpu_cores=2, memory_gb=4, storage_gb=10)
+    # Graded by hand and held for review, so every button of SPEC §5.4 has a session that shows it.
+    definition = DefinitionFactory(
+        name="ccna-lab", cpu_cores=2, memory_gb=4, storage_gb=10, grading_mode="manual", hold_for_review_hours=2
+    )
     worker = WorkerFactory(name="worker-a", template=template, public_ip="10.0.0.5", cml_version="2.9.0")
     WorkerFactory(name="worker-b", template=template, status="STOPPED", desired_status="STOPPED")
     lab = LabRecordFactory(worker=worker, definition=definition, status="BOOTED", node_count=2)
@@ -114,6 +117,8 @@ def fleet(db):
     }
     # The expired session's teardown is still pending, so it holds its capacity (SPEC §2.2).
     type(sessions["EXPIRED"]).objects.filter(pk=sessions["EXPIRED"].pk).update(cleanup_pending=True)
+    type(sessions["STOPPED"]).objects.filter(pk=sessions["STOPPED"].pk).update(hold_until=soon(120))
+    sessions["STOPPED"].refresh_from_db()
     return {"template": template, "definition": definition, "worker": worker, "lab": lab, "sessions": sessions}
 
 

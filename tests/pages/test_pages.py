@@ -154,6 +154,29 @@ def test_detail_shows_exactly_the_buttons_of_the_spec_table(admin_client, fleet)
         assert action_buttons(html) == BUTTONS.get(status, []), status
 
 
+def test_grading_buttons_only_where_they_act_and_archive_only_while_held(admin_client, fleet):
+    collecting, stopped = fleet["sessions"]["COLLECTING"], fleet["sessions"]["STOPPED"]
+    html = admin_client.get(f"/sessions/{collecting.pk}/").content.decode()
+    assert "Waiting for an instructor: Start Grading or Skip Grading." in html
+    html = admin_client.get(f"/sessions/{stopped.pk}/").content.decode()
+    assert "Lab kept for review until" in html and action_buttons(html) == ["Archive"]
+    pressed = admin_client.post(f"/sessions/{stopped.pk}/actions/archive/", {"expected": "STOPPED"}, headers=HX)
+    assert pressed.status_code == 200 and "Archiving" in pressed.content.decode()
+    held = LabletSession.objects.get(pk=stopped.pk)
+    assert held.hold_until <= timezone.now() and held.history.filter(reason__contains="review hold ended").exists()
+
+    auto = DefinitionFactory(name="auto-graded", grading_mode="auto")
+    LabletSession.objects.filter(pk=collecting.pk).update(definition=auto)
+    html = admin_client.get(f"/sessions/{collecting.pk}/").content.decode()
+    assert action_buttons(html) == [] and "Start Grading" not in html
+    assert "Grading starts by itself" in html
+    LabletSession.objects.filter(pk=stopped.pk).update(hold_until=None)
+    html = admin_client.get(f"/sessions/{stopped.pk}/").content.decode()
+    assert action_buttons(html) == [] and "Lab kept for review" not in html
+    refused = admin_client.post(f"/sessions/{stopped.pk}/actions/archive/", {"expected": "STOPPED"}, headers=HX)
+    assert refused.status_code == 409 and LabletSession.objects.get(pk=stopped.pk).status == "STOPPED"
+
+
 def test_a_stale_button_gets_a_message_not_an_error(admin_client, fleet):
     session = fleet["sessions"]["READY"]
     session_transition(session, "RUNNING", actor="someone-else")
@@ -186,7 +209,6 @@ def test_a_button_from_another_state_is_refused_even_without_expected(admin_clie
         ("COLLECTING", "start-grading", {}, "GRADING"),
         ("COLLECTING", "skip-grading", {}, "STOPPING"),
         ("GRADING", "complete-grading", {}, "STOPPING"),
-        ("STOPPED", "archive", {}, "ARCHIVED"),
         ("RUNNING", "terminate", {}, "TERMINATED"),
         ("SCHEDULED", "requeue", {}, "PENDING"),
     ],
@@ -352,6 +374,19 @@ def test_definition_upload(admin_client):
     definition = LabletDefinition.objects.get(name="bgp-lab")
     assert response.status_code == 302 and response["Location"] == f"/definitions/{definition.pk}/"
     assert (definition.node_count, definition.license_affinity, definition.created_by) == (2, ["ENTERPRISE"], "admin")
+    assert (definition.grading_mode, definition.grading_enabled, definition.hold_for_review_hours) == ("none", False, 0)
+    graded = {
+        **data,
+        "name": "graded-lab",
+        "grading_mode": "manual",
+        "form_qualified_name": "Exam-1",
+        "pass_percent": 80,
+    }
+    assert admin_client.post("/definitions/new/", {**graded, "hold_for_review_hours": 4}).status_code == 302
+    graded = LabletDefinition.objects.get(name="graded-lab")
+    assert (graded.grading_mode, graded.grading_enabled, graded.pass_percent, graded.hold_for_review_hours) == (
+        "manual", True, 80, 4,
+    )  # fmt: skip
     bad = admin_client.post("/definitions/new/", {**data, "cpu_cores": "x"})
     assert bad.status_code == 422 and 'id="id_cpu_cores-error"' in bad.content.decode()
     bad = admin_client.post("/definitions/new/", {**data, "name": "ospf-lab", "version": "one", "lab_yaml": "nodes: ["})

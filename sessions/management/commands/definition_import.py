@@ -17,6 +17,9 @@ _FIELD_OPTIONS = {
     "max_duration": "max_duration_minutes",
     "form_qualified_name": "form_qualified_name",
     "grading": "grading_enabled",
+    "grading_mode": "grading_mode",
+    "pass_percent": "pass_percent",
+    "hold_for_review_hours": "hold_for_review_hours",
     "description": "description",
 }
 
@@ -42,6 +45,9 @@ class Command(LcmCommand):
         parser.add_argument(
             "--grading", action=argparse.BooleanOptionalAction, default=None, help="Grade sessions when they finish."
         )
+        parser.add_argument("--grading-mode", choices=["auto", "manual", "none"], help="How sessions are graded.")
+        parser.add_argument("--pass-percent", help="Pass mark (%%) when the Grading Engine sends no cut score.")
+        parser.add_argument("--hold-for-review-hours", help="Keep the stopped lab this long after grading.")
         parser.add_argument("--description", help="Free text.")
         self.add_json_argument(parser)
 
