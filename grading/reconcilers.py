@@ -10,9 +10,7 @@ is made twice) and the pod from the lab's devices → ask it to grade (202) → 
 import logging
 import math
 
-from django.conf import settings
-
-from grading.clients.grading_engine import find_part, grading_client, part_score, pod_from_devices
+from grading.clients.grading_engine import cut_score_of, find_part, grading_client, part_score, pod_from_devices
 from grading.models import GradingSession
 from grading.services import grading_session_create, grading_session_update, score_report_create
 from grading.states import GRADING_TERMINAL, GradingStatus
@@ -22,6 +20,7 @@ from lcm.reconcile import Result
 from sessions.reconcilers import expire, grading_timed_out
 from sessions.services import session_transition
 from sessions.states import SessionStatus
+from workers.models import SystemSettings
 
 logger = logging.getLogger("lcm.grading.reconcilers")
 
@@ -64,8 +63,19 @@ def on_session_grading(session, now) -> Result:
     return reconcile_grading(session)
 
 
-def _cut_score(max_score: int) -> int:
-    return math.ceil(max_score * settings.LCM_GRADING_CUT_PERCENT / 100)
+def pass_mark(session, engine, part_id: str, max_score: int) -> int:
+    """SPEC §3.4: the Grading Engine's cut score when it has one for the form, else the definition's
+    `pass_percent`, else `SystemSettings.pass_percent`, of the maximum score."""
+    try:
+        cut = cut_score_of(engine.get_ruleset(part_id))
+    except http.NotFound:
+        cut = None
+    if cut is not None:
+        return min(cut, max_score)
+    percent = session.definition.pass_percent
+    if percent is None:
+        percent = SystemSettings.load().pass_percent
+    return math.ceil(max_score * percent / 100)
 
 
 def reconcile_grading(session) -> Result:
@@ -136,9 +146,17 @@ def _collect_score(session, grading, engine, part_id: str) -> Result:
         actor=ACTOR,
         score=score.score,
         max_score=max(score.max_score, 1),
-        cut_score=_cut_score(max(score.max_score, 1)),
+        cut_score=pass_mark(session, engine, part_id, max(score.max_score, 1)),
         grading_session=grading,
-        sections=[{"name": s.id, "score": s.score, "max_score": max(s.max_score, 0)} for s in score.sections],
+        sections=[
+            {
+                "name": s.id,
+                "score": s.score,
+                "max_score": max(s.max_score, 0),
+                "passed": None if s.cut_score is None else s.score >= s.cut_score,
+            }
+            for s in score.sections
+        ],  # fmt: skip
     )
     if grading.status == G.GRADING:
         grading = grading_session_update(grading, actor=ACTOR, status=G.REVIEWING, reason="score report received")

@@ -27,6 +27,7 @@ class SectionScore:
     id: str
     score: int
     max_score: int
+    cut_score: int | None = None  # the section's own pass mark, when the engine sends one
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,16 @@ def find_part(session: dict, part_id: str) -> dict:
     raise NotFound("grading", "GetSession", f"session {session.get('id')} has no part {part_id}")
 
 
+def _int_or_none(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def cut_score_of(ruleset: dict) -> int | None:
+    """The cut score of a form's scoring requirements (`scoring.cutScore`), when the engine has one."""
+    scoring = ruleset.get("scoring") if isinstance(ruleset, dict) else None
+    return _int_or_none(scoring.get("cutScore")) if isinstance(scoring, dict) else None
+
+
 def part_score(part: dict) -> PartScore | None:
     """The part's score report in the manager's terms, or None while there is none."""
     report = part.get("scoreReport")
@@ -283,6 +294,7 @@ def part_score(part: dict) -> PartScore | None:
                 id=str(section.get("id") or index),
                 score=int(section.get("score") or 0),
                 max_score=int(section.get("maxScore") or 0),
+                cut_score=_int_or_none(section.get("cutScore")),
             )
             for index, section in enumerate(report.get("sections") or [], 1)
         ),

@@ -62,8 +62,15 @@ def sim_revoke(sim):
     return jsonify({"revoked": revoked})
 
 
+def sim_clear_scoring(sim, part_id):
+    """A form whose scoring requirements were never set: its ruleset carries no cut score."""
+    sim._toolkit(part_id)["scoring"] = {}
+    return jsonify({"part_id": part_id, "scoring": {}})
+
+
 ROUTES = (
     ("POST", "/_sim/grading/<session_id>/complete", sim_complete),
+    ("DELETE", "/_sim/toolkits/<path:part_id>/scoring", sim_clear_scoring),
     ("POST", "/_sim/grading/<session_id>/fail", sim_fail),
     ("POST", "/_sim/grading/outcomes", sim_outcomes),
     ("DELETE", "/_sim/grading/outcomes", sim_outcomes_clear),

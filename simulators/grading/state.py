@@ -242,7 +242,8 @@ class GradingStateMachine:
         part["firstGraded"] = part["firstGraded"] or self._now()
         self._audit(part, "graded", "grading-engine")
         self._touch(session)
-        passed = report["score"] >= toolkit["scoring"]["cutScore"]
+        cut = toolkit["scoring"].get("cutScore")
+        passed = None if cut is None else report["score"] >= cut
         breakdown = [
             {"criterion": section["id"], "points": section["score"], "max": section["maxScore"]}
             for section in report["sections"]
@@ -282,16 +283,15 @@ class GradingStateMachine:
                 earned = min(item["points"], remaining)
                 remaining -= earned
                 items.append(self._item_report(item, earned))
-            sections.append(
-                {
-                    "id": str(section["index"]),
-                    "createdAt": now,
-                    "lastModified": now,
-                    "score": sum(i["score"] for i in items),
-                    "maxScore": sum(i["maxScore"] for i in items),
-                    "items": items,
-                }
-            )
+            reported = {
+                "id": str(section["index"]),
+                "createdAt": now,
+                "lastModified": now,
+                "score": sum(i["score"] for i in items),
+                "maxScore": sum(i["maxScore"] for i in items),
+                "items": items,
+            }
+            sections.append(reported)
         return {
             "createdAt": now,
             "lastModified": now,

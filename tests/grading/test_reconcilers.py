@@ -147,3 +147,54 @@ def test_a_create_whose_answer_was_lost_is_not_made_twice(engine):
     assert again.action == "grading requested" and grading.grading_session_id == str(grading.pk)
     sessions = requests.get(f"{engine}/_sim/state", timeout=5).json()["sessions"]
     assert len(sessions) == 1
+
+
+def _graded(engine, score: int) -> ScoreReport:
+    requests.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "complete", "score": score}, timeout=5)
+    session = grading_session_of()
+    reconcile_session(session.pk)
+    reconcile_session(session.pk)
+    return ScoreReport.objects.get(lablet_session=session)
+
+
+def test_the_pass_mark_is_the_engines_cut_score(engine):
+    from grading.clients.grading_engine import grading_client
+
+    grading_client().set_scoring_requirements("Exam-Demo-1.0", cut_score=55, min_score=0, reread_score=50)
+    report = _graded(engine, 60)
+    assert (report.score, report.max_score, report.cut_score, report.passed) == (60, 100, 55, True)
+    # The engine's contract has no section cut scores: sections get no verdict of their own.
+    assert [s.passed for s in report.sections.all()] == [None, None]
+
+
+def test_sections_pass_or_fail_when_the_engine_sends_their_cut_scores():
+    from grading.clients.grading_engine import part_score
+
+    part = {"scoreReport": {"score": 60, "maxScore": 100, "sections": [
+        {"id": "1", "score": 60, "maxScore": 60, "cutScore": 42},
+        {"id": "2", "score": 0, "maxScore": 40, "cutScore": 28},
+        {"id": "3", "score": 5, "maxScore": 5},
+    ]}}  # fmt: skip
+    sections = part_score(part).sections
+    assert [(s.id, s.cut_score) for s in sections] == [("1", 42), ("2", 28), ("3", None)]
+
+
+def test_without_an_engine_cut_score_the_definitions_pass_percent_then_the_default_decides(engine):
+    from workers.models import SystemSettings
+
+    requests.delete(f"{engine}/_sim/toolkits/Exam-Demo-1.0/scoring", timeout=5).raise_for_status()
+    SystemSettings.objects.update_or_create(pk=1, defaults={"pass_percent": 65})
+    report = _graded(engine, 60)
+    assert (report.cut_score, report.passed) == (65, False)  # the system default: 65 % of 100
+
+    session = report.lablet_session
+    session.definition.pass_percent = 50
+    session.definition.save()
+    requests.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "complete", "score": 60}, timeout=5)
+    again = SessionFactory(status="COLLECTING", worker=WorkerFactory(), definition=session.definition)
+    UserSessionFactory(lablet_session=again, devices=DEVICES)
+    session_transition(again, "GRADING", actor="test")
+    reconcile_session(again.pk)
+    reconcile_session(again.pk)
+    report = ScoreReport.objects.get(lablet_session=again)
+    assert (report.cut_score, report.passed) == (50, True)  # the definition's 50 %
