@@ -14,13 +14,16 @@ class GradingConfig(AppConfig):
         from grading.states import GRADING_BADGE_COLOURS, RESULT_BADGE_COLOURS
         from lcm import webhooks
         from lcm.templatetags.badges import register_colours
-        from sessions.reconcilers import register_status_handler
+        from sessions.reconcilers import register_status_handler, register_teardown_step
         from sessions.services import register_transition_hook
         from sessions.states import SessionStatus
 
         webhooks.register("LCM_GRADING_EVENT_PREFIX", events.handle_grading_event)
         register_transition_hook(SessionStatus.GRADING, services.on_session_grading)
         register_transition_hook(SessionStatus.STOPPING, services.on_session_stopping)
+        for leaving_grading in (SessionStatus.STOPPING, SessionStatus.TERMINATED, SessionStatus.EXPIRED):
+            register_transition_hook(leaving_grading, services.close_grading)
+        register_teardown_step(reconcilers.release_engine)
         register_status_handler(SessionStatus.GRADING, reconcilers.on_session_grading)
         register_colours("grading_session", GRADING_BADGE_COLOURS)
         register_colours("result", RESULT_BADGE_COLOURS)

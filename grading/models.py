@@ -20,7 +20,8 @@ class GradingSession(ExternalSession):
     grading_part_id = models.CharField(max_length=200, blank=True, default="")
     pod_id = models.CharField(max_length=200, blank=True, default="")
     status = FSMField(default=GradingStatus.PENDING, choices=GradingStatus.choices, protected=True)
-    # When a grading closed early (Complete Grading, Terminate) released its Grading Engine session.
+    # A grading closed by hand (Complete Grading, Terminate) releases its Grading Engine session at teardown.
+    release_pending = models.BooleanField(default=False)
     engine_released_at = models.DateTimeField(null=True, blank=True)
 
     locals().update(transitions_from_table(status, GRADING_TRANSITIONS))

@@ -7,12 +7,20 @@ is made twice) and the pod from the lab's devices → ask it to grade (202) → 
 (a completion CloudEvent only makes the poll happen sooner) → store the report → submit.
 """
 
+import contextlib
 import logging
 import math
 
+from django.utils import timezone
+
 from grading.clients.grading_engine import cut_score_of, find_part, grading_client, part_score, pod_from_devices
 from grading.models import GradingSession
-from grading.services import grading_session_create, grading_session_update, score_report_create
+from grading.services import (
+    RECONCILER_ACTOR,
+    grading_session_create,
+    grading_session_update,
+    score_report_create,
+)
 from grading.states import GRADING_TERMINAL, GradingStatus
 from lcm import http
 from lcm.fsm import InvalidTransition
@@ -24,7 +32,7 @@ from workers.models import SystemSettings
 
 logger = logging.getLogger("lcm.grading.reconcilers")
 
-ACTOR = "grading-reconciler"
+ACTOR = RECONCILER_ACTOR
 POLL_SECONDS = 1.0
 G = GradingStatus
 ENGINE_FAULTED = {"faulted", "failed", "error"}
@@ -166,3 +174,18 @@ def _collect_score(session, grading, engine, part_id: str) -> Result:
     except (http.BadRequest, http.Conflict) as exc:
         logger.info("grading session %s not submitted: %s", external_id, exc)
     return _to_stopping(session, f"score {score.score}/{score.max_score} stored")
+
+
+def release_engine(session) -> str | None:
+    """The lablet reconciler's teardown step for gradings closed by hand (registered by `GradingConfig.ready()`):
+    release their Grading Engine session: its part is removed, which stops a grading in progress and drops the
+    pod, so the engine no longer reaches the lab. None when nothing is left to release."""
+    for grading in session.grading_sessions.filter(release_pending=True):
+        if grading.grading_session_id:
+            with contextlib.suppress(http.NotFound):  # removed already (a pass whose answer was lost)
+                grading_client().remove_part(grading.grading_session_id, grading.grading_part_id)
+        grading_session_update(
+            grading, actor=ACTOR, release_pending=False, engine_released_at=timezone.now(),
+            reason="Grading Engine session released",
+        )  # fmt: skip
+    return None

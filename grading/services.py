@@ -7,13 +7,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from grading.models import GradingSession, ScoreReport, ScoreSection
-from grading.states import GRADING_TRANSITIONS, GradingStatus
+from grading.states import GRADING_TERMINAL, GRADING_TRANSITIONS, GradingStatus
 from lcm.events import publish_change
 from lcm.fsm import actor_name, apply_transition, normalize_status, record_change
 from sessions.models import LabletSession, SessionStatusChange
 from sessions.services import record_session_note
+from sessions.states import SessionStatus
 
-_GRADING_FIELDS = ("grading_session_id", "grading_part_id", "pod_id", "error_message")
+_GRADING_FIELDS = (
+    "grading_session_id", "grading_part_id", "pod_id", "error_message", "release_pending", "engine_released_at",
+)  # fmt: skip
 
 
 def grading_session_create(session, *, actor, reason: str = "", **fields) -> GradingSession:
@@ -190,3 +193,28 @@ def on_session_stopping(locked, target, *, actor=None, manual_score=None, **_) -
     """→ STOPPING: the manual score report of a grading completed by hand, when one is given."""
     if manual_score:
         score_report_create(locked, actor=actor, manual=True, grading_session=locked.grading_session, **manual_score)
+
+
+# The grading reconciler's name in the history: its own move out of GRADING closes its grading itself.
+RECONCILER_ACTOR = "grading-reconciler"
+
+
+def close_grading(locked, target, *, actor=None, manual_score=None, **_) -> None:
+    """Leaving GRADING by hand (Complete Grading → STOPPING, Terminate) closes its GradingSession in the same move
+    (SPEC §3.4): SUBMITTED with a manual score, else FAULTED saying why; its Grading Engine session is released at
+    teardown (`release_engine`)."""
+    if locked.status != SessionStatus.GRADING or actor_name(actor) == RECONCILER_ACTOR:
+        return
+    grading = GradingSession.objects.select_for_update().filter(lablet_session=locked).order_by("-created_at").first()
+    if grading is None or grading.status in GRADING_TERMINAL:
+        return
+    if target == SessionStatus.STOPPING and manual_score:
+        status, why = GradingStatus.SUBMITTED, "closed: grading completed by hand with a manual score"
+    elif target == SessionStatus.STOPPING:
+        status, why = GradingStatus.FAULTED, "closed: grading completed by hand without a score"
+    else:
+        status, why = GradingStatus.FAULTED, f"closed: the session went {target} during grading"
+    fields = {"release_pending": bool(grading.grading_session_id)}
+    if status == GradingStatus.FAULTED:
+        fields["error_message"] = why
+    grading_session_update(grading, actor=actor, status=status, reason=why, **fields)

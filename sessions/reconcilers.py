@@ -481,6 +481,10 @@ def _teardown(session, *, delete_lab: bool, keep_lab: bool = False) -> Result | 
             waiting = labs.tear_down(lab, lambda: _cml(session), session.worker, delete=delete, actor=ACTOR)
         if waiting is not None:
             return Result.requeue(POLL_SECONDS, waiting)
+    for step in _TEARDOWN_STEPS:
+        waiting = step(session)
+        if waiting is not None:
+            return Result.requeue(POLL_SECONDS, waiting)
     for user_session in session.user_sessions.all():
         if user_session.status not in USER_SESSION_DONE:
             _release_lds(user_session)
@@ -570,6 +574,17 @@ def _on_terminated(session, now) -> Result:
         return result
     session_cleanup_finished(session, actor=ACTOR)
     return Result.done("cleaned up")
+
+
+_TEARDOWN_STEPS: list = []
+
+
+def register_teardown_step(step) -> None:
+    """`step(session) -> str | None` runs in every teardown, after the lab's (an app that depends on sessions
+    registers one in `AppConfig.ready()`: the grading app releases the engine sessions of gradings closed by
+    hand); it returns what it waits for, None when done. Steps are idempotent, like every reconcile step."""
+    if step not in _TEARDOWN_STEPS:
+        _TEARDOWN_STEPS.append(step)
 
 
 def register_status_handler(status: str, handler) -> None:

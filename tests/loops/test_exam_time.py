@@ -222,3 +222,46 @@ def test_terminating_a_held_session_tears_its_kept_lab_down(sims, sim_worker):
     assert terminated.cleanup_pending
     drive(lambda: not LabletSession.objects.get(pk=session.pk).cleanup_pending)
     assert LabletSession.objects.get(pk=session.pk).lab_record.status in ("WIPED", "DELETED")
+
+
+# --- leaving GRADING by hand closes the grading and releases the engine (SPEC §3.4) ----------------------
+
+
+def _grading_started(sims, sim_worker):
+    from grading.clients.grading_engine import grading_client
+
+    sim_worker("w1")
+    requests.post(f"{sims.urls['grading']}/_sim/grading/outcomes", json={"outcome": "hang"}, timeout=5)
+    session = _running(sims, DefinitionFactory(boot_lead_minutes=30))
+    session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
+    drive(lambda: GradingSession.objects.filter(lablet_session=session).exclude(grading_session_id="").exists())
+    grading = GradingSession.objects.get(lablet_session=session)
+    part = grading_client().get_session(grading.grading_session_id)["parts"][0]
+    assert part.get("pod"), "the engine reaches the lab through its pod while grading"
+    return LabletSession.objects.get(pk=session.pk), grading
+
+
+def _engine_parts(grading) -> list:
+    from grading.clients.grading_engine import grading_client
+
+    return grading_client().get_session(grading.grading_session_id)["parts"]
+
+
+@pytest.mark.parametrize("how", ["complete", "terminate"])
+def test_leaving_grading_by_hand_closes_the_grading_and_releases_the_engine_session(sims, sim_worker, how):
+    session, grading = _grading_started(sims, sim_worker)
+    assert status_of(session) == "GRADING"
+    if how == "complete":
+        session_transition(session, "STOPPING", actor="instructor", reason="grading completed by hand")
+    else:
+        session_terminate(session, actor="instructor", reason="candidate left")
+    grading.refresh_from_db()
+    assert grading.status == "FAULTED" and grading.error_message.startswith("closed: ")
+    assert grading.release_pending
+
+    drive(lambda: not GradingSession.objects.get(pk=grading.pk).release_pending)
+    grading.refresh_from_db()
+    assert grading.engine_released_at is not None
+    assert _engine_parts(grading) == []  # its grading stopped, its pod dropped: the engine no longer reaches the lab
+    drive(lambda: status_of(session) in ("ARCHIVED", "TERMINATED") and not LabletSession.objects.get(
+        pk=session.pk).cleanup_pending)  # fmt: skip
