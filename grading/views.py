@@ -3,10 +3,13 @@
 from django.http import HttpResponse
 
 from grading.export import score_reports_csv_response
-from grading.filters import ScoreReportFilterSet
+from grading.filters import FailedGradingFilterSet, ScoreReportFilterSet, failed_gradings
 from grading.models import ScoreReport
 from lcm.pages import clean_params, filter_errors, instructor_required, page_context, paginate, render_live
 from sessions.models import LabletDefinition
+
+# The failures listed under the reports (the newest; narrow the filters for older ones).
+FAILED_SHOWN = 100
 
 
 def _reports():
@@ -25,15 +28,22 @@ def _filtered(request):
 
 @instructor_required
 def report_list(request):
-    """Score reports filtered by definition, owner, result and date; each row opens its sections."""
+    """Score reports filtered by definition, owner, result and date; each row opens its sections. Below them,
+    the sessions whose grading failed (no score), filtered alike; `show=failed` shows only those."""
     params, filterset = _filtered(request)
-    page, query = paginate(filterset.qs, params)
+    only_failed = params.get("show") == "failed"
+    page, query = paginate(filterset.qs.none() if only_failed else filterset.qs, params)
+    failed = FailedGradingFilterSet(params, queryset=failed_gradings())
+    failures = list(failed.qs[:FAILED_SHOWN]) if not failed.errors and params.get("passed") in (None, "") else []
     context = page_context(
         request,
         "reports",
         page=page,
         query=query,
         params=params,
+        only_failed=only_failed,
+        failures=failures,
+        failures_more=len(failures) == FAILED_SHOWN,
         errors=filter_errors(filterset),
         definitions=LabletDefinition.objects.only("id", "name", "version").order_by("name", "-created_at"),
     )

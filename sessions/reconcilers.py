@@ -25,7 +25,6 @@ and cleaned up.
 
 import contextlib
 import logging
-import math
 from datetime import timedelta
 
 from django.conf import settings
@@ -44,37 +43,32 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
-from sessions.clients.lds import lds_client
+from sessions import candidate
+from sessions.candidate import ACTOR, USER_SESSION_DONE
 from sessions.labyaml import rewritten_topology
 from sessions.models import LabletSession, UserSession
 from sessions.services import (
-    record_session_note,
     session_attach_lab,
     session_cleanup_finished,
     session_record_failure,
     session_terminate,
     session_transition,
-    user_session_create,
-    user_session_update,
 )
 from sessions.states import EndReason, GradingMode, SessionStatus, UserSessionStatus
 from workers import labs
 from workers.clients.cml import cml_client_for
 from workers.models import LabRecord, SystemSettings
-from workers.states import PORT_PROTOCOLS, LabStatus, WorkerStatus
+from workers.states import LabStatus, WorkerStatus
 
 logger = logging.getLogger("lcm.sessions.reconcilers")
 
 S = SessionStatus
 L = LabStatus
-ACTOR = "lablet-reconciler"
 POLL_SECONDS = 1.0
-USER_SESSION_DONE = {UserSessionStatus.ENDED, UserSessionStatus.EXPIRED, UserSessionStatus.FAULTED}
 
 
 # --- which sessions need work (one query per tick) ------------------------------------------
@@ -307,27 +301,6 @@ def _copy_cml_lab_id(session, lab) -> None:
         session.cml_lab_id = lab.cml_lab_id
 
 
-def _devices(session) -> list[dict]:
-    """One device per node: label, protocol by priority (vnc, http, https, ssh, serial, telnet), host, port."""
-    host = session.worker.public_ip or session.worker.private_ip or _host_of(session.worker.cml_base_url)
-    by_node: dict[str, list[dict]] = {}
-    for entry in session.definition.port_template:
-        by_node.setdefault(entry["node_label"], []).append(entry)
-    devices = []
-    ports = session.allocated_ports or {}
-    for label, entries in by_node.items():
-        entries.sort(key=lambda e: PORT_PROTOCOLS.index(e["protocol"]))
-        best = entries[0]
-        devices.append({"label": label, "protocol": best["protocol"], "host": host, "port": ports.get(best["name"])})
-    return devices
-
-
-def _host_of(url: str) -> str:
-    from urllib.parse import urlparse
-
-    return urlparse(url).hostname or ""
-
-
 def _on_instantiating(session, now) -> Result:
     """Desired: the session's lab booted (the lab reconciler's `labs.boot`), then its LDS session → READY."""
     if _expired(session, now):
@@ -343,49 +316,12 @@ def _on_instantiating(session, now) -> Result:
     _copy_cml_lab_id(session, lab)
     if lab.status != L.BOOTED:
         return Result.requeue(POLL_SECONDS, "waiting for nodes to boot")
-    user_session, provisioned = _ensure_lds_session(session)
+    user_session, provisioned = candidate.ensure_lds_session(session)
     session_transition(
         session, S.READY, actor=ACTOR, reason="lab booted, login URL issued", provisioned=provisioned
     )  # fmt: skip
     logger.info("session %s READY (LDS session %s)", session.pk, user_session.lds_session_id)
     return Result.done("ready")
-
-
-def _ensure_lds_session(session) -> tuple[UserSession, tuple | None]:
-    """The UserSession with an LDS session, and its devices and launch URL (each step resumable).
-
-    Returns the user session and, when this pass set its devices and made its launch URL, what to
-    record of them with the move to READY (`session_transition`'s `provisioned`).
-    """
-    lds = lds_client()
-    user_session = session.user_sessions.exclude(status__in=USER_SESSION_DONE).order_by("-created_at").first()
-    if user_session is None or not user_session.lds_session_id:
-        created = lds.create_session(
-            candidate_id=session.owner,
-            form_qualified_name=session.definition.form_qualified_name or session.definition.name,
-            first_name=session.owner.split("@")[0][:50] or "candidate",
-            last_name="-",
-            scheduled_date=session.timeslot_start,
-            user_timeslot_end=session.timeslot_end,
-        )
-        # Recorded at once: the LDS API has no lookup by our reference, so an id not recorded is lost.
-        ids = {"lds_session_id": created.session_id, "lds_part_id": "1", "lds_ends_at": session.timeslot_end}
-        if user_session is None:
-            user_session = user_session_create(session, actor=ACTOR, reason="LDS session created", **ids)
-        else:
-            user_session = user_session_update(user_session, actor=ACTOR, **ids)
-    if user_session.login_url:
-        return user_session, None
-    devices = _devices(session)
-    lds.set_devices(user_session.lds_session_id, devices)
-    url = lds.launch_url(user_session.lds_session_id)
-    fields = {
-        "devices": devices,
-        "login_url": url,
-        "status": UserSessionStatus.PROVISIONED,
-        "reason": "devices set, launch URL issued",
-    }
-    return user_session, (user_session, fields)
 
 
 # --- running, collecting, grading ------------------------------------------------------------
@@ -394,57 +330,17 @@ def _ensure_lds_session(session) -> tuple[UserSession, tuple | None]:
 def _on_ready(session, now) -> Result:
     if _expired(session, now):
         return expire(session, "the candidate never started")
-    _converge_lds_end(session)
+    candidate.converge_lds_end(session)
     return Result.requeue((session.timeslot_end - now).total_seconds(), "waiting for the candidate")
 
 
 def _on_running(session, now) -> Result:
     if not _expired(session, now):
-        _converge_lds_end(session)
+        candidate.converge_lds_end(session)
         return Result.requeue((session.timeslot_end - now).total_seconds(), "running")
     target = S.COLLECTING if session.definition.grading_enabled else S.STOPPING
     session_transition(session, target, actor=ACTOR, reason="time is up", expected_status=S.RUNNING)
     return Result.requeue(0, "time is up")
-
-
-# --- the candidate's LDS session: its end follows the timeslot, and access ends with RUNNING -------------
-
-_IN_USE = [UserSessionStatus.PROVISIONED, UserSessionStatus.ACTIVE, UserSessionStatus.PAUSED]
-
-
-def _converge_lds_end(session) -> None:
-    """Level-triggered (SPEC §3.4a): the end LDS holds for the candidate follows `timeslot_end`, so an extension
-    reaches them. Only when the recorded end differs is LDS read; it is extended by what it lacks."""
-    user_session = session.user_sessions.filter(status__in=_IN_USE).exclude(lds_session_id="").first()
-    if user_session is None or user_session.lds_ends_at == session.timeslot_end:
-        return
-    lds = _lds()
-    observed = lds_end_of(lds.get_session(user_session.lds_session_id)) or user_session.lds_ends_at
-    if observed is not None and observed < session.timeslot_end:
-        lds.extend_part(user_session.lds_session_id, math.ceil((session.timeslot_end - observed).total_seconds() / 60))
-    reason = f"LDS end moved to {session.timeslot_end:%Y-%m-%dT%H:%M:%SZ}"
-    user_session_update(user_session, actor=ACTOR, lds_ends_at=session.timeslot_end, reason=reason)
-    record_session_note(session, actor=ACTOR, reason=reason)
-
-
-def lds_end_of(answer: dict):
-    """When LDS will cut the candidate off, from its session (`practice_lab.max_ends_at`, else the current
-    part's timer); None when it does not say."""
-    practice = answer.get("practice_lab") or {}
-    parts = answer.get("session_parts") or []
-    current = answer.get("current_session_part") or 1
-    timer = (parts[current - 1].get("timer") or {}) if 0 < current <= len(parts) else {}
-    value = practice.get("max_ends_at") or timer.get("max_ends_at")
-    return parse_datetime(value) if isinstance(value, str) else None
-
-
-def _end_candidate_access(session, why: str) -> None:
-    """Leaving RUNNING ends the candidate's LDS access first (SPEC §3.4), so nobody works on the devices while
-    they are collected, graded or torn down; the user session ends ENDED (a normal end)."""
-    for user_session in session.user_sessions.filter(status__in=_IN_USE[1:]).exclude(lds_session_id=""):
-        with contextlib.suppress(http.Conflict, http.NotFound):  # already finished, timed out or released
-            _lds().force_user_finished(user_session.lds_session_id)
-        user_session_update(user_session, actor=ACTOR, status=UserSessionStatus.ENDED, reason=f"access ended: {why}")
 
 
 def grading_timed_out(session, now) -> bool:
@@ -453,7 +349,7 @@ def grading_timed_out(session, now) -> bool:
 
 
 def _on_collecting(session, now) -> Result:
-    _end_candidate_access(session, "collecting")
+    candidate.end_candidate_access(session, "collecting")
     mode = session.definition.grading_mode
     if mode == GradingMode.MANUAL:  # SPEC §3.4: an instructor starts or skips grading; no timeout meanwhile
         return Result.done("waiting for an instructor: Start Grading or Skip Grading")
@@ -487,34 +383,13 @@ def _teardown(session, *, delete_lab: bool, keep_lab: bool = False) -> Result | 
             return Result.requeue(POLL_SECONDS, waiting)
     for user_session in session.user_sessions.all():
         if user_session.status not in USER_SESSION_DONE:
-            _release_lds(user_session)
+            candidate.release_lds(user_session)
         elif user_session.lds_session_id:
             # A candidate who finished (ENDED by the LDS event) still leaves the LDS session to release;
             # releasing twice is harmless, and this runs once, as the teardown ends.
             with contextlib.suppress(http.NotFound):
-                _lds().release(user_session.lds_session_id)
+                candidate.lds().release(user_session.lds_session_id)
     return None
-
-
-def _lds():
-    return lds_client()
-
-
-def _release_lds(user_session) -> None:
-    if user_session.lds_session_id:
-        with contextlib.suppress(http.NotFound):
-            _lds().release(user_session.lds_session_id)
-    target = {
-        UserSessionStatus.ACTIVE: UserSessionStatus.ENDED,
-        UserSessionStatus.PAUSED: UserSessionStatus.ENDED,
-    }.get(user_session.status, UserSessionStatus.FAULTED)
-    user_session_update(
-        user_session,
-        actor=ACTOR,
-        status=target,
-        reason="released",
-        error_message="" if target == UserSessionStatus.ENDED else "released before use",
-    )
 
 
 def _review_hold(session) -> timedelta | None:
@@ -525,7 +400,7 @@ def _review_hold(session) -> timedelta | None:
 
 
 def _on_stopping(session, now) -> Result:
-    _end_candidate_access(session, "stopping")
+    candidate.end_candidate_access(session, "stopping")
     hold = _review_hold(session)
     result = _teardown(session, delete_lab=False, keep_lab=hold is not None)
     if result is not None:

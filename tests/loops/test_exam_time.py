@@ -10,9 +10,10 @@ from django.utils import timezone
 
 from grading.models import GradingSession
 from sessions.booking import session_create, session_extend
+from sessions.candidate import lds_end_of
 from sessions.clients.lds import lds_client
 from sessions.models import LabletSession
-from sessions.reconcilers import lds_end_of, reconcile_session, sessions_needing_work
+from sessions.reconcilers import reconcile_session, sessions_needing_work
 from sessions.services import session_terminate, session_transition
 from tests.factories import DefinitionFactory
 from tests.support.loops import drive, status_of

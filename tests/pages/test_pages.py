@@ -486,6 +486,21 @@ def test_csv_export_has_one_row_per_report(admin_client, fleet):
     assert admin_client.get("/reports/export.csv?definition=nope").status_code == 400
 
 
+def test_sessions_whose_grading_failed_are_listed_under_the_reports_with_a_filter(admin_client, fleet):
+    from tests.factories import GradingSessionFactory
+
+    failed = make_session("ARCHIVED", definition=fleet["definition"], worker=fleet["worker"], owner="cand-faulted")
+    ScoreReport.objects.filter(lablet_session=failed).delete()
+    GradingSessionFactory(lablet_session=failed, status="FAULTED", error_message="collector down")
+    html = admin_client.get("/reports/").content.decode()
+    assert "Grading failed" in html and "cand-faulted" in html and "collector down" in html
+    assert '<table class="reports">' in html  # the reports stay on the page
+    only = admin_client.get("/reports/?show=failed").content.decode()
+    assert "cand-faulted" in only and '<table class="reports">' not in only
+    other = admin_client.get("/reports/?show=failed&owner=someone-else").content.decode()
+    assert "cand-faulted" not in other and "No grading failed with these filters" in other
+
+
 def test_csv_cells_never_start_a_formula(admin_client, fleet):
     make_session("ARCHIVED", definition=fleet["definition"], worker=fleet["worker"], owner="=HYPERLINK(1)")
     body = b"".join(admin_client.get("/reports/export.csv").streaming_content).decode()
