@@ -280,7 +280,12 @@ def _session_lab(session, cml) -> LabRecord:
     """The session's lab record, attached to it: the one it holds, else a wiped lab still in CML, else a new
     record with fresh ports."""
     lab = session.lab_record
-    if lab is not None and lab.status == L.WIPED and not labs.still_reusable(lab, cml, actor=ACTOR):
+    bound_here = lab is not None and lab.active_session_id == session.pk
+    if (
+        lab is not None
+        and lab.status == L.WIPED
+        and not labs.still_reusable(lab, cml, actor=ACTOR, started_by_holder=bound_here)
+    ):
         lab = None  # a wiped lab that did not survive in CML: another, or a fresh import, below
     if lab is not None and lab.status not in (L.DELETED, L.ORPHANED):
         return lab

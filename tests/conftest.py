@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import browser, open_page  # noqa: F401 - fixtures for the browser tests
+from tests.support.etcd import etcd_url  # noqa: F401 - a real etcd, for the tests that need one
+
 SHARED_SPECS = Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
 PROCESSES = Path(__file__).resolve().parent / "processes"
 

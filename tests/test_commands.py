@@ -377,6 +377,41 @@ def test_session_transition_bad_ids():
 
 
 # ---------------------------------------------------------------------------------------
+# session_extend
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_session_extend_adds_minutes_to_a_running_session():
+    session = SessionFactory(status="RUNNING")
+    before = session.timeslot_end
+    out = run("session_extend", str(session.pk), "--minutes", "10", "--reason", "fire alarm")
+    session.refresh_from_db()
+    assert session.timeslot_end - before == timedelta(minutes=10) and out.startswith(f"Session {session.pk} RUNNING")
+    change = session.history.get()
+    assert change.actor == "command:session_extend" and "fire alarm" in change.reason
+    data = run_json("session_extend", str(session.pk), "--to", iso(session.timeslot_end + timedelta(minutes=5)))
+    assert data["timeslot_end"] == iso(session.timeslot_end + timedelta(minutes=5))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--minutes", "0"), "--minutes must be between 1 and 1440"),
+        (("--to", "tomorrow"), "--to must be an ISO 8601 date-time with a time zone"),
+        (("--minutes", "600"), "needs a reason"),
+        ((), "one of the arguments --to --minutes is required"),
+    ],
+)
+@pytest.mark.django_db
+def test_session_extend_refuses_bad_input_and_changes_nothing(args, expected):
+    session = SessionFactory(status="RUNNING")
+    before = snapshot()
+    assert expected in fails("session_extend", str(session.pk), *args)
+    assert snapshot() == before
+
+
+# ---------------------------------------------------------------------------------------
 # session_terminate
 # ---------------------------------------------------------------------------------------
 

@@ -138,15 +138,20 @@ def claim_reusable(holder, definition, worker, cml, *, actor) -> LabRecord | Non
         # Not reusable: left to lab discovery; try the next one, or import a fresh one.
 
 
-def still_reusable(lab, cml, *, actor) -> bool:
+def still_reusable(lab, cml, *, actor, started_by_holder: bool = False) -> bool:
     """Whether a wiped lab is still in CML in a reusable shape; if not it is marked (ORPHANED when gone, ERROR
-    when in another state, for lab discovery) and bound to nobody."""
+    when in another state, for lab discovery) and bound to nobody.
+
+    `started_by_holder`: the lab is already bound to the session asking, so a lab found started is that
+    session's own start whose answer was lost (a pass that died between `start_lab` and recording it):
+    still its lab, and starting it again is harmless.
+    """
     try:
         state = cml.lab_state(lab.cml_lab_id)
     except http.NotFound:
         _walk_fresh(lab, [L.ORPHANED, L.DELETED], actor=actor, reason="vanished from CML", cml_state="")
         return False
-    if state in (CML_DEFINED, CML_STOPPED):
+    if state in (CML_DEFINED, CML_STOPPED) or started_by_holder:
         return True
     lab_record_transition(lab, L.ERROR, actor=actor, reason=f"wiped lab found {state}", cml_state=state)
     release(lab)

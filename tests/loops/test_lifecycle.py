@@ -217,6 +217,35 @@ def test_a_pass_failing_at_any_step_is_finished_by_the_next_without_duplicates(
     assert session.user_session.login_url and len(session.user_session.devices) == 2
 
 
+@pytest.mark.parametrize("method", ["start_lab", "check_converged"])
+def test_a_pass_that_died_after_starting_a_reused_lab_carries_on_with_it(sims, sim_worker, monkeypatch, method):
+    """The reused (wiped) lab is started in CML before its record says so: a pass lost right after the start
+    leaves a WIPED record whose lab is STARTED. The next pass knows it is its own lab and carries on."""
+    import sessions.reconcilers as reconcilers
+
+    monkeypatch.setattr(reconcilers, "backoff", lambda attempts: timedelta(0))
+    worker = sim_worker("w1")
+    definition = DefinitionFactory(boot_lead_minutes=30, grading_enabled=False)
+    first = _archived_session(definition)
+    real, failed = getattr(CMLClient, method), []
+
+    def once(self, *args, **kwargs):
+        answer = real(self, *args, **kwargs)  # it took effect in CML ...
+        if not failed:
+            failed.append(method)
+            raise http.Unavailable("test", method, "connection lost")  # ... but the pass never learnt it
+        return answer
+
+    monkeypatch.setattr(CMLClient, method, once)
+    second = session_create(definition=definition, owner="g", actor="t")
+    drive(lambda: status_of(second) == "READY")
+    second.refresh_from_db()
+    assert failed == [method] and second.lab_record_id == first.lab_record_id
+    assert second.lab_record.status == "BOOTED" and LabRecord.objects.count() == 1
+    assert not LabRecord.objects.filter(status="ERROR").exists()
+    assert [lab_id for lab_id in _cml_labs(sims, worker)] == [second.lab_record.cml_lab_id]
+
+
 def test_a_wiped_lab_gone_from_cml_is_not_reused(sims, sim_worker):
     worker = sim_worker("w1")
     definition = DefinitionFactory(boot_lead_minutes=30, grading_enabled=False)
