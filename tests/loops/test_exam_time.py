@@ -72,6 +72,26 @@ def test_an_extension_of_a_running_session_reaches_lds_and_the_candidate_keeps_w
     assert _lds_session(session)["state"] == "SESSION_TIMEOUT"  # and cut off at the new one
 
 
+def test_the_rest_extend_of_a_running_session_reaches_lds_too(sims, sim_worker, django_user_model):
+    from django.contrib.auth.models import Group
+
+    from lcm.roles import INSTRUCTOR_GROUP
+    from tests.api.conftest import client_for
+
+    sim_worker("w1")
+    session = _running(sims, DefinitionFactory(boot_lead_minutes=30, grading_enabled=False))
+    user = django_user_model.objects.create_user("proctor", "p@example.com", "proctor-pass")
+    user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
+    new_end = session.timeslot_end + timedelta(minutes=10)
+    response = client_for(user).post(
+        f"/api/v1/sessions/{session.pk}/extend", {"timeslot_end": new_end.isoformat(), "reason": "network outage"}
+    )
+    assert response.status_code == 200, response.content
+    reconcile_session(session.pk)
+    assert timedelta(0) <= _lds_end(session) - new_end < timedelta(minutes=1)
+    assert session.history.filter(actor="proctor", reason__contains="network outage").exists()
+
+
 def test_an_instructor_extends_up_to_the_ceiling_and_an_admin_beyond_with_a_reason(sims, sim_worker):
     sim_worker("w1")
     SystemSettings.objects.update_or_create(pk=1, defaults={"max_extension_minutes": 15})
