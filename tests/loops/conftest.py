@@ -3,6 +3,8 @@
 
 import pytest
 
+from lcm import coordination, projection
+from lcm.loops import InProcessLoops
 from tests.factories import WorkerFactory
 from tests.support.simulators import running_simulators, virtual_cml
 from workers.clients.cml import forget_tokens
@@ -34,3 +36,18 @@ def sim_worker(sims, settings):
         return worker
 
     return make
+
+
+@pytest.fixture
+def live_loops(settings, monkeypatch):
+    """The embedded default's loop runner (ticks + after-commit wake-ups + the in-process pool), ticking fast;
+    stopped with its pool idle."""
+    settings.LCM_INPROCESS_WORKERS = 2
+    settings.LCM_LOOP_PLACEMENT_SECONDS = 0.2
+    settings.LCM_LOOP_LABLETS_SECONDS = 0.2
+    monkeypatch.setattr(coordination, "_coordinator", coordination.InProcessCoordinator())
+    projection.connect()
+    runner = InProcessLoops().start()
+    yield runner
+    projection.disconnect()
+    assert runner.stop(timeout=30), "the in-process pool did not go idle"

@@ -10,8 +10,6 @@ import pytest
 from django.contrib.auth.models import Group
 
 from grading.models import GradingSession
-from lcm import coordination, projection
-from lcm.loops import InProcessLoops
 from lcm.roles import INSTRUCTOR_GROUP
 from sessions.booking import session_create
 from sessions.candidate import lds_end_of
@@ -33,20 +31,6 @@ def instructor(django_user_model):
     return user
 
 
-@pytest.fixture
-def loops_running(settings, monkeypatch, sims):
-    """The embedded default's loop runner, ticking fast."""
-    settings.LCM_INPROCESS_WORKERS = 2
-    settings.LCM_LOOP_PLACEMENT_SECONDS = 0.2
-    settings.LCM_LOOP_LABLETS_SECONDS = 0.3
-    monkeypatch.setattr(coordination, "_coordinator", coordination.InProcessCoordinator())
-    projection.connect()
-    runner = InProcessLoops().start()
-    yield runner
-    projection.disconnect()
-    assert runner.stop(timeout=30), "the in-process pool did not go idle"
-
-
 def _ready(definition):
     session = session_create(definition=definition, owner="cand@example.com", actor="t")
     assert poll(lambda: db_status(session) == "READY", timeout=30), db_status(session)
@@ -58,7 +42,7 @@ def _lds_end(session):
     return lds_end_of(lds_client().get_session(user_session.lds_session_id))
 
 
-def test_ten_more_minutes_from_the_page_reach_the_candidate_in_lds(open_page, instructor, sim_worker, loops_running):
+def test_ten_more_minutes_from_the_page_reach_the_candidate_in_lds(open_page, instructor, sim_worker, live_loops):
     sim_worker("w1")
     session = _ready(DefinitionFactory(boot_lead_minutes=30, grading_mode="none"))
     session = session_transition(session, "RUNNING", actor="instructor", reason="Start Session")
@@ -81,7 +65,7 @@ def test_ten_more_minutes_from_the_page_reach_the_candidate_in_lds(open_page, in
     assert "instructors may extend to at most" in error.inner_text()  # inline, naming the limit
 
 
-def test_copying_the_candidate_link_never_starts_the_clock(open_page, instructor, sim_worker, loops_running):
+def test_copying_the_candidate_link_never_starts_the_clock(open_page, instructor, sim_worker, live_loops):
     sim_worker("w1")
     session = _ready(DefinitionFactory(boot_lead_minutes=30))
     page = open_page(instructor, f"/sessions/{session.pk}/")
@@ -94,7 +78,7 @@ def test_copying_the_candidate_link_never_starts_the_clock(open_page, instructor
     assert LabletSession.objects.get(pk=session.pk).user_session.status == "PROVISIONED"
 
 
-def test_manual_grading_waits_for_start_grading_with_a_visible_reason(open_page, instructor, sim_worker, loops_running):
+def test_manual_grading_waits_for_start_grading_with_a_visible_reason(open_page, instructor, sim_worker, live_loops):
     sim_worker("w1")
     session = _ready(DefinitionFactory(boot_lead_minutes=30, grading_mode="manual"))
     session_transition(session, "RUNNING", actor="instructor", reason="Start Session")
@@ -111,7 +95,7 @@ def test_manual_grading_waits_for_start_grading_with_a_visible_reason(open_page,
     assert LabletSession.objects.get(pk=session.pk).grade_result in ("PASS", "FAIL")
 
 
-def test_auto_grading_never_shows_grading_buttons(open_page, instructor, sim_worker, loops_running):
+def test_auto_grading_never_shows_grading_buttons(open_page, instructor, sim_worker, live_loops):
     sim_worker("w1")
     session = _ready(DefinitionFactory(boot_lead_minutes=30, grading_mode="auto"))
     session_transition(session, "RUNNING", actor="instructor", reason="Start Session")
@@ -127,7 +111,7 @@ def test_auto_grading_never_shows_grading_buttons(open_page, instructor, sim_wor
     assert not any("Start Grading" in h or "Skip Grading" in h for h in seen)
 
 
-def test_a_held_lab_shows_archive_and_archive_works(open_page, instructor, sim_worker, loops_running):
+def test_a_held_lab_shows_archive_and_archive_works(open_page, instructor, sim_worker, live_loops):
     sim_worker("w1")
     session = _ready(DefinitionFactory(boot_lead_minutes=30, grading_mode="auto", hold_for_review_hours=1))
     session_transition(session, "RUNNING", actor="instructor", reason="Start Session")

@@ -2,26 +2,12 @@
 
 import pytest
 
-from lcm import coordination, projection
-from lcm.loops import InProcessLoops
+from lcm import coordination
 from sessions.booking import session_create
 from sessions.services import session_transition
 from tests.factories import DefinitionFactory
 from tests.support.loops import status_of
 from tests.support.waiting import poll
-
-
-@pytest.fixture
-def live_loops(settings, monkeypatch):
-    settings.LCM_INPROCESS_WORKERS = 2
-    settings.LCM_LOOP_PLACEMENT_SECONDS = 0.2
-    settings.LCM_LOOP_LABLETS_SECONDS = 0.2
-    monkeypatch.setattr(coordination, "_coordinator", coordination.InProcessCoordinator())
-    projection.connect()
-    loops = InProcessLoops().start()
-    yield loops
-    projection.disconnect()
-    assert loops.stop(timeout=30), "the in-process pool did not go idle"
 
 
 def _wait(condition, seconds=30.0):

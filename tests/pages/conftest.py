@@ -1,7 +1,6 @@
 """Fixtures for the page tests: users with roles, a small realistic data set, and (for the browser
 tests) Chromium driven by Playwright against pytest-django's live server."""
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,10 +22,6 @@ from tests.factories import (
     WorkerFactory,
 )
 from workers.models import Port
-
-# Playwright's sync API runs an event loop in the test thread; the ORM calls the tests make
-# there are still synchronous.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"

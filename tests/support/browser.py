@@ -4,11 +4,16 @@
 for every test by `tests/conftest.py`; `button` and `status_of` find a session page's parts.
 """
 
+import os
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.test import Client
+
+# Playwright's sync API runs an event loop in the test thread; the ORM calls the tests make there (in the
+# browser tests and in every test after them in the same run) are still synchronous.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
