@@ -8,6 +8,7 @@ each becomes one named port of the definition's port template, `<node label>_<pr
 
 import copy
 import functools
+import math
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -18,8 +19,27 @@ from workers.states import PORT_PROTOCOLS
 # Anything shaped `word:digits` is meant as a port tag; other tags are ordinary labels.
 _PORT_TAG = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_-]*)\s*:\s*([0-9]+)\s*$")
 _MAX_PORT = 65535
+# Limits at the door (SPEC §12): the topology text (characters), its nodes, how deep it nests, how long a
+# number may be written. Real CML topologies stay far below each.
+MAX_LAB_YAML = 1_000_000
+MAX_NODES = 500
+_MAX_DEPTH = 32
+_MAX_NUMBER_CHARS = 80
+_INT_LIMIT = 2**63  # integers are 64-bit signed, as CML's JSON and PostgreSQL's bigint hold them
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_YAML = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT = f"{_YAML}str", f"{_YAML}int", f"{_YAML}float"
+_PLAIN_TAGS = frozenset(f"{_YAML}{kind}" for kind in ("str", "int", "float", "bool", "null", "seq", "map"))
+_TAG_NAMES = {
+    f"{_YAML}timestamp": "a date or timestamp (quote it to keep it as text)",
+    f"{_YAML}binary": "binary data (!!binary)",
+    f"{_YAML}set": "a set (!!set)",
+    f"{_YAML}omap": "an ordered map (!!omap)",
+    f"{_YAML}pairs": "pairs (!!pairs)",
+}
+_PLAIN_KINDS = "a CML topology holds only text, numbers, true/false, null, lists and mappings"
 # libyaml's emitter when PyYAML has it (the same output, many times faster). Parsing stays on the pure
-# Python loader: user text may nest deeply, which it reports as RecursionError where libyaml crashes.
+# Python loader (`_TopologyLoader`).
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -30,6 +50,74 @@ class LabYamlError(ValueError):
         self.field = field_path
         self.message = message
         super().__init__(f"{field_path}: {message}")
+
+
+def _refused(mark, problem: str) -> LabYamlError:
+    return LabYamlError("lab_yaml", f"line {mark.line + 1}, column {mark.column + 1}: {problem}")
+
+
+def _check_scalar(value, mark) -> None:
+    """Refuse a constructed scalar that CML, JSON or PostgreSQL cannot take."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int) and not -_INT_LIMIT <= value < _INT_LIMIT:
+        raise _refused(mark, "an integer outside the 64-bit range")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _refused(mark, f"{value} is not a finite number")
+    if isinstance(value, str) and "\x00" in value:
+        raise _refused(mark, "text with a NUL character")
+    if isinstance(value, str) and _SURROGATE.search(value):
+        raise _refused(mark, "text with a surrogate escape (\\ud800-\\udfff), which is not a Unicode character")
+
+
+class _TopologyLoader(yaml.SafeLoader):
+    """SafeLoader narrowed to what a CML topology holds; each refusal is a LabYamlError naming line and column.
+
+    No aliases: a few hundred bytes of nested aliases expand to gigabytes at instantiation, and CML exports
+    never use them. No nesting deeper than _MAX_DEPTH (which also spares the recursive composer). Only plain
+    scalars (text, 64-bit integers, finite floats, booleans, null), lists and mappings keyed by text: dates,
+    binary, sets and NaN load in Python but break every instantiation, and text with NUL or surrogates
+    cannot be stored in PostgreSQL. The pure Python loader, not libyaml's: user text may nest deeply, which
+    it reports as RecursionError where libyaml crashes.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _refused(event.start_mark, f"an alias (*{event.anchor}); {_PLAIN_KINDS}, written out")
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                raise LabYamlError("lab_yaml", "is nested too deeply to parse")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):
+        if node.tag not in _PLAIN_TAGS:
+            raise _refused(node.start_mark, f"{_TAG_NAMES.get(node.tag, f'a value tagged {node.tag}')}; {_PLAIN_KINDS}")
+        if not isinstance(node, yaml.ScalarNode):
+            return super().construct_object(node, deep)
+        if node.tag in (_INT, _FLOAT) and len(node.value) > _MAX_NUMBER_CHARS:
+            raise _refused(node.start_mark, f"a number of {len(node.value):,} characters; at most {_MAX_NUMBER_CHARS}")
+        try:
+            value = super().construct_object(node, deep)
+        except (ValueError, KeyError, TypeError):
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise _refused(node.start_mark, f"{node.value[:40]!r} is not a valid {kind}") from None
+        _check_scalar(value, node.start_mark)
+        return value
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)  # merge keys (<<) first, so the keys merged in are checked too
+        for key_node, _value in node.value:
+            if key_node.tag != _STR:
+                raise _refused(key_node.start_mark, "a mapping key that is not text (quote it)")
+        return super().construct_mapping(node, deep)
 
 
 @dataclass(frozen=True)
@@ -66,26 +154,49 @@ class LabAnalysis:
 
 
 def parse_topology(text: str) -> dict:
-    """Parse CML topology text (YAML, or JSON, which is YAML) into a dict with a `nodes` list."""
+    """Parse CML topology text (YAML, or JSON, which is YAML) into a dict with a `nodes` list.
+
+    Refuses, as a LabYamlError, what a CML topology never holds and what would cost too much later:
+    see `_TopologyLoader` for the values, MAX_LAB_YAML and MAX_NODES for the sizes.
+    """
     if not isinstance(text, str) or not text.strip():
         raise LabYamlError("lab_yaml", "is empty")
+    if len(text) > MAX_LAB_YAML:
+        raise LabYamlError("lab_yaml", f"is {len(text):,} characters long; at most {MAX_LAB_YAML:,}")
     if "\x00" in text:
         raise LabYamlError("lab_yaml", "contains a NUL character")
-    try:
-        data = yaml.safe_load(text)
-    except RecursionError:
-        raise LabYamlError("lab_yaml", "is nested too deeply to parse") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid syntax"
-        raise LabYamlError("lab_yaml", f"is not valid YAML or JSON{where}: {problem}") from None
+    if _SURROGATE.search(text):
+        raise LabYamlError("lab_yaml", "contains a lone surrogate character (not valid Unicode text)")
+    data = _load(text)
     if not isinstance(data, dict):
         raise LabYamlError("lab_yaml", "must be a mapping with a 'nodes' list (a CML topology)")
     nodes = data.get("nodes")
     if not isinstance(nodes, list) or not nodes:
         raise LabYamlError("lab_yaml.nodes", "must be a non-empty list of nodes")
+    if len(nodes) > MAX_NODES:
+        raise LabYamlError("lab_yaml.nodes", f"has {len(nodes)} nodes; at most {MAX_NODES}")
     return data
+
+
+def _load(text: str):
+    loader = None
+    try:
+        loader = _TopologyLoader(text)  # the reader refuses unprintable characters here already
+        return loader.get_single_data()
+    except RecursionError:
+        raise LabYamlError("lab_yaml", "is nested too deeply to parse") from None
+    except yaml.reader.ReaderError as exc:
+        line, column = text.count("\n", 0, exc.position) + 1, exc.position - text.rfind("\n", 0, exc.position)
+        problem = f"at line {line}, column {column}: unprintable character #x{exc.character:x}"
+        raise LabYamlError("lab_yaml", f"is not valid YAML or JSON {problem}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid syntax"
+        raise LabYamlError("lab_yaml", f"is not valid YAML or JSON{where}: {problem}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 class PortTagError(ValueError):
