@@ -16,11 +16,11 @@ from lcm.api.fields import (
     validate_storable_json,
 )
 from lcm.api.serializers import reason_field
+from sessions.labyaml import MAX_LAB_YAML
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
 from sessions.states import MANUAL_TARGETS, DefinitionStatus, EndReason, GradingMode, SessionStatus, UserSessionStatus
 from workers.states import LicenseType
 
-MAX_LAB_YAML = 1_000_000
 MANUAL_CHOICES = [s for s in SessionStatus.values if s in MANUAL_TARGETS]
 
 DEVICE_SCHEMA = {
