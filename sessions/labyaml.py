@@ -88,7 +88,7 @@ class _TopologyLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise _refused(event.start_mark, f"an alias (*{event.anchor}); {_PLAIN_KINDS}, written out")
+            raise _refused(event.start_mark, f"an alias (*{event.anchor}); CML exports use none, write the value out")
         self._depth += 1
         try:
             if self._depth > _MAX_DEPTH:
