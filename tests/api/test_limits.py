@@ -1,0 +1,107 @@
+"""Limits at the door (SPEC §12): input LCM cannot store sensibly is a 4xx naming what is wrong, never a 500,
+and nothing stored may make a page or endpoint fail later."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from sessions.booking import BOOKING_HORIZON
+from tests.api.conftest import assert_field_error
+from tests.factories import DefinitionFactory, SessionFactory
+from tests.support.commands import fails
+
+pytestmark = pytest.mark.django_db
+
+FAR = "9999-12-31T23:00:00Z"
+WEBHOOK_HEADERS = {"X-LCM-Webhook-Secret": "local-webhook-secret"}
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# -- dates LCM cannot represent ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"timeslot_start": FAR},
+        {"timeslot_start": "9999-12-31T23:30:00Z", "timeslot_end": "9999-12-31T23:59:59Z"},
+        {"timeslot_start": "9999-12-31T23:59:59-05:00"},
+        {"timeslot_end": FAR},
+    ],
+)
+def test_booking_near_the_end_of_time_is_400(instructor_api, body):
+    definition = DefinitionFactory()
+    response = instructor_api.post("/api/v1/sessions/", {"definition_id": str(definition.pk), "owner": "a", **body})
+    assert response.status_code == 400, response.content
+    assert set(response.json()) & {"timeslot_start", "timeslot_end"}
+
+
+def test_booking_beyond_the_horizon_is_400_naming_the_field(instructor_api):
+    definition = DefinitionFactory()
+    start = timezone.now() + BOOKING_HORIZON + timedelta(days=1)
+    body = {"definition_id": str(definition.pk), "owner": "a", "timeslot_start": start.isoformat()}
+    assert_field_error(instructor_api.post("/api/v1/sessions/", body), "timeslot_start")
+    # Within the horizon is fine.
+    body["timeslot_start"] = (timezone.now() + timedelta(days=30)).isoformat()
+    assert instructor_api.post("/api/v1/sessions/", body).status_code == 201
+
+
+def test_extending_to_the_end_of_time_is_400_and_the_session_stays_readable(admin_api):
+    session = SessionFactory()
+    url = f"/api/v1/sessions/{session.pk}/extend"
+    response = admin_api.post(url, {"timeslot_end": "9999-12-31T23:59:59Z", "reason": "forever"})
+    assert_field_error(response, "timeslot_end")
+    beyond = timezone.now() + BOOKING_HORIZON + timedelta(days=1)
+    assert_field_error(admin_api.post(url, {"timeslot_end": beyond.isoformat(), "reason": "x"}), "timeslot_end")
+    assert admin_api.get(f"/api/v1/sessions/{session.pk}/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=9999-12-31T23:59:59-05:00",
+        "to=0001-01-01T00:00:00%2B05:00",
+        "from=9999-12-31T23:59:59Z&to=9999-12-31T23:59:59Z",
+    ],
+)
+def test_date_filters_at_the_edges_never_500(instructor_api, query):
+    SessionFactory()
+    response = instructor_api.get(f"/api/v1/sessions/?{query}")
+    assert response.status_code in (200, 400), response.content
+    if response.status_code == 400:
+        assert set(response.json()) & {"from", "from_", "to"}
+
+
+# -- the same dates through the pages and the commands ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["date=9999-12-31", "date=0001-01-01", "from=9999-12-31T23:59:59-05:00", "to=0001-01-01T00:00:00%2B05:00"],
+)
+def test_session_list_page_filters_at_the_edges_never_500(admin_client, query):
+    SessionFactory()
+    assert admin_client.get(f"/sessions/?{query}").status_code == 200
+
+
+def test_booking_form_near_the_end_of_time_is_a_form_error(admin_client):
+    definition = DefinitionFactory()
+    data = {"definition": definition.pk, "owner": "a", "when": "at", "timeslot_start": "9999-12-31T23:00"}
+    response = admin_client.post("/sessions/", data)
+    assert response.status_code == 422
+    assert response.context["form"].errors["timeslot_start"]
+
+
+def test_commands_refuse_dates_beyond_the_horizon():
+    definition = DefinitionFactory()
+    message = fails("session_create", "--definition", str(definition.pk), "--owner", "a", "--start", FAR)
+    assert "timeslot_start" in message
+    session = SessionFactory()
+    message = fails("session_extend", str(session.pk), "--to", "9999-12-31T23:59:59Z", "--reason", "forever")
+    assert "timeslot_end" in message
+    session.refresh_from_db()
+    assert session.timeslot_end.year < 9999
