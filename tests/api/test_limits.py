@@ -1,6 +1,7 @@
 """Limits at the door (SPEC §12): input LCM cannot store sensibly is a 4xx naming what is wrong, never a 500,
 and nothing stored may make a page or endpoint fail later."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -105,3 +106,67 @@ def test_commands_refuse_dates_beyond_the_horizon():
     assert "timeslot_end" in message
     session.refresh_from_db()
     assert session.timeslot_end.year < 9999
+
+
+# -- bodies: depth and size ------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_is_400_on_the_rest_api(instructor_api):
+    response = instructor_api.generic("POST", "/api/v1/sessions/", nested(5000), content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert "non_field_errors" in response.json()
+
+
+def test_a_body_over_the_limit_is_413_on_the_rest_api(instructor_api, settings):
+    body = json.dumps({"owner": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 10)})
+    response = instructor_api.generic("POST", "/api/v1/sessions/", body, content_type="application/json")
+    assert response.status_code == 413, response.content
+    assert response["Content-Type"].startswith("application/json")
+    assert "detail" in response.json()
+
+
+def test_deeply_nested_json_is_400_on_the_webhook(client):
+    for content_type, headers in (
+        ("application/cloudevents+json", WEBHOOK_HEADERS),
+        (
+            "application/json",
+            {**WEBHOOK_HEADERS, "ce-specversion": "1.0", "ce-id": "1", "ce-type": "t", "ce-source": "/s"},
+        ),
+    ):
+        response = client.post("/api/events", data=nested(5000), content_type=content_type, headers=headers)
+        assert response.status_code == 400, response.content
+        assert response.json()
+
+
+def test_a_body_over_the_limit_is_413_on_the_webhook(client):
+    body = json.dumps({"specversion": "1.0", "data": "x" * 2_700_000})
+    response = client.post("/api/events", data=body, content_type="application/json", headers=WEBHOOK_HEADERS)
+    assert response.status_code == 413, response.content
+    assert "detail" in response.json()
+
+
+def test_a_body_between_the_webhook_limit_and_djangos_is_413(client):
+    body = json.dumps({"specversion": "1.0", "data": "x" * 1_100_000})
+    response = client.post("/api/events", data=body, content_type="application/json", headers=WEBHOOK_HEADERS)
+    assert response.status_code == 413, response.content
+
+
+def test_json_depth_is_measured_without_recursion():
+    from lcm.api.parsers import MAX_JSON_DEPTH, JsonTooDeep, json_depth, load_json
+
+    assert json_depth(1) == 0
+    assert json_depth([{"a": [1]}]) == 3
+    assert load_json(nested(MAX_JSON_DEPTH)) is not None
+    with pytest.raises(JsonTooDeep):
+        load_json(nested(MAX_JSON_DEPTH + 1))
+    with pytest.raises(JsonTooDeep):
+        load_json(nested(100_000))
+
+
+def test_json_nested_just_over_the_limit_is_400_naming_the_limit(instructor_api):
+    from lcm.api.parsers import MAX_JSON_DEPTH
+
+    body = json.dumps({"definition_id": "x", "owner": json.loads(nested(MAX_JSON_DEPTH))})
+    response = instructor_api.generic("POST", "/api/v1/sessions/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert "deeper than" in response.json()["non_field_errors"][0]
