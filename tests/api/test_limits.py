@@ -5,11 +5,14 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from sessions.booking import BOOKING_HORIZON
+from sessions.models import UserSession
+from sessions.services import user_session_create, user_session_update
 from tests.api.conftest import assert_field_error
-from tests.factories import DefinitionFactory, SessionFactory
+from tests.factories import DefinitionFactory, SessionFactory, UserSessionFactory
 from tests.support.commands import fails
 
 pytestmark = pytest.mark.django_db
@@ -170,3 +173,76 @@ def test_json_nested_just_over_the_limit_is_400_naming_the_limit(instructor_api)
     response = instructor_api.generic("POST", "/api/v1/sessions/", body, content_type="application/json")
     assert response.status_code == 400
     assert "deeper than" in response.json()["non_field_errors"][0]
+
+
+# -- devices and login URLs of a user session ------------------------------------------------------
+
+
+DEVICE = {"label": "r1", "protocol": "ssh", "host": "10.0.0.1", "port": 22}
+
+
+@pytest.mark.parametrize(
+    "devices",
+    [
+        [{**DEVICE, "label": json.loads(nested(60))}],
+        [{"label": "r1", "nested": [[[]]]}],
+        [{**DEVICE, "port": {"a": 1}}],
+        [{**DEVICE, "label": "x" * 10_000}],
+        [{**DEVICE, "port": 70_000}],
+        [DEVICE] * 1001,
+        "not a list",
+    ],
+)
+def test_user_session_devices_must_be_flat_device_objects(internal_api, devices):
+    session = SessionFactory()
+    url = f"/api/internal/sessions/{session.pk}/user-session"
+    response = internal_api.post(url, {"devices": devices}, format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert any(key.startswith("devices") for key in response.json()), response.json()
+    assert not UserSession.objects.exists()
+
+
+def test_devices_nested_beyond_the_parser_limit_are_400(internal_api):
+    session = SessionFactory()
+    body = json.dumps({"devices": [{"label": json.loads(nested(900))}]})
+    response = internal_api.generic(
+        "POST", f"/api/internal/sessions/{session.pk}/user-session", body, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert not UserSession.objects.exists()
+
+
+def test_devices_are_checked_by_the_service_too():
+    with pytest.raises(ValidationError) as error:
+        user_session_create(SessionFactory(), actor="test", devices=[{"label": [[["deep"]]]}])
+    assert "devices" in error.value.message_dict
+    with pytest.raises(ValidationError):
+        user_session_update(UserSessionFactory(), actor="test", devices=[{**DEVICE, "port": True}])
+
+
+def test_valid_devices_are_stored(internal_api):
+    session = SessionFactory()
+    url = f"/api/internal/sessions/{session.pk}/user-session"
+    response = internal_api.post(url, {"devices": [DEVICE, {"label": "console"}]}, format="json")
+    assert response.status_code == 201, response.content
+    assert internal_api.get(f"/api/internal/sessions/{session.pk}/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "login_url",
+    ["javascript:alert(1)", "javascript://example.com/%0aalert(1)", "ftp://example.com/x", "data:text/html,hi"],
+)
+def test_login_url_must_be_http(internal_api, login_url):
+    user_session = UserSessionFactory()
+    url = f"/api/internal/sessions/{user_session.lablet_session_id}/user-session"
+    assert_field_error(internal_api.post(url, {"login_url": login_url}, format="json"), "login_url")
+    user_session.refresh_from_db()
+    assert not user_session.login_url.startswith(("javascript", "ftp", "data"))
+
+
+def test_login_url_is_checked_by_the_service_too():
+    with pytest.raises(ValidationError) as error:
+        user_session_create(SessionFactory(), actor="test", login_url="javascript:alert(1)")
+    assert "login_url" in error.value.message_dict
+    with pytest.raises(ValidationError):
+        user_session_update(UserSessionFactory(), actor="test", login_url="javascript:alert(1)")
