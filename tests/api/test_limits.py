@@ -8,10 +8,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from grading.models import ScoreReport
 from sessions.booking import BOOKING_HORIZON
 from sessions.models import UserSession
 from sessions.services import user_session_create, user_session_update
-from tests.api.conftest import assert_field_error
+from tests.api.conftest import assert_conflict, assert_field_error
 from tests.factories import DefinitionFactory, SessionFactory, UserSessionFactory
 from tests.support.commands import fails
 
@@ -246,3 +247,18 @@ def test_login_url_is_checked_by_the_service_too():
     assert "login_url" in error.value.message_dict
     with pytest.raises(ValidationError):
         user_session_update(UserSessionFactory(), actor="test", login_url="javascript:alert(1)")
+
+
+# -- writes to finished sessions ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["TERMINATED", "ARCHIVED", "EXPIRED"])
+def test_score_reports_for_finished_sessions_are_409(internal_api, status):
+    session = SessionFactory(status=status)
+    response = internal_api.post(
+        f"/api/internal/sessions/{session.pk}/score-report",
+        {"score": 80, "max_score": 100, "cut_score": 70},
+        format="json",
+    )
+    assert_conflict(response, status)
+    assert not ScoreReport.objects.exists()
