@@ -167,6 +167,24 @@ def test_json_depth_is_measured_without_recursion():
         load_json(nested(100_000))
 
 
+def test_the_parser_reads_no_more_than_the_limit_from_a_stream(settings):
+    from io import BytesIO
+
+    from rest_framework.exceptions import ParseError
+
+    from lcm.api.parsers import LimitedJSONParser, RequestTooLarge
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    parser = LimitedJSONParser()
+    assert parser.parse(BytesIO(b'{"a": [1, 2]}')) == {"a": [1, 2]}
+    with pytest.raises(RequestTooLarge):
+        parser.parse(BytesIO(b"[" + b"1," * 600 + b"1]"))
+    with pytest.raises(ParseError):
+        parser.parse(BytesIO(b"[NaN]"))
+    with pytest.raises(ParseError):
+        parser.parse(BytesIO(nested(99).encode()))
+
+
 def test_json_nested_just_over_the_limit_is_400_naming_the_limit(instructor_api):
     from lcm.api.parsers import MAX_JSON_DEPTH
 
