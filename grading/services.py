@@ -9,7 +9,7 @@ from django.utils import timezone
 from grading.models import GradingSession, ScoreReport, ScoreSection
 from grading.states import GRADING_TERMINAL, GRADING_TRANSITIONS, GradingStatus
 from lcm.events import publish_change
-from lcm.fsm import actor_name, apply_transition, normalize_status, record_change
+from lcm.fsm import InvalidTransition, actor_name, apply_transition, normalize_status, record_change
 from sessions.models import LabletSession, SessionStatusChange
 from sessions.services import record_session_note
 from sessions.states import SessionStatus
@@ -137,6 +137,10 @@ def _clean_sections(sections, errors: dict) -> list[ScoreSection]:
     return [section for section in cleaned if section is not None]
 
 
+# A finished session's result is settled: a score report arriving now (a late or replayed write) is refused.
+SCORELESS = {SessionStatus.TERMINATED, SessionStatus.ARCHIVED, SessionStatus.EXPIRED}
+
+
 def score_report_create(
     session,
     *,
@@ -149,7 +153,10 @@ def score_report_create(
     submitted_at=None,
     manual: bool = False,
 ) -> ScoreReport:
-    """Store an immutable score report (+ sections) and copy PASS/FAIL to the session's `grade_result`."""
+    """Store an immutable score report (+ sections) and copy PASS/FAIL to the session's `grade_result`.
+
+    Raises ValidationError naming each bad field, or InvalidTransition (→ 409) for a session in `SCORELESS`.
+    """
     errors: dict[str, list[str]] = {}
     score, max_score, cut_score = _clean_scores(score, max_score, cut_score, errors)
     clean_sections = _clean_sections(sections, errors)
@@ -159,6 +166,10 @@ def score_report_create(
     with transaction.atomic():
         session_pk = session.pk if isinstance(session, LabletSession) else session
         locked = LabletSession.objects.select_for_update().get(pk=session_pk)
+        if locked.status in SCORELESS:
+            raise InvalidTransition(
+                "session", locked.status, locked.status, [], detail=f"a {locked.status} session takes no score report"
+            )
         report = ScoreReport.objects.create(
             lablet_session=locked,
             grading_session=grading_session,

@@ -4,6 +4,7 @@ import datetime
 
 import django_filters
 from django import forms
+from django_filters.fields import IsoDateTimeField
 
 
 class CommaSeparatedStatusField(forms.CharField):
@@ -39,10 +40,23 @@ class StatusListFilter(django_filters.Filter):
         return qs.filter(**{f"{self.field_name}__in": value}) if value else qs
 
 
-class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
-    """ISO 8601 date-time, normalised to UTC: Python accepts offsets (e.g. -20:53) PostgreSQL refuses."""
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """ISO 8601 date-time, normalised to UTC: Python accepts offsets (e.g. -20:53) PostgreSQL refuses.
 
-    def filter(self, qs, value):
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(datetime.UTC)
-        return super().filter(qs, value)
+    A time that has no UTC equivalent (9999-12-31T23:00-05:00 is past `datetime.max`) is a form error.
+    """
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None or value.tzinfo is None:
+            return value
+        try:
+            return value.astimezone(datetime.UTC)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("is out of the supported date range", code="range") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 date-time filter whose value is in UTC (see `UtcIsoDateTimeField`)."""
+
+    field_class = UtcIsoDateTimeField

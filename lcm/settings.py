@@ -230,6 +230,9 @@ LCM_MAX_RECONCILE_ATTEMPTS = env.int("LCM_MAX_RECONCILE_ATTEMPTS", default=8)
 LCM_GRADING_CUT_PERCENT = env.float("LCM_GRADING_CUT_PERCENT", default=70.0)  # pass = score ≥ this % of max
 
 # --- REST API (owned by the REST issue: DRF, auth, OpenAPI settings go below this line) ---
+# The largest request body read into memory (Django's default, stated): the API and the webhook answer 413 above it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # First, so a missing or bad credential answers 401 with its WWW-Authenticate header.
@@ -241,7 +244,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["lcm.api.filters.FilterBackend"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSONParser with limits (SPEC §12): 413 over DATA_UPLOAD_MAX_MEMORY_SIZE, 400 nested too deep.
+    "DEFAULT_PARSER_CLASSES": ["lcm.api.parsers.LimitedJSONParser"],
     # OPTIONS describes nothing the OpenAPI schema does not: answer it 405 like any undocumented method.
     "DEFAULT_METADATA_CLASS": None,
     "DEFAULT_SCHEMA_CLASS": "lcm.api.schema.LcmAutoSchema",

@@ -7,16 +7,17 @@ well-formed, authenticated event, whether it was acted on, unknown or a repeat.
 """
 
 import hmac
-import json
 import logging
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from lcm.api.parsers import JsonTooDeep, RequestTooLarge, load_json
 from lcm.models import ReceivedEvent
 
 logger = logging.getLogger("lcm.webhooks")
@@ -30,28 +31,45 @@ def _error(status: int, payload: dict) -> JsonResponse:
     return JsonResponse(payload, status=status)
 
 
+def _binary_event(request, content_type: str) -> tuple[dict | None, dict | None]:
+    """Binary mode: the attributes are `ce-*` headers, the body is `data`."""
+    event = {key[3:].lower(): value for key, value in request.headers.items() if key.lower().startswith("ce-")}
+    body = request.body
+    if body and content_type.endswith("json"):
+        try:
+            event["data"] = load_json(body)
+        except JsonTooDeep as exc:
+            return None, {"data": [str(exc)]}
+        except ValueError:
+            return None, {"data": ["is not valid JSON"]}
+    elif body:
+        event["data"] = body.decode("utf-8", "replace")
+    event["datacontenttype"] = content_type
+    return event, None
+
+
+def _structured_event(request) -> tuple[dict | None, dict | None]:
+    """Structured mode: the body is the whole CloudEvent as a JSON object."""
+    try:
+        event = load_json(request.body or b"")
+    except JsonTooDeep as exc:
+        return None, {"body": [str(exc)]}
+    except ValueError:
+        return None, {"body": ["is not valid JSON (expected a CloudEvent in structured mode)"]}
+    if not isinstance(event, dict):
+        return None, {"body": ["must be a JSON object (a CloudEvent)"]}
+    return event, None
+
+
 def parse_event(request) -> tuple[dict | None, dict | None]:
     """(event, None) or (None, field errors) from a structured- or binary-mode request."""
     content_type = (request.content_type or "").lower()
     if "ce-specversion" in {k.lower() for k in request.headers}:
-        event = {key[3:].lower(): value for key, value in request.headers.items() if key.lower().startswith("ce-")}
-        body = request.body
-        if body:
-            if content_type.endswith("json"):
-                try:
-                    event["data"] = json.loads(body)
-                except ValueError:
-                    return None, {"data": ["is not valid JSON"]}
-            else:
-                event["data"] = body.decode("utf-8", "replace")
-        event["datacontenttype"] = content_type
+        event, errors = _binary_event(request, content_type)
     else:
-        try:
-            event = json.loads(request.body or b"")
-        except ValueError:
-            return None, {"body": ["is not valid JSON (expected a CloudEvent in structured mode)"]}
-        if not isinstance(event, dict):
-            return None, {"body": ["must be a JSON object (a CloudEvent)"]}
+        event, errors = _structured_event(request)
+    if errors:
+        return None, errors
     errors = {name: ["is required"] for name in REQUIRED if not str(event.get(name) or "").strip()}
     if not errors and str(event["specversion"]) != "1.0":
         errors["specversion"] = ["must be 1.0"]
@@ -87,8 +105,12 @@ def events_webhook(request):
     given = request.headers.get(SECRET_HEADER, "")
     if not given or not hmac.compare_digest(given.encode(), settings.WEBHOOK_SECRET.encode()):
         return _error(401, {"detail": f"missing or wrong {SECRET_HEADER} header"})
-    if len(request.body) > MAX_BODY_BYTES:
-        return _error(400, {"body": [f"is larger than {MAX_BODY_BYTES} bytes"]})
+    try:
+        too_large = len(request.body) > MAX_BODY_BYTES
+    except RequestDataTooBig:  # over DATA_UPLOAD_MAX_MEMORY_SIZE: Django refuses to read it
+        too_large = True
+    if too_large:
+        return _error(413, {"detail": str(RequestTooLarge(MAX_BODY_BYTES).detail)})
     event, errors = parse_event(request)
     if errors:
         return _error(400, errors)

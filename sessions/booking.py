@@ -1,7 +1,7 @@
 """Booking a lablet session and extending its timeslot (SPEC §3.1, §2.2 `extend`): the checks on what a
 caller asks for (definition, owner, reservation, timeslot) before a session is written."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -23,6 +23,11 @@ S = SessionStatus
 # SPEC §3.4a: every state before COLLECTING (once the candidate's work is being collected, time is over).
 EXTENDABLE = {S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING}
 
+# How far ahead a booking or an extension may end (SPEC §12: dates LCM cannot represent are refused at the
+# door). A year and a day covers any exam calendar; it also keeps every stored timeslot far from
+# `datetime.max`, so adding minutes to one (pages, reconcilers, LDS) can never overflow.
+BOOKING_HORIZON = timedelta(days=366)
+
 
 def _as_aware(errors, name, value):
     if value is None or value == "":
@@ -42,7 +47,19 @@ def _as_aware(errors, name, value):
     if timezone.is_naive(value):
         errors[name] = ["must include a timezone (e.g. 2026-01-01T09:00:00Z)"]
         return None
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past datetime.max in UTC
+        errors[name] = ["is out of the supported date range"]
+        return None
+
+
+def _within_horizon(errors, name, value, now: datetime) -> bool:
+    """False (with an error naming `name`) when `value` is more than `BOOKING_HORIZON` after `now`."""
+    if value is not None and value - now > BOOKING_HORIZON:
+        errors[name] = [f"must be at most {BOOKING_HORIZON.days} days ahead"]
+        return False
+    return True
 
 
 def _definition_for_booking(definition, errors: dict):
@@ -74,6 +91,9 @@ def _clean_timeslot(definition, timeslot_start, timeslot_end, now: datetime, err
     """`(start, end)`: start defaults to now (ASAP), end to the longest timeslot the definition allows."""
     start = _as_aware(errors, "timeslot_start", timeslot_start)
     end = _as_aware(errors, "timeslot_end", timeslot_end)
+    # Beyond the horizon counts as not given, so no arithmetic below can overflow.
+    start = start if _within_horizon(errors, "timeslot_start", start, now) else None
+    end = end if _within_horizon(errors, "timeslot_end", end, now) else None
     if "timeslot_start" not in errors:
         grace = timedelta(seconds=settings.LCM_SESSION_START_GRACE_SECONDS)
         if start is None:
@@ -194,6 +214,7 @@ def session_extend(session, new_end, *, actor, reason: str = "", is_admin: bool 
     new_end = _as_aware(errors, "timeslot_end", new_end)
     if new_end is None and not errors:
         errors["timeslot_end"] = ["is required"]
+    _within_horizon(errors, "timeslot_end", new_end, timezone.now())
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():

@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
@@ -340,12 +341,64 @@ def session_record_failure(session, error: str, *, retry_in: timedelta) -> Lable
 _USER_SESSION_FIELDS = ("lds_session_id", "lds_part_id", "login_url", "devices", "error_message", "lds_ends_at")
 
 
+# A device as stored on a UserSession (and handed to LDS and the Grading Engine): a flat object whose text
+# values are bounded; `port` is a TCP port or null. Anything else could not be shown or sent back later.
+DEVICE_TEXT_LIMITS = {"label": 200, "protocol": 20, "host": 255, "password": 200}
+MAX_DEVICES = 1000
+# The candidate opens the login URL in a browser: only http(s) may be stored (never `javascript:` or `data:`).
+_HTTP_URL = URLValidator(schemes=["http", "https"])
+
+
+def _device_problem(device) -> str | None:
+    """What is wrong with one device, or None."""
+    if not isinstance(device, dict):
+        return "must be an object {label, protocol, host, port}"
+    unknown = sorted(str(key)[:50] for key in device if key not in DEVICE_TEXT_LIMITS and key != "port")
+    if unknown:
+        return f"has unknown keys {', '.join(unknown[:5])}; expected label, protocol, host, port"
+    for name, limit in DEVICE_TEXT_LIMITS.items():
+        value = device.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+            return f"{name} must be text of at most {limit} characters"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{name} holds characters that cannot be stored"
+    if not str(device.get("label") or "").strip():
+        return "label is required"
+    port = device.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        return "port must be a whole number from 1 to 65535 (or null)"
+    return None
+
+
 def _clean_devices(devices):
+    """The devices to store: a list of at most `MAX_DEVICES` flat device objects (ValidationError naming `devices`)."""
     if devices is None:
         return []
-    if not isinstance(devices, list) or not all(isinstance(d, dict) for d in devices):
+    if not isinstance(devices, list):
         raise ValidationError({"devices": ["must be a list of {label, protocol, host, port} objects"]})
+    if len(devices) > MAX_DEVICES:
+        raise ValidationError({"devices": [f"must hold at most {MAX_DEVICES} devices"]})
+    problems = [f"device {index}: {problem}" for index, d in enumerate(devices) if (problem := _device_problem(d))]
+    if problems:
+        raise ValidationError({"devices": problems[:10]})
     return devices
+
+
+def _clean_login_url(fields: dict) -> None:
+    """Refuse a `login_url` that is not an http(s) URL (ValidationError naming it); blank clears it."""
+    url = fields.get("login_url")
+    if url in (None, ""):
+        return
+    try:
+        if not isinstance(url, str) or len(url) > 1000:
+            raise ValidationError("too long")
+        _HTTP_URL(url)
+    except ValidationError:
+        raise ValidationError({"login_url": ["must be an http(s) URL of at most 1000 characters"]}) from None
 
 
 def user_session_create(session, *, actor, status=UserSessionStatus.PROVISIONING, reason: str = "", **fields):
@@ -354,6 +407,7 @@ def user_session_create(session, *, actor, status=UserSessionStatus.PROVISIONING
     if unknown:
         raise ValidationError({name: ["is not a user session field"] for name in sorted(unknown)})
     fields["devices"] = _clean_devices(fields.get("devices"))
+    _clean_login_url(fields)
     status = normalize_status(status, UserSessionStatus)
     with transaction.atomic():
         session_pk = session.pk if isinstance(session, LabletSession) else session
@@ -385,6 +439,7 @@ def _update_user_session(locked, *, actor, status: str | None = None, reason: st
         raise ValidationError({name: ["is not a user session field"] for name in sorted(unknown)})
     if "devices" in fields:
         fields["devices"] = _clean_devices(fields["devices"])
+    _clean_login_url(fields)
     before_step = snapshot(locked)
     for name, value in fields.items():
         setattr(locked, name, value)

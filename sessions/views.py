@@ -11,7 +11,7 @@ when the data really changed. A session detail stops polling at a terminal state
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -113,7 +113,8 @@ def _date_window(params: QueryDict) -> str | None:
         return f"{raw!r} is not a date (YYYY-MM-DD)."
     start = datetime.combine(day, time.min, tzinfo=UTC)
     params.setdefault("from", start.isoformat())
-    params.setdefault("to", (start + timedelta(days=1)).isoformat())
+    if day < date.max:  # the last day LCM can represent has no next midnight: `from` alone bounds it
+        params.setdefault("to", (start + timedelta(days=1)).isoformat())
     return None
 
 

@@ -69,7 +69,7 @@ class InternalSessionGradingViewSet(ApiViewSet):
     queryset = LabletSession.objects.all()
     authentication_classes = [InternalApiKeyAuthentication]
     permission_classes = [InternalApiKey]
-    conflict_actions = ("grading_session",)
+    conflict_actions = ("grading_session", "score_report")
     checks_roles = False
 
     grading_session = child_route(
@@ -88,7 +88,10 @@ class InternalSessionGradingViewSet(ApiViewSet):
 
     @extend_schema(
         summary="Store the session's score report (internal)",
-        description="Immutable; sets the session's `grade_result`. `passed` is score ≥ cut_score.",
+        description=(
+            "Immutable; sets the session's `grade_result`. `passed` is score ≥ cut_score. "
+            "409 for a TERMINATED, ARCHIVED or EXPIRED session."
+        ),
         request=ScoreReportWriteSerializer,
         responses={201: ScoreReportSerializer},
     )

@@ -2,7 +2,7 @@
 
 - 400 `{field: [messages]}`: serializer and filter errors, service ValidationErrors, parse
   errors (under `non_field_errors`); nested fields are flattened to `a.b` / `a[0].b`.
-- 401 / 403 / 404 / 405 / 406 / 415 / 429 `{"detail": ...}` (401 with `WWW-Authenticate`,
+- 401 / 403 / 404 / 405 / 406 / 413 / 415 / 429 `{"detail": ...}` (401 with `WWW-Authenticate`,
   429 with `Retry-After` and `retry_after`).
 - 409 `{"detail", "code": "invalid_transition", "current_status", "allowed": [...]}` for a
   refused state change; `{"detail", "code": "conflict", "existing_id", "field"}` for a clash
@@ -12,7 +12,7 @@
 
 import logging
 
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
+from lcm.api.parsers import RequestTooLarge
 from lcm.errors import Conflict, InvalidTransition
 
 logger = logging.getLogger("lcm.api.exceptions")
@@ -116,16 +117,12 @@ def exception_handler(exc, context):
     elif isinstance(exc, ConcurrentTransition):
         body = {"detail": "The object changed while this request was handled; retry.", "code": Conflict.code}
         code = status.HTTP_409_CONFLICT
-    elif isinstance(exc, DjangoValidationError):
-        body, code = django_validation_errors(exc), status.HTTP_400_BAD_REQUEST
     elif isinstance(exc, exceptions.ValidationError):
         body, code = flatten_errors(exc.detail), status.HTTP_400_BAD_REQUEST
     elif isinstance(exc, exceptions.ParseError):
         body, code = {NON_FIELD: [str(exc.detail)]}, status.HTTP_400_BAD_REQUEST
-    elif isinstance(exc, (Http404, ObjectDoesNotExist)):
-        body, code = {"detail": "Not found."}, status.HTTP_404_NOT_FOUND
-    elif isinstance(exc, DjangoPermissionDenied):
-        body, code = {"detail": str(exc) or exceptions.PermissionDenied.default_detail}, status.HTTP_403_FORBIDDEN
+    elif isinstance(exc, DJANGO_ERRORS):
+        body, code = _django_error_body(exc)
     elif isinstance(exc, exceptions.APIException):
         body, code = _api_exception_body(exc, headers)
     else:
@@ -136,6 +133,21 @@ def exception_handler(exc, context):
         body, code = {"detail": "Internal server error."}, status.HTTP_500_INTERNAL_SERVER_ERROR
     set_rollback()
     return Response(body, status=code, headers=headers)
+
+
+# Django's own exceptions a view may meet (RequestDataTooBig: Django's body limit, met when a body is read whole).
+DJANGO_ERRORS = (DjangoValidationError, Http404, ObjectDoesNotExist, RequestDataTooBig, DjangoPermissionDenied)
+
+
+def _django_error_body(exc: Exception) -> tuple[dict, int]:
+    """One of `DJANGO_ERRORS` as the contract's body and status."""
+    if isinstance(exc, DjangoValidationError):
+        return django_validation_errors(exc), status.HTTP_400_BAD_REQUEST
+    if isinstance(exc, (Http404, ObjectDoesNotExist)):
+        return {"detail": "Not found."}, status.HTTP_404_NOT_FOUND
+    if isinstance(exc, RequestDataTooBig):
+        return {"detail": str(RequestTooLarge().detail)}, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    return {"detail": str(exc) or exceptions.PermissionDenied.default_detail}, status.HTTP_403_FORBIDDEN
 
 
 def _api_exception_body(exc: exceptions.APIException, headers: dict[str, str]) -> tuple[dict, int]:

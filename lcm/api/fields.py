@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 
+from django.core.validators import URLValidator
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
@@ -85,6 +86,17 @@ def validate_storable_json(value):
 @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
 class PortMapField(serializers.JSONField):
     """`{port name: number}` as stored on sessions and labs."""
+
+
+class HttpURLField(serializers.URLField):
+    """A URL a browser is sent to: http or https only (`javascript:`, `data:`, `ftp:` are refused)."""
+
+    default_error_messages = {"invalid": "must be an http(s) URL"}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, URLValidator)]
+        self.validators.append(URLValidator(schemes=["http", "https"], message=self.error_messages["invalid"]))
 
 
 class BlankAsNullURLField(serializers.URLField):

@@ -10,6 +10,7 @@ from rest_framework import serializers
 from lcm.api.fields import (
     AwareDateTimeField,
     BlankAsNullURLField,
+    HttpURLField,
     PortMapField,
     UpperChoiceField,
     iso_utc,
@@ -304,7 +305,8 @@ class UserSessionWriteSerializer(serializers.Serializer):
     status = UpperChoiceField(choices=UserSessionStatus.choices, required=False)
     lds_session_id = serializers.CharField(required=False, allow_blank=True, max_length=200)
     lds_part_id = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    login_url = serializers.URLField(required=False, allow_blank=True, max_length=1000)
+    login_url = HttpURLField(required=False, allow_blank=True, max_length=1000)
+    # Each device's shape (flat, bounded: label, protocol, host, port) is checked by the service, naming `devices`.
     devices = serializers.ListField(
         child=serializers.DictField(), required=False, max_length=1000, validators=[validate_storable_json]
     )

@@ -13,10 +13,11 @@ import base64
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from lcm.http import HttpClient, Timeouts
+from lcm.http import ExternalError, HttpClient, Timeouts
 
 API = "/reservations/v3"
 
@@ -200,9 +201,16 @@ class LDSClient(HttpClient):
     def launch_url(self, session_id: str) -> str:
         """`GET /lab_session/{id}/lablet_launch_url` (getLDSSessionLabletLaunchURL): the candidate's login URL,
         on the browser-facing base URL when one is configured."""
-        url = self.json(
-            "GET", f"{API}/lab_session/{session_id}/lablet_launch_url", operation="getLDSSessionLabletLaunchURL"
-        )["url"]
+        operation = "getLDSSessionLabletLaunchURL"
+        body = self.json("GET", f"{API}/lab_session/{session_id}/lablet_launch_url", operation=operation)
+        url = body.get("url") if isinstance(body, dict) else None
+        # The candidate's browser opens it: anything but http(s) (`javascript:`, `data:`) is a bad answer.
+        if (
+            not isinstance(url, str)
+            or urlsplit(url).scheme.lower() not in ("http", "https")
+            or not urlsplit(url).netloc
+        ):
+            raise ExternalError(self.system, operation, f"answered with a launch URL that is not http(s): {url!r:.200}")
         if self.public_base_url and url.startswith(self.base_url):
             url = self.public_base_url + url[len(self.base_url) :]
         return url

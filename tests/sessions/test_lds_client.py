@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from lcm.http import AuthExpired, BadRequest, Conflict, NotFound, Timeout, Timeouts, Unavailable
+from lcm.http import AuthExpired, BadRequest, Conflict, ExternalError, NotFound, Timeout, Timeouts, Unavailable
 from sessions.clients import Device, LDSClient, lds_client
 from simulators.common import ServerThread
 from simulators.lds import LDSSimulator
@@ -234,3 +234,13 @@ def test_a_dead_port_is_unavailable():
     with pytest.raises(Unavailable) as error:
         client.get_session("00000000-0000-4000-8000-000000000000")
     assert error.value.status is None
+
+
+@pytest.mark.parametrize("answer", [{"url": "javascript:alert(1)"}, {"url": "data:text/html,x"}, {"url": 7}, {}, []])
+def test_a_launch_url_that_is_not_http_is_a_bad_answer(lds, answer):
+    client = lds.client()
+    session_id = new_session(client)
+    lds.fault(operation="getLDSSessionLabletLaunchURL", status=200, body=answer)
+    with pytest.raises(ExternalError) as error:
+        client.launch_url(session_id)
+    assert "launch URL" in error.value.detail
