@@ -107,7 +107,11 @@ class ExtendForm(forms.Form):
         """Extend through `session_extend`; returns the session, or None with the errors on the form."""
         data = self.cleaned_data
         minutes = data.get("add_minutes")
-        new_end = session.timeslot_end + timedelta(minutes=minutes) if minutes else data["timeslot_end"]
+        try:
+            new_end = session.timeslot_end + timedelta(minutes=minutes) if minutes else data["timeslot_end"]
+        except OverflowError:
+            self.add_error("add_minutes", "The session already ends as late as a date can be.")
+            return None
         try:
             return session_extend(session, new_end, actor=actor, is_admin=is_admin, reason=data.get("reason", ""))
         except ValidationError as exc:

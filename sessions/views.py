@@ -293,7 +293,8 @@ def _waiting_for(session) -> str:
 
 def _detail_context(request, session, *, extend_form=None, score_form=None) -> dict:
     actions = session_buttons(session)
-    suggested_end = max(session.timeslot_end, timezone.now()) + timedelta(minutes=15)
+    latest = max(session.timeslot_end, timezone.now())
+    suggested_end = latest + timedelta(minutes=15) if latest.year < 9999 else latest  # no overflow at datetime.max
     return page_context(
         request,
         "sessions",

@@ -267,6 +267,17 @@ def test_extend(admin_client, instructor_client, fleet):
     assert session.history.filter(actor="admin", reason__contains="medical").exists()
 
 
+def test_a_session_stored_with_the_latest_possible_end_still_shows_and_refuses_more_time(instructor_client, fleet):
+    from datetime import UTC, datetime
+
+    session = fleet["sessions"]["RUNNING"]
+    LabletSession.objects.filter(pk=session.pk).update(timeslot_end=datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
+    assert instructor_client.get(f"/sessions/{session.pk}/").status_code == 200
+    url = f"/sessions/{session.pk}/actions/extend/"
+    response = instructor_client.post(url, {"expected": "RUNNING", "add_minutes": "10"}, headers=HX)
+    assert response.status_code == 422 and "as late as a date can be" in response.content.decode()
+
+
 def test_a_running_session_gets_ten_more_minutes_with_one_button(instructor_client, fleet):
     session = fleet["sessions"]["RUNNING"]
     before = session.timeslot_end
