@@ -12,6 +12,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -26,6 +27,21 @@ def one_line(text) -> str:
 def fail(message) -> CommandError:
     """A `CommandError` whose message is one line; `raise fail(...)`."""
     return CommandError(one_line(message))
+
+
+def read_text_file(path: Path, max_chars: int) -> str:
+    """The UTF-8 text of `path`, reading at most `max_chars` + 1 characters (`/dev/zero` is endless); a
+    `CommandError` when it is unreadable, not UTF-8 or longer than `max_chars`."""
+    try:
+        with path.open(encoding="utf-8") as file:
+            text = file.read(max_chars + 1)
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise fail(f"cannot read {path}: not UTF-8 text") from None
+    if len(text) > max_chars:
+        raise fail(f"cannot read {path}: larger than {max_chars} characters")
+    return text
 
 
 @contextmanager
