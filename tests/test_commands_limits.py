@@ -4,8 +4,10 @@ terminal escape codes end in one line and exit 1 with nothing changed, or print 
 import pytest
 
 from sessions.api.serializers import MAX_LAB_YAML
-from sessions.models import LabletDefinition
-from tests.support.commands import fails, manage
+from sessions.models import LabletDefinition, LabletSession
+from tests.factories import DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
+from tests.support.commands import fails, manage, run_json
+from workers.models import CMLWorker
 
 ESCAPE = "\x1b[31m"
 HUGE = "99999999999999999999"
@@ -37,3 +39,63 @@ def test_manage_py_definition_import_dev_zero_is_one_line_and_exit_1():
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("CommandError: ")
     assert not LabletDefinition.objects.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Numbers and dates out of range
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", [HUGE, "-1", "1e3", ""])
+def test_session_list_limit_out_of_range_is_one_line(value):
+    assert "--limit" in fails("session_list", "--limit", value)
+
+
+@pytest.mark.django_db
+def test_session_list_limit_at_the_maximum_still_lists():
+    session = SessionFactory()
+    assert [row["id"] for row in run_json("session_list", "--limit", "100000")] == [str(session.pk)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("option", ["--start", "--end"])
+def test_session_create_date_at_the_end_of_time_is_one_line(option):
+    definition = DefinitionFactory()
+    message = fails(
+        "session_create", "--definition", str(definition.pk), "--owner", "a", option, "9999-12-31T23:59:00Z"
+    )
+    assert "timeslot" in message
+    assert not LabletSession.objects.exists()
+
+
+@pytest.mark.django_db
+def test_worker_drain_timeout_out_of_range_is_one_line():
+    worker = WorkerFactory(status="RUNNING")
+    assert "--timeout-minutes" in fails("worker_drain", worker.name, "--timeout-minutes", HUGE)
+    worker.refresh_from_db()
+    assert worker.status == "RUNNING"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("option", ["--cpu-cores", "--memory-gb", "--storage-gb", "--max-nodes"])
+def test_worker_add_capacity_out_of_range_is_one_line(option):
+    template = TemplateFactory()
+    count = CMLWorker.objects.count()
+    assert option in fails("worker_add", "--template", template.name, option, HUGE)
+    assert CMLWorker.objects.count() == count
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("session_list", "--limit", HUGE),
+        ("worker_drain", "some-worker", "--timeout-minutes", HUGE),
+    ],
+)
+@pytest.mark.django_db(transaction=True)
+def test_manage_py_numbers_out_of_range_are_one_line_and_exit_1(args):
+    WorkerFactory(name="some-worker", status="RUNNING")
+    result = manage(*args)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("CommandError: ")

@@ -7,6 +7,7 @@ prints exactly one line on stderr and exits 1; the command changes nothing in th
 document on stdout and nothing else there (logging goes to stderr).
 """
 
+import argparse
 import json
 import uuid
 from contextlib import contextmanager
@@ -27,6 +28,24 @@ def one_line(text) -> str:
 def fail(message) -> CommandError:
     """A `CommandError` whose message is one line; `raise fail(...)`."""
     return CommandError(one_line(message))
+
+
+def int_option(minimum: int, maximum: int):
+    """An argparse `type` for a whole number in [minimum, maximum]: out of range is a usage error (one line, exit 1)
+    instead of an overflow deep in a service or the database."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # a ValueError is argparse's "invalid int value: ..."
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must not be negative, got {value}" if minimum == 0 else f"must be at least {minimum}, got {value}"
+            )
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
 
 
 def read_text_file(path: Path, max_chars: int) -> str:

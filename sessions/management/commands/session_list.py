@@ -1,12 +1,13 @@
 """`manage.py session_list`: sessions filtered like the REST list, as a table or a JSON array."""
 
 from lcm.fsm import normalize_status
-from lcm.management.command_utils import LcmCommand, fail, is_uuid, iso
+from lcm.management.command_utils import LcmCommand, fail, int_option, is_uuid, iso
 from sessions.management.command_utils import sessions_data
 from sessions.selectors import session_list
 from sessions.states import SessionStatus
 
 COLUMNS = ("ID", "STATUS", "OWNER", "DEFINITION", "START", "END", "WORKER")
+MAX_LIMIT = 1_000_000
 
 
 class Command(LcmCommand):
@@ -17,7 +18,7 @@ class Command(LcmCommand):
         parser.add_argument("--owner", help="Only this candidate's sessions.")
         parser.add_argument("--definition", help="Definition id, or name[:version].")
         parser.add_argument("--worker", help="Worker id or name.")
-        parser.add_argument("--limit", type=int, help="At most this many sessions.")
+        parser.add_argument("--limit", type=int_option(1, MAX_LIMIT), help="At most this many sessions.")
         self.add_json_argument(parser)
 
     def handle(self, *args, **options):
@@ -28,8 +29,6 @@ class Command(LcmCommand):
             except ValueError as exc:
                 raise fail(exc) from None
         limit = options["limit"]
-        if limit is not None and limit < 1:
-            raise fail(f"--limit must be at least 1, got {limit}")
 
         definition, worker = options["definition"], options["worker"]
         rows = session_list(
