@@ -1,12 +1,17 @@
 """Commands against hostile input (issue 18, SPEC §5.6): unbounded files, numbers out of range and
 terminal escape codes end in one line and exit 1 with nothing changed, or print escaped text."""
 
-import pytest
+import json
+from datetime import timedelta
 
+import pytest
+from django.utils import timezone
+
+from lcm.management.command_utils import fail, printable
 from sessions.api.serializers import MAX_LAB_YAML
 from sessions.models import LabletDefinition, LabletSession
 from tests.factories import DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
-from tests.support.commands import fails, manage, run_json
+from tests.support.commands import fails, manage, run, run_json
 from workers.models import CMLWorker
 
 ESCAPE = "\x1b[31m"
@@ -99,3 +104,66 @@ def test_manage_py_numbers_out_of_range_are_one_line_and_exit_1(args):
     result = manage(*args)
     assert result.returncode == 1, result.stderr[-2000:]
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("CommandError: ")
+
+
+# ---------------------------------------------------------------------------------------
+# Terminal escape codes in stored text
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_session_show_escapes_control_characters_in_text():
+    session = SessionFactory(owner=f"{ESCAPE}mallory\nforged: line\x07")
+    out = run("session_show", str(session.pk))
+    assert "\x1b" not in out and "\x07" not in out
+    assert "owner: \\x1b[31mmallory\\nforged: line\\x07" in out
+    assert "\nforged" not in out
+
+
+@pytest.mark.django_db
+def test_session_show_json_keeps_the_text_exact():
+    session = SessionFactory(owner=f"{ESCAPE}mallory")
+    out = run("session_show", str(session.pk), "--json")
+    assert "\x1b" not in out
+    assert json.loads(out)["owner"] == f"{ESCAPE}mallory"
+
+
+@pytest.mark.django_db
+def test_session_list_escapes_control_characters_and_keeps_the_columns():
+    session = SessionFactory(owner=f"{ESCAPE}mallory", timeslot_start=timezone.now() + timedelta(hours=1))
+    lines = run("session_list").splitlines()
+    assert "\x1b" not in "".join(lines)
+    assert "\\x1b[31mmallory" in lines[1]
+    assert lines[0].index("DEFINITION") == lines[1].index(session.definition.name)
+
+
+@pytest.mark.django_db
+def test_session_create_text_escapes_the_owner():
+    definition = DefinitionFactory()
+    out = run("session_create", "--definition", str(definition.pk), "--owner", f"{ESCAPE}eve")
+    assert "\x1b" not in out and "owner=\\x1b[31meve" in out
+    assert LabletSession.objects.get().owner == f"{ESCAPE}eve"
+
+
+def test_error_messages_are_one_printable_line():
+    assert str(fail(f"no owner {ESCAPE}x\n  y\x07")) == "no owner \\x1b[31mx y\\x07"
+
+
+def test_printable_escapes_control_characters_only():
+    assert printable("café → ok\t\x00\x9b") == "café → ok\\t\\x00\\x9b"
+    assert printable("a\nb\x1b", keep_newlines=True) == "a\nb\\x1b"
+
+
+@pytest.mark.django_db
+def test_worker_list_escapes_control_characters():
+    WorkerFactory(name=f"w{ESCAPE}1")
+    out = run("worker_list")
+    assert "\x1b" not in out and "w\\x1b[31m1" in out
+
+
+@pytest.mark.django_db
+def test_any_command_text_output_escapes_control_characters():
+    """`worker_drain` builds its line without `printable`: LCM commands' stdout escapes it anyway."""
+    worker = WorkerFactory(name=f"w{ESCAPE}2", status="RUNNING")
+    out = run("worker_drain", str(worker.pk))
+    assert "\x1b" not in out and out.startswith("w\\x1b[31m2 DRAINING")

@@ -1,7 +1,7 @@
 """`manage.py session_list`: sessions filtered like the REST list, as a table or a JSON array."""
 
 from lcm.fsm import normalize_status
-from lcm.management.command_utils import LcmCommand, fail, int_option, is_uuid, iso
+from lcm.management.command_utils import LcmCommand, fail, int_option, is_uuid, iso, printable
 from sessions.management.command_utils import sessions_data
 from sessions.selectors import session_list
 from sessions.states import SessionStatus
@@ -52,7 +52,7 @@ class Command(LcmCommand):
         if not sessions:
             self.stdout.write("No sessions.")
             return
-        table = [COLUMNS] + [
+        rows = [
             (
                 str(s.pk),
                 s.status,
@@ -64,6 +64,8 @@ class Command(LcmCommand):
             )
             for s in sessions
         ]
+        # Cells are escaped before measuring, so a control character cannot shift the columns.
+        table = [COLUMNS] + [tuple(map(printable, row)) for row in rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
         for row in table:
             self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
