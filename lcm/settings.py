@@ -101,6 +101,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.boo
     options.setdefault("server_side_binding", True)
     options.setdefault("prepare_threshold", 5)  # Django turns psycopg's preparing off unless asked
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] != ":memory:":
+        # SQLite makes the file but not its directory: a fresh clone's `var/` (or LCM_VAR_DIR) does not exist yet.
+        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The embedded default writes from several threads (web, loops): take the write lock when a
     # transaction begins (no lock-upgrade deadlocks), wait for it, and let readers run alongside (WAL).
     DATABASES["default"].setdefault("OPTIONS", {}).update(

@@ -4,16 +4,21 @@ session commands' lookups and JSON shapes are `sessions.management.command_utils
 Every error a command meets becomes one `CommandError` with a one-line message, so Django
 prints exactly one line on stderr and exits 1; the command changes nothing in that case
 (the services it calls are atomic and raise before writing). `--json` prints one JSON
-document on stdout and nothing else there (logging goes to stderr).
+document on stdout and nothing else there (logging goes to stderr). Text output and error
+messages show control characters as their Python escapes, so stored text cannot drive the terminal.
 """
 
+import argparse
 import json
+import sys
+import unicodedata
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
 from lcm.errors import Conflict, InvalidTransition, ValidationError, first_error_line
 
@@ -23,9 +28,64 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
+def printable(text, *, keep_newlines: bool = False) -> str:
+    """`text` with every control character (escape codes, bell, newline, ...) written as its Python escape;
+    `keep_newlines` leaves the line breaks of a multi-line message."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) == "Cc" and not (keep_newlines and char == "\n")
+        else char
+        for char in str(text)
+    )
+
+
 def fail(message) -> CommandError:
-    """A `CommandError` whose message is one line; `raise fail(...)`."""
-    return CommandError(one_line(message))
+    """A `CommandError` whose message is one printable line; `raise fail(...)`."""
+    return CommandError(printable(one_line(message)))
+
+
+def int_option(minimum: int, maximum: int):
+    """An argparse `type` for a whole number in [minimum, maximum]: out of range is a usage error (one line, exit 1)
+    instead of an overflow deep in a service or the database."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # a ValueError is argparse's "invalid int value: ..."
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must not be negative, got {value}" if minimum == 0 else f"must be at least {minimum}, got {value}"
+            )
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def read_text_file(path: Path, max_chars: int) -> str:
+    """The UTF-8 text of `path`, reading at most `max_chars` + 1 characters (`/dev/zero` is endless); a
+    `CommandError` when it is unreadable, not UTF-8 or longer than `max_chars`."""
+    try:
+        with path.open(encoding="utf-8") as file:
+            text = file.read(max_chars + 1)
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise fail(f"cannot read {path}: not UTF-8 text") from None
+    if len(text) > max_chars:
+        raise fail(f"cannot read {path}: larger than {max_chars} characters")
+    return text
+
+
+class PrintableOutput(OutputWrapper):
+    """A command's stdout that escapes every control character but the line breaks, whatever the command writes.
+
+    Values a line is made of are escaped where the line is built (`printable`), newlines too, so a stored
+    value cannot forge a line either. JSON passes unchanged: `json.dumps` escapes control characters itself.
+    """
+
+    def write(self, msg="", style_func=None, ending=None):
+        super().write(printable(msg, keep_newlines=True), style_func, ending)
 
 
 @contextmanager
@@ -45,10 +105,19 @@ class LcmCommand(BaseCommand):
         if parser.called_from_command_line:
             # argparse prints the usage block and exits 2; the contract is one line and exit 1.
             def error(message):
-                parser.exit(1, f"CommandError: {one_line(message)} (see --help)\n")
+                parser.exit(1, f"CommandError: {printable(one_line(message))} (see --help)\n")
 
             parser.error = error
         return parser
+
+    def __init__(self, stdout=None, *args, **kwargs):
+        super().__init__(stdout, *args, **kwargs)
+        self.stdout = PrintableOutput(stdout or sys.stdout)
+
+    def execute(self, *args, **options):
+        if options.get("stdout"):  # call_command(..., stdout=...): Django would wrap it in a plain OutputWrapper
+            self.stdout = PrintableOutput(options.pop("stdout"))
+        return super().execute(*args, **options)
 
     def add_json_argument(self, parser):
         parser.add_argument("--json", action="store_true", help="Print JSON on stdout instead of text.")

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from lcm.management.command_utils import fail, is_uuid, iso, parse_uuid
+from lcm.management.command_utils import fail, is_uuid, iso, parse_uuid, printable
 from lcm.versions import version_key
 from sessions.api.serializers import SessionSerializer
 from sessions.api.views import session_rows
@@ -126,9 +126,9 @@ def score_report_data(report) -> dict:
 
 
 def session_summary(session: LabletSession) -> str:
-    """One human line: id, status, owner, definition and timeslot."""
+    """One human line: id, status, owner, definition and timeslot (control characters escaped, newlines too)."""
     definition = session.definition
-    return (
+    return printable(
         f"{session.pk} {session.status} owner={session.owner} "
         f"definition={definition.name} {session.definition_version} "
         f"timeslot={iso(session.timeslot_start)}..{iso(session.timeslot_end)}"

@@ -3,7 +3,8 @@
 import argparse
 from pathlib import Path
 
-from lcm.management.command_utils import LcmCommand, fail, service_errors
+from lcm.management.command_utils import LcmCommand, read_text_file, service_errors
+from sessions.api.serializers import MAX_LAB_YAML
 from sessions.definitions import definition_create
 from sessions.management.command_utils import definition_data
 
@@ -53,12 +54,7 @@ class Command(LcmCommand):
 
     def handle(self, *args, **options):
         path = Path(options["file"])
-        try:
-            lab_yaml = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise fail(f"cannot read {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise fail(f"cannot read {path}: not UTF-8 text") from None
+        lab_yaml = read_text_file(path, MAX_LAB_YAML)  # the REST import's limit; a bound, since /dev/zero never ends
         fields = {field: options[option] for option, field in _FIELD_OPTIONS.items() if options[option] is not None}
         with service_errors():
             definition = definition_create(

@@ -1,6 +1,6 @@
 """`manage.py session_create`: book a lablet session (SPEC §3.1) through `sessions.services.session_create`."""
 
-from lcm.management.command_utils import LcmCommand, service_errors
+from lcm.management.command_utils import LcmCommand, fail, service_errors
 from sessions.booking import session_create
 from sessions.management.command_utils import resolve_definition, session_data, session_summary
 
@@ -20,15 +20,19 @@ class Command(LcmCommand):
     def handle(self, *args, **options):
         definition = resolve_definition(options["definition"])
         with service_errors():
-            session = session_create(
-                definition=definition,
-                owner=options["owner"],
-                actor=self.actor,
-                timeslot_start=options["start"],
-                timeslot_end=options["end"],
-                reservation_id=options["reservation_id"],
-                reason=options["reason"],
-            )
+            try:
+                session = session_create(
+                    definition=definition,
+                    owner=options["owner"],
+                    actor=self.actor,
+                    timeslot_start=options["start"],
+                    timeslot_end=options["end"],
+                    reservation_id=options["reservation_id"],
+                    reason=options["reason"],
+                )
+            except OverflowError:
+                # The service adds the definition's maximum to a start at the end of the calendar, before any write.
+                raise fail("timeslot_start: too late: the timeslot would end after the year 9999") from None
         if options["json"]:
             self.write_json(session_data(session))
         else:

@@ -1,12 +1,13 @@
 """`manage.py session_list`: sessions filtered like the REST list, as a table or a JSON array."""
 
 from lcm.fsm import normalize_status
-from lcm.management.command_utils import LcmCommand, fail, is_uuid, iso
+from lcm.management.command_utils import LcmCommand, fail, int_option, is_uuid, iso, printable
 from sessions.management.command_utils import sessions_data
 from sessions.selectors import session_list
 from sessions.states import SessionStatus
 
 COLUMNS = ("ID", "STATUS", "OWNER", "DEFINITION", "START", "END", "WORKER")
+MAX_LIMIT = 1_000_000
 
 
 class Command(LcmCommand):
@@ -17,7 +18,7 @@ class Command(LcmCommand):
         parser.add_argument("--owner", help="Only this candidate's sessions.")
         parser.add_argument("--definition", help="Definition id, or name[:version].")
         parser.add_argument("--worker", help="Worker id or name.")
-        parser.add_argument("--limit", type=int, help="At most this many sessions.")
+        parser.add_argument("--limit", type=int_option(1, MAX_LIMIT), help="At most this many sessions.")
         self.add_json_argument(parser)
 
     def handle(self, *args, **options):
@@ -28,8 +29,6 @@ class Command(LcmCommand):
             except ValueError as exc:
                 raise fail(exc) from None
         limit = options["limit"]
-        if limit is not None and limit < 1:
-            raise fail(f"--limit must be at least 1, got {limit}")
 
         definition, worker = options["definition"], options["worker"]
         rows = session_list(
@@ -53,7 +52,7 @@ class Command(LcmCommand):
         if not sessions:
             self.stdout.write("No sessions.")
             return
-        table = [COLUMNS] + [
+        rows = [
             (
                 str(s.pk),
                 s.status,
@@ -65,6 +64,8 @@ class Command(LcmCommand):
             )
             for s in sessions
         ]
+        # Cells are escaped before measuring, so a control character cannot shift the columns.
+        table = [COLUMNS] + [tuple(map(printable, row)) for row in rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
         for row in table:
             self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

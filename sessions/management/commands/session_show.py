@@ -1,6 +1,6 @@
 """`manage.py session_show`: one session with its history, user session, grading session and score report."""
 
-from lcm.management.command_utils import LcmCommand, fail, parse_uuid
+from lcm.management.command_utils import LcmCommand, fail, parse_uuid, printable
 from sessions.management.command_utils import (
     grading_session_data,
     history_data,
@@ -44,8 +44,12 @@ class Command(LcmCommand):
             return
         self._write_text(data)
 
+    def _write_line(self, line):
+        # One line each: a newline or escape code inside a value (owner, reason, error) is escaped.
+        self.stdout.write(printable(line))
+
     def _write_text(self, data):
-        write = self.stdout.write
+        write = self._write_line
         write(f"Session {data['id']}")
         skip = {"id", "history", "user_session", "grading_session", "score_report"}
         for key, value in data.items():

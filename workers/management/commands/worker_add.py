@@ -3,8 +3,9 @@ existing CML endpoint registered by URL (the reconciler's readiness gate makes i
 
 import uuid
 
-from lcm.management.command_utils import LcmCommand, fail, is_uuid, service_errors
+from lcm.management.command_utils import LcmCommand, fail, int_option, is_uuid, service_errors
 from scheduling.selectors import worker_capacities
+from workers.api.serializers import MAX_CAPACITY
 from workers.management.commands.worker_list import worker_data
 from workers.models import WorkerTemplate
 from workers.services import worker_create
@@ -30,8 +31,6 @@ def declared_fields(options) -> dict:
     fields = {}
     for option in ("cpu_cores", "memory_gb", "storage_gb", "max_nodes"):
         if options[option] is not None:
-            if options[option] < 0:
-                raise fail(f"--{option.replace('_', '-')} must not be negative")
             fields[option] = options[option]
     if options["region"]:
         fields["region"] = options["region"].strip()
@@ -56,7 +55,9 @@ class Command(LcmCommand):
         parser.add_argument("--region", help="Region (default: the template's).")
         parser.add_argument("--license-type", help="PERSONAL, ENTERPRISE or EVALUATION (default: the template's).")
         for name in ("cpu-cores", "memory-gb", "storage-gb", "max-nodes"):
-            parser.add_argument(f"--{name}", type=int, help="Declared capacity (default: the template's).")
+            parser.add_argument(
+                f"--{name}", type=int_option(0, MAX_CAPACITY), help="Declared capacity (default: the template's)."
+            )
         parser.add_argument("--reason", default="", help="Recorded in the worker's history.")
         self.add_json_argument(parser)
 

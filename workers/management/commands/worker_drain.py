@@ -1,10 +1,12 @@
 """`manage.py worker_drain WORKER`: stop placing sessions on a worker; it stops once empty (or cancel the drain)."""
 
-from lcm.management.command_utils import LcmCommand, fail, is_uuid, iso, service_errors
+from lcm.management.command_utils import LcmCommand, fail, int_option, is_uuid, iso, service_errors
 from scheduling.selectors import worker_capacities
 from workers.management.commands.worker_list import worker_data
 from workers.models import CMLWorker
 from workers.services import worker_cancel_drain, worker_drain
+
+MAX_DRAIN_MINUTES = 525_600  # a year: beyond any maintenance window, far from a date overflow
 
 
 def get_worker(reference: str) -> CMLWorker:
@@ -27,7 +29,9 @@ class Command(LcmCommand):
         parser.add_argument("worker", help="Worker id or name.")
         parser.add_argument("--cancel", action="store_true", help="Cancel the drain (DRAINING → RUNNING).")
         parser.add_argument(
-            "--timeout-minutes", type=int, help="Minutes until the deadline (default: SystemSettings drain timeout)."
+            "--timeout-minutes",
+            type=int_option(0, MAX_DRAIN_MINUTES),
+            help="Minutes until the deadline (default: SystemSettings drain timeout).",
         )
         parser.add_argument("--reason", default="", help="Recorded in the worker's history.")
         self.add_json_argument(parser)
@@ -35,8 +39,6 @@ class Command(LcmCommand):
     def handle(self, *args, **options):
         worker = get_worker(options["worker"])
         timeout = options["timeout_minutes"]
-        if timeout is not None and timeout < 0:
-            raise fail(f"--timeout-minutes must not be negative, got {timeout}")
         with service_errors():
             if options["cancel"]:
                 worker = worker_cancel_drain(worker, actor=self.actor, reason=options["reason"])

@@ -1,7 +1,7 @@
 """`manage.py worker_list`: the CML workers with status, capacity in use and licence, as a table or a JSON array."""
 
 from lcm.fsm import normalize_status
-from lcm.management.command_utils import LcmCommand, fail, iso
+from lcm.management.command_utils import LcmCommand, fail, iso, printable
 from scheduling.selectors import worker_capacities
 from workers.models import CMLWorker
 from workers.states import WorkerStatus
@@ -110,6 +110,8 @@ class Command(LcmCommand):
                     str(w.pk),
                 )
             )
+        # Cells are escaped before measuring, so a control character in a name cannot shift the columns.
+        table = [tuple(map(printable, row)) for row in table]
         widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
         for row in table:
             self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
