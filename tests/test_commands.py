@@ -607,6 +607,8 @@ def test_templates_sync_bad_files_change_nothing(tmp_path):
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\xff\xfe\x00\x01")
     assert "not UTF-8" in fails("templates_sync", "--file", str(binary))
+    # An endless file is read only up to the limit (it used to be read whole: MemoryError on /dev/zero).
+    assert fails("templates_sync", "--file", "/dev/zero") == "file: /dev/zero is larger than 1000000 characters"
     assert sorted(WorkerTemplate.objects.values_list("name", "cpu_cores")) == before
 
 

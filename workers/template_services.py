@@ -72,11 +72,19 @@ def _clean_template(entry: dict, where: str) -> dict:
     return clean
 
 
+# A templates file lists a handful of instance types; anything this large is not one.
+MAX_TEMPLATE_FILE = 1_000_000
+
+
 def load_template_file(path: str | Path | None = None) -> list[dict]:
     """Read and validate the templates YAML file; raises ValidationError naming the bad entry and field."""
     path = Path(path or settings.LCM_WORKER_TEMPLATES_FILE)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as file:
+            text = file.read(MAX_TEMPLATE_FILE + 1)  # bounded: `/dev/zero` is endless
+        if len(text) > MAX_TEMPLATE_FILE:
+            raise ValidationError({"file": [f"{path} is larger than {MAX_TEMPLATE_FILE} characters"]})
+        data = yaml.safe_load(text)
     except OSError as exc:
         raise ValidationError({"file": [f"cannot read {path}: {exc.strerror}"]}) from None
     except UnicodeDecodeError:
