@@ -114,7 +114,7 @@ class InProcessCoordinator:
     def leader(self, loop: str) -> str | None:
         return self.get(leader_key(loop))
 
-    def watch_prefix(self, prefix: str, callback: Callable[[str, str, str | None], None]) -> Callable[[], None]:
+    def watch_prefix(self, prefix: str, callback: Callable[[str, str, str | None], None]) -> "Watch":
         entry = (prefix, callback)
         with self._lock:
             self._watchers.append(entry)
@@ -124,7 +124,7 @@ class InProcessCoordinator:
                 if entry in self._watchers:
                     self._watchers.remove(entry)
 
-        return cancel
+        return Watch(cancel)
 
     def _notify(self, kind: str, key: str, value: str | None) -> None:
         with self._lock:
@@ -137,6 +137,17 @@ class InProcessCoordinator:
 
     def healthy(self) -> bool:
         return True
+
+
+class Watch:
+    """A running watch: call it to cancel; `broken` when its stream failed and it must be watched again."""
+
+    def __init__(self, cancel: Callable[[], None] | None = None):
+        self.cancel = cancel or (lambda: None)
+        self.broken = False
+
+    def __call__(self) -> None:
+        self.cancel()
 
 
 class EtcdCoordinator:
@@ -152,6 +163,7 @@ class EtcdCoordinator:
         self._pid = None
         self._leases: dict[str, object] = {}
         self._lock = threading.RLock()
+        self._degraded = False
 
     @property
     def client(self):
@@ -165,12 +177,18 @@ class EtcdCoordinator:
 
     def _safe(self, what: str, fn, default=None):
         try:
-            return fn()
+            result = fn()
         except Exception as exc:  # etcd down or slow: degrade to database + ticks only
-            logger.warning("etcd %s failed (%s); carrying on without it", what, exc.__class__.__name__)
+            if not self._degraded:  # one line per outage, not one per call
+                self._degraded = True
+                logger.warning("etcd %s failed (%s); carrying on without it", what, exc.__class__.__name__)
             with self._lock:
                 self._client = None
             return default
+        if self._degraded:
+            self._degraded = False
+            logger.warning("etcd answers again")
+        return result
 
     def get(self, key: str) -> str | None:
         def _get():
@@ -229,10 +247,18 @@ class EtcdCoordinator:
         def _lead():
             with self._lock:
                 lease = self._leases.get(loop)
-                current, _meta = self.client.get(key)
-                if current is not None and current.decode() == me and lease is not None:
-                    lease.refresh()
-                    return True
+                current, meta = self.client.get(key)
+                if current is not None and current.decode() == me:
+                    if lease is None and getattr(meta, "lease_id", 0):
+                        # Ours, held through an etcd restart by a client since replaced: adopt the lease
+                        # rather than wait for it to expire (placement would stall a whole TTL).
+                        import pyetcd  # Imported here: pyetcd loads only when etcd is configured.
+
+                        lease = pyetcd.Lease(meta.lease_id, ttl, self.client)
+                        self._leases[loop] = lease
+                    if lease is not None:
+                        lease.refresh()
+                        return True
                 if current is not None:
                     return False
                 lease = self.client.lease(ttl)
@@ -257,13 +283,21 @@ class EtcdCoordinator:
     def leader(self, loop: str) -> str | None:
         return self.get(leader_key(loop))
 
-    def watch_prefix(self, prefix: str, callback: Callable[[str, str, str | None], None]) -> Callable[[], None]:
-        """Call `callback(kind, key, value)` for each change under `prefix` (from a pyetcd thread)."""
-        from pyetcd.events import DeleteEvent
+    def watch_prefix(self, prefix: str, callback: Callable[[str, str, str | None], None]) -> "Watch":
+        """Call `callback(kind, key, value)` for each change under `prefix` (from a pyetcd thread).
+
+        Returns the `Watch`: call it to cancel; `broken` turns true when its stream failed (pyetcd then
+        drops the callback, so the caller must watch again). A failure to start the watch forgets the
+        client, so the next attempt connects afresh (a client whose node failed refuses every call).
+        """
+        from pyetcd.events import DeleteEvent  # Imported here: pyetcd loads only when etcd is configured.
+
+        watch = Watch()
 
         def _on_response(response):
             if isinstance(response, Exception):
-                logger.warning("etcd watch error: %s", response)
+                watch.broken = True
+                logger.warning("etcd watch stream failed (%s); watching again", response.__class__.__name__)
                 return
             for event in response.events:
                 kind = "delete" if isinstance(event, DeleteEvent) else "put"
@@ -273,8 +307,15 @@ class EtcdCoordinator:
                 except Exception:
                     logger.exception("watch callback failed")
 
-        watch_id = self.client.add_watch_prefix_callback(prefix, _on_response)
-        return lambda: self._safe("cancel watch", lambda: self.client.cancel_watch(watch_id))
+        try:
+            client = self.client
+            watch_id = client.add_watch_prefix_callback(prefix, _on_response)
+        except Exception:
+            with self._lock:
+                self._client = None
+            raise
+        watch.cancel = lambda: self._safe("cancel watch", lambda: client.cancel_watch(watch_id))
+        return watch
 
     def healthy(self) -> bool:
         return self._safe("status", lambda: self.client.status() is not None, False)

@@ -6,7 +6,6 @@ Beat ticks stay the safety net: if this process or etcd is down, nothing is lost
 import re
 import signal
 import threading
-import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -34,6 +33,55 @@ def on_change(kind: str, key: str, value: str | None) -> None:
         loops.enqueue("workers", match.group(1))
 
 
+class Watcher:
+    """Keeps one watch on the coordination prefix alive (SPEC §4): it watches again when the stream broke or
+    etcd came back, with a fresh client, and says so once per outage (not once per retry). After an outage
+    it kicks the ticks, which pick up whatever changed while nobody was watching."""
+
+    def __init__(self, coord, write=print):
+        self.coord = coord
+        self.write = write
+        self.watch = None
+        self.down = False
+
+    def step(self) -> None:
+        """One check: drop a watch that broke (or whose etcd stopped answering), then watch if none runs."""
+        if self.watch is not None and (self.watch.broken or not self.coord.healthy()):
+            self.watch()
+            self.watch = None
+            self._went_down("the watch stream broke")
+        if self.watch is None:
+            if not self.coord.healthy():  # a watch started on an etcd that does not answer would never deliver
+                self._went_down("etcd does not answer")
+                return
+            try:
+                self.watch = self.coord.watch_prefix(f"{coordination.PREFIX}/", on_change)
+            except Exception as exc:  # etcd down: the next step tries again with a fresh client
+                self._went_down(f"watch failed ({exc.__class__.__name__})")
+                return
+            if self.down:
+                self.down = False
+                self.write("watching again; the ticks pick up what changed meanwhile")
+                for loop in ("placement", "lablets", "workers"):
+                    if loop in loops.LOOPS:
+                        loops.kick(loop)
+
+    def _went_down(self, why: str) -> None:
+        if not self.down:
+            self.down = True
+            self.write(f"{why}; retrying every {RETRY_SECONDS:.0f} s until etcd answers (the ticks carry on)")
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.step()
+            stop.wait(RETRY_SECONDS)
+        if self.watch is not None:
+            self.watch()
+
+
+RETRY_SECONDS = 2.0
+
+
 class Command(BaseCommand):
     help = "Watch etcd and enqueue a reconcile for every session or worker whose projected state changes."
 
@@ -54,20 +102,5 @@ class Command(BaseCommand):
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-
-        cancel = None
         self.stdout.write(f"watching {coordination.PREFIX}/ on {settings.LCM_ETCD_ENDPOINTS}")
-        while not stop.is_set():
-            if cancel is None:
-                try:
-                    cancel = coord.watch_prefix(f"{coordination.PREFIX}/", on_change)
-                except Exception as exc:  # etcd down: try again shortly
-                    self.stderr.write(f"watch failed ({exc.__class__.__name__}); retrying in 2 s")
-                    time.sleep(2)
-                    continue
-            if not coord.healthy():
-                cancel()
-                cancel = None
-            stop.wait(2)
-        if cancel is not None:
-            cancel()
+        Watcher(coord, write=self.stderr.write).run(stop)
