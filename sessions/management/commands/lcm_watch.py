@@ -3,6 +3,7 @@
 Beat ticks stay the safety net: if this process or etcd is down, nothing is lost, only slower.
 """
 
+import logging
 import re
 import signal
 import threading
@@ -12,6 +13,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from lcm import coordination, loops
 from sessions.reconcilers import wake
+
+logger = logging.getLogger("lcm.watch")
 
 SESSION_KEY = re.compile(r"^/lcm/sessions/([0-9a-f-]{36})/status$")
 WORKER_KEY = re.compile(r"^/lcm/workers/([0-9a-f-]{36})/(desired|actual)$")
@@ -103,4 +106,4 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         self.stdout.write(f"watching {coordination.PREFIX}/ on {settings.LCM_ETCD_ENDPOINTS}")
-        Watcher(coord, write=self.stderr.write).run(stop)
+        Watcher(coord, write=logger.warning).run(stop)
