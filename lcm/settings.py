@@ -5,9 +5,12 @@ set, LCM runs on its embedded default: SQLite, in-process tasks and coordination
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from lcm import security
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("LCM_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -24,16 +27,6 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 INTERNAL_API_KEY = env.str("LCM_INTERNAL_API_KEY", default="local-internal-api-key")
 WEBHOOK_SECRET = env.str("LCM_WEBHOOK_SECRET", default="local-webhook-secret")
 DEMO_ADMIN_PASSWORD = env.str("LCM_DEMO_ADMIN_PASSWORD", default="admin")
-
-if not DEBUG:
-    # Production refuses to start with the shipped local defaults (SPEC §6.2).
-    for _name, _value, _default in (
-        ("DJANGO_SECRET_KEY", SECRET_KEY, INSECURE_SECRET_KEY),
-        ("LCM_INTERNAL_API_KEY", INTERNAL_API_KEY, "local-internal-api-key"),
-        ("LCM_WEBHOOK_SECRET", WEBHOOK_SECRET, "local-webhook-secret"),
-    ):
-        if _value == _default:
-            raise ImproperlyConfigured(f"{_name} must be set to a non-default value when DJANGO_DEBUG=0")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -231,6 +224,38 @@ LCM_PROJECTION_ENABLED = env.bool("LCM_PROJECTION_ENABLED", default=True)
 LCM_INPROCESS_WORKERS = env.int("LCM_INPROCESS_WORKERS", default=4)
 LCM_MAX_RECONCILE_ATTEMPTS = env.int("LCM_MAX_RECONCILE_ATTEMPTS", default=8)
 LCM_GRADING_CUT_PERCENT = env.float("LCM_GRADING_CUT_PERCENT", default=70.0)  # pass = score ≥ this % of max
+
+# --- Production refusals (SPEC §12) ---
+if not DEBUG:
+    # Production refuses to start with empty, short or shipped default secrets (SPEC §6.2, §12), and
+    # with the simulators' credentials for a real CML, LDS or Grading Engine (the launcher and compose
+    # run these settings against the simulators, so a default is fine while the simulator is the endpoint).
+    _sim_hosts = {LCM_SIM_HOST, urlsplit(LCM_CML_SIMULATOR_URL).hostname or ""}
+    _unsafe = security.weak_secrets(
+        [
+            ("DJANGO_SECRET_KEY", SECRET_KEY, INSECURE_SECRET_KEY, security.MIN_SECRET_KEY_LENGTH),
+            ("LCM_INTERNAL_API_KEY", INTERNAL_API_KEY, "local-internal-api-key", security.MIN_SHARED_SECRET_LENGTH),
+            ("LCM_WEBHOOK_SECRET", WEBHOOK_SECRET, "local-webhook-secret", security.MIN_SHARED_SECRET_LENGTH),
+        ]
+    ) + security.default_credentials(
+        [
+            ("LCM_CML_PASSWORD", LCM_CML_PASSWORD, "admin", not LCM_CML_URL_TEMPLATE),
+            (
+                "LCM_LDS_CLIENT_SECRET",
+                LCM_LDS_CLIENT_SECRET,
+                "local-lds-secret",
+                security.is_simulator_url(LCM_LDS_BASE_URL, _sim_hosts),
+            ),
+            (
+                "LCM_GRADING_CLIENT_SECRET",
+                LCM_GRADING_CLIENT_SECRET,
+                "local-grading-secret",
+                security.is_simulator_url(LCM_GRADING_BASE_URL, _sim_hosts),
+            ),
+        ]
+    )
+    if _unsafe:
+        raise ImproperlyConfigured(security.refusal(_unsafe))
 
 # --- REST API (owned by the REST issue: DRF, auth, OpenAPI settings go below this line) ---
 # The largest request body read into memory (Django's default, stated): the API and the webhook answer 413 above it.

@@ -1,0 +1,80 @@
+"""Production (`DJANGO_DEBUG=0`) refuses to be unsafe (issue 18, SPEC §12): weak secrets, default
+external credentials, demo users; `check --deploy` is clean; passwords meet the validators."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+PRODUCTION = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SETTINGS_MODULE": "lcm.settings",
+    "DJANGO_SECRET_KEY": "a-production-secret-key-for-the-tests-0123456789-abcdefghij",
+    "LCM_INTERNAL_API_KEY": "production-internal-api-key",
+    "LCM_WEBHOOK_SECRET": "production-webhook-secret",
+}
+
+
+def manage(*args, tmp_path, **env) -> subprocess.CompletedProcess:
+    """`manage.py <args>` in a fresh process: production settings, a throwaway SQLite database."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LCM_", "DATABASE_URL"))}
+    clean |= PRODUCTION | {"DATABASE_URL": f"sqlite:///{tmp_path / 'lcm.sqlite3'}", "LCM_VAR_DIR": str(tmp_path)}
+    clean |= env
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120
+    )
+
+
+def last_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+def test_production_settings_with_real_secrets_pass_the_check(tmp_path):
+    result = manage("check", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DJANGO_SECRET_KEY", ""),
+        ("DJANGO_SECRET_KEY", "  insecure-local-only-lcm-secret-key  "),
+        ("DJANGO_SECRET_KEY", "short-but-not-default-key-0123"),
+        ("LCM_INTERNAL_API_KEY", "abc"),
+        ("LCM_INTERNAL_API_KEY", " local-internal-api-key"),
+        ("LCM_WEBHOOK_SECRET", "   "),
+        ("LCM_WEBHOOK_SECRET", "local-webhook-secret\n"),
+    ],
+)
+def test_production_refuses_an_empty_default_or_short_secret(tmp_path, name, value):
+    result = manage("check", tmp_path=tmp_path, **{name: value})
+    assert result.returncode != 0
+    assert name in last_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("name", "endpoint"),
+    [
+        ("LCM_CML_PASSWORD", {"LCM_CML_URL_TEMPLATE": "https://{address}"}),
+        ("LCM_LDS_CLIENT_SECRET", {"LCM_LDS_BASE_URL": "https://lds.example.com"}),
+        ("LCM_GRADING_CLIENT_SECRET", {"LCM_GRADING_BASE_URL": "https://grading.example.com"}),
+    ],
+)
+def test_production_refuses_default_credentials_for_a_real_system(tmp_path, name, endpoint):
+    refused = manage("check", tmp_path=tmp_path, **endpoint)
+    assert refused.returncode != 0
+    assert name in last_line(refused.stderr)
+    accepted = manage("check", tmp_path=tmp_path, **endpoint, **{name: "a-real-credential-0123456789"})
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+
+
+def test_all_refused_variables_are_named_on_one_line(tmp_path):
+    result = manage("check", tmp_path=tmp_path, DJANGO_SECRET_KEY="", LCM_WEBHOOK_SECRET="x")
+    assert result.returncode != 0
+    line = last_line(result.stderr)
+    assert "DJANGO_SECRET_KEY" in line and "LCM_WEBHOOK_SECRET" in line
+    assert "LCM_INTERNAL_API_KEY" not in line
