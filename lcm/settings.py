@@ -27,6 +27,9 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 INTERNAL_API_KEY = env.str("LCM_INTERNAL_API_KEY", default="local-internal-api-key")
 WEBHOOK_SECRET = env.str("LCM_WEBHOOK_SECRET", default="local-webhook-secret")
 DEMO_ADMIN_PASSWORD = env.str("LCM_DEMO_ADMIN_PASSWORD", default="admin")
+# Demo users (admin/admin) and demo data are the embedded default's, a DEBUG thing: production refuses
+# them. Fixed here from DJANGO_DEBUG, because the test runner turns DEBUG off at run time.
+DEMO_DATA_ALLOWED = DEBUG
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -2,6 +2,7 @@
 external credentials, demo users; `check --deploy` is clean; passwords meet the validators."""
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,32 @@ def test_all_refused_variables_are_named_on_one_line(tmp_path):
     line = last_line(result.stderr)
     assert "DJANGO_SECRET_KEY" in line and "LCM_WEBHOOK_SECRET" in line
     assert "LCM_INTERNAL_API_KEY" not in line
+
+
+def test_lcm_run_refuses_demo_users_and_data_in_production(tmp_path):
+    migrated = manage("migrate", "--verbosity", "0", tmp_path=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    result = manage("lcm_run", "--no-serve", "--no-simulators", "--no-loops", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "DJANGO_DEBUG=0" in result.stderr and "lcm-stack" in result.stderr
+    with sqlite3.connect(tmp_path / "lcm.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM auth_user").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM cml_workers").fetchone() == (0,)
+
+
+@pytest.mark.django_db
+def test_seeding_demo_users_or_data_is_refused_in_production(settings, django_user_model):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from sessions.seed import DemoDataRefused, ensure_users, seed_demo
+
+    settings.DEMO_DATA_ALLOWED = False
+    with pytest.raises(DemoDataRefused):
+        ensure_users()
+    with pytest.raises(DemoDataRefused):
+        seed_demo()
+    with pytest.raises(CommandError, match="DJANGO_DEBUG=0"):
+        call_command("lcm_seed_demo")
+    assert not django_user_model.objects.exists()
