@@ -57,6 +57,7 @@ def ensure_users(admin_password: str | None = None) -> list[str]:
     user_model = get_user_model()
     created = []
     if not user_model.objects.exists():
+        # The demo password (`admin`) skips the validators on purpose: demo users exist only with DEBUG on.
         password = admin_password or settings.DEMO_ADMIN_PASSWORD
         admin = user_model.objects.create_superuser("admin", "admin@example.com", password)
         admin.groups.add(Group.objects.get(name="lcm-admins"))

@@ -108,3 +108,26 @@ def test_seeding_demo_users_or_data_is_refused_in_production(settings, django_us
     with pytest.raises(CommandError, match="DJANGO_DEBUG=0"):
         call_command("lcm_seed_demo")
     assert not django_user_model.objects.exists()
+
+
+@pytest.mark.parametrize("weak", ["12345678", "password", "short1"])
+def test_the_password_validators_refuse_weak_passwords(weak):
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError):
+        validate_password(weak)
+    validate_password("correct-horse-battery-staple-42")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("weak", ["12345678", "password"])
+def test_the_admin_refuses_a_new_user_with_a_weak_password(client, admin_user, django_user_model, weak):
+    client.force_login(admin_user)
+    form = {"username": "newuser", "usable_password": "true", "password1": weak, "password2": weak}
+    response = client.post("/admin/auth/user/add/", form)
+    assert response.status_code == 200  # the form again, with the validator's error
+    assert not django_user_model.objects.filter(username="newuser").exists()
+    form |= {"password1": "correct-horse-battery-staple-42", "password2": "correct-horse-battery-staple-42"}
+    assert client.post("/admin/auth/user/add/", form).status_code == 302
+    assert django_user_model.objects.filter(username="newuser").exists()
