@@ -1,9 +1,12 @@
-"""Production that refuses to be unsafe (SPEC §12): the secret check the settings run with DEBUG off.
+"""Production that refuses to be unsafe (SPEC §12): the secret check the settings run with DEBUG off,
+and the Content-Security-Policy header.
 
-Imported by `lcm.settings`, so it imports nothing from Django that needs settings.
+Imported by `lcm.settings`, so it reads no setting at import time.
 """
 
 from urllib.parse import urlsplit
+
+from django.conf import settings
 
 # Shortest accepted values with DJANGO_DEBUG=0 (the launcher generates 43-character secrets).
 MIN_SECRET_KEY_LENGTH = 32
@@ -44,3 +47,16 @@ def is_simulator_url(url: str, simulator_hosts: set[str]) -> bool:
 def refusal(problems: list[str]) -> str:
     """The one line production settings refuse to start with."""
     return "DJANGO_DEBUG=0 refuses to start: " + "; ".join(problems)
+
+
+class ContentSecurityPolicyMiddleware:
+    """Sets `Content-Security-Policy` on every response that has none (settings.CONTENT_SECURITY_POLICY)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        policy = settings.CONTENT_SECURITY_POLICY_BY_PATH.get(request.path, settings.CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("Content-Security-Policy", policy)
+        return response

@@ -131,3 +131,36 @@ def test_the_admin_refuses_a_new_user_with_a_weak_password(client, admin_user, d
     form |= {"password1": "correct-horse-battery-staple-42", "password2": "correct-horse-battery-staple-42"}
     assert client.post("/admin/auth/user/add/", form).status_code == 302
     assert django_user_model.objects.filter(username="newuser").exists()
+
+
+def test_check_deploy_is_clean_in_production(tmp_path):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_production_redirects_to_https_with_hsts_unless_told_plain_http(tmp_path):
+    names = ("SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_PROXY_SSL_HEADER")
+
+    def probe(**env) -> list[str]:
+        code = f"from django.conf import settings; print('|'.join(str(getattr(settings, n)) for n in {names!r}))"
+        result = manage("shell", "--no-imports", "-c", code, tmp_path=tmp_path, **env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout.strip().splitlines()[-1].split("|")
+
+    assert probe() == ["True", "31536000", "True", "None"]
+    proxied = probe(DJANGO_SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO")
+    assert proxied[3] == "('HTTP_X_FORWARDED_PROTO', 'https')"
+    assert probe(DJANGO_SECURE_COOKIES="0")[:2] == ["False", "0"]  # plain HTTP: the launcher on loopback
+
+
+@pytest.mark.django_db
+def test_pages_carry_the_security_headers(client, admin_user):
+    client.force_login(admin_user)
+    response = client.get("/")
+    assert response.status_code == 200
+    policy = response["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert "'unsafe-inline'" in client.get("/api/docs/")["Content-Security-Policy"].split("script-src")[1]
