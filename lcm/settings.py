@@ -5,9 +5,12 @@ set, LCM runs on its embedded default: SQLite, in-process tasks and coordination
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from lcm import security
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("LCM_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -24,16 +27,9 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 INTERNAL_API_KEY = env.str("LCM_INTERNAL_API_KEY", default="local-internal-api-key")
 WEBHOOK_SECRET = env.str("LCM_WEBHOOK_SECRET", default="local-webhook-secret")
 DEMO_ADMIN_PASSWORD = env.str("LCM_DEMO_ADMIN_PASSWORD", default="admin")
-
-if not DEBUG:
-    # Production refuses to start with the shipped local defaults (SPEC §6.2).
-    for _name, _value, _default in (
-        ("DJANGO_SECRET_KEY", SECRET_KEY, INSECURE_SECRET_KEY),
-        ("LCM_INTERNAL_API_KEY", INTERNAL_API_KEY, "local-internal-api-key"),
-        ("LCM_WEBHOOK_SECRET", WEBHOOK_SECRET, "local-webhook-secret"),
-    ):
-        if _value == _default:
-            raise ImproperlyConfigured(f"{_name} must be set to a non-default value when DJANGO_DEBUG=0")
+# Demo users (admin/admin) and demo data are the embedded default's, a DEBUG thing: production refuses
+# them. Fixed here from DJANGO_DEBUG, because the test runner turns DEBUG off at run time.
+DEMO_DATA_ALLOWED = DEBUG
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -59,6 +55,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "lcm.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "lcm.security.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -115,9 +112,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Every password a person sets (admin forms, `changepassword`) meets all four of Django's validators (SPEC §12).
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -135,6 +135,34 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # the pages and the API docs send the token from the template, never from the cookie
+
+# --- Security headers (SPEC §12): `manage.py check --deploy` is clean in production. ---
+# Served over TLS unless the deployment says plain HTTP (DJANGO_SECURE_COOKIES=0: the launcher on loopback).
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=SESSION_COOKIE_SECURE)
+# Probes and the signed webhook reach the web process directly, over the private network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^api/events$"]
+# Behind a TLS-terminating proxy: the header it sets to `https`, e.g. HTTP_X_FORWARDED_PROTO.
+_proxy_ssl_header = env.str("DJANGO_SECURE_PROXY_SSL_HEADER", default="")
+SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header, "https") if _proxy_ssl_header else None
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000 if SESSION_COOKIE_SECURE else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Set by lcm.security.ContentSecurityPolicyMiddleware. Scripts and stylesheets are our own static files
+# (htmx vendored); inline styles stay allowed: `style="width: N%"` meters and htmx's indicator styles.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+# drf-spectacular's Swagger UI page configures itself with one inline script (that page only).
+CONTENT_SECURITY_POLICY_BY_PATH = {
+    "/api/docs/": CONTENT_SECURITY_POLICY.replace("script-src 'self'", "script-src 'self' 'unsafe-inline'")
+}
 
 # Worker templates are seeded from this file on `migrate` (create-only).
 LCM_WORKER_TEMPLATES_FILE = env.str("LCM_WORKER_TEMPLATES_FILE", default=str(BASE_DIR / "workers" / "templates.yaml"))
@@ -231,6 +259,38 @@ LCM_PROJECTION_ENABLED = env.bool("LCM_PROJECTION_ENABLED", default=True)
 LCM_INPROCESS_WORKERS = env.int("LCM_INPROCESS_WORKERS", default=4)
 LCM_MAX_RECONCILE_ATTEMPTS = env.int("LCM_MAX_RECONCILE_ATTEMPTS", default=8)
 LCM_GRADING_CUT_PERCENT = env.float("LCM_GRADING_CUT_PERCENT", default=70.0)  # pass = score ≥ this % of max
+
+# --- Production refusals (SPEC §12) ---
+if not DEBUG:
+    # Production refuses to start with empty, short or shipped default secrets (SPEC §6.2, §12), and
+    # with the simulators' credentials for a real CML, LDS or Grading Engine (the launcher and compose
+    # run these settings against the simulators, so a default is fine while the simulator is the endpoint).
+    _sim_hosts = {LCM_SIM_HOST, urlsplit(LCM_CML_SIMULATOR_URL).hostname or ""}
+    _unsafe = security.weak_secrets(
+        [
+            ("DJANGO_SECRET_KEY", SECRET_KEY, INSECURE_SECRET_KEY, security.MIN_SECRET_KEY_LENGTH),
+            ("LCM_INTERNAL_API_KEY", INTERNAL_API_KEY, "local-internal-api-key", security.MIN_SHARED_SECRET_LENGTH),
+            ("LCM_WEBHOOK_SECRET", WEBHOOK_SECRET, "local-webhook-secret", security.MIN_SHARED_SECRET_LENGTH),
+        ]
+    ) + security.default_credentials(
+        [
+            ("LCM_CML_PASSWORD", LCM_CML_PASSWORD, "admin", not LCM_CML_URL_TEMPLATE),
+            (
+                "LCM_LDS_CLIENT_SECRET",
+                LCM_LDS_CLIENT_SECRET,
+                "local-lds-secret",
+                security.is_simulator_url(LCM_LDS_BASE_URL, _sim_hosts),
+            ),
+            (
+                "LCM_GRADING_CLIENT_SECRET",
+                LCM_GRADING_CLIENT_SECRET,
+                "local-grading-secret",
+                security.is_simulator_url(LCM_GRADING_BASE_URL, _sim_hosts),
+            ),
+        ]
+    )
+    if _unsafe:
+        raise ImproperlyConfigured(security.refusal(_unsafe))
 
 # --- REST API (owned by the REST issue: DRF, auth, OpenAPI settings go below this line) ---
 # The largest request body read into memory (Django's default, stated): the API and the webhook answer 413 above it.

@@ -29,6 +29,21 @@ DEMO_OWNERS = ("alice@example.com", "bob@example.com", "carol@example.com", "dav
 ACTOR = "lcm_seed_demo"
 
 
+DEMO_REFUSED = (
+    "demo users (admin/admin) and demo data are for the embedded default only (DJANGO_DEBUG=1); "
+    "with DJANGO_DEBUG=0 start LCM with scripts/lcm-stack or docker compose and create users with createsuperuser"
+)
+
+
+class DemoDataRefused(Exception):
+    """Production (`DEMO_DATA_ALLOWED` off) never gets the demo users or data."""
+
+
+def refuse_demo_data_in_production() -> None:
+    if not settings.DEMO_DATA_ALLOWED:
+        raise DemoDataRefused(DEMO_REFUSED)
+
+
 def database_is_empty() -> bool:
     """True when no definition, worker or session exists yet (a fresh install)."""
     return not (LabletDefinition.objects.exists() or CMLWorker.objects.exists() or LabletSession.objects.exists())
@@ -36,11 +51,13 @@ def database_is_empty() -> bool:
 
 def ensure_users(admin_password: str | None = None) -> list[str]:
     """The role groups, plus a demo `admin` superuser and an `instructor` when no user exists yet."""
+    refuse_demo_data_in_production()
     for name in ("lcm-admins", "instructors"):
         Group.objects.get_or_create(name=name)
     user_model = get_user_model()
     created = []
     if not user_model.objects.exists():
+        # The demo password (`admin`) skips the validators on purpose: demo users exist only with DEBUG on.
         password = admin_password or settings.DEMO_ADMIN_PASSWORD
         admin = user_model.objects.create_superuser("admin", "admin@example.com", password)
         admin.groups.add(Group.objects.get(name="lcm-admins"))
@@ -53,6 +70,7 @@ def ensure_users(admin_password: str | None = None) -> list[str]:
 @transaction.atomic
 def seed_demo() -> dict:
     """Create whatever part of the demo data is missing; returns what was created."""
+    refuse_demo_data_in_production()
     created: dict[str, list[str]] = {"templates": [], "definitions": [], "workers": [], "sessions": [], "users": []}
     created["templates"] = templates_seed()["created"]
     created["users"] = ensure_users()

@@ -3,6 +3,7 @@
 Migrates, seeds demo data when the database is empty, starts the simulators (CML, LDS,
 Grading Engine, moto) and the control loops in this process, then serves the site, admin,
 REST API and webhook. Sessions move by themselves; manual transitions finish them.
+DEBUG only: with DJANGO_DEBUG=0 it refuses (demo users), production runs the launcher.
 """
 
 import requests
@@ -11,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from lcm.loops import InProcessLoops
-from sessions.seed import database_is_empty, ensure_users, seed_demo
+from sessions.seed import DEMO_REFUSED, database_is_empty, ensure_users, seed_demo
 from simulators.runner import SimulatorStartError, start_simulators
 from workers.models import CMLWorker
 
@@ -27,6 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-loops", action="store_true", help="serve pages only; nothing moves by itself")
 
     def handle(self, *args, **options):
+        if not settings.DEMO_DATA_ALLOWED:
+            raise CommandError(f"lcm_run refuses to start: {DEMO_REFUSED}")
         port = options["port"]
         if not 1 <= port <= 65535:
             raise CommandError(f"--port {port} is not a TCP port")
@@ -36,8 +39,6 @@ class Command(BaseCommand):
             self.stdout.write("Seeded demo data.")
         else:
             ensure_users()
-        if not settings.DEBUG:
-            call_command("collectstatic", interactive=False, verbosity=0)
         url = f"http://{options['host']}:{port}"
         if options["no_serve"]:
             self._banner(url)
