@@ -6,6 +6,8 @@ REST API and webhook. Sessions move by themselves; manual transitions finish the
 DEBUG only: with DJANGO_DEBUG=0 it refuses (demo users), production runs the launcher.
 """
 
+import socket
+
 import requests
 from django.conf import settings
 from django.core.management import call_command
@@ -33,6 +35,9 @@ class Command(BaseCommand):
         port = options["port"]
         if not 1 <= port <= 65535:
             raise CommandError(f"--port {port} is not a TCP port")
+        if not options["no_serve"]:
+            # Before anything is touched: on a clash this process would read another instance's simulators.
+            self._check_ports_free(options["host"], port, simulators=not options["no_simulators"])
         call_command("migrate", interactive=False, verbosity=0)
         if database_is_empty():
             seed_demo()
@@ -50,11 +55,37 @@ class Command(BaseCommand):
             loops = InProcessLoops().start()
             self.stdout.write("Control loops running in-process (placement, lablets).")
         self._banner(url)
+        # People get the friendly error pages, not Django's technical ones (URL list, settings, source code);
+        # runserver still serves the static files itself. The demo data stays allowed (DEMO_DATA_ALLOWED).
+        settings.DEBUG = False
         try:
-            call_command("runserver", f"{options['host']}:{port}", use_reloader=False, use_threading=True)
+            call_command(
+                "runserver", f"{options['host']}:{port}", use_reloader=False, use_threading=True, insecure_serving=True
+            )
         finally:
             if loops is not None:
                 loops.stop()  # let the passes in flight finish their writes before the process ends
+
+    def _check_ports_free(self, host: str, port: int, *, simulators: bool) -> None:
+        wanted = [(port, "the web server (--port)")]
+        if simulators:
+            wanted += [
+                (settings.LCM_SIM_CML_PORT, "the CML simulator (LCM_SIM_CML_PORT)"),
+                (settings.LCM_SIM_LDS_PORT, "the LDS simulator (LCM_SIM_LDS_PORT)"),
+                (settings.LCM_SIM_GRADING_PORT, "the Grading Engine simulator (LCM_SIM_GRADING_PORT)"),
+                (settings.LCM_SIM_MOTO_PORT, "the EC2 simulator (LCM_SIM_MOTO_PORT)"),
+            ]
+        for number, what in wanted:
+            bind_host = host if number == port else settings.LCM_SIM_HOST
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is free
+                try:
+                    probe.bind((bind_host, number))
+                except OSError:
+                    raise CommandError(
+                        f"port {number} on {bind_host} for {what} is in use (another LCM running?); stop it or choose "
+                        "other ports"
+                    ) from None
 
     def _banner(self, url):
         self.stdout.write(f"LCM is starting at {url}/")
