@@ -9,9 +9,9 @@ from django.utils import timezone
 from grading.models import GradingSession, ScoreReport, ScoreSection
 from grading.states import GRADING_TERMINAL, GRADING_TRANSITIONS, GradingStatus
 from lcm.events import publish_change
-from lcm.fsm import InvalidTransition, actor_name, apply_transition, normalize_status, record_change
+from lcm.fsm import InvalidTransition, actor_name, record_change
 from sessions.models import LabletSession, SessionStatusChange
-from sessions.services import record_session_note
+from sessions.services import move_child, record_session_note
 from sessions.states import SessionStatus
 
 _GRADING_FIELDS = (
@@ -51,18 +51,10 @@ def grading_session_update(grading, *, actor, status: str | None = None, reason:
             setattr(locked, name, value)
         previous = locked.status
         if status is not None:
-            status = normalize_status(status, GradingStatus)
-            if status != previous:
-                apply_transition(locked, GRADING_TRANSITIONS, status, entity="grading session")
-                record_change(
-                    SessionStatusChange,
-                    session_id=locked.lablet_session_id,
-                    entity=SessionStatusChange.Entity.GRADING_SESSION,
-                    from_status=previous,
-                    to_status=status,
-                    actor=actor,
-                    reason=reason,
-                )
+            status = move_child(
+                locked, status, choices=GradingStatus, table=GRADING_TRANSITIONS,
+                entity=SessionStatusChange.Entity.GRADING_SESSION, actor=actor, reason=reason,
+            )  # fmt: skip
         locked.save()
     if status is not None and status != previous:
         publish_change("grading_session", locked.pk, previous, status, actor=actor_name(actor), reason=reason)

@@ -401,6 +401,25 @@ def _clean_login_url(fields: dict) -> None:
         raise ValidationError({"login_url": ["must be an http(s) URL of at most 1000 characters"]}) from None
 
 
+def move_child(locked, status: str, *, choices, table, entity, actor, reason: str) -> str:
+    """Move a session's child (its user session, its grading session), locked by the caller, to `status` through
+    the child's state machine, with the history row on the session; returns the normalized status."""
+    previous = locked.status
+    status = normalize_status(status, choices)
+    if status != previous:
+        apply_transition(locked, table, status, entity=entity.label.lower())
+        record_change(
+            SessionStatusChange,
+            session_id=locked.lablet_session_id,
+            entity=entity,
+            from_status=previous,
+            to_status=status,
+            actor=actor,
+            reason=reason,
+        )
+    return status
+
+
 def user_session_create(session, *, actor, status=UserSessionStatus.PROVISIONING, reason: str = "", **fields):
     """Create the UserSession of a lablet session (history row on the session's timeline)."""
     unknown = set(fields) - set(_USER_SESSION_FIELDS)
@@ -445,18 +464,10 @@ def _update_user_session(locked, *, actor, status: str | None = None, reason: st
         setattr(locked, name, value)
     previous = locked.status
     if status is not None:
-        status = normalize_status(status, UserSessionStatus)
-        if status != locked.status:
-            apply_transition(locked, USER_SESSION_TRANSITIONS, status, entity="user session")
-            record_change(
-                SessionStatusChange,
-                session_id=locked.lablet_session_id,
-                entity=SessionStatusChange.Entity.USER_SESSION,
-                from_status=previous,
-                to_status=status,
-                actor=actor,
-                reason=reason,
-            )
+        status = move_child(
+            locked, status, choices=UserSessionStatus, table=USER_SESSION_TRANSITIONS,
+            entity=SessionStatusChange.Entity.USER_SESSION, actor=actor, reason=reason,
+        )  # fmt: skip
     locked.save(update_fields=changed_fields(locked, before_step))
     if status is not None and status != previous:
         publish_change("user_session", locked.pk, previous, status, actor=actor_name(actor), reason=reason)
