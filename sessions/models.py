@@ -101,6 +101,33 @@ class LabletDefinition(ConcurrentTransitionMixin, models.Model):
         return [entry["name"] for entry in self.port_template]
 
 
+class Exam(models.Model):
+    """A class's exam (SPEC §8): one definition, one timeslot, a roster of sessions booked together.
+
+    It holds no state machine of its own: its status is the counts of its sessions by state.
+    """
+
+    name = models.CharField(max_length=200)
+    definition = models.ForeignKey(LabletDefinition, on_delete=models.PROTECT, related_name="exams")
+    timeslot_start = models.DateTimeField(db_index=True)
+    timeslot_end = models.DateTimeField()
+    notes = models.TextField(blank=True, default="")
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "exams"
+        ordering = ["-timeslot_start", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(timeslot_end__gt=models.F("timeslot_start")), name="exam_timeslot_order"
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+
 class LabletSession(ConcurrentTransitionMixin, models.Model):
     """One candidate's lablet for one timeslot: the aggregate every loop and page works on.
 
@@ -112,6 +139,7 @@ class LabletSession(ConcurrentTransitionMixin, models.Model):
     definition = models.ForeignKey(LabletDefinition, on_delete=models.PROTECT, related_name="sessions")
     definition_version = models.CharField(max_length=50)
     owner = models.CharField(max_length=200, db_index=True)
+    exam = models.ForeignKey(Exam, null=True, blank=True, on_delete=models.PROTECT, related_name="sessions")
     reservation_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
     status = FSMField(default=SessionStatus.PENDING, choices=SessionStatus.choices, protected=True, db_index=True)
     timeslot_start = models.DateTimeField(db_index=True)

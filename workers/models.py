@@ -314,6 +314,20 @@ class SystemSettings(models.Model):
         help_text="How many minutes past the definition's maximum duration an instructor may extend a session "
         "(admins may go beyond, with a reason).",
     )
+    admission = models.CharField(
+        max_length=10,
+        choices=[("refuse", "Refuse"), ("warn", "Warn"), ("off", "Off")],
+        default="refuse",
+        help_text="What booking does when the capacity check (SPEC §10) finds the fleet cannot hold it: "
+        "refuse it, book it and warn, or skip the check.",
+    )
+    evidence_timeout_minutes = models.PositiveIntegerField(
+        default=10,
+        help_text="How long teardown waits for a lab's evidence (SPEC §9) before it goes on without it.",
+    )
+    evidence_retention_days = models.PositiveIntegerField(
+        default=365, help_text="How long evidence is kept in object storage before the retention loop deletes it."
+    )
     discovery_enabled = models.BooleanField(default=True)
     discovery_ami_pattern = models.CharField(max_length=200, blank=True, default="cml-2.9*")
     discovery_interval_minutes = models.PositiveIntegerField(default=10)
