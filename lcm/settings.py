@@ -249,6 +249,9 @@ LCM_LOOP_LABLETS_SECONDS = env.float("LCM_LOOP_LABLETS_SECONDS", default=2.0)
 LCM_LOOP_WORKERS_SECONDS = env.float("LCM_LOOP_WORKERS_SECONDS", default=5.0)
 LCM_LOOP_AUTOSCALER_SECONDS = env.float("LCM_LOOP_AUTOSCALER_SECONDS", default=10.0)
 LCM_LOOP_DISCOVERY_SECONDS = env.float("LCM_LOOP_DISCOVERY_SECONDS", default=60.0)  # runs every discovery interval
+# Drift (SPEC §11): how often a READY/RUNNING session's lab is checked in CML (one call per session per interval;
+# 0 turns the check off).
+LCM_DRIFT_CHECK_SECONDS = env.float("LCM_DRIFT_CHECK_SECONDS", default=30.0)
 LCM_WORKER_SYNC_SECONDS = env.float("LCM_WORKER_SYNC_SECONDS", default=120.0)  # metrics, CML readiness, lab discovery
 LCM_WORKER_READY_TIMEOUT_MINUTES = env.int("LCM_WORKER_READY_TIMEOUT_MINUTES", default=30)  # STARTING → FAILED after
 # A launched instance's CML base URL; fields {name} {worker_id} {instance_id} {private_ip} {public_ip} {address}.

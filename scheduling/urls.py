@@ -8,5 +8,6 @@ app_name = "scheduling"
 
 urlpatterns = [
     path("scheduler/", views.scheduler, name="scheduler"),
+    path("attention/", views.attention, name="attention"),
     path("settings/", views.settings_page, name="settings"),
 ]

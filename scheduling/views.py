@@ -11,6 +11,7 @@ from lcm.coordination import coordinator
 from lcm.fsm import actor_name
 from lcm.loops import loop_health
 from lcm.pages import admin_required, clean_params, instructor_required, page_context, render_live
+from scheduling.attention import attention_items
 from scheduling.forms import PlacementPreviewForm, SystemSettingsForm
 from scheduling.selectors import placement_preview
 from sessions.models import LabletSession
@@ -61,6 +62,13 @@ def scheduler(request):
         candidates=candidates,
     )
     return render_live(request, "scheduling/scheduler.html", context)
+
+
+@instructor_required
+def attention(request):
+    """Needs attention (SPEC §11): every item, most severe first; live."""
+    context = page_context(request, "attention", attention=attention_items())
+    return render_live(request, "scheduling/attention.html", context)
 
 
 @admin_required

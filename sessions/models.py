@@ -165,6 +165,14 @@ class LabletSession(ConcurrentTransitionMixin, models.Model):
         max_length=4, choices=[("PASS", "PASS"), ("FAIL", "FAIL")], null=True, blank=True, default=None
     )
     status_changed_at = models.DateTimeField(null=True, blank=True)
+    # Lab drift (SPEC §11): the reconciler found the READY/RUNNING session's lab gone or not running in CML.
+    # Not a state of its own: the session keeps its status, flagged, until its lab is back (Re-instantiate).
+    degraded_at = models.DateTimeField(null=True, blank=True)
+    degraded_reason = models.TextField(blank=True, default="")
+    # When the drift check last asked CML about the session's lab (at most once per LCM_DRIFT_CHECK_SECONDS).
+    lab_checked_at = models.DateTimeField(null=True, blank=True)
+    # An instructor asked for a fresh lab with the same ports (Re-instantiate); cleared when it is booted.
+    reinstantiate_requested_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -7,6 +7,8 @@ Desired state by status:
   EXPIRED once a DRAINING worker's drain deadline passed.
 - INSTANTIATING: its lab booted on the worker (a reused wiped one, else imported with ports rewritten:
   the lab reconciler, `workers.labs`), an LDS session with devices and a login URL → READY.
+- READY/RUNNING: the lab still running in CML, checked once per `LCM_DRIFT_CHECK_SECONDS` (a missing or stopped
+  lab flags the session degraded), and a fresh lab with the same ports when one is asked for (`sessions.drift`).
 - RUNNING at `timeslot_end`: COLLECTING (the definition grades) or STOPPING.
 - COLLECTING: GRADING (grading enabled) or STOPPING; GRADING: the grading app's step
   (`grading.reconcilers.on_session_grading`, registered with `register_status_handler`).
@@ -47,7 +49,7 @@ from django.utils import timezone
 from lcm import coordination, http, loops
 from lcm.fsm import InvalidTransition
 from lcm.reconcile import Result, backoff
-from sessions import candidate
+from sessions import candidate, drift
 from sessions.candidate import ACTOR, USER_SESSION_DONE
 from sessions.labyaml import rewritten_topology
 from sessions.models import LabletSession, UserSession
@@ -150,7 +152,12 @@ def sessions_needing_work(now=None) -> list:
         | Q(status__in=[S.READY, S.RUNNING], worker__status=WorkerStatus.TERMINATED)
         | Q(status__in=[S.READY, S.RUNNING], worker__status=WorkerStatus.DRAINING, worker__drain_deadline__lte=now)
         | Q(Exists(_lds_end_behind), status__in=[S.READY, S.RUNNING])
+        | Q(status__in=[S.READY, S.RUNNING], reinstantiate_requested_at__isnull=False)
     )
+    interval = drift.check_interval()
+    if interval is not None:  # lab drift (SPEC §11): a READY/RUNNING session's lab checked once per interval
+        checked_long_ago = Q(lab_checked_at__isnull=True) | Q(lab_checked_at__lte=now - interval)
+        needs |= Q(checked_long_ago, status__in=[S.READY, S.RUNNING], lab_record__isnull=False)
     return list(LabletSession.objects.filter(needs & due).order_by("timeslot_start").values_list("pk", flat=True))
 
 
@@ -336,12 +343,18 @@ def _on_ready(session, now) -> Result:
     if _expired(session, now):
         return expire(session, "the candidate never started")
     candidate.converge_lds_end(session)
+    drifting = drift.watch(session, now)
+    if drifting is not None:
+        return drifting
     return Result.requeue((session.timeslot_end - now).total_seconds(), "waiting for the candidate")
 
 
 def _on_running(session, now) -> Result:
     if not _expired(session, now):
         candidate.converge_lds_end(session)
+        drifting = drift.watch(session, now)
+        if drifting is not None:
+            return drifting
         return Result.requeue((session.timeslot_end - now).total_seconds(), "running")
     target = S.COLLECTING if session.definition.grading_enabled else S.STOPPING
     session_transition(session, target, actor=ACTOR, reason="time is up", expected_status=S.RUNNING)

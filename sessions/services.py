@@ -311,6 +311,76 @@ def session_requeue(session, *, actor, reason: str = "") -> LabletSession:
     return locked
 
 
+# --- lab drift (SPEC §11): a READY/RUNNING session whose lab is gone or not running in CML -----------------
+
+DRIFT_STATUSES = (S.READY, S.RUNNING)
+
+
+def _note_and_announce(locked, fields: list[str], *, actor, reason: str) -> LabletSession:
+    """Save `fields` of a locked session with a timeline row (its status unchanged), announced after commit."""
+    locked.save(update_fields=[*fields, "updated_at"])
+    record_session_note(locked, actor=actor, reason=reason)
+    publish_change("session", locked.pk, locked.status, locked.status, actor=actor_name(actor), reason=reason)
+    return locked
+
+
+def session_mark_degraded(session, problem: str, *, actor) -> LabletSession:
+    """The drift check found the session's lab gone or not running: flag the session degraded (once, with the
+    problem on its timeline). A session that left READY/RUNNING meanwhile is left alone."""
+    with transaction.atomic():
+        locked = lock_session(session)
+        if locked.status not in DRIFT_STATUSES or locked.degraded_at is not None:
+            return locked
+        locked.degraded_at = timezone.now()
+        locked.degraded_reason = problem[:2000]
+        return _note_and_announce(
+            locked, ["degraded_at", "degraded_reason"], actor=actor,
+            reason=f"degraded: {problem}; Re-instantiate brings up a fresh lab with the same ports",
+        )  # fmt: skip
+
+
+def session_clear_degraded(session, *, actor, reason: str) -> LabletSession:
+    """The session's lab is running again (re-instantiated, or back by itself): the flag and any request go."""
+    with transaction.atomic():
+        locked = lock_session(session)
+        if locked.degraded_at is None and locked.reinstantiate_requested_at is None:
+            return locked
+        locked.degraded_at = locked.reinstantiate_requested_at = None
+        locked.degraded_reason = ""
+        locked.lab_checked_at = timezone.now()
+        fields = ["degraded_at", "degraded_reason", "reinstantiate_requested_at", "lab_checked_at", "cml_lab_id"]
+        if locked.lab_record_id:
+            locked.cml_lab_id = locked.lab_record.cml_lab_id or locked.cml_lab_id
+        return _note_and_announce(locked, fields, actor=actor, reason=reason)
+
+
+def session_reinstantiate(session, *, actor, reason: str = "") -> LabletSession:
+    """Ask for a fresh lab for a degraded READY/RUNNING session, on the same worker with the same ports (the
+    "Re-instantiate" button); the lablet reconciler brings it up and clears the flag. Refused (409) for a session
+    that is not degraded or not READY/RUNNING; asking twice is harmless."""
+    with transaction.atomic():
+        locked = lock_session(session)
+        if locked.status not in DRIFT_STATUSES:
+            _refuse(
+                locked, locked.status, f"only a READY or RUNNING session can be re-instantiated, not {locked.status}"
+            )
+        if locked.degraded_at is None:
+            _refuse(locked, locked.status, "its lab is running: there is nothing to re-instantiate")
+        if locked.reinstantiate_requested_at is not None:
+            return locked
+        locked.reinstantiate_requested_at = timezone.now()
+        why = reason or "re-instantiate requested"
+        return _note_and_announce(
+            locked, ["reinstantiate_requested_at"], actor=actor,
+            reason=f"{why} ({locked.degraded_reason or 'lab drift'}): a fresh lab comes up with the same ports",
+        )  # fmt: skip
+
+
+def session_lab_checked(session, at) -> None:
+    """When the drift check last asked CML (bookkeeping of the check's rate: one column, no lock, no history)."""
+    LabletSession.objects.filter(pk=session.pk).update(lab_checked_at=at)
+
+
 def session_attach_lab(session, lab_record, *, ports: dict[str, int] | None = None) -> LabletSession:
     """Bind the session to its lab (and copy the lab's ports and CML id); the lab records the session."""
     with transaction.atomic():

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -23,6 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
 
+from lcm import loops
 from lcm.errors import Conflict, first_error_line
 from lcm.fsm import InvalidTransition
 from lcm.loops import loop_health
@@ -39,6 +41,7 @@ from lcm.pages import (
     status_choices,
 )
 from lcm.roles import is_admin
+from scheduling.attention import attention_items, waiting_reason
 from scheduling.selectors import worker_capacities
 from sessions import selectors
 from sessions.definitions import definition_transition
@@ -46,7 +49,7 @@ from sessions.filters import DefinitionFilterSet, SessionFilterSet
 from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
 from sessions.selectors import queue_depth
-from sessions.services import session_end_hold, session_requeue, session_transition
+from sessions.services import session_end_hold, session_reinstantiate, session_requeue, session_transition
 from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, GradingMode, SessionStatus
 from workers.models import CMLWorker
 
@@ -84,6 +87,7 @@ def dashboard(request):
         events=SessionStatusChange.objects.select_related("session").order_by("-at", "-id")[:12],
         loops=loop_health(),
         queue=queue_depth(),
+        attention=attention_items(),
     )
     return render_live(request, "sessions/dashboard.html", context)
 
@@ -203,6 +207,15 @@ SESSION_ACTIONS = {
             style="secondary",
         ),
         SessionAction("requeue", "Requeue", frozenset({S.SCHEDULED}), style="secondary"),
+        # SPEC §11: only on a degraded session (its lab gone or stopped in CML), besides the state's buttons.
+        SessionAction(
+            "reinstantiate",
+            "Re-instantiate",
+            frozenset({S.READY, S.RUNNING}),
+            style="primary",
+            confirm="Re-instantiate this session? What is left of its lab is deleted and a fresh lab is brought up "
+            "on the same worker with the same ports; work on the old devices is lost.",
+        ),
     )
 }
 # SPEC §5.4: exactly these buttons, in this order, per state; no other state has any.
@@ -279,6 +292,8 @@ def session_buttons(session) -> list[SessionAction]:
         slugs = ()
     if session.status == S.STOPPED and session.hold_until is None:
         slugs = ()
+    if session.status in (S.READY, S.RUNNING) and session.degraded_at and not session.reinstantiate_requested_at:
+        slugs = ("reinstantiate", *slugs)
     return [SESSION_ACTIONS[slug] for slug in slugs]
 
 
@@ -288,7 +303,9 @@ def _waiting_for(session) -> str:
         return "Waiting for an instructor: Start Grading or Skip Grading."
     if session.status == S.STOPPED and session.hold_until is not None:
         return f"Lab kept for review until {session.hold_until:%Y-%m-%d %H:%M} UTC; Archive ends the hold now."
-    return ""
+    if session.reinstantiate_requested_at and session.status in (S.READY, S.RUNNING):
+        return "Re-instantiating: a fresh lab with the same ports is coming up."
+    return waiting_reason(session)
 
 
 def _detail_context(request, session, *, extend_form=None, score_form=None) -> dict:
@@ -360,6 +377,10 @@ def _run_session_action(request, session, spec: SessionAction, expected: str, fo
     if spec.slug == "requeue":
         session_requeue(session, actor=actor, reason="requeued from the session page")
         return "Session requeued: it is PENDING and will be placed again."
+    if spec.slug == "reinstantiate":
+        session_reinstantiate(session, actor=actor, reason="Re-instantiate from the session page")
+        transaction.on_commit(lambda: loops.enqueue("lablets", session.pk))  # a status-less change: no watcher wakes it
+        return "Re-instantiating: a fresh lab with the same ports is coming up."
     if spec.slug == "complete-grading":
         form = ManualScoreForm(request.POST)
         if not form.is_valid():

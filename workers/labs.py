@@ -304,6 +304,63 @@ def _stop_and_wipe(lab, cml, *, delete: bool, actor) -> str | None:
     return None
 
 
+# --- observed: a session's lab still running (drift, SPEC §11) ---------------------------------------------
+
+# The sessions whose lab must be running: READY and RUNNING (their status values, spelled here to keep this
+# module free of the sessions app's states).
+DRIFT_WATCHED = ("READY", "RUNNING")
+# The records a re-instantiation drives to BOOTED as they are; any other is reset first (`reset_for_reimport`).
+LIVE = frozenset({L.IMPORTING, L.DEFINED, L.STARTING, L.BOOTED})
+
+
+def observe(lab, cml, *, actor) -> str | None:
+    """Ask CML whether a session's booted lab still runs (one call); returns the problem, None when it runs.
+
+    Gone from CML: the record goes ORPHANED (its ports kept for a re-instantiation); not STARTED: ERROR, with
+    the state CML reports. A record marked so whose lab runs again (someone started it in CML) goes back to
+    BOOTED. Network errors are raised: an unreachable worker is not a lab that drifted.
+    """
+    if lab.status == L.ORPHANED and not lab.cml_lab_id:
+        return "its lab is gone from CML"
+    try:
+        state = cml.lab_state(lab.cml_lab_id)
+    except http.NotFound:
+        if lab.status != L.ORPHANED:
+            lab_record_transition(lab, L.ORPHANED, actor=actor, reason="vanished from CML (drift check)", cml_state="")
+        return f"its lab {lab.cml_lab_id} is gone from CML"
+    now = timezone.now()
+    if state != CML_STARTED:
+        if lab.status != L.ERROR:
+            lab_record_transition(
+                lab, L.ERROR, actor=actor, reason=f"found {state} in CML (drift check)", cml_state=state
+            )
+        return f"its lab {lab.cml_lab_id} is {state} in CML, not running"
+    if lab.status == L.ERROR:
+        walk(lab, [L.STARTING, L.BOOTED], actor=actor, reason="running again in CML", cml_state=state)
+    LabRecord.objects.filter(pk=lab.pk).update(last_synced_at=now, cml_state=state)
+    return None
+
+
+def reset_for_reimport(lab, cml, *, actor) -> LabRecord:
+    """A drifted lab (ORPHANED or ERROR) made ready for a fresh import under the same record, keeping its ports:
+    what is left of it in CML is stopped, wiped and deleted, then the record is IMPORTING again with no CML id.
+    A crash between the two steps is finished by the next call (a lab already gone from CML is fine)."""
+    if lab.status in LIVE:
+        return lab
+    if lab.cml_lab_id:
+        try:
+            if cml.lab_state(lab.cml_lab_id) == CML_STARTED:
+                cml.stop_lab(lab.cml_lab_id)
+            cml.wipe_lab(lab.cml_lab_id)
+            cml.delete_lab(lab.cml_lab_id)
+        except http.NotFound:
+            pass
+    return lab_record_transition(
+        lab, L.IMPORTING, actor=actor, reason=f"re-instantiating (was {lab.cml_lab_id or 'gone'}): a fresh import",
+        cml_lab_id="", cml_state="", import_sent_at=None, last_synced_at=None,
+    )  # fmt: skip
+
+
 # --- desired: known (discovery, the worker reconciler's periodic sync) ----------------------------------
 
 
@@ -315,11 +372,17 @@ def release_worker_labs(worker, *, actor, reason: str) -> None:
 
 def sync_labs(worker, cml, *, actor) -> None:
     """Lab discovery: labs in CML that LCM does not know are recorded (ORPHANED, their ports reserved); labs LCM
-    knows that are gone from CML are DELETED (their ports released)."""
+    knows that are gone from CML are DELETED (their ports released), except the lab of a READY or RUNNING
+    session: its drift is the lablet reconciler's (`observe`), which keeps the ports for a re-instantiation."""
     in_cml = set(cml.labs(show_all=True))
     known = dict(LabRecord.objects.filter(worker=worker).exclude(cml_lab_id="").values_list("cml_lab_id", "status"))
+    in_use = set(
+        LabRecord.objects.filter(worker=worker, active_session__status__in=DRIFT_WATCHED).values_list(
+            "cml_lab_id", flat=True
+        )
+    )
     for lab_id, status in known.items():
-        if lab_id in in_cml or status == L.DELETED:
+        if lab_id in in_cml or status == L.DELETED or lab_id in in_use:
             continue
         try:
             cml.get_lab(lab_id)

@@ -58,7 +58,8 @@ LICENSE_BADGE_COLOURS = {
 
 
 # The spec names the lab states; the moves follow CML's lab life cycle. ORPHANED (gone from
-# CML, or unknown to LCM) and ERROR are reachable from any live state; DELETED is final.
+# CML, or unknown to LCM) and ERROR are reachable from any live state; DELETED is final. A session's lab found
+# gone or stopped (drift, SPEC §11) is re-imported in the same record, keeping its ports: ORPHANED/ERROR → IMPORTING.
 LabStatus, LAB_TRANSITIONS, LAB_BADGE_COLOURS = machine(
     "LabStatus",
     """
@@ -72,8 +73,8 @@ LabStatus, LAB_TRANSITIONS, LAB_BADGE_COLOURS = machine(
         WIPED      teal    -> STARTING DELETING ERROR ORPHANED
         DELETING   indigo  -> DELETED ERROR ORPHANED
         DELETED    dark    ->
-        ORPHANED   brown   -> DEFINED DELETING DELETED
-        ERROR      red     -> STARTING STOPPING WIPING DELETING DELETED ORPHANED
+        ORPHANED   brown   -> DEFINED DELETING DELETED IMPORTING
+        ERROR      red     -> STARTING STOPPING WIPING DELETING DELETED ORPHANED IMPORTING
     """,
 )
 L = LabStatus

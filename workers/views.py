@@ -2,13 +2,15 @@
 sessions, labs and history; admin actions through the worker services."""
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db.models import Case, IntegerField, Value, When
-from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from lcm.errors import first_error_line
@@ -25,14 +27,15 @@ from lcm.pages import (
     status_choices,
 )
 from scheduling.selectors import worker_capacities
-from sessions.states import capacity_holding_q
+from sessions.states import SessionStatus, capacity_holding_q
 from workers.filters import WorkerFilterSet
 from workers.forms import WorkerCreateForm
-from workers.models import CMLWorker, WorkerTemplate
+from workers.models import CMLWorker, SystemSettings, WorkerTemplate
 from workers.services import worker_cancel_drain, worker_drain, worker_set_desired
 from workers.states import DesiredStatus, LabStatus, LicenseType, WorkerStatus
 
 W = WorkerStatus
+S = SessionStatus
 _GONE = {W.TERMINATING, W.TERMINATED}
 
 
@@ -55,6 +58,9 @@ class WorkerAction:
             "terminate": desired != DesiredStatus.TERMINATED and status not in _GONE,
         }[self.slug]
 
+
+# Buttons that first show what they affect (SPEC §11): the sessions on the worker, and those a drain cuts short.
+CONFIRMED_ACTIONS = {"stop", "drain"}
 
 WORKER_ACTIONS = {
     a.slug: a
@@ -146,6 +152,7 @@ def _detail_context(request, worker) -> dict:
         labs=labs,
         history=worker.history.order_by("-at", "-id")[:30],
         actions=[a for a in WORKER_ACTIONS.values() if a.applies(worker)],
+        confirmed_actions=CONFIRMED_ACTIONS,
     )
 
 
@@ -165,6 +172,35 @@ def _render_detail(request, pk, status=200):
 def worker_detail(request, pk):
     """One worker: capacity, licence, metrics, EC2/CML facts, its sessions, labs and history; live."""
     return _render_detail(request, pk)
+
+
+def affected_sessions(worker, spec: WorkerAction, now=None) -> tuple[list, list, datetime | None]:
+    """What a Stop or Drain of `worker` affects: the sessions holding capacity on it, those among them booked past
+    the point where they would be cut off (a drain's deadline, or now for a stop), and that deadline."""
+    now = now or timezone.now()
+    sessions = list(
+        worker.sessions.select_related("definition").filter(capacity_holding_q()).order_by("timeslot_end", "owner")
+    )
+    deadline = now
+    if spec.slug == "drain":
+        deadline = now + timedelta(minutes=SystemSettings.load().drain_timeout_minutes)
+    cut = [s for s in sessions if s.timeslot_end > deadline and s.status not in (S.STOPPING, S.EXPIRED, S.TERMINATED)]
+    return sessions, cut, deadline
+
+
+@admin_required
+def worker_confirm(request, pk, action):
+    """The confirm step of Stop and Drain: the sessions affected, and a warning for those cut short."""
+    spec = WORKER_ACTIONS.get(action)
+    if spec is None or action not in CONFIRMED_ACTIONS:
+        raise Http404("No such action")
+    worker = get_object_or_404(CMLWorker, pk=pk)
+    if not spec.applies(worker):
+        messages.warning(request, f"“{spec.label}” does not apply: {worker.name} is {worker.status}.")
+        return redirect("workers:worker_detail", pk=pk)
+    sessions, cut, deadline = affected_sessions(worker, spec)
+    context = page_context(request, "workers", worker=worker, spec=spec, sessions=sessions, cut=cut, deadline=deadline)
+    return render(request, "workers/worker_confirm.html", context)
 
 
 def _run_worker_action(request, worker, spec: WorkerAction) -> str:
@@ -193,6 +229,9 @@ def worker_action(request, pk, action):
     if spec is None:
         raise Http404("No such action")
     worker = get_object_or_404(CMLWorker, pk=pk)
+    if action in CONFIRMED_ACTIONS and request.POST.get("confirmed") != "1":
+        url = reverse("workers:worker_confirm", args=[pk, action])
+        return HttpResponse(headers={"HX-Redirect": url}) if request.htmx else redirect(url)
     expected = request.POST.get("expected", "").strip().upper() or worker.status
     if worker.status != expected or not spec.applies(worker):
         text = f"“{spec.label}” no longer applies: {worker.name} is {worker.status} (wanted {worker.desired_status})."

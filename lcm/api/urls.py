@@ -14,6 +14,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from grading.api.urls import internal_routes as grading_internal
 from grading.api.urls import v1_routes as grading_v1
 from lcm.api.schema import ApiRouter
+from scheduling.api.attention import AttentionView
 from scheduling.api.status import StatusView
 from scheduling.api.urls import v1_routes as scheduling_v1
 from sessions.api.urls import internal_routes as sessions_internal
@@ -39,6 +40,7 @@ def not_found(request, *args, **kwargs):
 
 urlpatterns = [
     path("v1/status/", StatusView.as_view(), name="status"),
+    path("v1/attention/", AttentionView.as_view(), name="attention"),
     path("v1/", include(v1.urls)),
     path("internal/", include(internal.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

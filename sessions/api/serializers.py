@@ -182,7 +182,7 @@ class SessionSerializer(serializers.ModelSerializer):
             "timeslot_start", "timeslot_end", "worker_id", "worker_name", "lab_record_id", "cml_lab_id",
             "allocated_ports", "scheduled_at", "started_at", "ended_at", "duration_seconds", "end_reason",
             "end_reason_detail", "cleanup_pending", "grade_result", "attempts", "last_error", "next_attempt_at",
-            "created_by", "created_at", "updated_at",
+            "degraded_at", "degraded_reason", "created_by", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -219,6 +219,8 @@ class SessionSerializer(serializers.ModelSerializer):
             "attempts": session.attempts,
             "last_error": session.last_error,
             "next_attempt_at": iso_utc(session.next_attempt_at),
+            "degraded_at": iso_utc(session.degraded_at),
+            "degraded_reason": session.degraded_reason,
             "created_by": session.created_by,
             "created_at": iso_utc(session.created_at),
             "updated_at": iso_utc(session.updated_at),

@@ -5,7 +5,7 @@ definitions. Every change goes through the same service as the pages and command
 """
 
 from django.core.exceptions import ValidationError
-from django.db import DataError
+from django.db import DataError, transaction
 from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -15,6 +15,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
+from lcm import loops
 from lcm.api.permissions import IsAdmin, IsInstructor
 from lcm.api.serializers import REASON_PARAMETER, ReasonSerializer
 from lcm.api.viewsets import ApiViewSet
@@ -35,7 +36,7 @@ from sessions.booking import session_create, session_extend
 from sessions.definitions import definition_create, definition_new_version, definition_transition
 from sessions.filters import DefinitionFilterSet, SessionFilterSet
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
-from sessions.services import session_requeue, session_terminate, session_transition
+from sessions.services import session_reinstantiate, session_requeue, session_terminate, session_transition
 from sessions.states import DefinitionStatus
 from workers.models import CMLWorker
 
@@ -282,7 +283,7 @@ class SessionViewSet(BaseSessionViewSet):
     """Lablet sessions: book, watch, drive, terminate (instructors and admins)."""
 
     permission_classes = [IsInstructor]
-    conflict_actions = ("create", "destroy", "transition", "extend", "requeue")
+    conflict_actions = ("create", "destroy", "transition", "extend", "requeue", "reinstantiate")
     query_parameter_actions = ("destroy",)
 
     @extend_schema(summary="Book a session", request=SessionCreateSerializer, responses={201: SessionSerializer})
@@ -342,6 +343,18 @@ class SessionViewSet(BaseSessionViewSet):
     )
     def requeue(self, request, pk=None):
         return self._change_from_body(ReasonSerializer, session_requeue)
+
+    @session_action(
+        "Re-instantiate a degraded session",
+        ReasonSerializer,
+        "A READY/RUNNING session whose lab is gone or stopped in CML (`degraded_at` set) gets a fresh lab on the same "
+        "worker with the same ports; the reconciler brings it up and clears `degraded_at`. 409 when not degraded.",
+    )
+    def reinstantiate(self, request, pk=None):
+        response = self._change_from_body(ReasonSerializer, session_reinstantiate)
+        # A change of no status: nothing is projected that would wake the reconciler, so it is asked directly.
+        transaction.on_commit(lambda: loops.enqueue("lablets", pk))
+        return response
 
     def _child(self, queryset):
         return current_child(self, queryset)

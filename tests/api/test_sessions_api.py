@@ -24,7 +24,7 @@ SESSION_FIELDS = {
     "timeslot_start", "timeslot_end", "worker_id", "worker_name", "lab_record_id", "cml_lab_id", "allocated_ports",
     "scheduled_at", "started_at", "ended_at", "duration_seconds", "end_reason", "end_reason_detail",
     "cleanup_pending", "grade_result", "attempts", "last_error", "next_attempt_at", "created_by", "created_at",
-    "updated_at",
+    "updated_at", "degraded_at", "degraded_reason",
 }  # fmt: skip
 UNKNOWN = uuid.uuid4()
 

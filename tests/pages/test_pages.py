@@ -463,12 +463,13 @@ def test_worker_create_and_admin_actions(admin_client, fleet):
 
     running = fleet["worker"]
     url = f"/workers/{running.pk}/actions/"
-    assert admin_client.post(url + "drain/", {"expected": "RUNNING"}, headers=HX).status_code == 200
+    confirmed = {"expected": "RUNNING", "confirmed": "1"}
+    assert admin_client.post(url + "drain/", confirmed, headers=HX).status_code == 200
     running.refresh_from_db()
     assert running.status == WorkerStatus.DRAINING and running.drain_deadline
-    assert admin_client.post(url + "drain/", {"expected": "RUNNING"}, headers=HX).status_code == 409
+    assert admin_client.post(url + "drain/", confirmed, headers=HX).status_code == 409
     assert admin_client.post(url + "cancel-drain/", {"expected": "DRAINING"}, headers=HX).status_code == 200
-    assert admin_client.post(url + "stop/", {"expected": "RUNNING"}, headers=HX).status_code == 200
+    assert admin_client.post(url + "stop/", confirmed, headers=HX).status_code == 200
     running.refresh_from_db()
     assert (running.status, running.desired_status) == ("RUNNING", "STOPPED")
     assert admin_client.post(url + "start/", {"expected": "RUNNING"}, headers=HX).status_code == 200
