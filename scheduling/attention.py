@@ -38,6 +38,8 @@ RECENT = timedelta(hours=24)
 WAIT_WINDOW = timedelta(minutes=30)
 # At most this many items of one kind (the list stays a page, however bad the day).
 PER_KIND = 200
+# Sessions a drain deadline can cut short: those still on their worker and not already being torn down.
+CUT_SHORT = sorted(CAPACITY_HOLDING - {S.STOPPING})
 # How many rejected workers a placement reason names.
 NAMED_WORKERS = 4
 
@@ -274,7 +276,7 @@ def _troubled_workers() -> list[Item]:
 def _drain_cuts() -> list[Item]:
     rows = (
         LabletSession.objects.select_related("worker")
-        .filter(status__in=CAPACITY_HOLDING, worker__status=W.DRAINING, worker__drain_deadline__lt=F("timeslot_end"))
+        .filter(status__in=CUT_SHORT, worker__status=W.DRAINING, worker__drain_deadline__lt=F("timeslot_end"))
         .order_by("worker__drain_deadline", "timeslot_end")
     )
     return [
