@@ -270,11 +270,16 @@ def test_an_instructor_sees_no_admin_actions(open_page, instructor, admin_user, 
     assert page.get_by_role("button", name="Deactivate").count() == 0
     shot(page, "33-instructor-definition")
 
-    # An admin has them, and they work without a reload.
+    # An admin has them; Drain asks first, listing the sessions on the worker (SPEC §11); the others work
+    # without a reload.
     admin = open_page(admin_user, f"/workers/{worker.pk}/")
-    mark_no_reload(admin)
     admin.get_by_role("button", name="Drain", exact=True).click()
+    expect(admin).to_have_url(re.compile(rf"/workers/{worker.pk}/confirm/drain/\??$"))
+    expect(admin.locator("table.affected")).to_contain_text("cand-running")
+    admin.get_by_role("button", name="Drain worker", exact=True).click()
+    expect(admin).to_have_url(re.compile(rf"/workers/{worker.pk}/$"))
     expect(admin.locator("#worker-status")).to_have_text("DRAINING")
+    mark_no_reload(admin)
     admin.get_by_role("button", name="Cancel drain", exact=True).click()
     expect(admin.locator("#worker-status")).to_have_text("RUNNING")
     admin.once("dialog", lambda dialog: dialog.accept())
