@@ -21,7 +21,13 @@ from lcm.admin_utils import (
 from sessions.booking import session_create
 from sessions.definitions import definition_create, definition_transition
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
-from sessions.services import session_requeue, session_terminate, session_transition, user_session_update
+from sessions.services import (
+    session_reinstantiate,
+    session_requeue,
+    session_terminate,
+    session_transition,
+    user_session_update,
+)
 from sessions.states import DefinitionStatus, SessionStatus
 from workers.states import LicenseType
 
@@ -253,6 +259,10 @@ class LabletSessionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
         ("Placement", {"fields": ("worker", "lab_record", "cml_lab_id", "allocated_ports")}),
         ("Outcome", {"fields": ("end_reason", "end_reason_detail", "grade_result", "cleanup_pending")}),
         ("Reconciler", {"fields": ("attempts", "last_error", "next_attempt_at")}),
+        (
+            "Lab drift",
+            {"fields": ("degraded_at", "degraded_reason", "lab_checked_at", "reinstantiate_requested_at")},
+        ),
         ("Record", {"fields": ("created_by", "created_at", "updated_at")}),
     )
     # The grading app adds its inlines (grading session, score report): grading depends on sessions.
@@ -267,6 +277,11 @@ class LabletSessionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
             "requeue_sessions",
             "Requeue (SCHEDULED → PENDING, otherwise retry now)",
             lambda session, request: session_requeue(session, actor=request.user, reason=ADMIN_REASON),
+        ),
+        service_action(
+            "reinstantiate_sessions",
+            "Re-instantiate (a degraded session: a fresh lab, same ports)",
+            lambda session, request: session_reinstantiate(session, actor=request.user, reason=ADMIN_REASON),
         ),
         _session_action("start_sessions", "Start session (→ RUNNING)", SessionStatus.RUNNING),
         _session_action("finish_sessions", "Finish session (→ COLLECTING)", SessionStatus.COLLECTING),

@@ -107,6 +107,7 @@ def _before_instantiating(locked, target, *, prepare_lab=None, **_):
 
 
 def _before_ready(locked, target, *, user_session=None, provisioned=None, actor=None, **_):
+    locked.lab_checked_at = timezone.now()  # its lab was just seen booted: the first drift check is an interval away
     if user_session:
         user_session_create(locked, actor=actor, **user_session)
     elif provisioned:
