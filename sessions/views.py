@@ -42,9 +42,10 @@ from lcm.roles import is_admin
 from scheduling.selectors import worker_capacities
 from sessions import selectors
 from sessions.definitions import definition_transition
+from sessions.exam_views import todays_exams
 from sessions.filters import DefinitionFilterSet, SessionFilterSet
-from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm
-from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
+from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm, SessionListOptions
+from sessions.models import Exam, LabletDefinition, LabletSession, SessionStatusChange
 from sessions.selectors import queue_depth
 from sessions.services import session_end_hold, session_requeue, session_transition
 from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, GradingMode, SessionStatus
@@ -70,7 +71,7 @@ def fleet_summary(capacities) -> dict:
 
 @instructor_required
 def dashboard(request):
-    """Counts by state, fleet capacity, loop health and recent events; refreshes itself."""
+    """Counts by state, today's exams, fleet capacity, loop health and recent events; refreshes itself."""
     capacities = sorted(worker_capacities().values(), key=lambda c: c.name)
     counts = selectors.session_counts_by_status()
     context = page_context(
@@ -84,6 +85,7 @@ def dashboard(request):
         events=SessionStatusChange.objects.select_related("session").order_by("-at", "-id")[:12],
         loops=loop_health(),
         queue=queue_depth(),
+        todays_exams=todays_exams(),
     )
     return render_live(request, "sessions/dashboard.html", context)
 
@@ -137,9 +139,10 @@ def session_list(request):
 
     params = clean_params(request.GET)
     date_error = _date_window(params)
-    filterset = SessionFilterSet(params, queryset=selectors.session_list().order_by("-timeslot_start", "-created_at"))
-    page, query = paginate(filterset.qs, params)
-    errors = filter_errors(filterset)
+    listing = SessionListOptions(params)
+    filterset = SessionFilterSet(params, queryset=selectors.session_list().select_related("exam"))
+    page, query = paginate(listing.order(filterset.qs), params, per_page=listing.page_size)
+    errors = {**filter_errors(filterset), **listing.errors}
     if date_error:
         errors["date"] = date_error
     selected_status = params.get("status", "")
@@ -156,6 +159,10 @@ def session_list(request):
         status_choices=choices,
         definitions=LabletDefinition.objects.only("id", "name", "version").order_by("name", "-created_at"),
         workers=_worker_options(),
+        exams=Exam.objects.only("id", "name", "timeslot_start").order_by("-timeslot_start", "-id")[:200],
+        listing=listing,
+        sort_links=listing.links(params),
+        exact_filters=[(name, value) for name in ("owner", "reservation_id") for value in params.getlist(name)],
         form=form,
         form_open=request.method == "POST" or "new" in request.GET,
     )
