@@ -127,6 +127,18 @@ def _booked_conflict(reservation_id) -> Conflict | None:
     )
 
 
+def _admit(definition, start, end, mode: str, now):
+    """The capacity verdict for one more session (None when admission is off), under the admission lock until the
+    caller's transaction ends; CapacityRefused when `mode` is refuse and it does not fit."""
+    if mode == "off":
+        return None
+    admission_lock()
+    verdict = capacity_check(definition, start, end, 1, now=now)
+    if not verdict.fits and mode == "refuse":
+        raise CapacityRefused(verdict)
+    return verdict
+
+
 def session_create(
     *,
     definition,
@@ -157,15 +169,9 @@ def session_create(
     conflict = _booked_conflict(reservation_id) if reservation_id else None
     if conflict:
         raise conflict
-    mode = admission_mode(on_capacity)
-    verdict = None
     try:
         with transaction.atomic():
-            if mode != "off":
-                admission_lock()
-                verdict = capacity_check(definition, start, end, 1, now=now)
-                if not verdict.fits and mode == "refuse":
-                    raise CapacityRefused(verdict)
+            verdict = _admit(definition, start, end, admission_mode(on_capacity), now)
             session = LabletSession.objects.create(
                 status_changed_at=now,
                 definition=definition,
