@@ -214,7 +214,8 @@ def exam_detail(request, pk):
 
 
 def _confirm_page(request, exam, action, extend, *, changed=None, status=200):
-    sessions = _touched(_roster(exam), action)
+    roster = _roster(exam)
+    sessions = _touched(roster, action)
     context = page_context(
         request,
         "exams",
@@ -222,6 +223,7 @@ def _confirm_page(request, exam, action, extend, *, changed=None, status=200):
         action=action,
         sessions=sessions,
         count=len(sessions),
+        others=len(roster) - len(sessions),
         extend=extend,
         changed=changed,
     )

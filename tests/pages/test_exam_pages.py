@@ -332,6 +332,7 @@ def test_terminate_asks_naming_the_count_then_acts_and_lists_the_refused(instruc
     confirm = instructor_client.get(f"/exams/{running_exam.pk}/actions/terminate/")
     html = confirm.content.decode()
     assert confirm.status_code == 200 and "Terminate 4 sessions?" in html  # all but the ARCHIVED one
+    assert "1 other session of the exam is in a state this action does not apply to" in html
     assert '<input type="hidden" name="count" value="4">' in html
     assert LabletSession.objects.filter(exam=running_exam, status="TERMINATED").count() == 0  # asking changes nothing
 
