@@ -7,18 +7,19 @@ import io
 from datetime import timedelta
 
 import pytest
+import requests
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from lcm.roles import INSTRUCTOR_GROUP
 from sessions.candidate import lds_end_of
 from sessions.clients.lds import lds_client
-from sessions.exams import exam_action, results_csv
+from sessions.exams import exam_action, exam_book, results_csv
 from sessions.models import Exam, LabletSession
 from tests.api.conftest import client_for
 from tests.factories import DefinitionFactory, TemplateFactory
 from tests.support.loops import drive
-from workers.models import SystemSettings
+from workers.models import LabRecord, Port, SystemSettings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,3 +117,28 @@ def test_a_roster_the_demo_fleet_cannot_hold(sims, demo_fleet, proctor):
     assert response.status_code == 201, response.content
     assert response.json()["capacity"]["fits"] is True
     assert "up to 5 more exam-large" in response.json()["capacity"]["reasons"][0]
+
+
+def test_bulk_terminate_cleans_every_session_up(sims, demo_fleet):
+    """Terminate a whole exam (READY and RUNNING sessions): every session TERMINATED and torn down, leaving no lab in
+    CML, no open LDS session and no port (the labs are not kept for reuse here, so they are deleted)."""
+    definition = DefinitionFactory(boot_lead_minutes=30, lab_reuse_enabled=False, grading_enabled=False)
+    booking = exam_book(
+        name="Cancelled", definition=definition, timeslot_start=None, timeslot_end=None,
+        candidates=[{"owner": f"t{i}"} for i in range(6)], actor="proctor",
+    )  # fmt: skip
+    exam = booking.exam
+    drive(lambda: _statuses(exam) == ["READY"] * 6)
+    first = exam.sessions.order_by("owner").first()
+    exam_action(exam, "start", actor="proctor")  # all RUNNING now
+    results = exam_action(exam, "terminate", actor="proctor", reason="fire alarm")
+    assert [r.result for r in results] == ["ok"] * 6
+    drive(lambda: not LabletSession.objects.filter(exam=exam, cleanup_pending=True).exists())
+    assert set(_statuses(exam)) == {"TERMINATED"}
+    assert LabRecord.objects.exclude(status="DELETED").count() == 0 and Port.objects.count() == 0
+    for worker in demo_fleet:
+        state = requests.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()
+        assert not state.get("labs"), state
+    lds = requests.get(f"{sims.urls['lds']}/_sim/state", timeout=5).json()["sessions"]
+    assert len(lds) == 6 and all(s["is_finalized"] for s in lds.values()), lds
+    assert first.history.filter(actor="proctor", reason="fire alarm", to_status="TERMINATED").exists()
