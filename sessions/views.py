@@ -159,7 +159,7 @@ def session_list(request):
         status_choices=choices,
         definitions=LabletDefinition.objects.only("id", "name", "version").order_by("name", "-created_at"),
         workers=_worker_options(),
-        exams=Exam.objects.only("id", "name", "timeslot_start").order_by("-timeslot_start", "-id")[:200],
+        exams=_exam_options(filterset),
         listing=listing,
         sort_links=listing.links(params),
         exact_filters=[(name, value) for name in ("owner", "reservation_id") for value in params.getlist(name)],
@@ -167,6 +167,15 @@ def session_list(request):
         form_open=request.method == "POST" or "new" in request.GET,
     )
     return render_live(request, "sessions/session_list.html", context, status=status)
+
+
+def _exam_options(filterset) -> list[Exam]:
+    """The exam filter's choices: the 200 latest exams, and the one filtered by when it is older."""
+    exams = list(Exam.objects.only("id", "name", "timeslot_start").order_by("-timeslot_start", "-id")[:200])
+    selected = filterset.form.cleaned_data.get("exam") if filterset.is_valid() else None
+    if selected and all(e.pk != selected for e in exams):
+        exams += Exam.objects.only("id", "name", "timeslot_start").filter(pk=selected)
+    return exams
 
 
 def _worker_options():

@@ -162,6 +162,17 @@ def test_the_exam_filter(instructor_client, people):
     html = instructor_client.get("/sessions/").content.decode()
     assert f'<option value="{exam.pk}">Networking 101' in html  # offered in the filter
     assert f'href="/exams/{exam.pk}/"' in html  # each row links its exam
+    old = Exam.objects.create(
+        name="Long ago", definition=people, timeslot_start=timezone.now() - timedelta(days=900),
+        timeslot_end=timezone.now() - timedelta(days=900) + timedelta(hours=1),
+    )  # fmt: skip
+    now = timezone.now()
+    Exam.objects.bulk_create(
+        Exam(name=f"filler {i}", definition=people, timeslot_start=now, timeslot_end=now + timedelta(hours=1))
+        for i in range(200)
+    )
+    html = instructor_client.get(f"/sessions/?exam={old.pk}").content.decode()
+    assert f'<option value="{old.pk}" selected>Long ago' in html  # an old exam filtered by is still offered, selected
     for junk in ("nope", "1.5", "-3", "1e309", "9" * 30):
         bad = instructor_client.get("/sessions/", {"exam": junk})
         assert bad.status_code == 200 and 'has-error"><label for="f-exam"' in bad.content.decode(), junk
