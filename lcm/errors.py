@@ -11,6 +11,8 @@ class Conflict(Exception):
     """The request clashes with existing data (HTTP 409); `existing_id` names what it clashes with."""
 
     code = "conflict"
+    # More members of the 409 body (e.g. `capacity`, the verdict of a refused booking).
+    extra: dict = {}
 
     def __init__(self, detail: str, *, existing_id=None, field: str | None = None):
         self.detail = detail

@@ -178,6 +178,8 @@ LCM_PLACEMENT_LEAD_MINUTES = env.int("LCM_PLACEMENT_LEAD_MINUTES", default=35)
 LCM_BOOT_LEAD_MINUTES = env.int("LCM_BOOT_LEAD_MINUTES", default=20)
 LCM_GRADING_TIMEOUT_MINUTES = env.int("LCM_GRADING_TIMEOUT_MINUTES", default=30)
 LCM_MAX_EXTENSION_MINUTES = env.int("LCM_MAX_EXTENSION_MINUTES", default=30)
+# A new SystemSettings row's admission (SPEC §10): refuse | warn | off what the fleet cannot hold.
+LCM_ADMISSION = env.str("LCM_ADMISSION", default="refuse")
 LCM_SESSION_START_GRACE_SECONDS = env.int("LCM_SESSION_START_GRACE_SECONDS", default=60)
 
 # Read only to build LOGGING below, so not settings of their own.

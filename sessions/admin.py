@@ -7,6 +7,8 @@ Statuses are read-only; they change only through the actions below, which call
 
 from django import forms
 from django.contrib import admin
+from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils.html import format_html
 
 from lcm.admin_utils import (
@@ -20,7 +22,7 @@ from lcm.admin_utils import (
 )
 from sessions.booking import session_create
 from sessions.definitions import definition_create, definition_transition
-from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
+from sessions.models import Exam, LabletDefinition, LabletSession, SessionStatusChange, UserSession
 from sessions.services import (
     session_reinstantiate,
     session_requeue,
@@ -28,7 +30,7 @@ from sessions.services import (
     session_transition,
     user_session_update,
 )
-from sessions.states import DefinitionStatus, SessionStatus
+from sessions.states import ACTIVE, DefinitionStatus, SessionStatus
 from workers.states import LicenseType
 
 # The history reason of every change made from the admin.
@@ -365,3 +367,58 @@ class UserSessionAdmin(SessionChildAdmin):
     list_display = ("lablet_session", "status", "lds_session_id", "login_url", "created_at")
     search_fields = ("lds_session_id", "lds_part_id", "lablet_session__owner", "lablet_session__id__exact")
     fields = ("id", "lablet_session", "status", *USER_SESSION_EDIT_FIELDS, "created_at", "updated_at")
+
+
+# ---------------------------------------------------------------------------------------
+# Exams
+# ---------------------------------------------------------------------------------------
+
+
+class ExamSessionInline(ReadOnlyInline):
+    model = LabletSession
+    fields = readonly_fields = ("owner", "reservation_id", "status", "timeslot_end", "grade_result")
+    ordering = ("owner",)
+    show_change_link = True
+    verbose_name_plural = "Sessions"
+
+
+@admin.register(Exam)
+class ExamAdmin(ReadOnlyAdmin):
+    """Exams are booked through `sessions.exams.exam_book` (the exam pages, REST, `manage.py exam_book`); here
+    they are read with their sessions counted. Their sessions change through the session actions."""
+
+    list_display = ("name", "definition", "timeslot_start", "timeslot_end", "sessions_total", "sessions_active",
+                    "sessions_passed", "sessions_link", "created_by")  # fmt: skip
+    list_filter = ("definition",)
+    search_fields = ("name", "notes", "definition__name", "created_by")
+    date_hierarchy = "timeslot_start"
+    list_select_related = ("definition",)
+    inlines = (ExamSessionInline,)
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_total=Count("sessions"),
+                n_active=Count("sessions", filter=Q(sessions__status__in=ACTIVE)),
+                n_passed=Count("sessions", filter=Q(sessions__grade_result="PASS")),
+            )
+        )
+
+    @admin.display(description="sessions", ordering="n_total")
+    def sessions_total(self, exam):
+        return exam.n_total
+
+    @admin.display(description="active", ordering="n_active")
+    def sessions_active(self, exam):
+        return exam.n_active
+
+    @admin.display(description="passed", ordering="n_passed")
+    def sessions_passed(self, exam):
+        return exam.n_passed
+
+    @admin.display(description="")
+    def sessions_link(self, exam):
+        url = reverse("admin:lablets_labletsession_changelist") + f"?exam__id__exact={exam.pk}"
+        return format_html('<a href="{}">sessions</a>', url)

@@ -12,6 +12,7 @@ from django.utils.dateparse import parse_datetime
 from lcm.errors import Conflict
 from lcm.events import publish_change
 from lcm.fsm import InvalidTransition, actor_name, record_change
+from scheduling.admission import CapacityRefused, admission_lock, admission_mode, capacity_check
 from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
 from sessions.services import lock_session, record_session_note
 from sessions.states import DefinitionStatus, SessionStatus
@@ -126,6 +127,18 @@ def _booked_conflict(reservation_id) -> Conflict | None:
     )
 
 
+def _admit(definition, start, end, mode: str, now):
+    """The capacity verdict for one more session (None when admission is off), under the admission lock until the
+    caller's transaction ends; CapacityRefused when `mode` is refuse and it does not fit."""
+    if mode == "off":
+        return None
+    admission_lock()
+    verdict = capacity_check(definition, start, end, 1, now=now)
+    if not verdict.fits and mode == "refuse":
+        raise CapacityRefused(verdict)
+    return verdict
+
+
 def session_create(
     *,
     definition,
@@ -136,11 +149,15 @@ def session_create(
     reservation_id: str | None = None,
     reason: str = "",
     now: datetime | None = None,
+    on_capacity: str | None = None,
 ) -> LabletSession:
     """Book a session (SPEC §3.1); result PENDING.
 
     Raises ValidationError naming each bad field, or Conflict with the existing session's id
-    when `reservation_id` was booked already (so an upstream retry is idempotent).
+    when `reservation_id` was booked already (so an upstream retry is idempotent). Admission (SPEC §10,
+    `on_capacity`, else `SystemSettings.admission`): `refuse` raises CapacityRefused (a Conflict with the
+    verdict) when the fleet cannot hold it, `warn` books anyway, `off` skips the check; the verdict (None when
+    not checked) is on the returned session as `capacity_verdict`.
     """
     errors: dict[str, list[str]] = {}
     now = now or timezone.now()
@@ -154,6 +171,7 @@ def session_create(
         raise conflict
     try:
         with transaction.atomic():
+            verdict = _admit(definition, start, end, admission_mode(on_capacity), now)
             session = LabletSession.objects.create(
                 status_changed_at=now,
                 definition=definition,
@@ -179,6 +197,7 @@ def session_create(
             raise conflict from None
         raise
     publish_change("session", session.pk, "", S.PENDING, actor=actor_name(actor), reason=reason or "booked")
+    session.capacity_verdict = verdict
     return session
 
 

@@ -1,8 +1,8 @@
-"""Pages: dashboard, sessions and definitions (SPEC §5.4)."""
+"""Pages: dashboard, sessions, definitions (SPEC §5.4) and exams (SPEC §8)."""
 
 from django.urls import path
 
-from sessions import views
+from sessions import exam_views, views
 
 app_name = "sessions"
 
@@ -15,4 +15,9 @@ urlpatterns = [
     path("definitions/new/", views.definition_create, name="definition_create"),
     path("definitions/<uuid:pk>/", views.definition_detail, name="definition_detail"),
     path("definitions/<uuid:pk>/status/", views.definition_action, name="definition_action"),
+    path("exams/", exam_views.exam_list, name="exam_list"),
+    path("exams/new/", exam_views.exam_create, name="exam_create"),
+    path("exams/<int:pk>/", exam_views.exam_detail, name="exam_detail"),
+    path("exams/<int:pk>/actions/<slug:action>/", exam_views.exam_bulk_action, name="exam_action"),
+    path("exams/<int:pk>/results.csv", exam_views.exam_results_csv, name="exam_results_csv"),
 ]

@@ -45,9 +45,10 @@ from scheduling.attention import attention_items, waiting_reason
 from scheduling.selectors import worker_capacities
 from sessions import selectors
 from sessions.definitions import definition_transition
+from sessions.exam_views import todays_exams
 from sessions.filters import DefinitionFilterSet, SessionFilterSet
-from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm
-from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
+from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm, SessionListOptions
+from sessions.models import Exam, LabletDefinition, LabletSession, SessionStatusChange
 from sessions.selectors import queue_depth
 from sessions.services import session_end_hold, session_reinstantiate, session_requeue, session_transition
 from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, GradingMode, SessionStatus
@@ -73,7 +74,7 @@ def fleet_summary(capacities) -> dict:
 
 @instructor_required
 def dashboard(request):
-    """Counts by state, fleet capacity, loop health and recent events; refreshes itself."""
+    """Counts by state, today's exams, fleet capacity, loop health and recent events; refreshes itself."""
     capacities = sorted(worker_capacities().values(), key=lambda c: c.name)
     counts = selectors.session_counts_by_status()
     context = page_context(
@@ -88,6 +89,7 @@ def dashboard(request):
         loops=loop_health(),
         queue=queue_depth(),
         attention=attention_items(),
+        todays_exams=todays_exams(),
     )
     return render_live(request, "sessions/dashboard.html", context)
 
@@ -141,9 +143,10 @@ def session_list(request):
 
     params = clean_params(request.GET)
     date_error = _date_window(params)
-    filterset = SessionFilterSet(params, queryset=selectors.session_list().order_by("-timeslot_start", "-created_at"))
-    page, query = paginate(filterset.qs, params)
-    errors = filter_errors(filterset)
+    listing = SessionListOptions(params)
+    filterset = SessionFilterSet(params, queryset=selectors.session_list().select_related("exam"))
+    page, query = paginate(listing.order(filterset.qs), params, per_page=listing.page_size)
+    errors = {**filter_errors(filterset), **listing.errors}
     if date_error:
         errors["date"] = date_error
     selected_status = params.get("status", "")
@@ -160,10 +163,23 @@ def session_list(request):
         status_choices=choices,
         definitions=LabletDefinition.objects.only("id", "name", "version").order_by("name", "-created_at"),
         workers=_worker_options(),
+        exams=_exam_options(filterset),
+        listing=listing,
+        sort_links=listing.links(params),
+        exact_filters=[(name, value) for name in ("owner", "reservation_id") for value in params.getlist(name)],
         form=form,
         form_open=request.method == "POST" or "new" in request.GET,
     )
     return render_live(request, "sessions/session_list.html", context, status=status)
+
+
+def _exam_options(filterset) -> list[Exam]:
+    """The exam filter's choices: the 200 latest exams, and the one filtered by when it is older."""
+    exams = list(Exam.objects.only("id", "name", "timeslot_start").order_by("-timeslot_start", "-id")[:200])
+    selected = filterset.form.cleaned_data.get("exam") if filterset.is_valid() else None
+    if selected and all(e.pk != selected for e in exams):
+        exams += Exam.objects.only("id", "name", "timeslot_start").filter(pk=selected)
+    return exams
 
 
 def _worker_options():

@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/lcm")
+# Most tests book onto no fleet at all: admission (SPEC §10) is off unless a test switches it on
+# (SystemSettings.admission, or on_capacity). Set in the environment so `manage.py` subprocesses share it.
+os.environ.setdefault("LCM_ADMISSION", "off")
 
 from lcm.settings import *  # noqa: E402,F403
 

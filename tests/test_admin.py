@@ -20,7 +20,8 @@ from grading.services import grading_session_create, score_report_create
 from lcm.events import status_changed
 from lcm.models import LoopHeartbeat, ReceivedEvent
 from sessions.booking import session_create
-from sessions.models import LabletDefinition, LabletSession, SessionStatusChange, UserSession
+from sessions.exams import exam_book
+from sessions.models import Exam, LabletDefinition, LabletSession, SessionStatusChange, UserSession
 from sessions.services import session_transition, user_session_create
 from tests.factories import DEMO_LAB, DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
 from workers.models import (
@@ -80,7 +81,12 @@ def _build_graph() -> dict:
     worker = worker_create(name=f"worker-admin-{n}", actor="test", template=template, status="RUNNING")
     record = lab_record_create(worker=worker, actor="test", definition=definition, cml_lab_id=f"lab-{n}", title="demo")
     ports_allocate(record, ["desktop_vnc", "router_serial"])
+    exam = exam_book(
+        name=f"exam-{n}", definition=definition, timeslot_start=None, timeslot_end=None,
+        candidates=[{"owner": f"exam-candidate-{n}"}], actor="test",
+    ).exam  # fmt: skip
     return {
+        Exam: exam,
         LabletDefinition: definition,
         LabletSession: session,
         SessionStatusChange: session.history.first(),
@@ -398,6 +404,7 @@ def test_add_session_with_a_past_timeslot_shows_the_error_and_creates_nothing(ad
 @pytest.mark.django_db
 def test_add_session_with_a_booked_reservation_shows_the_conflict(admin_client, graph):
     session = graph[LabletSession]
+    before = LabletSession.objects.count()
 
     response = admin_client.post(
         _url(LabletSession, "add"), _session_form(session.definition, reservation_id=session.reservation_id)
@@ -406,7 +413,7 @@ def test_add_session_with_a_booked_reservation_shows_the_conflict(admin_client, 
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors["reservation_id"]
     assert str(session.pk) in errors[0]
-    assert LabletSession.objects.count() == 1
+    assert LabletSession.objects.count() == before
 
 
 @pytest.mark.django_db
@@ -801,3 +808,14 @@ def test_licence_tokens_never_show_in_the_admin(admin_client, graph):
     request = graph[LicenseRequest]
     for url in (_url(LicenseRequest, "changelist"), reverse("admin:workers_licenserequest_change", args=[request.pk])):
         assert "secret-token-123" not in admin_client.get(url).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_exam_list_counts_its_sessions_and_links_to_them(admin_client, graph):
+    exam = graph[Exam]
+    page = admin_client.get(_url(Exam, "changelist")).content.decode()
+    assert exam.name in page and f"exam__id__exact={exam.pk}" in page
+    sessions = admin_client.get(reverse("admin:lablets_labletsession_changelist"), {"exam__id__exact": exam.pk})
+    assert sessions.status_code == 200 and "exam-candidate-" in sessions.content.decode()
+    change = admin_client.get(_url(Exam, "change", exam.pk)).content.decode()
+    assert "exam-candidate-" in change

@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Max, OuterRef, Q, Subquery
+from django.db.models import Max, OuterRef, Subquery
 from django.utils import timezone
 
 from lcm.coordination import coordinator
@@ -28,6 +28,13 @@ from sessions.models import LabletSession
 from sessions.states import SessionStatus
 from workers.autoscaler import Decision, PendingSession, Policy, TemplateOption, WorkerState, plan
 from workers.models import CMLWorker, ScaleAction, ScaleDecision, SystemSettings, WorkerStatusChange, WorkerTemplate
+from workers.selectors import (
+    AUTOSCALER_ACTOR,
+    IDLE_ACTOR,
+    LCM_STOPPERS,
+    RECONCILER_ACTOR,  # noqa: F401 - where the reconcilers import it from
+    stopped_by,
+)
 from workers.services import (
     scale_decision_record,
     worker_cancel_drain,
@@ -42,11 +49,6 @@ logger = logging.getLogger("lcm.workers.autoscaling")
 
 W = WorkerStatus
 A = ScaleAction
-AUTOSCALER_ACTOR = "autoscaler"
-IDLE_ACTOR = "idle-detector"
-RECONCILER_ACTOR = "worker-reconciler"
-# Who may stop a worker and start it again on demand: LCM itself, never on an admin's behalf.
-LCM_STOPPERS = {AUTOSCALER_ACTOR, IDLE_ACTOR}
 # A demand that keeps waiting for the same reason is recorded once per this long, not on every tick.
 WAIT_REPEAT_AFTER = timedelta(minutes=10)
 
@@ -69,22 +71,6 @@ def template_option(template: WorkerTemplate) -> TemplateOption:
         cost_per_hour=float(template.cost_per_hour),
         cml_version=ami_version_hint(template.ami_name_pattern),
     )
-
-
-def stopped_by(worker_ids) -> dict[str, str]:
-    """`{worker id: actor}` of whoever last asked each worker to stop (a drain or desired STOPPED), the worker
-    reconciler's own follow-ups (it stops a drained worker) not counted."""
-    rows = (
-        WorkerStatusChange.objects.filter(worker_id__in=list(worker_ids))
-        .filter(Q(field="status", to_status=W.DRAINING) | Q(field="desired_status", to_status=DesiredStatus.STOPPED))
-        .exclude(actor=RECONCILER_ACTOR)
-        .order_by("worker_id", "-at", "-id")
-        .values_list("worker_id", "actor")
-    )
-    found: dict[str, str] = {}
-    for worker_id, actor in rows:
-        found.setdefault(str(worker_id), actor)
-    return found
 
 
 def fleet_states(now=None) -> list[WorkerState]:

@@ -289,6 +289,11 @@ def default_pass_percent() -> int:
     return round(settings.LCM_GRADING_CUT_PERCENT)
 
 
+def default_admission() -> str:
+    """`LCM_ADMISSION`: what booking does when the capacity check finds the fleet cannot hold it (refuse, warn, off)."""
+    return settings.LCM_ADMISSION
+
+
 class SystemSettings(models.Model):
     """Deployment-wide policy (SPEC §2.4). Exactly one row (pk=1); read it with `SystemSettings.load()`."""
 
@@ -317,7 +322,7 @@ class SystemSettings(models.Model):
     admission = models.CharField(
         max_length=10,
         choices=[("refuse", "Refuse"), ("warn", "Warn"), ("off", "Off")],
-        default="refuse",
+        default=default_admission,
         help_text="What booking does when the capacity check (SPEC §10) finds the fleet cannot hold it: "
         "refuse it, book it and warn, or skip the check.",
     )

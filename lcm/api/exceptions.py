@@ -6,7 +6,8 @@
   429 with `Retry-After` and `retry_after`).
 - 409 `{"detail", "code": "invalid_transition", "current_status", "allowed": [...]}` for a
   refused state change; `{"detail", "code": "conflict", "existing_id", "field"}` for a clash
-  with existing data (a duplicate `reservation_id` names the session it is booked as).
+  with existing data (a duplicate `reservation_id` names the session it is booked as); `code` `capacity`
+  with the verdict under `capacity` when admission refuses a booking the fleet cannot hold.
 - Anything else is a bug: logged with its traceback and answered 500 `{"detail"}` as JSON.
 """
 
@@ -112,7 +113,7 @@ def exception_handler(exc, context):
     if isinstance(exc, InvalidTransition):
         body, code = invalid_transition_body(exc), status.HTTP_409_CONFLICT
     elif isinstance(exc, Conflict):
-        body = {"detail": exc.detail, "code": Conflict.code, "existing_id": exc.existing_id, "field": exc.field}
+        body = {"detail": exc.detail, "code": exc.code, "existing_id": exc.existing_id, "field": exc.field, **exc.extra}
         code = status.HTTP_409_CONFLICT
     elif isinstance(exc, ConcurrentTransition):
         body = {"detail": "The object changed while this request was handled; retry.", "code": Conflict.code}

@@ -31,15 +31,26 @@ CONFLICT_SCHEMA = {
     "description": (
         "`code` is `invalid_transition` for a refused state change (with `current_status` and the `allowed` "
         "targets) or `conflict` for a clash with existing data (with `existing_id`, e.g. the session a "
-        "reservation is already booked as)."
+        "reservation is already booked as), or `capacity` when the fleet cannot hold a booking (with the capacity "
+        "check's verdict under `capacity`)."
     ),
     "properties": {
         "detail": {"type": "string"},
-        "code": {"type": "string", "enum": ["invalid_transition", "conflict"]},
+        "code": {"type": "string", "enum": ["invalid_transition", "conflict", "capacity"]},
         "current_status": {"type": "string"},
         "allowed": {"type": "array", "items": {"type": "string"}},
         "existing_id": {"type": "string", "nullable": True},
         "field": {"type": "string", "nullable": True},
+        "capacity": {
+            "type": "object",
+            "properties": {
+                "fits": {"type": "boolean"},
+                "needed": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "available": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "shortfall": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "reasons": {"type": "array", "items": {"type": "string"}},
+            },
+        },
     },
     "required": ["detail", "code"],
 }

@@ -1,5 +1,7 @@
-"""REST for scheduling (SPEC §5.1): the placement dry run."""
+"""REST for scheduling (SPEC §5.1, §10): the placement dry run and the capacity check."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -7,9 +9,16 @@ from rest_framework.response import Response
 
 from lcm.api.permissions import IsInstructor
 from lcm.api.viewsets import ApiViewSet
-from scheduling.api.serializers import PreviewRequestSerializer, PreviewSerializer
+from scheduling.admission import capacity_check
+from scheduling.api.serializers import (
+    CapacityCheckSerializer,
+    PreviewRequestSerializer,
+    PreviewSerializer,
+    VerdictSerializer,
+)
 from scheduling.capacity import Demand
 from scheduling.selectors import placement_preview
+from sessions.booking import _clean_timeslot, _definition_for_booking
 from sessions.models import LabletDefinition
 
 
@@ -49,3 +58,29 @@ class SchedulingViewSet(ApiViewSet):
             "candidates": candidates,
         }
         return Response(PreviewSerializer(body).data)
+
+
+class CapacityViewSet(ApiViewSet):
+    """The capacity check (SPEC §10), for instructors and admins."""
+
+    permission_classes = [IsInstructor]
+
+    @extend_schema(
+        summary="Capacity check",
+        description="Would `count` more sessions of this definition over this timeslot fit the fleet, with what is "
+        "already booked (boot lead and teardown included)? `available` counts the autoscaler's room up to its "
+        "per-region maximum when autoscaling is on. Booking a session or an exam applies the same check.",
+        request=CapacityCheckSerializer,
+        responses={200: VerdictSerializer},
+    )
+    @action(detail=False, methods=["post"])
+    def check(self, request):
+        data = self.read_body(CapacityCheckSerializer)
+        errors: dict = {}
+        now = timezone.now()
+        definition = _definition_for_booking(data["definition_id"], errors)
+        start, end = _clean_timeslot(definition, data.get("timeslot_start"), data.get("timeslot_end"), now, errors)
+        if errors:
+            raise DjangoValidationError(errors)
+        verdict = capacity_check(definition, start, end, data["count"], now=now)
+        return Response(VerdictSerializer(verdict.as_dict()).data)

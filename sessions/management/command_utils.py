@@ -10,7 +10,7 @@ from lcm.management.command_utils import fail, is_uuid, iso, parse_uuid, printab
 from lcm.versions import version_key
 from sessions.api.serializers import SessionSerializer
 from sessions.api.views import session_rows
-from sessions.models import LabletDefinition, LabletSession
+from sessions.models import Exam, LabletDefinition, LabletSession
 from sessions.states import DefinitionStatus
 
 
@@ -21,6 +21,14 @@ def get_session(value) -> LabletSession:
         return LabletSession.objects.select_related("definition", "worker").get(pk=pk)
     except LabletSession.DoesNotExist:
         raise fail(f"no session with id {pk}") from None
+
+
+def get_exam(value) -> Exam:
+    """The exam with id `value`, or a `CommandError`."""
+    try:
+        return Exam.objects.get(pk=int(str(value).strip()))
+    except (ValueError, Exam.DoesNotExist):
+        raise fail(f"no exam with id {value!r}") from None
 
 
 def resolve_definition(reference: str) -> LabletDefinition:

@@ -63,6 +63,17 @@ def _templates(n, world):
     TemplateFactory.create_batch(n)
 
 
+def _exams(n, world):
+    from sessions.models import Exam
+
+    for _ in range(n):
+        exam = Exam.objects.create(
+            name="e", definition=world["definition"], timeslot_start=world["session"].timeslot_start,
+            timeslot_end=world["session"].timeslot_end,
+        )  # fmt: skip
+        SessionFactory(definition=world["definition"], exam=exam)
+
+
 def _grading(n, world):
     GradingSessionFactory.create_batch(n, lablet_session=world["session"])
 
@@ -77,6 +88,7 @@ LISTS = {
     "/api/v1/worker-templates/": _templates,
     "/api/v1/lab-records/": _labs,
     "/api/internal/sessions/": _sessions,
+    "/api/v1/exams/": _exams,
 }
 
 
