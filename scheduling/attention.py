@@ -172,6 +172,8 @@ def _unplaceable(now, lead) -> list[Item]:
 def waiting_reason(session, now=None) -> str:
     """Why a session that is not on its way yet is waiting (its page), or ""."""
     now = now or timezone.now()
+    if session.status == S.SCHEDULED:
+        return _boot_wait(session, now)
     if session.status != S.PENDING:
         return ""
     lead = timedelta(minutes=SystemSettings.load().placement_lead_minutes)
@@ -186,6 +188,16 @@ def waiting_reason(session, now=None) -> str:
         return "Not placed yet: a worker fits, so the scheduler places it on its next tick."
     wait = _recent_waits(now).get(str(session.pk))
     return f"Not placed yet: {reason}." + (f" Autoscaler: {wait}." if wait else "")
+
+
+def _boot_wait(session, now) -> str:
+    minutes = session.definition.boot_lead_minutes
+    if minutes is None:
+        minutes = SystemSettings.load().boot_lead_minutes
+    starts = session.timeslot_start - timedelta(minutes=minutes)
+    if now >= starts:
+        return ""
+    return f"Placed; the lab is brought up {minutes} min before the timeslot, at {starts:%Y-%m-%d %H:%M} UTC."
 
 
 # --- sessions, gradings, workers, loops -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from lcm.coordination import coordinator
 from lcm.fsm import actor_name
 from lcm.loops import loop_health
 from lcm.pages import admin_required, clean_params, instructor_required, page_context, render_live
-from scheduling.attention import attention_items
+from scheduling.attention import attention_items, placement_reasons
 from scheduling.forms import PlacementPreviewForm, SystemSettingsForm
 from scheduling.selectors import placement_preview
 from sessions.models import LabletSession
@@ -45,11 +45,17 @@ def scheduler(request):
         if form.is_bound and form.is_valid():
             candidates = placement_preview(form.cleaned_data["definition"])
     lead = SystemSettings.load().placement_lead_minutes
-    waiting = (
+    waiting = list(
         LabletSession.objects.select_related("definition")
         .filter(status=S.PENDING)
         .order_by("timeslot_start", "created_at")[:20]
     )
+    horizon = timezone.now() + timedelta(minutes=lead)
+    due = [s for s in waiting if s.timeslot_start <= horizon]
+    # Why each due one waits: the placement preview of its definition (one read of the fleet for all of them).
+    reasons = placement_reasons({s.definition_id: s.definition for s in due}.values()) if due else {}
+    for session in waiting:
+        session.why = reasons.get(session.definition_id, "") if session in due else ""
     context = page_context(
         request,
         "scheduler",
@@ -57,7 +63,7 @@ def scheduler(request):
         loops=loop_health(),
         leader=leader,
         waiting=waiting,
-        horizon=timezone.now() + timedelta(minutes=lead),
+        horizon=horizon,
         form=form,
         candidates=candidates,
     )

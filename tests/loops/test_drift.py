@@ -10,11 +10,14 @@ from rest_framework.test import APIClient
 
 from lcm.roles import INSTRUCTOR_GROUP
 from sessions.booking import session_create
+from sessions.drift import check
+from sessions.labyaml import rewritten_topology
 from sessions.models import LabletSession
-from sessions.services import session_transition
+from sessions.services import session_reinstantiate, session_transition
 from tests.factories import DefinitionFactory
-from tests.support.loops import status_of
+from tests.support.loops import drive, status_of
 from tests.support.waiting import poll
+from workers import labs
 from workers.clients.cml import cml_client_for
 from workers.models import LabRecord
 
@@ -147,3 +150,28 @@ def test_reinstantiate_is_refused_for_a_session_that_is_not_degraded(sims, sim_w
     assert response.status_code == 409
     assert "nothing to re-instantiate" in response.json()["detail"]
     assert fresh(session).reinstantiate_requested_at is None
+
+
+def test_a_reinstantiation_that_died_after_its_import_went_out_is_finished_without_a_second_lab(
+    sims, sim_worker, drift_interval
+):
+    """No loops running: the test plays the pass that crashed, then ticks by hand (`drive`)."""
+    sim_worker("w1")
+    session = session_create(definition=DefinitionFactory(boot_lead_minutes=30), owner="crashy", actor="t")
+    drive(lambda: status_of(session) == "READY")
+    session = fresh(session)
+    old_lab, ports = session.cml_lab_id, dict(session.allocated_ports)
+    cml = cml_client_for(session.worker)
+    requests.delete(f"{sims.urls['cml']}/_sim/workers/w1/labs/{old_lab}", timeout=5).raise_for_status()
+    assert check(fresh(session), session.lab_checked_at) == f"its lab {old_lab} is gone from CML"
+    session_reinstantiate(fresh(session), actor="instructor", reason="lab vanished")
+
+    # The pass that died: the record reset, the import sent, its answer lost.
+    lab = labs.reset_for_reimport(fresh(session).lab_record, cml, actor="test")
+    labs._mark_import_sent(lab)
+    lost = cml.import_lab(rewritten_topology(session.definition.lab_yaml, ports), title=labs.lab_title(lab.pk))
+
+    drive(lambda: fresh(session).degraded_at is None)
+    back = fresh(session)
+    assert back.status == "READY" and back.cml_lab_id == lost and back.allocated_ports == ports
+    assert cml.labs(show_all=True) == [lost]  # found again by its title: no second import, nothing leaked

@@ -180,3 +180,25 @@ def test_dashboard_loop_freshness_comes_from_the_heartbeats(instructor, client):
     assert 'data-loop="lablets" data-state="ok"' in page and f"last tick {ticked:%H:%M:%S} UTC" in page
     assert 'data-loop="workers" data-state="stale"' in page
     assert "freshness is unknown" not in page
+
+
+def test_the_scheduler_page_says_why_each_due_booking_waits(instructor, client):
+    session = too_big_booking(owner="too-big")
+    SessionFactory(owner="much-later", timeslot_start=timezone.now() + timedelta(hours=5))
+    client.force_login(instructor)
+    html = client.get("/scheduler/").content.decode()
+    row = html[html.index(">too-big</a>") : html.index("</tr>", html.index(">too-big</a>"))]
+    assert "no worker fits (small-1: not enough cpu" in row
+    later = html[html.index(">much-later</a>") : html.index("</tr>", html.index(">much-later</a>"))]
+    assert "not due yet" in later
+    assert session.status == "PENDING"
+
+
+def test_a_scheduled_session_says_when_its_lab_comes_up(instructor, client):
+    worker = WorkerFactory()
+    start = timezone.now() + timedelta(hours=2)
+    session = SessionFactory(status="SCHEDULED", worker=worker, timeslot_start=start)
+    reason = waiting_reason(session)
+    assert reason.startswith("Placed; the lab is brought up 20 min before the timeslot, at ")
+    client.force_login(instructor)
+    assert reason in client.get(f"/sessions/{session.pk}/").content.decode()

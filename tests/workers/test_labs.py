@@ -560,3 +560,55 @@ def test_release_worker_labs_deletes_every_record_of_the_worker_only(definition,
     assert {c["id"] for c in changes} == {lab.pk for lab in mine[:-1]}
     assert moves(changes, mine[1]) == [(L.BOOTED, L.ORPHANED), (L.ORPHANED, L.DELETED)]
     assert moves(changes, mine[5]) == [(L.ORPHANED, L.DELETED)]
+
+
+# --- observed: still running (drift, SPEC §11) ----------------------------------------------------------
+
+
+def _booted_for(worker, definition, cml, status="READY"):
+    session = SessionFactory(definition=definition, worker=worker, status=status)
+    lab, ports = new_record(worker, definition, session)
+    lab = labs.boot(lab, cml, worker, topology=lambda: demo_topology(ports), actor=ACTOR)
+    return lab, ports
+
+
+def test_a_vanished_lab_of_a_ready_session_keeps_its_record_and_ports_for_a_fresh_import(
+    worker, definition, cml, cml_url, changes
+):
+    lab, ports = _booted_for(worker, definition, cml)
+    old = lab.cml_lab_id
+    assert labs.observe(fresh(lab), cml, actor=ACTOR) is None and fresh(lab).last_synced_at is not None
+    requests.delete(f"{cml_url}/_sim/workers/{worker.name}/labs/{old}", timeout=5).raise_for_status()
+
+    labs.sync_labs(worker, cml, actor=ACTOR)  # discovery leaves it to the drift check
+    assert fresh(lab).status == L.BOOTED and fresh(lab).ports == ports
+
+    assert labs.observe(fresh(lab), cml, actor=ACTOR) == f"its lab {old} is gone from CML"
+    assert fresh(lab).status == L.ORPHANED and fresh(lab).ports == ports
+    labs.sync_labs(worker, cml, actor=ACTOR)
+    assert fresh(lab).status == L.ORPHANED and fresh(lab).ports == ports  # still kept
+
+    lab = labs.reset_for_reimport(fresh(lab), cml, actor=ACTOR)
+    assert (lab.status, lab.cml_lab_id, lab.import_sent_at) == (L.IMPORTING, "", None) and lab.ports == ports
+    lab = labs.boot(lab, cml, worker, topology=lambda: demo_topology(ports), actor=ACTOR)
+    assert lab.status == L.BOOTED and lab.cml_lab_id not in ("", old) and lab.ports == ports
+    assert (L.ORPHANED, L.IMPORTING) in moves(changes, lab)
+
+
+def test_a_stopped_lab_is_an_error_until_it_runs_again_or_is_replaced(worker, definition, cml):
+    lab, ports = _booted_for(worker, definition, cml, status="RUNNING")
+    cml.stop_lab(lab.cml_lab_id)
+    assert labs.observe(fresh(lab), cml, actor=ACTOR) == f"its lab {lab.cml_lab_id} is STOPPED in CML, not running"
+    assert fresh(lab).status == L.ERROR and fresh(lab).cml_state == "STOPPED"
+
+    cml.start_lab(lab.cml_lab_id)  # someone started it again in CML
+    assert labs.observe(fresh(lab), cml, actor=ACTOR) is None
+    assert fresh(lab).status == L.BOOTED
+
+    cml.stop_lab(lab.cml_lab_id)
+    labs.observe(fresh(lab), cml, actor=ACTOR)
+    old = lab.cml_lab_id
+    replaced = labs.reset_for_reimport(fresh(lab), cml, actor=ACTOR)
+    assert replaced.status == L.IMPORTING and replaced.ports == ports
+    assert old not in cml.labs(show_all=True)  # not leaked in CML
+    assert labs.reset_for_reimport(replaced, cml, actor=ACTOR).status == L.IMPORTING  # again: nothing to do
