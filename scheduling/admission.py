@@ -34,7 +34,7 @@ from lcm.errors import Conflict
 from lcm.versions import ami_version_hint
 from scheduling.capacity import Demand, WorkerCapacity, fit_reason
 from scheduling.placement import fill
-from scheduling.selectors import worker_capacities
+from scheduling.selectors import worker_totals
 from sessions.models import LabletDefinition, LabletSession
 from sessions.states import SessionStatus, capacity_holding_q
 from workers.models import CMLWorker, SystemSettings, WorkerTemplate
@@ -134,15 +134,12 @@ def _fleet(definition, demand: Demand, system) -> _Fleet:
             counted.append(row)
             if not (wanted and row["status"] in (W.RUNNING, W.DRAINING, *COMING)):
                 active[row["region"]] += 1  # started again, it takes a place under the region's maximum
-    known = worker_capacities([r["id"] for r in counted]) if counted else {}
+    known = worker_totals([r["id"] for r in counted]) if counted else {}
     capacities, rejections = {}, []
     for row in counted:
         cap = known[str(row["id"])]
         version = cap.cml_version or ami_version_hint(row["template__ami_name_pattern"])
-        empty = replace(
-            cap, status=W.RUNNING, cml_version=version, cpu_used=0, memory_used=0, storage_used=0, nodes_used=0,
-            sessions=0,
-        )  # fmt: skip
+        empty = replace(cap, status=W.RUNNING, cml_version=version)
         capacities[empty.worker_id] = empty
         why = _why_not(empty, definition, demand)
         if why:
@@ -198,15 +195,9 @@ def _template_capacity(template, index: int) -> WorkerCapacity:
 # --- the demand ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Booked:
-    """One booked session as the check sees it: its shape, where it is, and when it occupies a worker."""
-
-    definition_id: object
-    worker_id: str | None  # set while it holds capacity on a worker
-    has_lab: bool
-    begins: datetime
-    ends: datetime
+# One booked session as the check sees it: ((definition id, worker id while it holds capacity there, has a lab),
+# from, until) — when it occupies a worker. Plain tuples: thousands are made per check.
+_Booked = tuple
 
 
 def _lead(definition, system) -> timedelta:
@@ -234,7 +225,7 @@ def _booked(window: tuple, system, now) -> tuple[list[_Booked], dict]:
                 continue  # ended before placement: holds nothing
             begins, ends = min(begins, now), max(ends, now + TEARDOWN_ALLOWANCE)
         if begins < end and ends > begin:
-            booked.append(_Booked(definition_id, str(worker_id) if worker_id else None, bool(lab_id), begins, ends))
+            booked.append(((definition_id, str(worker_id) if worker_id else None, bool(lab_id)), begins, ends))
     return booked, definitions
 
 
@@ -244,10 +235,9 @@ def _peaks(window: tuple, booked: list[_Booked]) -> list[tuple[datetime, Counter
     whose sessions another kept instant holds too (it can be no harder to pack)."""
     begin, end = window
     events = []
-    for b in booked:
-        key = (b.definition_id, b.worker_id, b.has_lab)
-        events.append((max(b.begins, begin), 1, key))
-        events.append((b.ends, 0, key))
+    for key, begins, ends in booked:
+        events.append((max(begins, begin), 1, key))
+        events.append((ends, 0, key))
     events.sort(key=lambda e: (e[0], e[1]))
     here: Counter = Counter()
     snapshots = [(begin, Counter())]
