@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from scheduling.admission import CapacityRefused, capacity_check
 from sessions.exams import exam_action, exam_book, exam_counts, exam_roster, parse_roster, results_csv
-from sessions.models import Exam, LabletSession, SessionStatusChange
+from sessions.models import Exam, LabletDefinition, LabletSession, SessionStatusChange
 from tests.factories import DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
 from workers.models import SystemSettings
 
@@ -253,3 +253,17 @@ def test_roster_and_results_cost_two_queries_whatever_the_size():
     lines = text.strip().splitlines()
     assert lines[0] == "owner,reservation_id,session_id,status,score,max_score,percent,result,started_at,ended_at"
     assert len(lines) == 4 and lines[1].startswith("a0@example.com,a-r0,")
+
+
+def test_the_embedded_demo_fleet_takes_an_exam_of_25_beside_its_demo_bookings():
+    from sessions.seed import DEMO_DEFINITION, seed_demo  # Imported here: only this test seeds the demo.
+
+    _admission("refuse")
+    seed_demo()
+    definition = LabletDefinition.objects.get(name=DEMO_DEFINITION)
+    booking = exam_book(
+        name="Demo class", definition=definition, timeslot_start=None, timeslot_end=None,
+        candidates=_roster(25), actor="instructor",
+    )  # fmt: skip
+    assert booking.verdict.fits and len(booking.sessions) == 25
+    assert booking.verdict.available["sessions"] >= 48 - 25 - 4
