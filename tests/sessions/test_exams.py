@@ -217,6 +217,7 @@ def test_bulk_actions_go_through_each_sessions_service():
     assert [r.result for r in results] == ["refused", "ok", "ok"]
     assert "ARCHIVED" in results[0].detail
     assert LabletSession.objects.filter(timeslot_end=end + timedelta(minutes=10)).count() == 2
+    assert Exam.objects.get().timeslot_end == end + timedelta(minutes=10)  # the exam ends with its latest session
     assert SessionStatusChange.objects.filter(actor="proctor", reason__contains="fire alarm").count() == 2
 
     results = exam_action(booking.exam, "extend", minutes=31, actor="proctor")
