@@ -13,7 +13,7 @@ from scheduling.admission import CapacityRefused, capacity_check
 from sessions.exams import exam_action, exam_book, exam_counts, exam_roster, parse_roster, results_csv
 from sessions.models import Exam, LabletDefinition, LabletSession, SessionStatusChange
 from tests.factories import DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
-from workers.models import SystemSettings
+from workers.models import SystemSettings, WorkerStatusChange
 
 pytestmark = pytest.mark.django_db
 
@@ -135,6 +135,22 @@ def test_personal_workers_hold_one_session_each():
     verdict = capacity_check(definition, *_slot(), 4)
     assert not verdict.fits and verdict.shortfall == {"sessions": 1}
     assert verdict.available["sessions"] == 3
+
+
+def test_workers_lcm_paused_count_and_workers_an_admin_drains_or_stops_do_not():
+    """The autoscaler starts a worker LCM itself paused (idle) or drained again on demand; an admin's drain or stop
+    is the admin's decision, so that capacity is not counted."""
+    definition = DefinitionFactory(cpu_cores=2, memory_gb=4)
+    paused = WorkerFactory(status="STOPPED", desired_status="STOPPED", cpu_cores=16)
+    WorkerStatusChange.objects.create(worker=paused, field="desired_status", to_status="STOPPED", actor="idle-detector")
+    stopped = WorkerFactory(status="STOPPED", desired_status="STOPPED", cpu_cores=16)
+    WorkerStatusChange.objects.create(worker=stopped, field="desired_status", to_status="STOPPED", actor="admin")
+    drained = WorkerFactory(status="DRAINING", cpu_cores=16)
+    WorkerStatusChange.objects.create(worker=drained, field="status", to_status="DRAINING", actor="admin")
+    WorkerFactory(status="STARTING", cpu_cores=16)  # on its way: counted
+    WorkerFactory(status="RUNNING", desired_status="TERMINATED", cpu_cores=16)  # going away: not counted
+    verdict = capacity_check(definition, *_slot(), 1)
+    assert verdict.available["cpu"] == 32, verdict
 
 
 # --- exam_book ------------------------------------------------------------------------------------
