@@ -22,7 +22,6 @@ SQLite's IMMEDIATE transactions are serialized already), so two bookings into th
 both pass the check.
 """
 
-import bisect
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -35,7 +34,7 @@ from lcm.errors import Conflict
 from lcm.versions import ami_version_hint
 from scheduling.capacity import Demand, WorkerCapacity, fit_reason
 from scheduling.placement import fill
-from scheduling.selectors import worker_capacities
+from scheduling.selectors import worker_totals
 from sessions.models import LabletDefinition, LabletSession
 from sessions.states import SessionStatus, capacity_holding_q
 from workers.models import CMLWorker, SystemSettings, WorkerTemplate
@@ -135,15 +134,12 @@ def _fleet(definition, demand: Demand, system) -> _Fleet:
             counted.append(row)
             if not (wanted and row["status"] in (W.RUNNING, W.DRAINING, *COMING)):
                 active[row["region"]] += 1  # started again, it takes a place under the region's maximum
-    known = worker_capacities([r["id"] for r in counted]) if counted else {}
+    known = worker_totals([r["id"] for r in counted]) if counted else {}
     capacities, rejections = {}, []
     for row in counted:
         cap = known[str(row["id"])]
         version = cap.cml_version or ami_version_hint(row["template__ami_name_pattern"])
-        empty = replace(
-            cap, status=W.RUNNING, cml_version=version, cpu_used=0, memory_used=0, storage_used=0, nodes_used=0,
-            sessions=0,
-        )  # fmt: skip
+        empty = replace(cap, status=W.RUNNING, cml_version=version)
         capacities[empty.worker_id] = empty
         why = _why_not(empty, definition, demand)
         if why:
@@ -199,15 +195,9 @@ def _template_capacity(template, index: int) -> WorkerCapacity:
 # --- the demand ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Booked:
-    """One booked session as the check sees it: its shape, where it is, and when it occupies a worker."""
-
-    definition_id: object
-    worker_id: str | None  # set while it holds capacity on a worker
-    has_lab: bool
-    begins: datetime
-    ends: datetime
+# One booked session as the check sees it: ((definition id, worker id while it holds capacity there, has a lab),
+# from, until) — when it occupies a worker. Plain tuples: thousands are made per check.
+_Booked = tuple
 
 
 def _lead(definition, system) -> timedelta:
@@ -235,21 +225,32 @@ def _booked(window: tuple, system, now) -> tuple[list[_Booked], dict]:
                 continue  # ended before placement: holds nothing
             begins, ends = min(begins, now), max(ends, now + TEARDOWN_ALLOWANCE)
         if begins < end and ends > begin:
-            booked.append(_Booked(definition_id, str(worker_id) if worker_id else None, bool(lab_id), begins, ends))
+            booked.append(((definition_id, str(worker_id) if worker_id else None, bool(lab_id)), begins, ends))
     return booked, definitions
 
 
-def _instants(window: tuple, booked: list[_Booked]) -> list[datetime]:
-    """The instants where the demand may peak: the window's start and each arrival in it that no other arrival
-    follows before someone leaves (between two departures the set of sessions only grows)."""
+def _peaks(window: tuple, booked: list[_Booked]) -> list[tuple[datetime, Counter]]:
+    """The instants where the demand may peak, each with the booked sessions there counted by (definition, worker,
+    has lab): a sweep over arrivals and departures, keeping each instant some session arrives at, less those
+    whose sessions another kept instant holds too (it can be no harder to pack)."""
     begin, end = window
-    arrivals = sorted({begin, *(b.begins for b in booked if begin < b.begins < end)})
-    departures = sorted(b.ends for b in booked)
-    peaks = []
-    for here, after in zip(arrivals, [*arrivals[1:], None], strict=True):
-        if after is None or bisect.bisect_right(departures, after) > bisect.bisect_right(departures, here):
-            peaks.append(here)
-    return peaks
+    events = []
+    for key, begins, ends in booked:
+        events.append((max(begins, begin), 1, key))
+        events.append((ends, 0, key))
+    events.sort(key=lambda e: (e[0], e[1]))
+    here: Counter = Counter()
+    snapshots = [(begin, Counter())]
+    for index, (at, arriving, key) in enumerate(events):
+        here[key] += 1 if arriving else -1
+        last_at_time = index + 1 == len(events) or events[index + 1][0] != at
+        if arriving and last_at_time and at < end:
+            snapshots.append((at, +here))
+    kept: list[tuple[datetime, Counter]] = []
+    for at, counts in sorted(snapshots, key=lambda s: -s[1].total()):
+        if not any(all(counts[k] <= other[k] for k in counts) for _, other in kept):
+            kept.append((at, counts))
+    return kept
 
 
 # --- packing ---------------------------------------------------------------------------------
@@ -269,16 +270,16 @@ def _how_many(capacity: WorkerCapacity, demand: Demand, versions: tuple, wanted:
 
 
 def _place(capacities: dict, demand: Demand, versions: tuple, count: int) -> int:
-    """Place `count` sessions of `demand` best fit (fullest fitting worker first); returns how many found none."""
-    while count > 0:
-        fitting = [
-            c
-            for c in capacities.values()
-            if fit_reason(c, demand, cml_version_min=versions[0], cml_version_max=versions[1]) is None
-        ]
-        if not fitting:
+    """Place `count` sessions of `demand` best fit (fullest fitting worker first, filled before the next: placing
+    on one worker changes no other's rank); returns how many found no place."""
+    fitting = [
+        c
+        for c in capacities.values()
+        if fit_reason(c, demand, cml_version_min=versions[0], cml_version_max=versions[1]) is None
+    ]
+    for best in sorted(fitting, key=lambda c: (-fill(c), -c.cpu_total, c.worker_id)):
+        if count == 0:
             break
-        best = min(fitting, key=lambda c: (-fill(c), -c.cpu_total, c.worker_id))
         placed = _how_many(best, demand, versions, count)
         capacities[best.worker_id] = best.claimed(demand, count=placed)
         count -= placed
@@ -293,9 +294,8 @@ class _Instant:
     unplaced_booked: int
 
 
-def _pack(at, fleet: _Fleet, booked, definitions, definition, count) -> _Instant:
+def _pack(at, here: Counter, fleet: _Fleet, definitions, definition, count) -> _Instant:
     capacities = dict(fleet.capacities)
-    here = Counter((b.definition_id, b.worker_id, b.has_lab) for b in booked if b.begins <= at < b.ends)
     waiting = []
     for (definition_id, worker_id, has_lab), n in here.items():
         demand = Demand.of(definitions[definition_id])
@@ -325,7 +325,7 @@ def capacity_check(definition, timeslot_start, timeslot_end, count: int, *, now=
     window = (timeslot_start - _lead(definition, system), timeslot_end + TEARDOWN_ALLOWANCE)
     fleet = _fleet(definition, demand, system)
     booked, definitions = _booked(window, system, now)
-    packed = [_pack(at, fleet, booked, definitions, definition, count) for at in _instants(window, booked)]
+    packed = [_pack(at, here, fleet, definitions, definition, count) for at, here in _peaks(window, booked)]
     eligible = [wid for wid, cap in fleet.capacities.items() if _why_not(cap, definition, demand) is None]
     worst = max(packed, key=lambda p: (p.unplaced_new, _load(p, eligible, demand)["cpu"], p.at))
     needed = _load(worst, eligible, demand)

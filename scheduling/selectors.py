@@ -60,6 +60,46 @@ def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
     }
 
 
+def worker_totals(worker_ids) -> dict[str, WorkerCapacity]:
+    """`{worker id: WorkerCapacity}` of the given workers as if no session held capacity on them: their declared
+    totals and the ports their labs keep (kept labs hold ports whatever runs). One query; the capacity check
+    (`scheduling.admission`) adds the sessions itself, at each instant of a window."""
+    ports_used = (
+        Port.objects.filter(worker=OuterRef("pk")).order_by().values("worker").annotate(n=Count("id")).values("n")
+    )
+    rows = CMLWorker.objects.filter(pk__in=list(worker_ids)).annotate(
+        ports_used=Subquery(ports_used, output_field=IntegerField())
+    )
+    return {
+        str(r.pk): WorkerCapacity(
+            worker_id=str(r.pk),
+            name=r.name,
+            status=r.status,
+            license_type=r.license_type,
+            cml_version=r.cml_version,
+            cpu_total=r.cpu_cores,
+            memory_total=r.memory_gb,
+            storage_total=r.storage_gb,
+            nodes_total=r.max_nodes,
+            ports_total=r.port_range_end - r.port_range_start + 1,
+            ports_used=r.ports_used or 0,
+        )  # fmt: skip
+        for r in rows.only(
+            "id",
+            "name",
+            "status",
+            "license_type",
+            "cml_version",
+            "cpu_cores",
+            "memory_gb",
+            "storage_gb",
+            "max_nodes",
+            "port_range_start",
+            "port_range_end",
+        )  # fmt: skip
+    }
+
+
 def reusable_lab_workers(definition) -> frozenset[str]:
     """Ids of workers holding a wiped, unused lab of this definition (reuse saves the import)."""
     if not definition.lab_reuse_enabled:

@@ -25,8 +25,8 @@ def row_error(key: str, message: str) -> tuple[int | None, str]:
     """`("candidates[3].owner", "is required")` → `(4, "Row 4, owner: is required")`: the 1-based row a person
     counts, unless the service's message already names it. Other keys come back with no row."""
     match = _ROW_KEY.match(key)
-    if not match:
-        return None, f"{key}: {message}"
+    if not match:  # the roster as a whole ("roster": "has 1001 rows; …", "candidates": "at least one …")
+        return None, f"The roster {message}" if key == "roster" else message[:1].upper() + message[1:]
     row = int(match.group(1)) + 1
     if re.match(rf"^row {row}\b", message, re.IGNORECASE):
         return row, message[:1].upper() + message[1:]
@@ -102,6 +102,11 @@ class ExamForm(forms.Form):
         row, text = row_error(key, message)
         self.row_errors.append((row, text))
         self.add_error("roster", text)
+
+    @property
+    def bad_rows(self) -> list[int]:
+        """The roster rows (1-based) with at least one error."""
+        return sorted({row for row, _ in self.row_errors if row is not None})
 
     @property
     def count(self) -> int:

@@ -22,7 +22,7 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Prefetch
+from django.db.models import Count, Max, Prefetch
 from django.utils import timezone
 
 from lcm.errors import Conflict, first_error_line
@@ -334,7 +334,17 @@ def exam_action(exam, action: str, *, actor, minutes=None, reason: str = "", is_
             results.append(ActionResult(str(session.pk), session.owner, "refused", first_error_line(exc)))
         else:
             results.append(ActionResult(str(session.pk), session.owner, "ok", detail))
+    if action == "extend" and any(r.result == "ok" for r in results):
+        _follow_latest_end(exam)
     return results
+
+
+def _follow_latest_end(exam) -> None:
+    """After an extension the exam's timeslot ends with its latest session (pages show the exam's end)."""
+    latest = LabletSession.objects.filter(exam=exam).aggregate(end=Max("timeslot_end"))["end"]
+    if latest and latest > exam.timeslot_end:
+        Exam.objects.filter(pk=exam.pk).update(timeslot_end=latest)
+        exam.timeslot_end = latest
 
 
 # --- reads ----------------------------------------------------------------------------------

@@ -84,8 +84,10 @@ def seed_demo() -> dict:
             description="Configure the edge router from the desktop; graded automatically.",
             lab_yaml=DEMO_LAB_FILE.read_text(),
             lab_artifact_uri="sessions/demo/demo-lab.yaml",
-            cpu_cores=2,
-            memory_gb=4,
+            # Small enough that the three demo workers (16 CPU, 64 GB each) hold a class of 48 at once: an exam
+            # of 25 fits beside the demo bookings under the default admission (refuse, SPEC §10).
+            cpu_cores=1,
+            memory_gb=2,
             storage_gb=10,
             license_affinity=["ENTERPRISE"],
             cml_version_min="2.8",

@@ -102,3 +102,13 @@ def test_manage_py_exam_commands_exit_1_with_one_line(roster):
         "exam_book", "--name", "x", "--definition", str(definition.pk), "--start", "x", "--roster", "/dev/zero"
     )
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "larger than" in done.stderr
+
+
+@pytest.mark.django_db
+def test_bench_exam_prints_the_exam_beside_single_bookings_and_leaves_nothing():
+    out = run("bench_exam", "--candidates", "20", "--booked", "60", "--workers", "3")
+    assert "exam_book (check included)" in out and "20 × session_create (peer)" in out and "ms/booking" in out
+    data = run_json("bench_exam", "--candidates", "5", "--booked", "0", "--workers", "1")
+    assert data["exam_book"]["fits"] is True and data["single_bookings"]["queries"] > data["exam_book"]["queries"]
+    assert not LabletSession.objects.exists() and not Exam.objects.exists()
+    assert "--candidates" in fails("bench_exam", "--candidates", "0")

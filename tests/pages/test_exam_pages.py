@@ -271,6 +271,8 @@ def test_a_bad_upload_is_a_field_error(instructor_client, definition, upload, me
         ({"roster": "owner,seat\nann,1"}, "header has"),
         ({"roster": "ann,R1,extra"}, "columns"),
         ({"roster": "a\x00b"}, "Null characters are not allowed"),
+        ({"roster": "\n".join(f"c{i}" for i in range(1001))}, "The roster has 1001 rows; at most 1000"),
+        ({"roster": "owner,reservation_id\n"}, "The roster has no candidates"),
     ],
 )
 def test_field_errors_keep_the_input_and_book_nothing(instructor_client, definition, worker, change, message):

@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from scheduling.admission import CapacityRefused, capacity_check
 from sessions.exams import exam_action, exam_book, exam_counts, exam_roster, parse_roster, results_csv
-from sessions.models import Exam, LabletSession, SessionStatusChange
+from sessions.models import Exam, LabletDefinition, LabletSession, SessionStatusChange
 from tests.factories import DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
-from workers.models import SystemSettings
+from workers.models import SystemSettings, WorkerStatusChange
 
 pytestmark = pytest.mark.django_db
 
@@ -137,6 +137,22 @@ def test_personal_workers_hold_one_session_each():
     assert verdict.available["sessions"] == 3
 
 
+def test_workers_lcm_paused_count_and_workers_an_admin_drains_or_stops_do_not():
+    """The autoscaler starts a worker LCM itself paused (idle) or drained again on demand; an admin's drain or stop
+    is the admin's decision, so that capacity is not counted."""
+    definition = DefinitionFactory(cpu_cores=2, memory_gb=4)
+    paused = WorkerFactory(status="STOPPED", desired_status="STOPPED", cpu_cores=16)
+    WorkerStatusChange.objects.create(worker=paused, field="desired_status", to_status="STOPPED", actor="idle-detector")
+    stopped = WorkerFactory(status="STOPPED", desired_status="STOPPED", cpu_cores=16)
+    WorkerStatusChange.objects.create(worker=stopped, field="desired_status", to_status="STOPPED", actor="admin")
+    drained = WorkerFactory(status="DRAINING", cpu_cores=16)
+    WorkerStatusChange.objects.create(worker=drained, field="status", to_status="DRAINING", actor="admin")
+    WorkerFactory(status="STARTING", cpu_cores=16)  # on its way: counted
+    WorkerFactory(status="RUNNING", desired_status="TERMINATED", cpu_cores=16)  # going away: not counted
+    verdict = capacity_check(definition, *_slot(), 1)
+    assert verdict.available["cpu"] == 32, verdict
+
+
 # --- exam_book ------------------------------------------------------------------------------------
 
 
@@ -217,6 +233,7 @@ def test_bulk_actions_go_through_each_sessions_service():
     assert [r.result for r in results] == ["refused", "ok", "ok"]
     assert "ARCHIVED" in results[0].detail
     assert LabletSession.objects.filter(timeslot_end=end + timedelta(minutes=10)).count() == 2
+    assert Exam.objects.get().timeslot_end == end + timedelta(minutes=10)  # the exam ends with its latest session
     assert SessionStatusChange.objects.filter(actor="proctor", reason__contains="fire alarm").count() == 2
 
     results = exam_action(booking.exam, "extend", minutes=31, actor="proctor")
@@ -253,3 +270,17 @@ def test_roster_and_results_cost_two_queries_whatever_the_size():
     lines = text.strip().splitlines()
     assert lines[0] == "owner,reservation_id,session_id,status,score,max_score,percent,result,started_at,ended_at"
     assert len(lines) == 4 and lines[1].startswith("a0@example.com,a-r0,")
+
+
+def test_the_embedded_demo_fleet_takes_an_exam_of_25_beside_its_demo_bookings():
+    from sessions.seed import DEMO_DEFINITION, seed_demo  # Imported here: only this test seeds the demo.
+
+    _admission("refuse")
+    seed_demo()
+    definition = LabletDefinition.objects.get(name=DEMO_DEFINITION)
+    booking = exam_book(
+        name="Demo class", definition=definition, timeslot_start=None, timeslot_end=None,
+        candidates=_roster(25), actor="instructor",
+    )  # fmt: skip
+    assert booking.verdict.fits and len(booking.sessions) == 25
+    assert booking.verdict.available["sessions"] >= 48 - 25 - 4

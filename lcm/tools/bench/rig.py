@@ -113,9 +113,13 @@ class LifecycleRig:
         )
 
     def book(self, definition, count: int = 1, *, owner: str = "candidate") -> list:
-        """Book `count` ASAP sessions through the service (as the API does); returns their ids."""
+        """Book `count` ASAP sessions through the service (as the API does); returns their ids. Admission is off
+        here: the lifecycle is measured, and a run may book more than its fleet holds at once (`bench_exam`
+        measures admission)."""
         return [
-            session_create(definition=definition, owner=f"{owner}-{index}@example.com", actor=ACTOR).pk
+            session_create(
+                definition=definition, owner=f"{owner}-{index}@example.com", actor=ACTOR, on_capacity="off"
+            ).pk
             for index in range(count)
         ]
 
