@@ -112,3 +112,13 @@ def test_bench_exam_prints_the_exam_beside_single_bookings_and_leaves_nothing():
     assert data["exam_book"]["fits"] is True and data["single_bookings"]["queries"] > data["exam_book"]["queries"]
     assert not LabletSession.objects.exists() and not Exam.objects.exists()
     assert "--candidates" in fails("bench_exam", "--candidates", "0")
+
+
+@pytest.mark.django_db
+def test_session_create_is_admitted_too():
+    SystemSettings.objects.update_or_create(pk=1, defaults={"admission": "refuse"})
+    definition = DefinitionFactory()
+    assert "no worker can take" in fails("session_create", "--definition", str(definition.pk), "--owner", "a")
+    assert not LabletSession.objects.exists()
+    out = run("session_create", "--definition", str(definition.pk), "--owner", "a", "--warn")
+    assert out.startswith("Created session") and "warning: no worker can take" in out

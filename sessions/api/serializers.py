@@ -242,6 +242,11 @@ class SessionCreateSerializer(serializers.Serializer):
         help_text="External id, unique: booking it again answers 409 with the existing session's id.",
     )
     reason = reason_field()
+    on_capacity = serializers.ChoiceField(
+        choices=["refuse", "warn"], required=False, allow_null=True,
+        help_text="When the fleet cannot hold it (SPEC §10): refuse (409) or book with a warning "
+        "(default: SystemSettings.admission).",
+    )  # fmt: skip
 
 
 class SessionTransitionSerializer(serializers.Serializer):

@@ -20,6 +20,7 @@ from lcm.api.permissions import IsAdmin, IsInstructor
 from lcm.api.serializers import REASON_PARAMETER, ReasonSerializer
 from lcm.api.viewsets import ApiViewSet
 from lcm.roles import is_admin
+from scheduling.api.serializers import VerdictSerializer
 from sessions.api.serializers import (
     DefinitionDetailSerializer,
     DefinitionPatchSerializer,
@@ -39,6 +40,16 @@ from sessions.models import LabletDefinition, LabletSession, SessionStatusChange
 from sessions.services import session_reinstantiate, session_requeue, session_terminate, session_transition
 from sessions.states import DefinitionStatus
 from workers.models import CMLWorker
+
+
+class SessionCreatedSerializer(SessionSerializer):
+    """A booked session, with the capacity verdict it was admitted with (null when admission is off)."""
+
+    capacity = VerdictSerializer(read_only=True, allow_null=True, help_text="The capacity check (SPEC §10).")
+
+    class Meta(SessionSerializer.Meta):
+        fields = [*SessionSerializer.Meta.fields, "capacity"]
+
 
 STATUS_LIST_PARAMETER = OpenApiParameter(
     "status", OpenApiTypes.STR, description="Comma-separated statuses, any case (e.g. `RUNNING,ready`)."
@@ -286,7 +297,7 @@ class SessionViewSet(BaseSessionViewSet):
     conflict_actions = ("create", "destroy", "transition", "extend", "requeue", "reinstantiate")
     query_parameter_actions = ("destroy",)
 
-    @extend_schema(summary="Book a session", request=SessionCreateSerializer, responses={201: SessionSerializer})
+    @extend_schema(summary="Book a session", request=SessionCreateSerializer, responses={201: SessionCreatedSerializer})
     def create(self, request):
         """The definition must be ACTIVE; no `timeslot_start` means as soon as possible, no `timeslot_end`
         means start + the definition's `max_duration_minutes`. A `reservation_id` booked before answers 409
@@ -300,9 +311,14 @@ class SessionViewSet(BaseSessionViewSet):
             timeslot_end=data.get("timeslot_end"),
             reservation_id=data.get("reservation_id"),
             reason=data.get("reason", ""),
+            on_capacity=data.get("on_capacity"),
         )
         location = reverse("api:session-detail", kwargs={"pk": session.pk})
-        return self._session_response(session, status.HTTP_201_CREATED, {"Location": location})
+        verdict = session.capacity_verdict
+        body = SessionSerializer(self.get_queryset().get(pk=session.pk)).data | {
+            "capacity": VerdictSerializer(verdict.as_dict()).data if verdict else None
+        }
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
 
     @extend_schema(
         summary="Terminate a session",

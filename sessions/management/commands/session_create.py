@@ -15,6 +15,7 @@ class Command(LcmCommand):
         parser.add_argument("--end", help="Timeslot end, ISO 8601 (default: start + the definition's maximum).")
         parser.add_argument("--reservation-id", help="External reservation id (unique).")
         parser.add_argument("--reason", default="", help="Reason recorded in the history.")
+        parser.add_argument("--warn", action="store_true", help="Book even when the fleet cannot hold it (SPEC §10).")
         self.add_json_argument(parser)
 
     def handle(self, *args, **options):
@@ -29,6 +30,7 @@ class Command(LcmCommand):
                     timeslot_end=options["end"],
                     reservation_id=options["reservation_id"],
                     reason=options["reason"],
+                    on_capacity="warn" if options["warn"] else None,
                 )
             except OverflowError:
                 # The service adds the definition's maximum to a start at the end of the calendar, before any write.
@@ -37,3 +39,6 @@ class Command(LcmCommand):
             self.write_json(session_data(session))
         else:
             self.stdout.write(f"Created session {session_summary(session)}")
+            verdict = session.capacity_verdict
+            for reason in verdict.reasons if verdict is not None and not verdict.fits else ():
+                self.stdout.write(f"warning: {reason}")
