@@ -191,7 +191,7 @@ def test_regrade_imports_the_evidence_lab_grades_it_and_leaves_nothing_held(sims
     assert answer.status_code == 202, answer.json()
     regrade = Regrade.objects.get(pk=answer.json()["id"])
     _drive_regrades(lambda: Regrade.objects.get(pk=regrade.pk).status in ("DONE", "FAILED"))
-    regrade.refresh_from_db()
+    regrade = Regrade.objects.get(pk=regrade.pk)
     assert regrade.status == "DONE", (regrade.error, regrade.last_error)
     session.refresh_from_db()
     assert session.status == "ARCHIVED"
