@@ -33,8 +33,8 @@ class SessionEvidenceViewSet(ApiViewSet):
     @action(detail=True, methods=["get"], url_path="evidence/")
     def evidence(self, request, pk=None):
         session = self.get_object()
-        items = EvidenceItem.objects.filter(lablet_session=session).order_by("kind", "name")
-        return Response(EvidenceItemSerializer(items, many=True).data)
+        items = EvidenceItem.objects.filter(lablet_session=session).order_by("kind", "name", "pk")
+        return self.paginated_response(items, EvidenceItemSerializer)
 
     @extend_schema(
         summary="One evidence item's bytes (its SHA-256 is the item's `sha256`)",

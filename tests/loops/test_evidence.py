@@ -97,7 +97,7 @@ def test_an_archived_session_has_evidence_of_every_kind_downloadable_with_its_sh
     worker, session = _archived_with_evidence(sims, sim_worker)
     collection = EvidenceCollection.objects.get(lablet_session=session)
     assert collection.status == "RECORDED", collection.reason
-    listed = api.get(f"/api/v1/sessions/{session.pk}/evidence/").json()
+    listed = api.get(f"/api/v1/sessions/{session.pk}/evidence/").json()["results"]
     assert {item["kind"] for item in listed} == KINDS
     assert {item["name"] for item in listed if item["kind"] == "node_config"} == {"edge-router", "workstation"}
     for item in listed:

@@ -635,7 +635,7 @@ def test_every_status_has_a_badge_colour_and_every_colour_a_class():
     css = (ROOT / "static" / "lcm" / "lcm.css").read_text()
     maps = BADGE_COLOURS_BY_KIND.values()
     choice_sets = _status_choice_sets()
-    assert len(choice_sets) == 8
+    assert len(choice_sets) == 10  # ... and EvidenceStatus, RegradeStatus (SPEC §9)
     for choices in choice_sets:
         assert any(set(colours) == set(choices.values) for colours in maps), choices.__name__
     for colour in {colour for colours in maps for colour in colours.values()}:
