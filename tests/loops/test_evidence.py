@@ -249,3 +249,37 @@ def test_retention_deletes_old_objects_and_marks_their_rows_expired(sims, sim_wo
             assert api.get(f"/api/v1/sessions/{session.pk}/evidence/{item.pk}/").status_code == 404
     LabletSession.objects.filter(pk=session.pk)  # the session itself is untouched
     assert status_of(session) == "ARCHIVED"
+
+
+def test_a_pass_dying_between_an_object_and_its_row_is_finished_and_leaves_no_orphan(sims, sim_worker, monkeypatch):
+    """Object first, then row: a pass that dies between the two leaves an object without a row, which the next
+    pass rewrites and records; an object no row will ever name is swept once the collection is finished."""
+    import grading.evidence as evidence  # Imported here: patched for this test only.
+
+    monkeypatch.setattr(evidence, "backoff", lambda attempts, cap=60: timedelta(0))
+    _worker, session = _run_to_running(sims, sim_worker)
+    real, died = EvidenceItem.objects.update_or_create, []
+
+    def dies_once(**kwargs):
+        if not died and kwargs["defaults"]["kind"] == "lab_yaml":
+            died.append(kwargs["object_key"])
+            raise RuntimeError("the worker died here")
+        return real(**kwargs)
+
+    monkeypatch.setattr(EvidenceItem.objects, "update_or_create", dies_once)
+    session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
+    drive(lambda: bool(died))
+    store = evidence_store()
+    assert store.exists(died[0]) and not EvidenceItem.objects.filter(object_key=died[0]).exists()
+    assert LabRecord.objects.get(pk=session.lab_record_id).status == "BOOTED"  # not wiped meanwhile
+    drive(lambda: status_of(session) == "ARCHIVED")
+    assert EvidenceItem.objects.filter(object_key=died[0], kind="lab_yaml").exists()
+    assert EvidenceCollection.objects.get(lablet_session=session).status == "RECORDED"
+
+    stray = f"sessions/{session.pk}/node_config/left-by-a-dead-pass"
+    store.put(stray, b"x")
+    EvidenceCollection.objects.filter(lablet_session=session).update(swept_at=None)
+    evidence_tick()
+    keys = set(store.keys(f"sessions/{session.pk}/"))
+    assert stray not in keys
+    assert keys == set(EvidenceItem.objects.filter(lablet_session=session).values_list("object_key", flat=True))
