@@ -158,6 +158,25 @@ def test_s3_failing_past_the_evidence_timeout_lets_teardown_finish_and_says_evid
     assert keys == set(EvidenceItem.objects.filter(lablet_session=session).values_list("object_key", flat=True))
 
 
+def test_the_s3_endpoint_down_past_the_timeout_lets_teardown_finish_and_says_evidence_missing(
+    sims, sim_worker, settings
+):
+    from lcm.tools.processes import free_ports  # Imported here: a port nobody listens on, for this test only.
+
+    worker, session = _run_to_running(sims, sim_worker)
+    settings.LCM_EVIDENCE_ENDPOINT_URL = f"http://127.0.0.1:{free_ports(1)[0]}"  # the store is down
+    session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
+    drive(lambda: EvidenceCollection.objects.filter(lablet_session=session, attempts__gte=1).exists())
+    assert status_of(session) == "STOPPING" and LabRecord.objects.get(pk=session.lab_record_id).status == "BOOTED"
+    past = timezone.now() - timedelta(minutes=SystemSettings.load().evidence_timeout_minutes + 1)
+    EvidenceCollection.objects.filter(lablet_session=session).update(started_at=past, next_attempt_at=None)
+    drive(lambda: status_of(session) == "ARCHIVED")
+    assert EvidenceCollection.objects.get(lablet_session=session).status == "MISSING"
+    assert any(note.startswith("evidence missing: s3 ") for note in _notes(session)), _notes(session)
+    assert not EvidenceItem.objects.filter(lablet_session=session).exists()  # no row without its object
+    assert worker_capacities([worker.pk])[str(worker.pk)].sessions == 0
+
+
 def test_s3_recovering_within_the_timeout_leaves_nothing_missing(sims, sim_worker, monkeypatch):
     import grading.evidence as evidence  # Imported here: patched for this test only.
 
