@@ -103,9 +103,15 @@ def _evidence_yaml(session) -> str:
 
 
 def _choose_worker(definition, preferred_id) -> CMLWorker | None:
-    """A RUNNING worker the definition fits now (its own first), by the one fit rule."""
+    """A RUNNING worker the definition fits now (its own first), by the one fit rule, counting the re-grades
+    already running there as sessions of their definitions (capacity is derived from sessions, which a
+    re-grade's lab is not: placement does not see it, so re-grades at least do not crowd each other out)."""
     workers = {str(w.pk): w for w in CMLWorker.objects.filter(status=WorkerStatus.RUNNING)}
     capacities = worker_capacities(list(workers))
+    running = Regrade.objects.filter(worker_id__in=list(workers)).exclude(status__in=REGRADE_FINISHED)
+    for other in running.select_related("lablet_session__definition"):
+        key = str(other.worker_id)
+        capacities[key] = capacities[key].claimed(Demand.of(other.lablet_session.definition))
     order = sorted(workers, key=lambda pk: (pk != str(preferred_id), workers[pk].name))
     demand = Demand.of(definition)
     return next((workers[pk] for pk in order if rejection_reason(capacities[pk], demand) is None), None)
