@@ -15,7 +15,7 @@ from grading.evidence import evidence_tick
 from grading.models import EvidenceCollection, EvidenceItem, Regrade, ScoreReport
 from grading.regrade import reconcile_regrade, record_failure, regrades_needing_work
 from grading.storage import evidence_store
-from lcm import reconcile
+from lcm import http, reconcile
 from lcm.api.tokens import token_create
 from lcm.roles import INSTRUCTOR_GROUP
 from scheduling.selectors import worker_capacities
@@ -302,3 +302,62 @@ def test_a_pass_dying_between_an_object_and_its_row_is_finished_and_leaves_no_or
     keys = set(store.keys(f"sessions/{session.pk}/"))
     assert stray not in keys
     assert keys == set(EvidenceItem.objects.filter(lablet_session=session).values_list("object_key", flat=True))
+
+
+@pytest.mark.parametrize(
+    ("client", "method"),
+    [("cml", "import_lab"), ("cml", "start_lab"), ("grading", "grade"), ("grading", "create_session")],
+)
+def test_a_regrade_pass_losing_an_answer_is_finished_by_the_next_without_duplicates(
+    sims, sim_worker, api, monkeypatch, client, method
+):
+    """Each external step of a re-grade takes effect but its answer is lost (as when the worker dies right after
+    the call): the next pass finds what it did (the lab by its title, the engine session by its id) and goes on."""
+    import grading.regrade as regrade_module
+    from grading.clients.grading_engine import GradingEngineClient  # Imported here: patched for this test only.
+    from workers.clients.cml import CMLClient
+
+    monkeypatch.setattr(regrade_module, "backoff", lambda attempts: timedelta(0))
+    worker, session = _archived_with_evidence(sims, sim_worker)
+    target = {"cml": CMLClient, "grading": GradingEngineClient}[client]
+    real, lost = getattr(target, method), []
+
+    def answer_lost_once(self, *args, **kwargs):
+        answer = real(self, *args, **kwargs)
+        if not lost:
+            lost.append(method)
+            raise http.Unavailable(client, method, "connection lost")
+        return answer
+
+    monkeypatch.setattr(target, method, answer_lost_once)
+    regrade_id = api.post(f"/api/v1/sessions/{session.pk}/regrade").json()["id"]
+    _drive_regrades(lambda: Regrade.objects.get(pk=regrade_id).status in ("DONE", "FAILED"))
+    regrade = Regrade.objects.get(pk=regrade_id)
+    assert lost == [method] and regrade.status == "DONE", (regrade.error, regrade.last_error)
+    assert ScoreReport.objects.filter(lablet_session=session).count() == 2
+    assert LabRecord.objects.get(pk=regrade.lab_record_id).status == "DELETED"
+    in_cml = requests.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()["labs"]
+    assert list(in_cml) == [session.lab_record.cml_lab_id]  # only the session's own wiped lab, kept for reuse
+
+
+def test_a_regrade_that_gives_up_still_deletes_its_lab_and_ends_failed(sims, sim_worker, api, monkeypatch, settings):
+    import grading.regrade as regrade_module  # Imported here: patched for this test only.
+
+    monkeypatch.setattr(regrade_module, "backoff", lambda attempts: timedelta(0))
+    settings.LCM_MAX_RECONCILE_ATTEMPTS = 3
+    worker, session = _archived_with_evidence(sims, sim_worker)
+    ports_before = Port.objects.count()
+    requests.post(
+        f"{sims.urls['cml']}/_sim/faults", json={"operation": "start_lab", "status": 500, "times": None}, timeout=5
+    ).raise_for_status()
+    regrade_id = api.post(f"/api/v1/sessions/{session.pk}/regrade").json()["id"]
+    _drive_regrades(lambda: Regrade.objects.get(pk=regrade_id).status in ("DONE", "FAILED"))
+    regrade = Regrade.objects.get(pk=regrade_id)
+    assert regrade.status == "FAILED" and "start_lab" in regrade.error
+    assert LabRecord.objects.get(pk=regrade.lab_record_id).status == "DELETED"
+    assert Port.objects.count() == ports_before
+    assert ScoreReport.objects.filter(lablet_session=session).count() == 1
+    assert any("re-grade TEARING_DOWN → FAILED" in note for note in _notes(session))
+    assert status_of(session) == "ARCHIVED"
+    answer = api.post(f"/api/v1/sessions/{session.pk}/regrade")  # a new one may be asked for
+    assert answer.status_code == 202 and answer.json()["id"] != str(regrade_id)
