@@ -361,3 +361,26 @@ def test_a_regrade_that_gives_up_still_deletes_its_lab_and_ends_failed(sims, sim
     assert status_of(session) == "ARCHIVED"
     answer = api.post(f"/api/v1/sessions/{session.pk}/regrade")  # a new one may be asked for
     assert answer.status_code == 202 and answer.json()["id"] != str(regrade_id)
+
+
+def test_a_lab_held_for_review_is_stopped_only_after_its_evidence_and_wiped_after_the_hold(sims, sim_worker):
+    from sessions.services import session_end_hold  # Imported here: only this test ends a hold.
+
+    _worker, session = _run_to_running(sims, sim_worker, hold_for_review_hours=1)
+    session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
+    drive(lambda: status_of(session) == "STOPPED")
+    collection = EvidenceCollection.objects.get(lablet_session=session)
+    assert collection.status == "RECORDED"  # taken from the running nodes, before the lab was stopped
+    lab_yaml = EvidenceItem.objects.get(lablet_session=session, kind="lab_yaml")
+    nodes = yaml.safe_load(evidence_store().get(lab_yaml.object_key))["nodes"]
+    assert {n["label"]: n["configuration"] for n in nodes}["edge-router"] == CANDIDATE_CONFIG
+    assert LabRecord.objects.get(pk=session.lab_record_id).status == "STOPPED"
+    session_end_hold(LabletSession.objects.get(pk=session.pk), actor="instructor")
+    drive(lambda: status_of(session) == "ARCHIVED")
+    assert LabRecord.objects.get(pk=session.lab_record_id).status == "WIPED"
+    assert EvidenceItem.objects.filter(lablet_session=session).count() == lab_yaml_count(session)
+
+
+def lab_yaml_count(session) -> int:
+    """Items of a session with the demo lab (two nodes): every kind once, a node config per node."""
+    return len(KINDS) - 1 + 2
