@@ -21,6 +21,8 @@ from lcm.api.permissions import IsInstructor
 from lcm.api.viewsets import ApiViewSet
 from sessions.models import LabletSession
 
+UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
 
 class SessionEvidenceViewSet(ApiViewSet):
     """A session's evidence items and its re-grade (instructors and admins)."""
@@ -40,7 +42,7 @@ class SessionEvidenceViewSet(ApiViewSet):
         summary="One evidence item's bytes (its SHA-256 is the item's `sha256`)",
         responses={200: OpenApiResponse(OpenApiTypes.BINARY), 404: OpenApiResponse(description="no such item")},
     )
-    @action(detail=True, methods=["get"], url_path=r"evidence/(?P<item_id>[0-9a-fA-F-]{36})/")
+    @action(detail=True, methods=["get"], url_path=rf"evidence/(?P<item_id>{UUID})/")
     def evidence_item(self, request, pk=None, item_id=None):
         session = self.get_object()
         item = EvidenceItem.objects.filter(lablet_session=session, pk=item_id).first()
