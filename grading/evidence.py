@@ -150,7 +150,8 @@ def _collect_lab(session) -> list[str]:
         return ["lab_yaml: the lab is no longer in CML"]
     cml = cml_client_for(session.worker)
     try:
-        for node in cml.nodes(lab.cml_lab_id):
+        cml_nodes = cml.nodes(lab.cml_lab_id)
+        for node in cml_nodes:
             try:
                 cml.extract_node_configuration(lab.cml_lab_id, node["id"])
             except http.BadRequest:
@@ -172,19 +173,19 @@ def _collect_lab(session) -> list[str]:
     key = object_key(session.pk, K.LAB_YAML, "lab.yaml")
     evidence_store().put(key, text.encode(), "application/yaml")
     if session.definition.lab_reuse_enabled:
-        _restore_configurations(cml, lab.cml_lab_id, session.definition.lab_yaml)
+        _restore_configurations(cml, lab.cml_lab_id, cml_nodes, session.definition.lab_yaml)
     record(session, K.LAB_YAML, "lab.yaml", text.encode(), "application/yaml", stored=True)
     return []
 
 
-def _restore_configurations(cml, lab_id: str, definition_yaml: str) -> None:
+def _restore_configurations(cml, lab_id: str, cml_nodes: list[dict], definition_yaml: str) -> None:
     """Set each node's stored configuration back to its definition's (by node label)."""
     original = {
         str(node.get("label")): node.get("configuration")
         for node in (yaml.safe_load(definition_yaml) or {}).get("nodes") or []
         if isinstance(node, dict)
     }
-    for node in cml.nodes(lab_id):
+    for node in cml_nodes:
         cml.set_node_configuration(lab_id, node["id"], original.get(str(node.get("label"))))
 
 
