@@ -7,7 +7,7 @@ their sections inline. A grading session's Grading Engine ids may be corrected t
 
 from django.contrib import admin
 
-from grading.models import GradingSession, ScoreReport, ScoreSection
+from grading.models import EvidenceCollection, EvidenceItem, GradingSession, Regrade, ScoreReport, ScoreSection
 from grading.services import grading_session_update
 from lcm.admin_utils import ReadOnlyAdmin, ReadOnlyInline, ServiceModelForm, model_field_names
 from sessions.admin import LabletSessionAdmin, SessionChildAdmin
@@ -85,3 +85,37 @@ class ScoreSectionAdmin(ReadOnlyAdmin):
     search_fields = ("name", "report__lablet_session__owner")
     list_select_related = ("report",)
     readonly_fields = model_field_names(ScoreSection)
+
+
+@admin.register(EvidenceCollection)
+class EvidenceCollectionAdmin(ReadOnlyAdmin):
+    """A session's evidence (SPEC §9): collected by the teardown gate, RECORDED or MISSING with the reason."""
+
+    list_display = ("lablet_session", "status", "started_at", "finished_at", "attempts", "reason")
+    list_filter = ("status",)
+    search_fields = ("lablet_session__owner", "reason")
+    list_select_related = ("lablet_session__definition",)
+    readonly_fields = model_field_names(EvidenceCollection)
+
+
+@admin.register(EvidenceItem)
+class EvidenceItemAdmin(ReadOnlyAdmin):
+    """Stored evidence objects (their bytes are downloaded through the API; never shown here)."""
+
+    list_display = ("lablet_session", "kind", "name", "size", "sha256", "created_at", "expired_at")
+    list_filter = ("kind",)
+    search_fields = ("lablet_session__owner", "object_key", "sha256")
+    date_hierarchy = "created_at"
+    list_select_related = ("lablet_session__definition",)
+    readonly_fields = model_field_names(EvidenceItem)
+
+
+@admin.register(Regrade)
+class RegradeAdmin(ReadOnlyAdmin):
+    """Re-grades of ARCHIVED sessions, driven by the `regrades` loop."""
+
+    list_display = ("lablet_session", "status", "requested_by", "worker", "created_at", "finished_at", "error")
+    list_filter = ("status",)
+    search_fields = ("lablet_session__owner", "requested_by", "error")
+    list_select_related = ("lablet_session__definition", "worker")
+    readonly_fields = model_field_names(Regrade)

@@ -10,11 +10,16 @@ class GradingConfig(AppConfig):
 
     def ready(self):
         # Imported here: these modules use the models, which exist only once the app registry is ready.
-        from grading import events, reconcilers, services
-        from grading.states import GRADING_BADGE_COLOURS, RESULT_BADGE_COLOURS
-        from lcm import webhooks
+        from grading import events, evidence, reconcilers, regrade, services
+        from grading.states import (
+            EVIDENCE_BADGE_COLOURS,
+            GRADING_BADGE_COLOURS,
+            REGRADE_BADGE_COLOURS,
+            RESULT_BADGE_COLOURS,
+        )
+        from lcm import loops, webhooks
         from lcm.templatetags.badges import register_colours
-        from sessions.reconcilers import register_status_handler, register_teardown_step
+        from sessions.reconcilers import register_status_handler, register_teardown_step, register_wipe_gate
         from sessions.services import register_transition_hook
         from sessions.states import SessionStatus
 
@@ -24,6 +29,27 @@ class GradingConfig(AppConfig):
         for leaving_grading in (SessionStatus.STOPPING, SessionStatus.TERMINATED, SessionStatus.EXPIRED):
             register_transition_hook(leaving_grading, services.close_grading)
         register_teardown_step(reconcilers.release_engine)
+        register_wipe_gate(evidence.evidence_gate)
+        loops.register(
+            loops.Loop(
+                "regrades",
+                regrade.regrades_needing_work,
+                "LCM_LOOP_REGRADES_SECONDS",
+                reconciler=regrade.reconcile_regrade,
+                on_error=regrade.record_failure,
+                description="Re-grades archived sessions from their evidence",
+            )
+        )
+        loops.register(
+            loops.Loop(
+                "evidence",
+                evidence.evidence_tick,
+                "LCM_LOOP_EVIDENCE_SECONDS",
+                description="Deletes evidence past its retention; sweeps orphaned objects",
+            )
+        )
         register_status_handler(SessionStatus.GRADING, reconcilers.on_session_grading)
         register_colours("grading_session", GRADING_BADGE_COLOURS)
         register_colours("result", RESULT_BADGE_COLOURS)
+        register_colours("evidence", EVIDENCE_BADGE_COLOURS)
+        register_colours("regrade", REGRADE_BADGE_COLOURS)

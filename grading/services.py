@@ -6,12 +6,19 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from grading.models import GradingSession, ScoreReport, ScoreSection
-from grading.states import GRADING_TERMINAL, GRADING_TRANSITIONS, GradingStatus
+from grading.models import EvidenceCollection, EvidenceItem, GradingSession, Regrade, ScoreReport, ScoreSection
+from grading.states import (
+    GRADING_TERMINAL,
+    GRADING_TRANSITIONS,
+    REGRADE_FINISHED,
+    REGRADE_TRANSITIONS,
+    GradingStatus,
+)
+from lcm import loops
 from lcm.events import publish_change
-from lcm.fsm import InvalidTransition, actor_name, record_change
+from lcm.fsm import InvalidTransition, actor_name, apply_transition, record_change
 from sessions.models import LabletSession, SessionStatusChange
-from sessions.services import move_child, record_session_note
+from sessions.services import lock_session, move_child, record_session_note
 from sessions.states import SessionStatus
 
 _GRADING_FIELDS = (
@@ -144,10 +151,12 @@ def score_report_create(
     grading_session=None,
     submitted_at=None,
     manual: bool = False,
+    regrade: bool = False,
 ) -> ScoreReport:
     """Store an immutable score report (+ sections) and copy PASS/FAIL to the session's `grade_result`.
 
-    Raises ValidationError naming each bad field, or InvalidTransition (→ 409) for a session in `SCORELESS`.
+    Raises ValidationError naming each bad field, or InvalidTransition (→ 409) for a session in `SCORELESS`
+    (but an ARCHIVED one being re-graded, `regrade`: its new report is kept beside the earlier ones, SPEC §9).
     """
     errors: dict[str, list[str]] = {}
     score, max_score, cut_score = _clean_scores(score, max_score, cut_score, errors)
@@ -158,7 +167,7 @@ def score_report_create(
     with transaction.atomic():
         session_pk = session.pk if isinstance(session, LabletSession) else session
         locked = LabletSession.objects.select_for_update().get(pk=session_pk)
-        if locked.status in SCORELESS:
+        if locked.status in SCORELESS and not (regrade and locked.status == SessionStatus.ARCHIVED):
             raise InvalidTransition(
                 "session", locked.status, locked.status, [], detail=f"a {locked.status} session takes no score report"
             )
@@ -221,3 +230,57 @@ def close_grading(locked, target, *, actor=None, manual_score=None, **_) -> None
     if status == GradingStatus.FAULTED:
         fields["error_message"] = why
     grading_session_update(grading, actor=actor, status=status, reason=why, **fields)
+
+
+# --- re-grades (SPEC §9) ---------------------------------------------------------------------------------
+
+
+def regrade_request(session, *, actor) -> tuple[Regrade, bool]:
+    """Ask for a re-grade of an ARCHIVED session from its evidence lab; returns it and whether it is new (a
+    re-grade already under way is returned as it is). InvalidTransition (→ 409) naming why otherwise: the
+    session is not ARCHIVED, or has no lab YAML in its evidence."""
+    with transaction.atomic():
+        locked = lock_session(session)
+        if locked.status != SessionStatus.ARCHIVED:
+            raise InvalidTransition(
+                "session", locked.status, "REGRADE", [],
+                detail=f"only an ARCHIVED session can be re-graded; this one is {locked.status}",
+            )  # fmt: skip
+        if not EvidenceItem.objects.filter(lablet_session=locked, kind="lab_yaml", expired_at__isnull=True).exists():
+            collection = EvidenceCollection.objects.filter(lablet_session=locked).first()
+            why = f" (evidence missing: {collection.reason})" if collection and collection.reason else ""
+            raise InvalidTransition(
+                "session", locked.status, "REGRADE", [],
+                detail=f"this session has no lab_yaml evidence to re-grade from{why}",
+            )  # fmt: skip
+        running = Regrade.objects.filter(lablet_session=locked).exclude(status__in=REGRADE_FINISHED).first()
+        if running is not None:
+            return running, False
+        regrade = Regrade.objects.create(lablet_session=locked, requested_by=actor_name(actor))
+        record_session_note(locked, actor=actor, reason=f"re-grade {regrade.pk} requested")
+        transaction.on_commit(lambda: loops.enqueue("regrades", regrade.pk))
+    return regrade, True
+
+
+def regrade_move(regrade, target: str, *, actor, reason: str, **fields) -> Regrade:
+    """Move a re-grade along its table under its row lock (with `fields`), noted on the session's history."""
+    with transaction.atomic():
+        locked = Regrade.objects.select_for_update().get(pk=regrade.pk)
+        previous = apply_transition(locked, REGRADE_TRANSITIONS, target, entity="regrade")
+        for name, value in fields.items():
+            setattr(locked, name, value)
+        locked.attempts, locked.next_attempt_at = 0, None
+        if target in REGRADE_FINISHED:
+            locked.finished_at = timezone.now()
+        locked.save()
+        session = lock_session(locked.lablet_session_id)
+        record_session_note(session, actor=actor, reason=f"re-grade {previous} → {target}: {reason}"[:2000])
+    publish_change("regrade", locked.pk, previous, target, actor=actor_name(actor), reason=reason)
+    return locked
+
+
+def regrade_record_failure(regrade, error: str, *, retry_at) -> None:
+    """A failed re-grade pass: counted, retried at `retry_at`."""
+    Regrade.objects.filter(pk=regrade.pk).update(
+        attempts=regrade.attempts + 1, last_error=error[:2000], next_attempt_at=retry_at
+    )

@@ -4,6 +4,8 @@ Also the badge colours of grading states and of a report's result (see `sessions
 
 from django.db import models
 
+from lcm.fsm import machine
+
 
 class GradingStatus(models.TextChoices):
     PENDING = "PENDING"
@@ -35,3 +37,33 @@ GRADING_BADGE_COLOURS = {
 
 # A score report's (and a session's) result, PASS or FAIL.
 RESULT_BADGE_COLOURS = {"PASS": "green", "FAIL": "red"}
+
+
+# Evidence of one session (SPEC §9): collected before its lab is wiped; RECORDED, or MISSING (with the reason)
+# when it could not be collected within `SystemSettings.evidence_timeout_minutes`.
+EvidenceStatus, EVIDENCE_TRANSITIONS, EVIDENCE_BADGE_COLOURS = machine(
+    "EvidenceStatus",
+    """
+        COLLECTING  amber  -> RECORDED MISSING
+        RECORDED    green  ->
+        MISSING     red    ->
+    """,
+)
+
+# A re-grade of an ARCHIVED session (SPEC §9): its evidence lab imported and booted on a worker, graded, the
+# score report stored, the lab torn down. A failure on the way still tears down (TEARING_DOWN with the error),
+# then ends FAILED.
+RegradeStatus, REGRADE_TRANSITIONS, REGRADE_BADGE_COLOURS = machine(
+    "RegradeStatus",
+    """
+        REQUESTED     grey    -> BOOTING TEARING_DOWN
+        BOOTING       indigo  -> GRADING TEARING_DOWN
+        GRADING       orange  -> TEARING_DOWN
+        TEARING_DOWN  purple  -> DONE FAILED
+        DONE          green   ->
+        FAILED        red     ->
+    """,
+)
+REGRADE_FINISHED = {RegradeStatus.DONE, RegradeStatus.FAILED}
+
+EVIDENCE_KINDS = ("lab_yaml", "node_config", "lds_record", "lds_responses", "grading")

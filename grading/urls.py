@@ -9,4 +9,5 @@ app_name = "grading"
 urlpatterns = [
     path("reports/", views.report_list, name="report_list"),
     path("reports/export.csv", views.report_export, name="report_export"),
+    path("sessions/<uuid:pk>/regrade/", views.session_regrade, name="session_regrade"),
 ]

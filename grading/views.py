@@ -1,12 +1,17 @@
 """Score report pages (SPEC §5.4): a filterable table with per-section detail, and its CSV export."""
 
-from django.http import HttpResponse
+from django.contrib import messages
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_POST
 
 from grading.export import score_reports_csv_response
 from grading.filters import FailedGradingFilterSet, ScoreReportFilterSet, failed_gradings
 from grading.models import ScoreReport
+from grading.services import regrade_request
+from lcm.fsm import InvalidTransition
 from lcm.pages import clean_params, filter_errors, instructor_required, page_context, paginate, render_live
-from sessions.models import LabletDefinition
+from sessions.models import LabletDefinition, LabletSession
 
 # The failures listed under the reports (the newest; narrow the filters for older ones).
 FAILED_SHOWN = 100
@@ -58,3 +63,20 @@ def report_export(request):
         problems = "; ".join(f"{k}: {v}" for k, v in filter_errors(filterset).items())
         return HttpResponse(f"Bad filter: {problems}\n", status=400, content_type="text/plain; charset=utf-8")
     return score_reports_csv_response(filterset.qs)
+
+
+@require_POST
+@instructor_required
+def session_regrade(request, pk):
+    """The session page's Re-grade button (SPEC §9): a re-grade from the evidence lab, or a message saying why not."""
+    session = LabletSession.objects.filter(pk=pk).first()
+    if session is None:
+        raise Http404("No such session")
+    try:
+        regrade, created = regrade_request(session, actor=request.user)
+    except InvalidTransition as exc:
+        messages.error(request, f"Re-grade refused: {exc.detail}")
+    else:
+        text = "Re-grade started" if created else "A re-grade is already under way"
+        messages.success(request, f"{text}: its progress shows under Evidence and in the history.")
+    return redirect(f"/sessions/{pk}/#evidence")

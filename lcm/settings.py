@@ -224,6 +224,11 @@ LCM_GRADING_REALM = env.str("LCM_GRADING_REALM", default="lcm")
 LCM_GRADING_SCOPE = env.str("LCM_GRADING_SCOPE", default="api")
 LCM_AWS_REGION = env.str("LCM_AWS_REGION", default="us-east-1")
 LCM_AWS_ENDPOINT_URL = env.str("LCM_AWS_ENDPOINT_URL", default="")  # e.g. http://127.0.0.1:8104 for moto
+# Evidence (SPEC §9): S3-compatible object storage through boto3; the endpoint defaults to LCM_AWS_ENDPOINT_URL
+# (the moto simulator in the embedded default, the launcher and tests), the bucket is made when missing.
+LCM_EVIDENCE_ENABLED = env.bool("LCM_EVIDENCE_ENABLED", default=True)
+LCM_EVIDENCE_BUCKET = env.str("LCM_EVIDENCE_BUCKET", default="lcm-evidence")
+LCM_EVIDENCE_ENDPOINT_URL = env.str("LCM_EVIDENCE_ENDPOINT_URL", default="")
 LCM_LDS_EVENT_PREFIX = env.str("LCM_LDS_EVENT_PREFIX", default="io.lablet.lds")
 LCM_GRADING_EVENT_PREFIX = env.str("LCM_GRADING_EVENT_PREFIX", default="io.lablet.grading")
 
@@ -250,6 +255,8 @@ LCM_KICK_SPACING_SECONDS = env.float("LCM_KICK_SPACING_SECONDS", default=0.5)
 LCM_LOOP_LABLETS_SECONDS = env.float("LCM_LOOP_LABLETS_SECONDS", default=2.0)
 LCM_LOOP_WORKERS_SECONDS = env.float("LCM_LOOP_WORKERS_SECONDS", default=5.0)
 LCM_LOOP_AUTOSCALER_SECONDS = env.float("LCM_LOOP_AUTOSCALER_SECONDS", default=10.0)
+LCM_LOOP_REGRADES_SECONDS = env.float("LCM_LOOP_REGRADES_SECONDS", default=2.0)
+LCM_LOOP_EVIDENCE_SECONDS = env.float("LCM_LOOP_EVIDENCE_SECONDS", default=300.0)  # retention and orphan sweep
 LCM_LOOP_DISCOVERY_SECONDS = env.float("LCM_LOOP_DISCOVERY_SECONDS", default=60.0)  # runs every discovery interval
 # Drift (SPEC §11): how often a READY/RUNNING session's lab is checked in CML (one call per session per interval;
 # 0 turns the check off).

@@ -34,6 +34,7 @@ class SystemSettingsAdmin(admin.ModelAdmin):
         ("Placement", {"fields": ("placement_lead_minutes", "boot_lead_minutes", "grading_timeout_minutes")}),
         ("Sessions", {"fields": ("max_extension_minutes",)}),
         ("Discovery", {"fields": ("discovery_enabled", "discovery_ami_pattern", "discovery_interval_minutes")}),
+        ("Evidence", {"fields": ("evidence_timeout_minutes", "evidence_retention_days")}),
         ("Record", {"fields": ("updated_by", "updated_at")}),
     )
 

@@ -40,6 +40,7 @@ SETTINGS_GROUPS = (
     ("Placement and timing", ("placement_lead_minutes", "boot_lead_minutes", "grading_timeout_minutes")),
     ("Sessions", ("max_extension_minutes",)),
     ("Discovery", ("discovery_enabled", "discovery_ami_pattern", "discovery_interval_minutes")),
+    ("Evidence", ("evidence_timeout_minutes", "evidence_retention_days")),
 )
 
 

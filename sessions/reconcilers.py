@@ -12,7 +12,8 @@ Desired state by status:
 - RUNNING at `timeslot_end`: COLLECTING (the definition grades) or STOPPING.
 - COLLECTING: GRADING (grading enabled) or STOPPING; GRADING: the grading app's step
   (`grading.reconcilers.on_session_grading`, registered with `register_status_handler`).
-- STOPPING / EXPIRED / TERMINATED with cleanup pending: lab stopped and wiped (deleted when reuse
+- STOPPING / EXPIRED / TERMINATED with cleanup pending: the wipe gates passed (the grading app's evidence,
+  `register_wipe_gate`), lab stopped and wiped (deleted when reuse
   is off or the session FAILED: `workers.labs.tear_down`), LDS released; then STOPPED → ARCHIVED,
   or cleanup finished.
 This reconciler writes the session, its user sessions and the LDS; the lab record, its ports and CML
@@ -388,6 +389,9 @@ def _teardown(session, *, delete_lab: bool, keep_lab: bool = False) -> Result | 
     stopped and kept when `keep_lab`) and the LDS session released; None when nothing is left."""
     lab = session.lab_record
     if lab is not None and lab.active_session_id == session.pk:
+        waiting = _gates_waiting(session)  # e.g. the candidate's evidence, recorded before the lab goes
+        if waiting is not None:
+            return Result.requeue(POLL_SECONDS, waiting)
         if keep_lab:
             waiting = labs.stop(lab, lambda: _cml(session), actor=ACTOR)
         else:
@@ -470,6 +474,25 @@ def _on_terminated(session, now) -> Result:
 
 
 _TEARDOWN_STEPS: list = []
+_WIPE_GATES: list = []
+
+
+def _gates_waiting(session) -> str | None:
+    """What the first wipe gate that holds the lab waits for, None when every gate lets it go."""
+    for gate in _WIPE_GATES:
+        waiting = gate(session)
+        if waiting is not None:
+            return waiting
+    return None
+
+
+def register_wipe_gate(gate) -> None:
+    """`gate(session) -> str | None` is consulted before the lab a session holds is stopped, wiped or deleted (an
+    app that depends on sessions registers one in `AppConfig.ready()`: the grading app records the candidate's
+    evidence, SPEC §9); it returns what the lab waits for, None when it may go. Gates are idempotent and give up
+    by themselves (the evidence after its timeout), so a teardown never waits for ever."""
+    if gate not in _WIPE_GATES:
+        _WIPE_GATES.append(gate)
 
 
 def register_teardown_step(step) -> None:

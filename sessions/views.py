@@ -343,7 +343,8 @@ def _detail_context(request, session, *, extend_form=None, score_form=None) -> d
         waiting_for=_waiting_for(session),
         monitor_url=_monitor_url(session),
         score_form=score_form or ManualScoreForm(),
-        terminal=session.status in TERMINAL,
+        # A re-grade under way (SPEC §9) keeps an ARCHIVED session's page live, so its progress shows.
+        terminal=session.status in TERMINAL and not session.regrades.exclude(status__in=("DONE", "FAILED")).exists(),
     )
 
 

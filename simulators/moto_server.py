@@ -1,4 +1,4 @@
-"""EC2 and CloudWatch: moto 5.2.5 in server mode, plus what moto lacks (EXTERNAL-SYSTEMS §2.3).
+"""EC2, CloudWatch and S3 (evidence, SPEC §9): moto 5.2.5 in server mode, plus what moto lacks (EXTERNAL §2.3).
 
 `MotoSimulator.app` is a WSGI app (serve it with `simulators.common.ServerThread`) that puts a thin
 layer in front of moto's own server application:
@@ -12,10 +12,12 @@ layer in front of moto's own server application:
 - **slow state transitions** moto does not have: after `RunInstances`/`StartInstances` an instance
   stays `pending` for the `boot` timing, after `StopInstances` `stopping` for `stop`, after
   `TerminateInstances` `shutting-down` for `terminate` (seconds; all 0 with `zero_delay`, which
-  leaves moto's instant transitions alone). `POST /_sim/timings {"boot": 30}` changes them at run
-  time (explicit values win over `zero_delay`); `POST /_sim/instances/<id>/state {"state":
-  "pending", "seconds": null}` pins an instance in a state (null = until an EC2 call moves it), e.g.
-  an instance that never leaves `pending`. `/_sim/clock` moves time forward;
+  leaves moto's instant transitions alone). S3 requests (path-style, signed for `s3`) are named by method
+  and path (`PutObject`, `GetObject`, `HeadObject`, `DeleteObject`, `ListObjectsV2`, `CreateBucket`, ...) for
+  the same fault rules (`{"operation": "PutObject", "code": "InternalError", "times": 3}`).
+  `POST /_sim/timings {"boot": 30}` changes them at run time (explicit values win over `zero_delay`);
+  `POST /_sim/instances/<id>/state {"state": "pending", "seconds": null}` pins an instance in a state
+  (null = until an EC2 call moves it), e.g. an instance that never leaves `pending`. `/_sim/clock` moves time forward;
 - **a seeded CML AMI** (`cml-2.9.0-lcm`, owned by the account, so `Owners=["self"]` finds it),
   re-seeded after every reset: `POST /_sim/reset` and moto's own `POST /moto-api/reset` both reset
   moto, the faults, the pinned states and the clock.
@@ -306,6 +308,8 @@ def _set_state(instance, state: str) -> None:
 
 def _operation(environ) -> tuple[str | None, str]:
     """The AWS operation name and protocol of a request, leaving its body readable for moto."""
+    if _signing_service(environ) == "s3":
+        return _s3_operation(environ), "s3"
     query = parse_qs(environ.get("QUERY_STRING", ""))
     if "Action" in query:
         return query["Action"][0], "query"
@@ -329,6 +333,21 @@ def _operation(environ) -> tuple[str | None, str]:
     return None, "query"
 
 
+def _s3_operation(environ) -> str:
+    """The S3 operation of a path-style request (`/bucket` or `/bucket/key`), by method and query: the name a
+    fault rule gives (`PutObject`, `GetObject`, `HeadObject`, `DeleteObject`, `ListObjectsV2`, `CreateBucket`,
+    `HeadBucket`, `DeleteObjects`, ...)."""
+    method = environ.get("REQUEST_METHOD", "GET")
+    has_key = "/" in environ.get("PATH_INFO", "").strip("/")
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    if not has_key:
+        if method == "POST" and "delete" in query:
+            return "DeleteObjects"
+        names = {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}
+        return names.get(method, "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects")
+    return {"PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(method, "GetObject")
+
+
 def _signing_service(environ) -> str | None:
     """The service of a SigV4 credential scope (`Credential=AK/date/region/service/aws4_request`)."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -347,6 +366,12 @@ def _aws_error(protocol: str, code: str, message: str) -> tuple[list, bytes]:
             f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
         )
         return [("Content-Type", "text/xml")], body.encode()
+    if protocol == "s3":
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}</Code><Message>{escape(message)}'
+            f"</Message><RequestId>{request_id}</RequestId></Error>"
+        )
+        return [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)], body.encode()
     if protocol == "query":
         body = (
             f"<ErrorResponse><Error><Type>Sender</Type><Code>{escape(code)}</Code>"

@@ -14,3 +14,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Unit tests drive reconcilers explicitly; the loop tests switch projection on themselves.
 LCM_PROJECTION_ENABLED = False
 LCM_INPROCESS_WORKERS = 0
+# Evidence needs the S3 of the moto simulator: the tests about it start one and switch it on themselves.
+LCM_EVIDENCE_ENABLED = False

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from grading.models import GradingSession, ScoreReport, ScoreSection
+from grading.models import EvidenceCollection, EvidenceItem, GradingSession, Regrade, ScoreReport, ScoreSection
 from grading.services import grading_session_create, score_report_create
 from lcm.events import status_changed
 from lcm.models import LoopHeartbeat, ReceivedEvent
@@ -104,6 +104,11 @@ def _build_graph() -> dict:
         LicenseRequest: LicenseRequest.objects.create(worker=worker, action="REGISTER", token="secret-token-123"),
         LoopHeartbeat: LoopHeartbeat.objects.create(name=f"loop-{n}", last_tick_at=timezone.now()),
         ReceivedEvent: ReceivedEvent.objects.create(event_id=f"evt-{n}", event_type="io.lablet.lds.session.running.v1"),
+        EvidenceCollection: EvidenceCollection.objects.create(lablet_session=session),
+        EvidenceItem: EvidenceItem.objects.create(
+            lablet_session=session, kind="lab_yaml", name="lab.yaml", object_key=f"sessions/{n}/lab", sha256="0" * 64
+        ),
+        Regrade: Regrade.objects.create(lablet_session=session, requested_by="test"),
     }
 
 

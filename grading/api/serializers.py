@@ -2,8 +2,8 @@
 
 from rest_framework import serializers
 
-from grading.models import GradingSession, ScoreReport, ScoreSection
-from grading.states import GradingStatus
+from grading.models import EvidenceItem, GradingSession, Regrade, ScoreReport, ScoreSection
+from grading.states import GradingStatus, RegradeStatus
 from lcm.api.fields import AwareDateTimeField, UpperChoiceField
 from lcm.api.serializers import reason_field
 
@@ -91,3 +91,39 @@ class ScoreReportWriteSerializer(serializers.Serializer):
     )
     submitted_at = AwareDateTimeField(required=False, allow_null=True)
     manual = serializers.BooleanField(required=False)
+
+
+class EvidenceItemSerializer(serializers.ModelSerializer):
+    """One stored object of a session's evidence (SPEC §9); `download` is where its bytes are."""
+
+    session_id = serializers.UUIDField(source="lablet_session_id", read_only=True)
+    state = serializers.CharField(read_only=True)
+    download = serializers.SerializerMethodField()
+
+    class Meta:
+        model = EvidenceItem
+        fields = [
+            "id", "session_id", "kind", "name", "object_key", "sha256", "size", "content_type", "created_at",
+            "expired_at", "state", "download",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_download(self, item) -> str:
+        return f"/api/v1/sessions/{item.lablet_session_id}/evidence/{item.pk}/"
+
+
+class RegradeSerializer(serializers.ModelSerializer):
+    """A re-grade of an ARCHIVED session (SPEC §9) and how far it got."""
+
+    session_id = serializers.UUIDField(source="lablet_session_id", read_only=True)
+    status = serializers.ChoiceField(choices=RegradeStatus.choices, read_only=True)
+    worker_id = serializers.UUIDField(read_only=True)
+    score_report_id = serializers.UUIDField(read_only=True)
+
+    class Meta:
+        model = Regrade
+        fields = [
+            "id", "session_id", "status", "requested_by", "worker_id", "score_report_id", "error", "last_error",
+            "created_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields

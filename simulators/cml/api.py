@@ -55,6 +55,12 @@ ROUTES = [
     ("start_node", "/labs/<lab_id>/nodes/<node_id>/state/start", ["PUT"], labs.start_node),
     ("stop_node", "/labs/<lab_id>/nodes/<node_id>/state/stop", ["PUT"], labs.stop_node),
     ("wipe_node", "/labs/<lab_id>/nodes/<node_id>/wipe_disks", ["PUT"], labs.wipe_node),
+    (
+        "extract_node_config",
+        "/labs/<lab_id>/nodes/<node_id>/extract_configuration",
+        ["PUT"],
+        labs.extract_node_configuration,
+    ),
     ("node_interfaces", "/labs/<lab_id>/nodes/<node_id>/interfaces", ["GET"], labs.node_interfaces),
     ("console_key", "/labs/<lab_id>/nodes/<node_id>/keys/console", ["GET"], labs.console_key),
     ("get_interface", "/labs/<lab_id>/interfaces/<interface_id>", ["GET"], labs.get_interface),

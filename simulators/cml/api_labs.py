@@ -214,6 +214,19 @@ def wipe_node(sim: CMLState, worker: SimWorker, lab_id, node_id):
     return no_content()
 
 
+def extract_node_configuration(sim: CMLState, worker: SimWorker, lab_id, node_id):
+    """The running device's configuration becomes the node's stored one (then in `download` and `topology`)."""
+    lab = find_lab(worker, lab_id)
+    node = find_node(lab, node_id)
+    if sim.node_state(worker, node)[0] != "BOOTED":
+        raise CMLError(400, f"Node {node_id} is not running: no configuration to extract.")
+    if node.running_config is not None:
+        node.data["configuration"] = node.running_config
+    lab.modified = sim.clock.time()
+    sim.add_lab_event(lab, "CHANGE", "NODE", node.id, {"configuration": "extracted"})
+    return json_response({"id": node.id, "configuration_extracted": node.running_config is not None})
+
+
 def node_interfaces(sim: CMLState, worker: SimWorker, lab_id, node_id):
     lab = find_lab(worker, lab_id)
     node = find_node(lab, node_id)

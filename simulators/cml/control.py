@@ -11,6 +11,9 @@
 - `DELETE /_sim/workers/<name>/labs/<lab_id>`: the lab vanishes behind LCM's back.
 - `PATCH /_sim/workers/<name>/labs/<lab_id>[/nodes/<node_id>] {"stuck": "QUEUED"|"STARTED"|
   "DISCONNECTED"|null}`: nodes that never finish booting or fall off their compute.
+- `PUT /_sim/workers/<name>/labs/<lab_id>/nodes/<node id or label>/configuration {"configuration": "..."}`:
+  "configure" a running node, as a candidate at its console would (409 when the node is not running); CML's
+  `extract_configuration` then stores it, and the lab's `download` carries it.
 """
 
 import logging
@@ -128,6 +131,25 @@ def sim_nodes_stuck(sim: "CMLSimulator", name, lab_id, node_id=None):
         return json_response({"nodes": {node.id: sim.node_state(worker, node)[0] for node in nodes}})
 
 
+def sim_node_configure(sim: "CMLSimulator", name, lab_id, node_ref):
+    payload = body_json()
+    text = payload.get("configuration") if isinstance(payload, dict) else None
+    if not isinstance(text, str):
+        return error_response(400, "configuration (text) is required")
+    with sim.lock:
+        worker = sim.workers.get(name)
+        lab = worker.labs.get(lab_id) if worker else None
+        if lab is None:
+            return error_response(404, f"no lab {lab_id!r} on worker {name!r}")
+        node = lab.nodes.get(node_ref) or next((n for n in lab.nodes.values() if n.label == node_ref), None)
+        if node is None:
+            return error_response(404, f"no node {node_ref!r} in lab {lab_id!r}")
+        if node.phase != "RUNNING":
+            return error_response(409, f"node {node.label!r} is not running")
+        node.running_config = text
+        return json_response({"node": node.id, "label": node.label, "configured": True})
+
+
 # (rules, methods, view): the endpoint is the view's name.
 CONTROL_ROUTES = [
     (["/_sim/workers"], ["POST"], sim_worker_create),
@@ -142,6 +164,7 @@ CONTROL_ROUTES = [
         ["PATCH"],
         sim_nodes_stuck,
     ),
+    (["/_sim/workers/<name>/labs/<lab_id>/nodes/<node_ref>/configuration"], ["PUT"], sim_node_configure),
 ]
 
 

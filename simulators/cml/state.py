@@ -69,6 +69,7 @@ OPERATIONS = {
     "start_node": "start_node_handler_labs__lab_id__nodes__node_id__state_start_put",
     "stop_node": "stop_node_handler_labs__lab_id__nodes__node_id__state_stop_put",
     "wipe_node": "wipe_node_handler_labs__lab_id__nodes__node_id__wipe_disks_put",
+    "extract_node_config": "extract_node_configuration_handler_labs__lab_id__nodes__node_id__extract_configuration_put",
     "node_interfaces": "get_node_interfaces_handler_labs__lab_id__nodes__node_id__interfaces_get",
     "console_key": "get_console_key_for_lab_node_labs__lab_id__nodes__node_id__keys_console_get",
     "get_interface": "interface_view_get_labs__lab_id__interfaces__interface_id__get",
@@ -138,6 +139,9 @@ class SimNode:
     start_recorded: bool = False
     boot_recorded: bool = False
     stuck: str | None = None
+    # The configuration the running device holds now (what a candidate typed; `/_sim/` sets it): booted from
+    # the stored `data["configuration"]`, copied back into it by extract_configuration, lost by a wipe.
+    running_config: str | None = None
     vnc_key: str = field(default_factory=new_id)
     console_key: str = field(default_factory=new_id)
 
@@ -467,6 +471,8 @@ class CMLState:
             previous = node.phase
             node.phase = "RUNNING"
             node.started_at = now
+            if node.running_config is None:
+                node.running_config = node.data.get("configuration")
             node.start_recorded = node.boot_recorded = False
             for iface_id in node.interfaces:
                 iface = lab.interfaces[iface_id]
@@ -490,6 +496,7 @@ class CMLState:
                 continue
             node.phase = "DEFINED_ON_CORE"
             node.stuck = None
+            node.running_config = None
             self.add_telemetry(worker, "wipe_node", {"lab_id": lab.id, "node_id": node.id})
             self.add_lab_event(
                 lab, "STATE_CHANGED", "NODE", node.id, {"state": "DEFINED_ON_CORE"}, {"state": "STOPPED"}

@@ -1,5 +1,7 @@
 """Every list endpoint runs the same number of queries for 10 rows as for 200 (no N+1; STYLE meta-test)."""
 
+import uuid
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -74,6 +76,16 @@ def _exams(n, world):
         SessionFactory(definition=world["definition"], exam=exam)
 
 
+def _evidence(n, world):
+    from grading.models import EvidenceItem  # Imported here: as the factories above, only this filler needs it.
+
+    for _ in range(n):
+        key = f"sessions/{world['session'].pk}/node_config/{uuid.uuid4()}"
+        EvidenceItem.objects.create(
+            lablet_session=world["session"], kind="node_config", object_key=key, sha256="0" * 64
+        )
+
+
 def _grading(n, world):
     GradingSessionFactory.create_batch(n, lablet_session=world["session"])
 
@@ -82,6 +94,7 @@ def _grading(n, world):
 LISTS = {
     "/api/v1/sessions/": _sessions,
     "/api/v1/sessions/{session}/history": _history,
+    "/api/v1/sessions/{session}/evidence/": _evidence,
     "/api/v1/definitions/": _definitions,
     "/api/v1/score-reports/": _reports,
     "/api/v1/workers/": _workers,

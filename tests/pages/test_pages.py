@@ -439,12 +439,15 @@ def test_settings_page_saves_through_the_form(admin_client):
         for name in ("idle_timeout_minutes", "min_workers_per_region", "max_workers_per_region",
                      "scale_up_cooldown_minutes", "scale_down_cooldown_minutes", "drain_timeout_minutes",
                      "placement_lead_minutes", "boot_lead_minutes", "grading_timeout_minutes", "max_extension_minutes",
-                     "discovery_ami_pattern", "discovery_interval_minutes")
+                     "discovery_ami_pattern", "discovery_interval_minutes", "evidence_timeout_minutes",
+                     "evidence_retention_days")
     }  # fmt: skip
-    response = admin_client.post("/settings/", {**fields, "placement_lead_minutes": 40, "autoscaling_enabled": "on"})
+    changes = {"placement_lead_minutes": 40, "autoscaling_enabled": "on", "evidence_retention_days": 90}
+    response = admin_client.post("/settings/", {**fields, **changes})
     assert response.status_code == 302
     settings_row.refresh_from_db()
     assert (settings_row.placement_lead_minutes, settings_row.autoscaling_enabled) == (40, True)
+    assert settings_row.evidence_retention_days == 90
     assert settings_row.updated_by == "admin"
     junk = {"min_workers_per_region": 9, "max_workers_per_region": 2, "idle_timeout_minutes": "-3"}
     bad = admin_client.post("/settings/", {**fields, **junk, "drain_timeout_minutes": "9" * 30})
@@ -640,7 +643,7 @@ def test_every_status_has_a_badge_colour_and_every_colour_a_class():
     css = (ROOT / "static" / "lcm" / "lcm.css").read_text()
     maps = BADGE_COLOURS_BY_KIND.values()
     choice_sets = _status_choice_sets()
-    assert len(choice_sets) == 8
+    assert len(choice_sets) == 10  # ... and EvidenceStatus, RegradeStatus (SPEC §9)
     for choices in choice_sets:
         assert any(set(colours) == set(choices.values) for colours in maps), choices.__name__
     for colour in {colour for colours in maps for colour in colours.values()}:

@@ -1,5 +1,5 @@
-"""`manage.py bench_lifecycle` with a handful of sessions: both runs (etcd-triggered and its ticks-only peer)
-go through the real processes and report every figure."""
+"""`manage.py bench_lifecycle` with a handful of sessions: the three runs (etcd-triggered, without evidence, ticks
+only) go through the real processes and report every figure."""
 
 import json
 from io import StringIO
@@ -21,8 +21,11 @@ def test_bench_lifecycle_reports_each_figure_beside_its_ticks_only_peer():
         stdout=out, stderr=StringIO(),
     )  # fmt: skip
     runs = json.loads(out.getvalue())
-    assert list(runs) == ["etcd-triggered", "ticks only (peer)"]
+    assert list(runs) == ["etcd-triggered", "evidence off (peer)", "ticks only (peer)"]
+    assert runs["etcd-triggered"]["evidence_items_per_session"] >= 5  # every kind, a node config per node
+    assert runs["evidence off (peer)"]["evidence_items_per_session"] == 0
     for figures in runs.values():
+        assert 0 < figures["teardown_p50"] <= figures["teardown_p95"]
         assert figures["statuses"] == {"ARCHIVED": 4}
         assert figures["count_ready"] == figures["count_archived"] == 4
         assert figures["rate_ready"] > 0 and figures["rate_archived"] > 0

@@ -476,9 +476,11 @@ def _drive_lab(worker, sample_lab_yaml: str) -> str:
     node_id = worker.get(f"/labs/{lab_id}/nodes")[0]
     worker.call("PATCH", f"/labs/{lab_id}/nodes/{node_id}", expect=200, json={"tags": ["serial:3001"]})
     worker.call("PUT", f"/labs/{lab_id}/start", expect=204)
+    worker.call("PUT", f"/labs/{lab_id}/nodes/{node_id}/extract_configuration", expect=200)
     _drive_lab_reads(worker, lab_id, node_id)
     worker.call("PUT", f"/labs/{lab_id}/wipe", expect=400)
     worker.call("PUT", f"/labs/{lab_id}/nodes/{node_id}/state/stop", expect=204)
+    worker.call("PUT", f"/labs/{lab_id}/nodes/{node_id}/extract_configuration", expect=400)  # not running
     worker.call("PUT", f"/labs/{lab_id}/nodes/{node_id}/wipe_disks", expect=204)
     worker.call("PUT", f"/labs/{lab_id}/nodes/{node_id}/state/start", expect=204)
     worker.call("PUT", f"/labs/{lab_id}/stop", expect=204)
@@ -553,3 +555,24 @@ def test_virl2_client_runs_a_lab_through_the_simulator(cml, shared_specs, sample
     records = [r for r in cml.simulator.recorder.list() if r["path"].startswith(f"/w/{worker.name}/")]
     assert {r["operation"] for r in records} >= {OPERATIONS[op] for op in ("system_information", "authok", "topology")}
     assert [(r["path"], e) for r in records if (e := response_errors(api, r, cml.url))] == []
+
+
+def test_a_configured_node_is_extracted_into_the_download_and_imports_again(cml, sample_lab_yaml):
+    """A candidate's change to a running node (set through `/_sim/`) reaches the stored configuration only by
+    `extract_configuration`; the downloaded YAML carries it and imports as a new lab with it."""
+    worker = make_worker(cml)
+    lab_id = worker.call("POST", "/import", expect=200, json=yaml.safe_load(sample_lab_yaml)).json()["id"]
+    configure = f"{cml.url}/_sim/workers/{worker.name}/labs/{lab_id}/nodes/ubuntu-desktop/configuration"
+    assert requests.put(configure, json={"configuration": "hostname x"}, timeout=5).status_code == 409
+    worker.call("PUT", f"/labs/{lab_id}/start", expect=204)
+    answer = requests.put(configure, json={"configuration": "hostname candidate-7"}, timeout=5)
+    assert answer.status_code == 200
+    node_id = answer.json()["node"]
+    assert "candidate-7" not in worker.get(f"/labs/{lab_id}/download")
+    worker.call("PUT", f"/labs/{lab_id}/nodes/{node_id}/extract_configuration", expect=200)
+    downloaded = yaml.safe_load(worker.get(f"/labs/{lab_id}/download"))
+    by_label = {node["label"]: node for node in downloaded["nodes"]}
+    assert by_label["ubuntu-desktop"]["configuration"] == "hostname candidate-7"
+    again = worker.call("POST", "/import", expect=200, json=downloaded).json()["id"]
+    nodes = worker.get(f"/labs/{again}/nodes", params={"data": "true"})
+    assert {n["label"]: n["configuration"] for n in nodes}["ubuntu-desktop"] == "hostname candidate-7"

@@ -355,3 +355,30 @@ def test_manage_py_runs_until_sigterm():
             process.kill()
             process.wait()
     assert process.returncode == 0
+
+
+def test_s3_operations_are_named_for_faults_and_answer_s3_errors(moto):
+    """Evidence (SPEC §9) lives in moto's S3: its path-style calls are named (`PutObject`, `GetObject`, ...) so a
+    fault rule can fail them, answered as S3 errors that botocore parses."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+    s3.create_bucket(Bucket="evidence")
+    sim(moto, "POST", "faults", json={"operation": "PutObject", "code": "InternalError", "times": 1})
+    with pytest.raises(ClientError) as failed:
+        s3.put_object(Bucket="evidence", Key="sessions/a/lab_yaml/lab.yaml", Body=b"nodes: []")
+    assert failed.value.response["Error"]["Code"] == "InternalError"
+    s3.put_object(Bucket="evidence", Key="sessions/a/lab_yaml/lab.yaml", Body=b"nodes: []")
+    sim(moto, "POST", "faults", json={"operation": "GetObject", "code": "SlowDown", "status": 503, "times": 1})
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket="evidence", Key="sessions/a/lab_yaml/lab.yaml")
+    assert s3.get_object(Bucket="evidence", Key="sessions/a/lab_yaml/lab.yaml")["Body"].read() == b"nodes: []"
+    listed = s3.list_objects_v2(Bucket="evidence", Prefix="sessions/")
+    assert [item["Key"] for item in listed["Contents"]] == ["sessions/a/lab_yaml/lab.yaml"]
+    operations = [r["operation"] for r in sim(moto, "GET", "requests").json()]
+    assert {"CreateBucket", "PutObject", "GetObject", "ListObjectsV2"} <= set(operations)

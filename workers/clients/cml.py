@@ -170,6 +170,36 @@ class CMLClient(HttpClient):
             params={"data": "true", "exclude_configurations": "true"},
         )
 
+    def extract_node_configuration(self, lab_id: str, node_id: str) -> None:
+        """`PUT /labs/{lab_id}/nodes/{node_id}/extract_configuration` → 200: the running node's configuration
+        becomes its stored one (then part of `download_lab`). A node that is not running is refused (400,
+        `BadRequest`). Repeating it is harmless."""
+        self.request(
+            "PUT",
+            f"/labs/{lab_id}/nodes/{node_id}/extract_configuration",
+            operation="extract_node_configuration",
+            retry_non_idempotent=True,
+        )
+
+    def download_lab(self, lab_id: str) -> str:
+        """`GET /labs/{lab_id}/download` → the lab as YAML text (declared as a JSON string), node configurations
+        included."""
+        text = self.json("GET", f"/labs/{lab_id}/download", operation="download_lab")
+        if not isinstance(text, str):
+            raise ExternalError(self.system, "download_lab", "answered without the lab's YAML text")
+        return text
+
+    def set_node_configuration(self, lab_id: str, node_id: str, configuration) -> None:
+        """`PATCH /labs/{lab_id}/nodes/{node_id} {"configuration": ...}` → 200: the node's stored configuration
+        (what it boots from after a wipe). Setting the same twice is harmless."""
+        self.request(
+            "PATCH",
+            f"/labs/{lab_id}/nodes/{node_id}",
+            operation="patch_node",
+            json={"configuration": configuration},
+            retry_non_idempotent=True,
+        )
+
     def patch_node_tags(self, lab_id: str, node_id: str, tags: list[str]) -> None:
         """`PATCH /labs/{lab_id}/nodes/{node_id} {"tags": [...]}` → 200; the tags are replaced, not merged."""
         self.request(

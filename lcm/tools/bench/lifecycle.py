@@ -9,12 +9,14 @@ N at once and lets the candidates in once every session is READY (so the READY f
 instantiation alone); `--rate R` books R sessions/s and each candidate finishes as soon as READY
 (arrivals and departures at the same rate), or with `--hold` waits like a burst.
 
-Each figure is printed beside its peer measured in the same run: the same lifecycle with the
-polling ticks only (the watcher left out, so etcd changes wake nobody) — etcd-triggered versus
+Each figure is printed beside its peers measured in the same run: the same lifecycle without evidence
+(`LCM_EVIDENCE_ENABLED=0`: what collecting it costs per session, SPEC §9, in teardown seconds and CPU), and
+with the polling ticks only (the watcher left out, so etcd changes wake nobody) — etcd-triggered versus
 tick-driven. Figures:
 - sessions/s to READY and to ARCHIVED: N over the time from the first booking (for ARCHIVED in a
   burst: from the candidates' release) to the last READY (ARCHIVED) transition;
-- p50/p95/max from a session's creation to its READY transition (history timestamps);
+- p50/p95/max from a session's creation to its READY transition (history timestamps), and p50/p95 of its
+  teardown (STOPPING to ARCHIVED: where the evidence is collected before the wipe); evidence items stored;
 - database transactions and rows written per session: `pg_stat_database` deltas of the
   benchmark database (xact_commit + xact_rollback; tup_inserted + tup_updated + tup_deleted) over
   the whole run, every process included (ticks too), the benchmark's own progress polling
@@ -130,6 +132,13 @@ class CpuMeter:
         return result
 
 
+def evidence_items() -> int:
+    """Evidence items stored (SPEC §9), read with SQL: this command's app (sessions) never imports grading."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM evidence_items")
+        return cursor.fetchone()[0]
+
+
 def percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -144,7 +153,7 @@ def lifecycle_figures(ids: list, released_at=None) -> dict:
     or from the candidates' release (burst) to the last ARCHIVED.
     """
     created = dict(LabletSession.objects.filter(pk__in=ids).values_list("pk", "created_at"))
-    reached: dict[str, dict] = {S.READY: {}, S.ARCHIVED: {}}
+    reached: dict[str, dict] = {S.READY: {}, S.STOPPING: {}, S.ARCHIVED: {}}
     rows = SessionStatusChange.objects.filter(
         session_id__in=ids, entity=SessionStatusChange.Entity.SESSION, to_status__in=list(reached)
     ).values_list("session_id", "to_status", "at")
@@ -153,6 +162,8 @@ def lifecycle_figures(ids: list, released_at=None) -> dict:
     first = min(created.values())
     figures = {}
     for status, times in reached.items():
+        if status == S.STOPPING:
+            continue
         if times:
             origin = released_at if status == S.ARCHIVED and released_at else first
             span = (max(times.values()) - origin).total_seconds()
@@ -162,6 +173,14 @@ def lifecycle_figures(ids: list, released_at=None) -> dict:
     figures["ready_p50"] = percentile(latencies, 0.50)
     figures["ready_p95"] = percentile(latencies, 0.95)
     figures["ready_max"] = max(latencies) if latencies else float("nan")
+    # Teardown (STOPPING → ARCHIVED): where evidence is collected, before the lab is wiped.
+    teardowns = [
+        (at - reached[S.STOPPING][pk]).total_seconds()
+        for pk, at in reached[S.ARCHIVED].items()
+        if pk in reached[S.STOPPING]
+    ]
+    figures["teardown_p50"] = percentile(teardowns, 0.50)
+    figures["teardown_p95"] = percentile(teardowns, 0.95)
     return figures
 
 
@@ -194,6 +213,9 @@ class LifecycleBench(BenchRun):
             # This process is pointed at each stack in turn (`LifecycleRig.point_settings`); undone afterwards.
             with override_settings():
                 runs = {"etcd-triggered": self._run(options, watcher=True)}
+                if not options["no_evidence_peer"]:
+                    call_command("flush", interactive=False, verbosity=0)
+                    runs["evidence off (peer)"] = self._run(options, watcher=True, evidence=False)
                 if not options["no_peer"]:
                     call_command("flush", interactive=False, verbosity=0)
                     runs["ticks only (peer)"] = self._run(options, watcher=False)
@@ -205,11 +227,11 @@ class LifecycleBench(BenchRun):
                 connection.creation.destroy_test_db(old_name, verbosity=0)
         self._report(runs, options)
 
-    def _run(self, options, *, watcher: bool) -> dict:
+    def _run(self, options, *, watcher: bool, evidence: bool = True) -> dict:
         count, rate = options["sessions"], options["rate"]
         interval = options["interval"] or settings.LCM_LOOP_LABLETS_SECONDS
         timeout = options["timeout"] or 120 + count / 2
-        name = "watch" if watcher else "ticks"
+        name = ("watch" if watcher else "ticks") + ("" if evidence else "-no-evidence")
         pace = f"at {rate:.1f}/s" if rate else "in one burst"
         self.stderr.write(f"== {name}: {count} sessions {pace}")
         database_url = database_url_of(connection.settings_dict)
@@ -224,7 +246,11 @@ class LifecycleBench(BenchRun):
             worker_pool=options["pool"],
             worker_concurrency=options["concurrency"],
             services=tuple(s for s in SERVICE_ORDER if watcher or s != "watcher"),
-            env={"LCM_LOOP_PLACEMENT_SECONDS": str(interval), "LCM_LOOP_LABLETS_SECONDS": str(interval)},
+            env={
+                "LCM_LOOP_PLACEMENT_SECONDS": str(interval),
+                "LCM_LOOP_LABLETS_SECONDS": str(interval),
+                "LCM_EVIDENCE_ENABLED": "1" if evidence else "0",  # SPEC §9: its cost is the difference
+            },
         )
         flush_redis_db(broker_url)
         stack = Stack(config, die_with_parent=True)
@@ -247,6 +273,7 @@ class LifecycleBench(BenchRun):
             cpu = meter.delta()
             figures = lifecycle_figures(result.ids, result.released_at)
             figures["statuses"] = rig.statuses(result.ids)
+            figures["evidence_items_per_session"] = evidence_items() / count
         finally:
             stack.stop()
         after = db_counters()  # after the stop: every backend has exited and flushed its statistics
@@ -279,6 +306,9 @@ class LifecycleBench(BenchRun):
             ("creation -> READY p50 (s)", lambda f: f["ready_p50"], "{:.2f}"),
             ("creation -> READY p95 (s)", lambda f: f["ready_p95"], "{:.2f}"),
             ("creation -> READY max (s)", lambda f: f["ready_max"], "{:.2f}"),
+            ("STOPPING -> ARCHIVED p50 (s)", lambda f: f["teardown_p50"], "{:.2f}"),
+            ("STOPPING -> ARCHIVED p95 (s)", lambda f: f["teardown_p95"], "{:.2f}"),
+            ("evidence items / session", lambda f: f["evidence_items_per_session"], "{:.1f}"),
             ("DB transactions / session", lambda f: f["xacts_per_session"], "{:.0f}"),
             ("DB rows written / session", lambda f: f["rows_written_per_session"], "{:.0f}"),
             ("CPU-s / session, total", lambda f: f["cpu_per_session"]["total"], "{:.3f}"),
@@ -295,8 +325,18 @@ class LifecycleBench(BenchRun):
                 value = getter(runs[name])
                 cells.append(f"{'-' if value is None else fmt.format(value):>22}")
             self.stdout.write(f"{label:<42}" + "".join(cells))
-        if len(names) == 2:
-            watch, ticks = (runs[n] for n in names)
+        if "evidence off (peer)" in runs:
+            with_it, without = runs["etcd-triggered"], runs["evidence off (peer)"]
+            extra_cpu = with_it["cpu_per_session"]["total"] - without["cpu_per_session"]["total"]
+            extra_lcm = with_it["cpu_per_session"]["lcm"] - without["cpu_per_session"]["lcm"]
+            self.stdout.write(
+                f"evidence per session: {with_it['teardown_p50'] - without['teardown_p50']:+.2f} s teardown p50 "
+                f"({with_it['teardown_p50']:.2f} vs {without['teardown_p50']:.2f} s), "
+                f"{with_it['teardown_p95'] - without['teardown_p95']:+.2f} s p95; {extra_cpu:+.3f} CPU-s in all "
+                f"({extra_lcm:+.3f} in LCM's processes); {with_it['evidence_items_per_session']:.1f} items stored"
+            )
+        if "ticks only (peer)" in runs:
+            watch, ticks = runs["etcd-triggered"], runs["ticks only (peer)"]
             self.stdout.write(
                 f"p95 creation -> READY: {watch['ready_p95']:.2f} s etcd-triggered vs {ticks['ready_p95']:.2f} s "
                 f"tick-driven (interval {options['interval'] or settings.LCM_LOOP_LABLETS_SECONDS:g} s); "

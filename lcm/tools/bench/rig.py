@@ -60,6 +60,8 @@ class LifecycleRig:
             "LCM_LDS_BASE_URL": self.urls["lds"],
             "LCM_GRADING_BASE_URL": self.urls["grading"],
             "WEBHOOK_SECRET": env["LCM_WEBHOOK_SECRET"],
+            # The stack's evidence store (moto's S3), read by `evidence_problems`.
+            "LCM_EVIDENCE_ENDPOINT_URL": env.get("LCM_EVIDENCE_ENDPOINT_URL") or self.urls["moto"],
         }
         for name, value in values.items():
             setattr(target, name, value)

@@ -11,7 +11,8 @@ from lcm.tools.bench.lifecycle import LifecycleBench
 class Command(BaseCommand):
     help = (
         "Benchmark full session lifecycles through the real worker/beat/watcher processes against zero-delay "
-        "simulators; every figure beside its peer (ticks only, no watcher) measured in the same run."
+        "simulators; every figure beside its peers measured in the same run: evidence off (SPEC §9: its cost per "
+        "session) and ticks only (no watcher)."
     )
 
     def add_arguments(self, parser):
@@ -31,6 +32,11 @@ class Command(BaseCommand):
         parser.add_argument("--redis-db", type=int, default=14, help="Redis database number for the broker")
         parser.add_argument("--timeout", type=float, help="seconds each run may take (default: 120 + N/2)")
         parser.add_argument("--no-peer", action="store_true", help="skip the ticks-only peer run")
+        parser.add_argument(
+            "--no-evidence-peer",
+            action="store_true",
+            help="skip the run without evidence (SPEC §9) that gives evidence's cost per session",
+        )
         parser.add_argument("--in-place", action="store_true", help="use the current (test) database")
         parser.add_argument("--keep-db", action="store_true", help="keep the scratch database afterwards")
         parser.add_argument("--json", action="store_true", help="print the figures as JSON")
