@@ -74,6 +74,7 @@ class Command(BaseCommand):
                 (settings.LCM_SIM_LDS_PORT, "the LDS simulator (LCM_SIM_LDS_PORT)"),
                 (settings.LCM_SIM_GRADING_PORT, "the Grading Engine simulator (LCM_SIM_GRADING_PORT)"),
                 (settings.LCM_SIM_MOTO_PORT, "the EC2 simulator (LCM_SIM_MOTO_PORT)"),
+                (settings.LCM_SIM_OIDC_PORT, "the OpenID Connect simulator (LCM_SIM_OIDC_PORT)"),
             ]
         for number, what in wanted:
             bind_host = host if number == port else settings.LCM_SIM_HOST
@@ -101,9 +102,11 @@ class Command(BaseCommand):
                 lds_port=settings.LCM_SIM_LDS_PORT,
                 grading_port=settings.LCM_SIM_GRADING_PORT,
                 moto_port=settings.LCM_SIM_MOTO_PORT,
+                oidc_port=settings.LCM_SIM_OIDC_PORT,
                 zero_delay=settings.LCM_SIM_ZERO_DELAY,
                 webhook_url=f"{url}/api/events",
                 webhook_secret=settings.WEBHOOK_SECRET,
+                control_token=settings.LCM_SIM_TOKEN or None,
             )
         except SimulatorStartError as exc:
             raise CommandError(f"simulators could not start: {exc} (or pass --no-simulators)") from None
@@ -115,5 +118,12 @@ class Command(BaseCommand):
         for worker in CMLWorker.objects.filter(cml_base_url__startswith=prefix):
             name = worker.cml_base_url[len(prefix) :].strip("/")
             # Demo workers are already RUNNING: their virtual CML is ready at once (no warm-up).
-            requests.post(f"{cml_url}/_sim/workers", json={"name": name, "warmup": 0}, timeout=5).raise_for_status()
+            requests.post(
+                f"{cml_url}/_sim/workers",
+                json={"name": name, "warmup": 0},
+                headers={"X-Sim-Token": handle.token},
+                timeout=5,
+            ).raise_for_status()
         self.stdout.write("Simulators: " + ", ".join(f"{k} {v}" for k, v in handle.urls.items()))
+        if not settings.LCM_SIM_TOKEN:
+            self.stdout.write(f"Simulator control API (/_sim/...): header X-Sim-Token: {handle.token}")
