@@ -44,9 +44,13 @@ def api_lockout(request) -> bool:
     return not AxesProxyHandler.is_allowed(request, NO_USERNAME)
 
 
-def api_failure(request) -> None:
-    """Count a refused API token against the request's address (as a failed login)."""
+def api_failure(request) -> bool:
+    """Count a refused API credential against the request's address (as a failed login); True when that failure
+    started the lock. The API answers the lock itself, in JSON: axes' flag for its HTML page is cleared."""
     user_login_failed.send(sender=__name__, credentials=dict(NO_USERNAME), request=request)
+    locked = bool(getattr(request, "axes_locked_out", False))
+    request.axes_locked_out = False
+    return locked
 
 
 def lockout_minutes() -> float:

@@ -53,7 +53,8 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         try:
             return self._authenticate(header)
         except exceptions.AuthenticationFailed:
-            throttle.api_failure(request._request)
+            if throttle.api_failure(request._request):
+                raise LockedOut() from None
             raise
 
     def _authenticate(self, header: list[bytes]):
@@ -102,7 +103,8 @@ class InternalApiKeyAuthentication(authentication.BaseAuthentication):
         if throttle.api_lockout(request._request):
             raise LockedOut()
         if not internal_key_valid(supplied):
-            throttle.api_failure(request._request)
+            if throttle.api_failure(request._request):
+                raise LockedOut()
             raise exceptions.AuthenticationFailed(f"Invalid {INTERNAL_HEADER}.")
         return InternalCaller(), INTERNAL_HEADER
 
