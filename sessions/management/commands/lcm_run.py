@@ -11,15 +11,17 @@ import socket
 import requests
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
 
 from lcm.loops import InProcessLoops
+from lcm.management.command_utils import LcmCommand, fail
 from sessions.seed import DEMO_REFUSED, database_is_empty, ensure_users, seed_demo
 from simulators.runner import SimulatorStartError, start_simulators
 from workers.models import CMLWorker
 
 
-class Command(BaseCommand):
+class Command(LcmCommand):
+    """Its lines and errors escape control characters (`--host`, stored names; issue 18)."""
+
     help = "Run LCM on its embedded default: migrate, seed when empty, simulators + loops + web in one process."
 
     def add_arguments(self, parser):
@@ -31,10 +33,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not settings.DEMO_DATA_ALLOWED:
-            raise CommandError(f"lcm_run refuses to start: {DEMO_REFUSED}")
+            raise fail(f"lcm_run refuses to start: {DEMO_REFUSED}")
         port = options["port"]
         if not 1 <= port <= 65535:
-            raise CommandError(f"--port {port} is not a TCP port")
+            raise fail(f"--port {port} is not a TCP port")
         if not options["no_serve"]:
             # Before anything is touched: on a clash this process would read another instance's simulators.
             self._check_ports_free(options["host"], port, simulators=not options["no_simulators"])
@@ -83,7 +85,7 @@ class Command(BaseCommand):
                 try:
                     probe.bind((bind_host, number))
                 except OSError:
-                    raise CommandError(
+                    raise fail(
                         f"port {number} on {bind_host} for {what} is in use (another LCM running?); stop it or choose "
                         "other ports"
                     ) from None
@@ -109,7 +111,7 @@ class Command(BaseCommand):
                 control_token=settings.LCM_SIM_TOKEN or None,
             )
         except SimulatorStartError as exc:
-            raise CommandError(f"simulators could not start: {exc} (or pass --no-simulators)") from None
+            raise fail(f"simulators could not start: {exc} (or pass --no-simulators)") from None
         if not settings.LCM_AWS_ENDPOINT_URL and "moto" in handle.urls:
             # EC2 calls (fleet loops, discovery) go to the moto simulator, never to real AWS.
             settings.LCM_AWS_ENDPOINT_URL = handle.urls["moto"]
