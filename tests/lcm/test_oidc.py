@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from lcm.models import OidcIdentity
 from lcm.roles import is_admin, is_instructor
+from tests.lcm.test_production_safety import manage
 from tests.support.oidc import CLIENT_ID, CLIENT_SECRET
 
 pytestmark = pytest.mark.django_db
@@ -211,3 +212,26 @@ def test_the_simulator_checks_pkce_and_client_secret(oidc_provider):
         timeout=5,
     )
     assert "error=invalid_request" in no_pkce.headers["Location"]
+
+
+def test_an_sso_identity_is_listed_read_only_in_the_admin(browser_client, oidc_provider, admin_client):
+    assert sign_in(browser_client, "ian").status_code == 302
+    listing = admin_client.get("/admin/lcm/oidcidentity/")
+    assert listing.status_code == 200 and "ian" in listing.content.decode()
+    identity = OidcIdentity.objects.get()
+    assert admin_client.get(f"/admin/lcm/oidcidentity/{identity.pk}/change/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"LCM_OIDC_ISSUER": "https://sso.example.com/realms/lcm"}, "LCM_OIDC_CLIENT_SECRET"),
+        (
+            {"LCM_OIDC_ISSUER": "http://sso.example.com/realms/lcm", "LCM_OIDC_CLIENT_SECRET": "a-real-secret"},
+            "LCM_OIDC_ISSUER must be an https URL",
+        ),
+    ],
+)
+def test_production_refuses_sso_without_a_secret_or_over_plain_http(tmp_path, env, named):
+    result = manage("check", tmp_path=tmp_path, **env)
+    assert result.returncode != 0 and named in result.stderr
