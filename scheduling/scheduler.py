@@ -116,8 +116,9 @@ def place_pending(*, now=None, limit: int = 500, require_leader: bool = True) ->
     """
     if require_leader and not coordinator().try_lead(LOOP):
         # Another holder: mostly a tick in progress; or one cut off by an etcd outage (or dead), whose lease
-        # lives on until its TTL. A tick once it must have expired places what waits meanwhile (issue 18).
-        loops.kick_later(LOOP, LEADER_TTL_SECONDS + 1)
+        # lives on until its TTL (etcd renews it, plus an election timeout, when it restarts). A tick once it
+        # must have expired places what waits meanwhile (issue 18); it retries again while the lease is taken.
+        loops.kick_later(LOOP, LEADER_TTL_SECONDS + 5)
         return PlacementReport(leader=False)
     deadline = time.monotonic() + settings.LCM_LOOP_PLACEMENT_SECONDS
     report = place_sessions(eligible_sessions(now, limit=limit))
