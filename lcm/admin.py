@@ -1,5 +1,5 @@
 """Admin for the kernel's models: API tokens (create one, its key shown once in a message; list; revoke),
-and, read-only, loop heartbeats and received CloudEvents.
+and, read-only, single sign-on identities, loop heartbeats and received CloudEvents.
 
 Only the key's hash is stored, so the key cannot be shown again; tokens are never edited,
 only revoked (an admin action calling `lcm.api.tokens.token_revoke`).
@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 
 from lcm.admin_utils import ReadOnlyAdmin, service_action
 from lcm.api.tokens import MAX_EXPIRY_DAYS, token_create, token_revoke
-from lcm.models import ApiToken, LoopHeartbeat, ReceivedEvent
+from lcm.models import ApiToken, LoopHeartbeat, OidcIdentity, ReceivedEvent
 
 
 class ApiTokenAddForm(forms.ModelForm):
@@ -81,6 +81,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
             "it is shown only this once.",
             level=messages.WARNING,
         )
+
+
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(ReadOnlyAdmin):
+    """Which provider account each single sign-on user is (written at sign-in by `lcm.oidc`), with its groups
+    at the last sign-in. Deactivate the user to refuse them; their role follows the provider's groups."""
+
+    list_display = ("user", "issuer", "subject", "groups", "last_login_at", "created_at")
+    search_fields = ("user__username", "subject", "issuer")
+    list_select_related = ("user",)
 
 
 @admin.register(LoopHeartbeat)

@@ -359,6 +359,25 @@ def kick(loop_name: str) -> None:
     )
 
 
+def kick_later(loop_name: str, seconds: float) -> None:
+    """One tick of `loop_name` in `seconds` (at most one waits per loop): a singleton loop whose lease another
+    holder kept through an etcd outage (or died with) leads again once the lease has expired, instead of at
+    its next interval. In-process coordination has no foreign holder: nothing to do."""
+    if not settings.CELERY_BROKER_URL:
+        return
+    client = _broker_redis()
+    if client is not None:
+        try:
+            if not client.set(_queued_marker("kick-later", loop_name), "1", nx=True, px=int(seconds * 1000)):
+                return
+        except Exception as exc:  # Redis hiccup: the beat tick comes anyway
+            logger.warning("cannot schedule a %s tick (%s); waiting for its interval", loop_name, exc)
+            return
+    celery_app.send_task(
+        "lcm.tick", args=[loop_name], countdown=seconds, expires=seconds + max(1.0, LOOPS[loop_name].interval)
+    )
+
+
 _kicked: set[str] = set()
 
 

@@ -1,4 +1,5 @@
-"""Kernel models: API tokens (SPEC §5.1 auth; written by `lcm.api.tokens` only), loop heartbeats
+"""Kernel models: API tokens (SPEC §5.1 auth; written by `lcm.api.tokens` only), single sign-on identities
+(SPEC §12; written by `lcm.oidc` only), loop heartbeats
 (written by `lcm.loops`), received CloudEvents (written by `lcm.webhooks`) and the shape every status
 history table shares (`StatusChange`; its rows are written by `lcm.fsm.record_changes` only)."""
 
@@ -43,6 +44,32 @@ class ApiToken(models.Model):
     def is_usable(self) -> bool:
         """Neither revoked nor expired (the user's own state is checked at authentication)."""
         return not self.revoked and not self.is_expired
+
+
+class OidcIdentity(models.Model):
+    """The identity provider's account (issuer + `sub`) a local user signs in as through single sign-on.
+
+    Users made by single sign-on have no usable password; their roles are set from the provider's groups at
+    every sign-in. A local account with the same username or e-mail is never taken over: the match is by
+    (issuer, subject) only.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identity")
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    groups = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "oidc_identities"
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="oidc_identity_unique_subject")]
+        verbose_name = "single sign-on identity"
+        verbose_name_plural = "single sign-on identities"
+
+    def __str__(self):
+        return f"{self.subject} at {self.issuer}"
 
 
 class LoopHeartbeat(models.Model):

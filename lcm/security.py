@@ -44,6 +44,24 @@ def is_simulator_url(url: str, simulator_hosts: set[str]) -> bool:
     return (urlsplit(url).hostname or "") in simulator_hosts
 
 
+def unsafe_endpoints(
+    *, cml_url_template: str, cml_verify_tls: bool, oidc_issuer: str, oidc_client_secret: str, simulator_hosts: set
+) -> list[str]:
+    """What production refuses about the real CML workers and the identity provider: a launched CML reached
+    over plain HTTP or without TLS verification; single sign-on with no client secret or over plain HTTP."""
+    problems = []
+    if cml_url_template and urlsplit(cml_url_template).scheme != "https":
+        problems.append("LCM_CML_URL_TEMPLATE must be an https URL (LCM sends the CML credentials there)")
+    if cml_url_template and not cml_verify_tls:
+        problems.append("LCM_CML_VERIFY_TLS must stay on for a real CML (set LCM_CML_CA_BUNDLE for its certificates)")
+    if oidc_issuer:
+        if not oidc_client_secret.strip():
+            problems.append("LCM_OIDC_CLIENT_SECRET must be set (single sign-on is on: LCM_OIDC_ISSUER)")
+        if urlsplit(oidc_issuer).scheme != "https" and not is_simulator_url(oidc_issuer, simulator_hosts):
+            problems.append("LCM_OIDC_ISSUER must be an https URL")
+    return problems
+
+
 def refusal(problems: list[str]) -> str:
     """The one line production settings refuse to start with."""
     return "DJANGO_DEBUG=0 refuses to start: " + "; ".join(problems)

@@ -4,6 +4,7 @@ Every variable is listed in `.env.example` with its safe local default. With not
 set, LCM runs on its embedded default: SQLite, in-process tasks and coordination.
 """
 
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "lcm.apps.LcmConfig",
     "sessions.apps.LabletSessionsConfig",
     "workers.apps.WorkersConfig",
@@ -63,6 +65,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last (django-axes): turns a refused, locked-out sign-in into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 if not DEBUG:
@@ -82,6 +86,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "lcm.oidc.sso_context",
             ],
         },
     },
@@ -132,6 +137,50 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# --- Identity (SPEC §12): local accounts and OpenID Connect sign-in, logins throttled. ---
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out account or address before any password is checked (django-axes).
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+    # Answers only the single sign-on callback, and only while LCM_OIDC_ISSUER is set (lcm.oidc).
+    "lcm.oidc.OidcBackend",
+]
+# Single sign-on (authorization code + PKCE): the provider's endpoints come from its discovery document
+# (<issuer>/.well-known/openid-configuration); ID tokens are RS256, checked against its JWKS, our client id as
+# audience and the issuer. Roles from the `groups` claim; a user in neither group gets no access.
+LCM_OIDC_ISSUER = env.str("LCM_OIDC_ISSUER", default="").strip().rstrip("/")
+LCM_OIDC_CLIENT_ID = env.str("LCM_OIDC_CLIENT_ID", default="lcm")
+LCM_OIDC_CLIENT_SECRET = env.str("LCM_OIDC_CLIENT_SECRET", default="")
+LCM_OIDC_ADMIN_GROUP = env.str("LCM_OIDC_ADMIN_GROUP", default="lcm-admins")
+LCM_OIDC_INSTRUCTOR_GROUP = env.str("LCM_OIDC_INSTRUCTOR_GROUP", default="instructors")
+LCM_OIDC_VERIFY_TLS = env.bool("LCM_OIDC_VERIFY_TLS", default=True)
+# mozilla-django-oidc's own settings (lcm.oidc supplies the endpoints and the client from the LCM_OIDC_* ones).
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_RP_SCOPES = "openid email profile"
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+OIDC_USE_NONCE = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc-callback"
+OIDC_VERIFY_SSL = LCM_OIDC_VERIFY_TLS
+OIDC_CREATE_USER = True
+
+# Throttling (django-axes): after LCM_LOGIN_FAILURE_LIMIT failed sign-ins the username and the client address
+# are locked for LCM_LOGIN_LOCKOUT_MINUTES (login page, admin and API tokens); a right password meanwhile is
+# refused too; the lock ends by itself. Attempts live in the database (SQLite or PostgreSQL).
+# (Read only to build the AXES_* settings below, so not settings of their own.)
+_login_failure_limit = env.int("LCM_LOGIN_FAILURE_LIMIT", default=5)
+_login_lockout_minutes = env.float("LCM_LOGIN_LOCKOUT_MINUTES", default=15.0)
+# Behind a proxy: the request header holding the client address it saw (e.g. HTTP_X_FORWARDED_FOR; its
+# rightmost entry counts). Unset: the connection's address (REMOTE_ADDR).
+LCM_CLIENT_IP_HEADER = env.str("LCM_CLIENT_IP_HEADER", default="")
+AXES_FAILURE_LIMIT = _login_failure_limit
+AXES_COOLOFF_TIME = timedelta(minutes=_login_lockout_minutes)
+AXES_LOCKOUT_PARAMETERS = "lcm.throttle.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "lcm.throttle.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_SENSITIVE_PARAMETERS = ["password", "code", "code_verifier", "nonce", "state"]
 
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -212,7 +261,17 @@ LOGGING = {
 LCM_HTTP_CONNECT_TIMEOUT = env.float("LCM_HTTP_CONNECT_TIMEOUT", default=3.05)
 LCM_HTTP_READ_TIMEOUT = env.float("LCM_HTTP_READ_TIMEOUT", default=10.0)
 LCM_HTTP_RETRIES = env.int("LCM_HTTP_RETRIES", default=3)
-LCM_CML_VERIFY_TLS = env.bool("LCM_CML_VERIFY_TLS", default=False)  # CML workers use self-signed certificates
+# CML URL policy (SPEC §12): LCM sends the deployment-wide CML credentials to a worker's cml_base_url, so in
+# production (DJANGO_DEBUG=0) an admin may only set https URLs on hosts of LCM_CML_ALLOWED_HOSTS (names,
+# `.example.com` for a domain and its subdomains, IP addresses or CIDR networks); the shipped CML simulator
+# (LCM_CML_SIMULATOR_URL) stays allowed. With DEBUG on (the embedded default, tests) any http(s) URL is.
+# Fixed here from DJANGO_DEBUG, like DEMO_DATA_ALLOWED: the test runner turns DEBUG off at run time.
+LCM_CML_URL_POLICY = not DEBUG
+LCM_CML_ALLOWED_HOSTS = env.list("LCM_CML_ALLOWED_HOSTS", default=[])
+# TLS to CML is verified, against LCM_CML_CA_BUNDLE (a PEM file or directory) when set (self-signed controllers:
+# put their CA there); LCM_CML_VERIFY_TLS=0 turns verification off (refused in production for a real CML).
+LCM_CML_VERIFY_TLS = env.bool("LCM_CML_VERIFY_TLS", default=True)
+LCM_CML_CA_BUNDLE = env.str("LCM_CML_CA_BUNDLE", default="")
 LCM_LDS_BASE_URL = env.str("LCM_LDS_BASE_URL", default="http://127.0.0.1:8102")
 LCM_LDS_CLIENT_ID = env.str("LCM_LDS_CLIENT_ID", default="lcm")
 LCM_LDS_CLIENT_SECRET = env.str("LCM_LDS_CLIENT_SECRET", default="local-lds-secret")
@@ -238,6 +297,9 @@ LCM_SIM_CML_PORT = env.int("LCM_SIM_CML_PORT", default=8101)
 LCM_SIM_LDS_PORT = env.int("LCM_SIM_LDS_PORT", default=8102)
 LCM_SIM_GRADING_PORT = env.int("LCM_SIM_GRADING_PORT", default=8103)
 LCM_SIM_MOTO_PORT = env.int("LCM_SIM_MOTO_PORT", default=8104)
+LCM_SIM_OIDC_PORT = env.int("LCM_SIM_OIDC_PORT", default=8105)
+# What the simulators' control API (`/_sim/...`) demands in X-Sim-Token; empty = generated at start (SPEC §12).
+LCM_SIM_TOKEN = env.str("LCM_SIM_TOKEN", default="")
 LCM_SIM_ZERO_DELAY = env.bool("LCM_SIM_ZERO_DELAY", default=False)
 LCM_SIM_WEBHOOK_URL = env.str("LCM_SIM_WEBHOOK_URL", default="http://127.0.0.1:8000/api/events")
 
@@ -300,6 +362,13 @@ if not DEBUG:
                 security.is_simulator_url(LCM_GRADING_BASE_URL, _sim_hosts),
             ),
         ]
+    )
+    _unsafe += security.unsafe_endpoints(
+        cml_url_template=LCM_CML_URL_TEMPLATE,
+        cml_verify_tls=LCM_CML_VERIFY_TLS,
+        oidc_issuer=LCM_OIDC_ISSUER,
+        oidc_client_secret=LCM_OIDC_CLIENT_SECRET,
+        simulator_hosts=_sim_hosts,
     )
     if _unsafe:
         raise ImproperlyConfigured(security.refusal(_unsafe))

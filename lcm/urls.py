@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from lcm import health, webhooks
+from lcm import health, oidc, webhooks
 
 admin.site.site_header = "Lablet Cloud Manager"
 admin.site.site_title = "LCM admin"
@@ -14,6 +14,9 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    # Single sign-on (SPEC §12): 404 unless LCM_OIDC_ISSUER is set.
+    path("oidc/authenticate/", oidc.OidcSignIn.as_view(), name="oidc-authenticate"),
+    path("oidc/callback/", oidc.OidcCallback.as_view(), name="oidc-callback"),
     path("api/events", webhooks.events_webhook, name="events-webhook"),
     path("api/", include("lcm.api.urls")),
     path("", include("workers.urls")),

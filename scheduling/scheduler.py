@@ -19,7 +19,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from lcm.coordination import coordinator
+from lcm import loops
+from lcm.coordination import LEADER_TTL_SECONDS, coordinator
 from scheduling.capacity import Demand
 from scheduling.placement import Fleet
 from scheduling.selectors import reusable_labs_by_definition, worker_capacities
@@ -114,6 +115,10 @@ def place_pending(*, now=None, limit: int = 500, require_leader: bool = True) ->
     would wait for the next interval.
     """
     if require_leader and not coordinator().try_lead(LOOP):
+        # Another holder: mostly a tick in progress; or one cut off by an etcd outage (or dead), whose lease
+        # lives on until its TTL (etcd renews it, plus an election timeout, when it restarts). A tick once it
+        # must have expired places what waits meanwhile (issue 18); it retries again while the lease is taken.
+        loops.kick_later(LOOP, LEADER_TTL_SECONDS + 5)
         return PlacementReport(leader=False)
     deadline = time.monotonic() + settings.LCM_LOOP_PLACEMENT_SECONDS
     report = place_sessions(eligible_sessions(now, limit=limit))

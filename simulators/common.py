@@ -6,9 +6,15 @@ Faults are declared per operation (the OpenAPI operationId or a simulator's own 
 `{"operation": "*", "status": 500, "probability": 0.1}` fails 10 % of every call;
 `{"operation": "get_lab", "delay": 5}` sleeps before answering (a timeout for a short client);
 `{"operation": "authenticate", "expire_tokens": true}` makes every issued token expired.
+
+The control API answers only requests carrying the simulator's control token (`X-Sim-Token`, SPEC §12) when
+it has one: every entry point that serves simulators (`start_simulators`: the embedded default, the launcher,
+`manage.py lcm_simulators`) gives them one (`LCM_SIM_TOKEN`, else a generated one); only a test that builds
+a simulator object itself may leave it open. `/_sim/health` tells nothing and stays open (readiness probes).
 """
 
 import contextlib
+import hmac
 import io
 import json
 import logging
@@ -27,7 +33,10 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 logger = logging.getLogger("lcm.simulators")
 
-SENSITIVE_HEADERS = {"authorization", "cookie", "x-api-key", "x-lcm-webhook-secret"}
+CONTROL_TOKEN_HEADER = "X-Sim-Token"
+SENSITIVE_HEADERS = {"authorization", "cookie", "x-api-key", "x-lcm-webhook-secret", CONTROL_TOKEN_HEADER.lower()}
+# Served without the control token: the readiness probe.
+OPEN_CONTROL_PATHS = {"/_sim/health"}
 
 
 class Clock:
@@ -146,7 +155,17 @@ class Simulator:
 
     name = "simulator"
 
-    def __init__(self, *, zero_delay: bool = False, timings: dict | None = None, seed: int | None = None):
+    def __init__(
+        self,
+        *,
+        zero_delay: bool = False,
+        timings: dict | None = None,
+        seed: int | None = None,
+        control_token: str | None = None,
+    ):
+        """`control_token`: what the control API (`/_sim/...`) demands in `X-Sim-Token`; None leaves it open
+        (tests that build a simulator themselves only: `start_simulators` always sets one)."""
+        self.control_token = control_token or None
         self.clock = Clock()
         self.faults = Faults(seed)
         self.recorder = Recorder()
@@ -182,6 +201,27 @@ class Simulator:
 
     def _register_control_api(self):
         add_routes(self.app, self, CONTROL_ROUTES)
+        self.app.before_request(self._refuse_control_without_token)
+
+    def control_refusal(self, path: str, headers) -> tuple[int, dict] | None:
+        """The answer to a control request (`path` under `/_sim/`) without the right token, or None to serve it."""
+        if self.control_token is None or path in OPEN_CONTROL_PATHS:
+            return None
+        supplied = headers.get(CONTROL_TOKEN_HEADER) or ""
+        if hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), self.control_token.encode()):
+            return None
+        return 401, error_body(
+            401, f"the simulator control API needs the {CONTROL_TOKEN_HEADER} header (LCM_SIM_TOKEN)"
+        )
+
+    def _refuse_control_without_token(self):
+        if not request.path.startswith("/_sim/"):
+            return None
+        refusal = self.control_refusal(request.path, request.headers)
+        if refusal is None:
+            return None
+        status, body = refusal
+        return jsonify(body), status
 
     def on_clock_advanced(self) -> None:
         """Hook: progress time-driven state after the clock moved."""

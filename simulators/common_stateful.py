@@ -288,6 +288,7 @@ class StatefulSimulator(Simulator):
         seed: int | None = None,
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
+        control_token: str | None = None,
     ):
         """`source`/`prefix`: the CloudEvents source and type prefix; `webhook_url`/`webhook_secret`: where
         events go (default: the settings); the rest as for every `Simulator`."""
@@ -296,7 +297,7 @@ class StatefulSimulator(Simulator):
         if webhook_secret is None:
             webhook_secret = setting("WEBHOOK_SECRET", "LCM_WEBHOOK_SECRET", "local-webhook-secret")
         self.events = EventChannel(WebhookSender(webhook_url, webhook_secret), source, prefix)
-        super().__init__(zero_delay=zero_delay, timings=timings, seed=seed)
+        super().__init__(zero_delay=zero_delay, timings=timings, seed=seed, control_token=control_token)
         self.wakeups = Wakeups(self.clock, self._tick)
         self.reset_state()
 

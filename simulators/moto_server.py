@@ -45,7 +45,7 @@ from xml.sax.saxutils import escape
 from flask import Flask, jsonify, request
 from werkzeug.test import Client
 
-from simulators.common import Simulator, error_body, iso
+from simulators.common import CONTROL_TOKEN_HEADER, Simulator, error_body, iso
 
 CML_IMAGES = ({"name": "cml-2.9.0-lcm", "description": "Cisco Modeling Labs 2.9.0 worker image (LCM simulator)"},)
 
@@ -108,6 +108,7 @@ class MotoSimulator(Simulator):
         seed: int | None = None,
         images=CML_IMAGES,
         regions=("us-east-1",),
+        control_token: str | None = None,
     ):
         from moto.core import DEFAULT_ACCOUNT_ID
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -118,7 +119,7 @@ class MotoSimulator(Simulator):
         self.transitions: dict[str, Transition] = {}
         self.timing_overrides: dict[str, float] = {}
         self.moto_app = DomainDispatcherApplication(create_backend_app)
-        super().__init__(zero_delay=zero_delay, timings=timings, seed=seed)
+        super().__init__(zero_delay=zero_delay, timings=timings, seed=seed, control_token=control_token)
         self._control_app = self.app.wsgi_app
         self.app.wsgi_app = self._dispatch
         with self.lock:
@@ -258,6 +259,15 @@ class MotoSimulator(Simulator):
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_sim/"):
             return self._control_app(environ, start_response)
+        if path.startswith("/moto-api/"):
+            # moto's own control API (reset, seeding, its dashboard) is behind the same token as ours.
+            headers = {CONTROL_TOKEN_HEADER: environ.get("HTTP_X_SIM_TOKEN", "")}
+            refusal = self.control_refusal(path, headers)
+            if refusal is not None:
+                status, body = refusal
+                return _respond(
+                    start_response, status, [("Content-Type", "application/json")], json.dumps(body).encode()
+                )
         if path.rstrip("/") == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             with self.lock:
                 self.reset_state()

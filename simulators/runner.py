@@ -1,15 +1,20 @@
-"""Start the simulators together (SPEC §1): CML, LDS, Grading Engine and moto (EC2, CloudWatch).
+"""Start the simulators together (SPEC §1, §12): CML, LDS, Grading Engine, moto (EC2, CloudWatch) and the
+OpenID Connect provider.
 
 `start_simulators(...)` serves each one from a thread of this process (`in_process=True`: the
 embedded default and tests) or runs them all in one child process (`python -m simulators.runner`,
 which prints one JSON line with the URLs once they listen). Either way it returns a
 `SimulatorsHandle` with `.urls` and `.stop()`. `manage.py lcm_simulators` runs them in the
 foreground. This module needs no Django: the command passes the settings in.
+
+Their control API (`/_sim/...`) demands the handle's `token` in `X-Sim-Token`: the caller's
+`control_token`, else `LCM_SIM_TOKEN`, else a generated one (a child process gets it in its environment).
 """
 
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,8 +24,9 @@ from pathlib import Path
 
 from simulators.common import ServerThread
 
-SIMULATOR_NAMES = ("cml", "lds", "grading", "moto")
-DEFAULT_PORTS = {"cml": 8101, "lds": 8102, "grading": 8103, "moto": 8104}
+SIMULATOR_NAMES = ("cml", "lds", "grading", "moto", "oidc")
+DEFAULT_PORTS = {"cml": 8101, "lds": 8102, "grading": 8103, "moto": 8104, "oidc": 8105}
+TOKEN_ENV = "LCM_SIM_TOKEN"
 STARTUP_TIMEOUT = 60.0  # seconds a child process may take to listen (imports moto)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +40,8 @@ class SimulatorStartError(Exception):
 
 
 class SimulatorsHandle:
-    """Running simulators: `urls` by name, the simulator objects (in-process only) and `stop()`."""
+    """Running simulators: `urls` by name, the control API's `token`, the simulator objects (in-process only)
+    and `stop()`."""
 
     def __init__(
         self,
@@ -43,8 +50,10 @@ class SimulatorsHandle:
         servers: dict | None = None,
         process: subprocess.Popen | None = None,
         log=None,
+        token: str = "",
     ):
         self.urls = urls
+        self.token = token
         self.simulators = simulators or {}
         self.servers = servers or {}
         self.process = process
@@ -81,6 +90,7 @@ def start_simulators(
     lds_port: int = DEFAULT_PORTS["lds"],
     grading_port: int = DEFAULT_PORTS["grading"],
     moto_port: int = DEFAULT_PORTS["moto"],
+    oidc_port: int = DEFAULT_PORTS["oidc"],
     zero_delay: bool = False,
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
@@ -88,16 +98,19 @@ def start_simulators(
     timings: dict[str, dict] | None = None,
     only: list[str] | tuple[str, ...] | None = None,
     in_process: bool = True,
+    control_token: str | None = None,
 ) -> SimulatorsHandle:
     """Start the simulators (all, or `only` those named) on `host`; port 0 picks a free port.
 
-    `timings` maps a simulator name to its timing overrides. Raises `SimulatorStartError` and
-    leaves nothing running when any of them cannot start.
+    `timings` maps a simulator name to its timing overrides; `control_token` is what their control API
+    demands (default: `LCM_SIM_TOKEN`, else generated; on the handle as `.token`). Raises
+    `SimulatorStartError` and leaves nothing running when any of them cannot start.
     """
     names = _selected(only)
-    ports = {"cml": cml_port, "lds": lds_port, "grading": grading_port, "moto": moto_port}
+    ports = {"cml": cml_port, "lds": lds_port, "grading": grading_port, "moto": moto_port, "oidc": oidc_port}
+    token = control_token or os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
     if not in_process:
-        return _start_child(host, ports, names, zero_delay, webhook_url, webhook_secret, seed)
+        return _start_child(host, ports, names, zero_delay, webhook_url, webhook_secret, seed, token)
     simulators = {}
     for name in names:
         simulators[name] = _build(
@@ -107,6 +120,7 @@ def start_simulators(
             seed=seed,
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
+            control_token=token,
         )
     servers: dict[str, ServerThread] = {}
     for name, simulator in simulators.items():
@@ -121,7 +135,8 @@ def start_simulators(
             ) from None
     for server in servers.values():
         server.start()
-    return SimulatorsHandle({name: server.url for name, server in servers.items()}, simulators, servers)
+    urls = {name: server.url for name, server in servers.items()}
+    return SimulatorsHandle(urls, simulators, servers, token=token)
 
 
 def _selected(only) -> list[str]:
@@ -132,9 +147,9 @@ def _selected(only) -> list[str]:
     return names
 
 
-def _build(name: str, *, zero_delay, timings, seed, webhook_url, webhook_secret):
+def _build(name: str, *, zero_delay, timings, seed, webhook_url, webhook_secret, control_token):
     """One simulator object; the classes are imported here so a missing one fails only when asked for."""
-    common = {"zero_delay": zero_delay, "timings": timings, "seed": seed}
+    common = {"zero_delay": zero_delay, "timings": timings, "seed": seed, "control_token": control_token}
     webhook = {"webhook_url": webhook_url, "webhook_secret": webhook_secret}
     try:
         if name == "cml":
@@ -150,6 +165,10 @@ def _build(name: str, *, zero_delay, timings, seed, webhook_url, webhook_secret)
             from simulators.grading.app import GradingSimulator
 
             return GradingSimulator(**common, **webhook)
+        if name == "oidc":
+            from simulators.oidc.app import OIDCSimulator
+
+            return OIDCSimulator(**common)
         from simulators.moto_server import MotoSimulator
 
         return MotoSimulator(**common)
@@ -157,7 +176,7 @@ def _build(name: str, *, zero_delay, timings, seed, webhook_url, webhook_secret)
         raise SimulatorStartError(f"the {name} simulator is not available: {exc}") from None
 
 
-def _start_child(host, ports, names, zero_delay, webhook_url, webhook_secret, seed) -> SimulatorsHandle:
+def _start_child(host, ports, names, zero_delay, webhook_url, webhook_secret, seed, token) -> SimulatorsHandle:
     """Run `python -m simulators.runner` and wait for its JSON line of URLs (or its one-line error)."""
     command = [sys.executable, "-m", "simulators.runner", "--host", host, "--only", ",".join(names)]
     for name in names:
@@ -172,6 +191,7 @@ def _start_child(host, ports, names, zero_delay, webhook_url, webhook_secret, se
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     if webhook_secret:
         env["LCM_SIM_WEBHOOK_SECRET"] = webhook_secret  # not on the command line, where `ps` shows it
+    env[TOKEN_ENV] = token
     # stderr goes to a file, not a pipe: nobody reads a pipe once the child runs, and a full one blocks it.
     errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by SimulatorsHandle.stop()
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
@@ -187,7 +207,7 @@ def _start_child(host, ports, names, zero_delay, webhook_url, webhook_secret, se
         errors.close()
         raise SimulatorStartError(lines[-1] if lines else "the simulators process exited without starting")
     threading.Thread(target=process.stdout.read, daemon=True).start()  # keep draining whatever else it prints
-    return SimulatorsHandle(urls, process=process, log=errors)
+    return SimulatorsHandle(urls, process=process, log=errors, token=token)
 
 
 def _read_line(process, timeout: float) -> str:
@@ -230,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             lds_port=args.lds_port,
             grading_port=args.grading_port,
             moto_port=args.moto_port,
+            oidc_port=args.oidc_port,
             zero_delay=args.zero_delay,
             webhook_url=args.webhook_url,
             webhook_secret=os.environ.get("LCM_SIM_WEBHOOK_SECRET"),

@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.browser import browser, open_page  # noqa: F401 - fixtures for the browser tests
 from tests.support.etcd import etcd_url  # noqa: F401 - a real etcd, for the tests that need one
+from tests.support.oidc import oidc_provider  # noqa: F401 - the OIDC simulator as LCM's identity provider
 
 SHARED_SPECS = Path(__file__).resolve().parent.parent.parent / "shared" / "specs"
 PROCESSES = Path(__file__).resolve().parent / "processes"

@@ -21,6 +21,7 @@ from lcm.fsm import (
     snapshot,
 )
 from sessions.states import capacity_holding_q
+from workers.cml_urls import cml_url_problem
 from workers.models import (
     CMLWorker,
     LabRecord,
@@ -67,6 +68,8 @@ def _worker_values(template, fields: dict, errors: dict) -> dict:
         value = values.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             errors[key] = ["must be a non-negative whole number"]
+    if values.get("cml_base_url") and (problem := cml_url_problem(values["cml_base_url"])):
+        errors["cml_base_url"] = [problem]
     return values
 
 

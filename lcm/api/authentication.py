@@ -10,6 +10,7 @@ from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from lcm import throttle
 from lcm.api.tokens import TokenRefused, token_authenticate
 
 INTERNAL_HEADER = "X-API-Key"
@@ -23,8 +24,23 @@ def internal_key_valid(supplied: str) -> bool:
     return hmac.compare_digest(supplied.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
 
 
+class LockedOut(exceptions.APIException):
+    """429: this address failed too often; even a right token is refused until the lock ends (SPEC §12)."""
+
+    status_code = 429
+    default_code = "locked_out"
+
+    def __init__(self):
+        super().__init__(
+            f"Too many failed sign-ins from this address: locked for {throttle.lockout_minutes():g} minutes."
+        )
+
+
 class ApiTokenAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Token <key>` or `Authorization: Bearer <key>`; `request.auth` is the ApiToken."""
+    """`Authorization: Token <key>` or `Authorization: Bearer <key>`; `request.auth` is the ApiToken.
+
+    Throttled like the login page (`lcm.throttle`): a refused key counts as a failed sign-in of the client
+    address, and a locked-out address is refused (429) before its key is looked at."""
 
     keywords = ("token", "bearer")
 
@@ -32,6 +48,16 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].decode("latin-1").lower() not in self.keywords:
             return None
+        if throttle.api_lockout(request._request):
+            raise LockedOut()
+        try:
+            return self._authenticate(header)
+        except exceptions.AuthenticationFailed:
+            if throttle.api_failure(request._request):
+                raise LockedOut() from None
+            raise
+
+    def _authenticate(self, header: list[bytes]):
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <key>' or 'Bearer <key>'.")
         try:
@@ -67,13 +93,18 @@ class InternalCaller:
 
 
 class InternalApiKeyAuthentication(authentication.BaseAuthentication):
-    """`X-API-Key: <LCM_INTERNAL_API_KEY>`, compared in constant time; nothing else is accepted here."""
+    """`X-API-Key: <LCM_INTERNAL_API_KEY>`, compared in constant time; nothing else is accepted here. Throttled
+    like the tokens."""
 
     def authenticate(self, request):
         supplied = request.headers.get(INTERNAL_HEADER)
         if supplied is None:
             return None
+        if throttle.api_lockout(request._request):
+            raise LockedOut()
         if not internal_key_valid(supplied):
+            if throttle.api_failure(request._request):
+                raise LockedOut()
             raise exceptions.AuthenticationFailed(f"Invalid {INTERNAL_HEADER}.")
         return InternalCaller(), INTERNAL_HEADER
 

@@ -56,7 +56,7 @@ from lcm.tools.processes import (
 
 DEFAULT_STATE_DIR = PROJECT_ROOT / "var" / "stack"
 SERVICE_ORDER = ("etcd", "simulators", "worker", "beat", "watcher", "web")
-SIMULATORS = ("cml", "lds", "grading", "moto")
+SIMULATORS = ("cml", "lds", "grading", "moto", "oidc")
 
 # What each role runs (before its options); docker-compose.yml runs the same (tests/processes checks it).
 ROLE_COMMANDS = {
@@ -82,7 +82,8 @@ WIRED_ENV = (
     "LCM_INTERNAL_API_KEY",
     "DJANGO_DEBUG",
 )
-GENERATED_SECRETS = ("DJANGO_SECRET_KEY", "LCM_INTERNAL_API_KEY", "LCM_WEBHOOK_SECRET")
+# LCM_SIM_TOKEN: the simulators' control API token (SPEC §12), for whoever drives them (tests, benchmarks).
+GENERATED_SECRETS = ("DJANGO_SECRET_KEY", "LCM_INTERNAL_API_KEY", "LCM_WEBHOOK_SECRET", "LCM_SIM_TOKEN")
 
 
 @dataclass
@@ -98,6 +99,7 @@ class StackConfig:
     lds_port: int = 8102
     grading_port: int = 8103
     moto_port: int = 8104
+    oidc_port: int = 8105
     database_url: str = "postgres://postgres@127.0.0.1:5432/lcm"
     broker_url: str = "redis://127.0.0.1:6379/0"
     # Prefork: a thread pool shares one interpreter (one core at most, the GIL) and on 2 cores made the
@@ -126,7 +128,9 @@ class StackConfig:
     @classmethod
     def on_free_ports(cls, **fields) -> "StackConfig":
         """A config whose every port is one free right now (tests and benchmarks run beside other stacks)."""
-        names = ("web_port", "etcd_port", "etcd_peer_port", "cml_port", "lds_port", "grading_port", "moto_port")
+        names = (
+            "web_port", "etcd_port", "etcd_peer_port", "cml_port", "lds_port", "grading_port", "moto_port", "oidc_port"
+        )  # fmt: skip
         return cls(**dict(zip(names, free_ports(len(names)), strict=True)) | fields)
 
     @classmethod
@@ -171,6 +175,7 @@ class Stack:
             "lds": f"http://{c.host}:{c.lds_port}",
             "grading": f"http://{c.host}:{c.grading_port}",
             "moto": f"http://{c.host}:{c.moto_port}",
+            "oidc": f"http://{c.host}:{c.oidc_port}",
         }
 
     @property
@@ -205,6 +210,7 @@ class Stack:
                         "LCM_SIM_LDS_PORT": str(c.lds_port),
                         "LCM_SIM_GRADING_PORT": str(c.grading_port),
                         "LCM_SIM_MOTO_PORT": str(c.moto_port),
+                        "LCM_SIM_OIDC_PORT": str(c.oidc_port),
                         "LCM_SIM_ZERO_DELAY": "1" if c.zero_delay else env.get("LCM_SIM_ZERO_DELAY", "0"),
                         "LCM_SIM_WEBHOOK_URL": f"{urls['web']}/api/events",
                         "LCM_CML_SIMULATOR_URL": urls["cml"],
@@ -226,12 +232,13 @@ class Stack:
 
     def _secrets(self) -> dict[str, str]:
         path = self.state_dir / "secrets.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        values = {name: secrets.token_urlsafe(32) for name in GENERATED_SECRETS}
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(values))
+        values = json.loads(path.read_text()) if path.exists() else {}
+        missing = [name for name in GENERATED_SECRETS if name not in values]
+        if missing:  # a new state dir, or one from before a secret was added
+            values |= {name: secrets.token_urlsafe(32) for name in missing}
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(values))
         return values
 
     def command(self, name: str) -> list[str]:

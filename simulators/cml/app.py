@@ -52,6 +52,7 @@ class CMLSimulator(CMLState, Simulator):
         node_definitions: set[str] | frozenset[str] | None = None,
         version: str = CML_VERSION,
         auto_workers: bool = False,
+        control_token: str | None = None,
     ):
         self.workers: dict[str, SimWorker] = {}
         self.auto_workers = auto_workers
@@ -59,7 +60,7 @@ class CMLSimulator(CMLState, Simulator):
         self.password = password or _setting("LCM_CML_PASSWORD", "admin")
         self.node_definitions = frozenset(node_definitions or DEFAULT_NODE_DEFINITIONS)
         self.version = version
-        super().__init__(zero_delay=zero_delay, timings=timings, seed=seed)
+        super().__init__(zero_delay=zero_delay, timings=timings, seed=seed, control_token=control_token)
         self.faults = CMLFaults(seed)
 
     def default_timings(self) -> dict:

@@ -15,6 +15,7 @@ from lcm.http import AuthExpired, BadRequest, Conflict, NotFound, Timeout, Timeo
 from simulators.common import ServerThread
 from simulators.grading import GradingSimulator
 from tests.contract import openapi, request_errors, response_errors
+from tests.support.simulators import sim_control
 
 SPEC = "grading-engine-openapi.json"
 CLIENT = ("lcm", "grading-test-secret")
@@ -67,7 +68,7 @@ class Engine:
 @pytest.fixture
 def engine(grading_server):
     simulator, url = grading_server
-    requests.post(f"{url}/_sim/reset", timeout=5)
+    sim_control.post(f"{url}/_sim/reset", timeout=5)
     return Engine(simulator, url)
 
 

@@ -6,7 +6,6 @@ tests/loops/test_timeslots_grading.py (a stuck grading faults and the session ex
 """
 
 import pytest
-import requests
 
 from grading.models import GradingSession, ScoreReport
 from grading.reconcilers import ACTOR, POLL_SECONDS
@@ -14,7 +13,7 @@ from sessions.models import LabletSession
 from sessions.reconcilers import reconcile_session
 from sessions.services import session_transition
 from tests.factories import ScoreReportFactory, SessionFactory, UserSessionFactory, WorkerFactory
-from tests.support.simulators import running_simulators
+from tests.support.simulators import running_simulators, sim_control
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +28,7 @@ def engine_url():
 
 @pytest.fixture
 def engine(engine_url, settings):
-    requests.post(f"{engine_url}/_sim/reset", timeout=10).raise_for_status()
+    sim_control.post(f"{engine_url}/_sim/reset", timeout=10).raise_for_status()
     settings.LCM_GRADING_BASE_URL = engine_url
     settings.LCM_HTTP_READ_TIMEOUT = 5.0
     return engine_url
@@ -54,7 +53,7 @@ def reloaded(session) -> LabletSession:
 
 
 def test_a_grading_pass_asks_the_engine_then_stores_the_report_and_stops(engine):
-    requests.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "complete", "score": 3}, timeout=5)
+    sim_control.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "complete", "score": 3}, timeout=5)
     session = grading_session_of()
     grading = GradingSession.objects.get(lablet_session=session)
 
@@ -78,7 +77,7 @@ def test_a_grading_pass_asks_the_engine_then_stores_the_report_and_stops(engine)
 
 
 def test_a_faulted_engine_grading_faults_the_grading_and_stops_without_a_score(engine):
-    requests.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "fail", "reason": "collector down"}, timeout=5)
+    sim_control.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "fail", "reason": "collector down"}, timeout=5)
     session = grading_session_of()
 
     reconcile_session(session.pk)
@@ -145,12 +144,12 @@ def test_a_create_whose_answer_was_lost_is_not_made_twice(engine):
 
     grading.refresh_from_db()
     assert again.action == "grading requested" and grading.grading_session_id == str(grading.pk)
-    sessions = requests.get(f"{engine}/_sim/state", timeout=5).json()["sessions"]
+    sessions = sim_control.get(f"{engine}/_sim/state", timeout=5).json()["sessions"]
     assert len(sessions) == 1
 
 
 def _graded(engine, score: int) -> ScoreReport:
-    requests.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "complete", "score": score}, timeout=5)
+    sim_control.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "complete", "score": score}, timeout=5)
     session = grading_session_of()
     reconcile_session(session.pk)
     reconcile_session(session.pk)
@@ -182,7 +181,7 @@ def test_sections_pass_or_fail_when_the_engine_sends_their_cut_scores():
 def test_without_an_engine_cut_score_the_definitions_pass_percent_then_the_default_decides(engine):
     from workers.models import SystemSettings
 
-    requests.delete(f"{engine}/_sim/toolkits/Exam-Demo-1.0/scoring", timeout=5).raise_for_status()
+    sim_control.delete(f"{engine}/_sim/toolkits/Exam-Demo-1.0/scoring", timeout=5).raise_for_status()
     SystemSettings.objects.update_or_create(pk=1, defaults={"pass_percent": 65})
     report = _graded(engine, 60)
     assert (report.cut_score, report.passed) == (65, False)  # the system default: 65 % of 100
@@ -190,7 +189,7 @@ def test_without_an_engine_cut_score_the_definitions_pass_percent_then_the_defau
     session = report.lablet_session
     session.definition.pass_percent = 50
     session.definition.save()
-    requests.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "complete", "score": 60}, timeout=5)
+    sim_control.post(f"{engine}/_sim/grading/outcomes", json={"outcome": "complete", "score": 60}, timeout=5)
     again = SessionFactory(status="COLLECTING", worker=WorkerFactory(), definition=session.definition)
     UserSessionFactory(lablet_session=again, devices=DEVICES)
     session_transition(again, "GRADING", actor="test")

@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 
 import pytest
-import requests
 from django.contrib.auth.models import Group
 
 from grading.models import GradingSession
@@ -20,6 +19,7 @@ from sessions.services import session_transition
 from tests.factories import DefinitionFactory
 from tests.support.browser import button
 from tests.support.loops import status_of as db_status
+from tests.support.simulators import sim_control
 from tests.support.waiting import poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -99,7 +99,7 @@ def test_manual_grading_waits_for_start_grading_with_a_visible_reason(open_page,
 def test_auto_grading_never_shows_grading_buttons(open_page, instructor, sims, sim_worker, live_loops):
     sim_worker("w1")
     # The engine holds the grading until told to finish, so the page is seen while the session grades.
-    requests.post(f"{sims.urls['grading']}/_sim/grading/outcomes", json={"outcome": "hang"}, timeout=5)
+    sim_control.post(f"{sims.urls['grading']}/_sim/grading/outcomes", json={"outcome": "hang"}, timeout=5)
     session = _ready(DefinitionFactory(boot_lead_minutes=30, grading_mode="auto"))
     session_transition(session, "RUNNING", actor="instructor", reason="Start Session")
     page = open_page(instructor, f"/sessions/{session.pk}/")
@@ -114,7 +114,7 @@ def test_auto_grading_never_shows_grading_buttons(open_page, instructor, sims, s
     assert button(page, "Complete Grading").count() == 1 and "Waiting for an instructor" not in html
 
     engine_id = GradingSession.objects.get(lablet_session=session).grading_session_id
-    requests.post(f"{sims.urls['grading']}/_sim/grading/{engine_id}/complete", json={"score": 80}, timeout=5)
+    sim_control.post(f"{sims.urls['grading']}/_sim/grading/{engine_id}/complete", json={"score": 80}, timeout=5)
     page.locator('[data-status="ARCHIVED"]').wait_for(timeout=20_000)
     assert "Start Grading" not in page.content()
 

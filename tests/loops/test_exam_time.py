@@ -4,7 +4,6 @@ and the candidate's user session ends the way the session did. Through the real 
 from datetime import timedelta
 
 import pytest
-import requests
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -17,6 +16,7 @@ from sessions.reconcilers import reconcile_session, sessions_needing_work
 from sessions.services import session_terminate, session_transition
 from tests.factories import DefinitionFactory
 from tests.support.loops import drive, status_of
+from tests.support.simulators import sim_control
 from workers.models import SystemSettings
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,13 +39,13 @@ def _running(sims, definition, *, minutes=30):
     )  # fmt: skip
     drive(lambda: status_of(session) == "READY")
     lds_id = LabletSession.objects.get(pk=session.pk).user_session.lds_session_id
-    requests.post(f"{sims.urls['lds']}/_sim/sessions/{lds_id}/login", timeout=5).raise_for_status()
+    sim_control.post(f"{sims.urls['lds']}/_sim/sessions/{lds_id}/login", timeout=5).raise_for_status()
     # No web server takes LDS's `running` CloudEvent here: the instructor's Start does what it would.
     return session_transition(session, "RUNNING", actor="instructor", reason="Start Session")
 
 
 def _advance_lds(sims, seconds: float) -> None:
-    requests.post(f"{sims.urls['lds']}/_sim/clock", json={"advance": seconds}, timeout=5).raise_for_status()
+    sim_control.post(f"{sims.urls['lds']}/_sim/clock", json={"advance": seconds}, timeout=5).raise_for_status()
 
 
 def test_an_extension_of_a_running_session_reaches_lds_and_the_candidate_keeps_working(sims, sim_worker):
@@ -252,7 +252,7 @@ def _grading_started(sims, sim_worker):
     from grading.clients.grading_engine import grading_client
 
     sim_worker("w1")
-    requests.post(f"{sims.urls['grading']}/_sim/grading/outcomes", json={"outcome": "hang"}, timeout=5)
+    sim_control.post(f"{sims.urls['grading']}/_sim/grading/outcomes", json={"outcome": "hang"}, timeout=5)
     session = _running(sims, DefinitionFactory(boot_lead_minutes=30))
     session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
     drive(lambda: GradingSession.objects.filter(lablet_session=session).exclude(grading_session_id="").exists())

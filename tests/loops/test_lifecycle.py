@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-import requests
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -19,6 +18,7 @@ from sessions.reconcilers import reconcile_session, record_failure
 from sessions.services import session_terminate, session_transition
 from tests.factories import DefinitionFactory
 from tests.support.loops import drive, status_of
+from tests.support.simulators import sim_control
 from workers.clients.cml import CMLClient, cml_client_for
 from workers.models import LabRecord, Port
 
@@ -26,12 +26,12 @@ pytestmark = pytest.mark.django_db
 
 
 def _cml_labs(sims, worker):
-    state = requests.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()
+    state = sim_control.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()
     return state.get("labs", state)
 
 
 def _lds_state(sims):
-    return requests.get(f"{sims.urls['lds']}/_sim/state", timeout=5).json()
+    return sim_control.get(f"{sims.urls['lds']}/_sim/state", timeout=5).json()
 
 
 def test_a_session_reaches_ready_then_runs_through_grading_to_archived(sims, sim_worker):
@@ -128,7 +128,7 @@ def test_repeated_failures_terminate_as_failed_and_delete_the_lab(sims, sim_work
     settings.LCM_MAX_RECONCILE_ATTEMPTS = 3
     monkeypatch.setattr(reconcilers, "backoff", lambda attempts: timedelta(0))
     sim_worker("w1")
-    requests.post(
+    sim_control.post(
         f"{sims.urls['cml']}/_sim/faults", json={"operation": "start_lab", "status": 500, "times": None}, timeout=5
     ).raise_for_status()
     session = session_create(definition=DefinitionFactory(boot_lead_minutes=30), owner="e", actor="t")

@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-import requests
 from django.utils import timezone
 
 from grading.models import GradingSession, ScoreReport
@@ -12,6 +11,7 @@ from sessions.models import LabletSession
 from sessions.services import session_transition
 from tests.factories import DefinitionFactory, SessionFactory, WorkerFactory
 from tests.support.loops import drive, status_of
+from tests.support.simulators import sim_control
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +72,7 @@ def _to_grading(session):
 
 def test_a_grading_failure_still_tears_down_cleanly(sims, sim_worker):
     worker = sim_worker("w1")
-    requests.post(
+    sim_control.post(
         f"{sims.urls['grading']}/_sim/grading/outcomes", json={"outcome": "fail", "reason": "collector down"}, timeout=5
     ).raise_for_status()
     session = session_create(definition=DefinitionFactory(boot_lead_minutes=30), owner="f", actor="t")
@@ -98,7 +98,7 @@ def test_the_grading_completion_event_stores_the_report_without_waiting_for_a_ti
 
     from lcm import coordination, projection
 
-    requests.put(
+    sim_control.put(
         f"{sims.urls['grading']}/_sim/webhook",
         json={"url": f"{live_server.url}/api/events", "secret": settings.WEBHOOK_SECRET},
         timeout=5,

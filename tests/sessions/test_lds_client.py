@@ -15,6 +15,7 @@ from sessions.clients import Device, LDSClient, lds_client
 from simulators.common import ServerThread
 from simulators.lds import LDSSimulator
 from tests.contract import openapi, request_errors, response_errors
+from tests.support.simulators import sim_control
 
 SPEC = "lds-reservations-v3-subset.openapi.json"
 AUTH = ("lcm", "lds-test-password")
@@ -39,7 +40,7 @@ class Lds:
         return LDSClient(self.url, *AUTH, **(defaults | options))
 
     def fault(self, **rule) -> None:
-        requests.post(f"{self.url}/_sim/faults", json=rule, timeout=5).raise_for_status()
+        sim_control.post(f"{self.url}/_sim/faults", json=rule, timeout=5).raise_for_status()
 
     def records(self, operation: str) -> list[dict]:
         return [r for r in self.simulator.recorder.list() if r["operation"] == operation]
@@ -48,7 +49,7 @@ class Lds:
 @pytest.fixture
 def lds(lds_server):
     simulator, url = lds_server
-    requests.post(f"{url}/_sim/reset", timeout=5)
+    sim_control.post(f"{url}/_sim/reset", timeout=5)
     simulator.users = dict([AUTH])
     return Lds(simulator, url)
 
@@ -221,7 +222,7 @@ def test_hard_failures_are_typed(lds):
         client.pause(session_id)  # not running yet
     with pytest.raises(BadRequest):
         client.set_devices(session_id, [{"label": "router", "protocol": "telnet", "host": ""}])
-    requests.delete(f"{lds.url}/_sim/sessions/{session_id}", timeout=5)
+    sim_control.delete(f"{lds.url}/_sim/sessions/{session_id}", timeout=5)
     with pytest.raises(NotFound):
         client.release(session_id)  # vanished behind the manager's back
 

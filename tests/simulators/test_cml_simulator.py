@@ -18,6 +18,7 @@ from sessions.seed import DEMO_LAB_FILE
 from simulators.cml import OPERATIONS, CMLSimulator
 from simulators.common import ServerThread
 from tests.contract import openapi, request_errors, response_errors
+from tests.support.simulators import sim_control
 
 UUID4 = r"^[\da-f]{8}-[\da-f]{4}-4[\da-f]{3}-[89ab][\da-f]{3}-[\da-f]{12}$"
 
@@ -74,12 +75,12 @@ class Worker:
         return self.call("POST", "/import", expect=200, data=text.encode(), **kwargs).json()["id"]
 
     def sim(self, method: str, path: str = "", **kwargs):
-        return requests.request(method, f"{self.cml.url}/_sim/workers/{self.name}{path}", timeout=5, **kwargs)
+        return sim_control.request(method, f"{self.cml.url}/_sim/workers/{self.name}{path}", timeout=5, **kwargs)
 
 
 def make_worker(cml, **options) -> Worker:
     name = f"w-{uuid.uuid4().hex[:8]}"
-    response = requests.post(f"{cml.url}/_sim/workers", json={"name": name} | options, timeout=5)
+    response = sim_control.post(f"{cml.url}/_sim/workers", json={"name": name} | options, timeout=5)
     assert response.status_code == 201, response.text
     worker = Worker(cml, name, response.json())
     worker.login()
@@ -87,7 +88,7 @@ def make_worker(cml, **options) -> Worker:
 
 
 def advance(cml, seconds: float) -> None:
-    response = requests.post(f"{cml.url}/_sim/clock", json={"advance": seconds}, timeout=5)
+    response = sim_control.post(f"{cml.url}/_sim/clock", json={"advance": seconds}, timeout=5)
     assert response.status_code == 200
 
 
@@ -103,7 +104,7 @@ def demo_lab() -> str:
 
 def test_a_worker_is_created_with_its_base_url_and_credentials(cml):
     name = f"w-{uuid.uuid4().hex[:8]}"
-    created = requests.post(f"{cml.url}/_sim/workers", json={"name": name}, timeout=5)
+    created = sim_control.post(f"{cml.url}/_sim/workers", json={"name": name}, timeout=5)
     assert created.status_code == 201
     assert created.json() == {
         "name": name,
@@ -111,9 +112,9 @@ def test_a_worker_is_created_with_its_base_url_and_credentials(cml):
         "username": "admin",
         "password": "admin",
     }
-    again = requests.post(f"{cml.url}/_sim/workers", json={"name": name}, timeout=5)
+    again = sim_control.post(f"{cml.url}/_sim/workers", json={"name": name}, timeout=5)
     assert again.status_code == 200 and again.json() == created.json()
-    assert requests.post(f"{cml.url}/_sim/workers", json={"name": "bad name/"}, timeout=5).status_code == 400
+    assert sim_control.post(f"{cml.url}/_sim/workers", json={"name": "bad name/"}, timeout=5).status_code == 400
     unknown = requests.get(f"{cml.url}/w/nobody-{name}/api/v0/system_information", timeout=5)
     assert unknown.status_code == 404 and set(unknown.json()) == {"code", "description"}
 
@@ -274,7 +275,7 @@ def test_licence_registration_goes_in_progress_then_completed(cml, worker):
 
 def test_licence_registration_can_be_scripted_to_fail(cml, worker):
     worker.call("POST", "/licensing/registration", expect=400, json={"token": "not a token!"})
-    faults = requests.post(
+    faults = sim_control.post(
         f"{cml.url}/_sim/faults",
         json={"operation": "register_licence", "registration_fails": True, "worker": worker.name},
         timeout=5,
@@ -325,7 +326,7 @@ def test_tokens_are_real_jwts_that_expire_and_can_be_revoked(cml):
 
 
 def test_an_injected_expired_token_fails_its_first_use(cml, worker):
-    requests.post(
+    sim_control.post(
         f"{cml.url}/_sim/faults", json={"operation": "authenticate", "expire_tokens": True, "worker": worker.name}
     )
     worker.login()
@@ -397,7 +398,7 @@ def test_faults_by_short_name_or_operation_id_and_per_worker(cml, worker, demo_l
     other = make_worker(cml)
     lab_id = worker.import_lab(demo_lab)
     other_lab = other.import_lab(demo_lab)
-    requests.post(
+    sim_control.post(
         f"{cml.url}/_sim/faults",
         json=[
             {"operation": "lab_state", "status": 503, "times": 2, "worker": worker.name},
@@ -420,7 +421,7 @@ def test_a_worker_that_is_down_drops_connections(worker):
         worker.http.get(worker.api("/labs"), timeout=5)
     worker.sim("PATCH", json={"down": False})
     worker.call("GET", "/labs", expect=200)
-    requests.post(f"{worker.cml.url}/_sim/faults", json={"operation": "labs", "reset": True, "worker": worker.name})
+    sim_control.post(f"{worker.cml.url}/_sim/faults", json={"operation": "labs", "reset": True, "worker": worker.name})
     with pytest.raises(requests.ConnectionError):
         worker.http.get(worker.api("/labs"), timeout=5)
     worker.call("GET", "/labs", expect=200)

@@ -12,6 +12,7 @@ import yaml
 
 from simulators.common import ServerThread
 from simulators.grading import GradingSimulator
+from tests.support.simulators import sim_control
 
 API = "/api/v1"
 SECRET = "test-webhook-secret"
@@ -72,7 +73,7 @@ class Engine:
 def engine(grading_server):
     simulator, url = grading_server
     saved = dict(simulator.timings)
-    requests.post(f"{url}/_sim/reset", timeout=5)
+    sim_control.post(f"{url}/_sim/reset", timeout=5)
     yield Engine(simulator, url)
     simulator.timings = saved
     simulator.zero_delay = True

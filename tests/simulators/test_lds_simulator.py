@@ -10,6 +10,7 @@ import requests
 
 from simulators.common import ServerThread
 from simulators.lds import LDSSimulator
+from tests.support.simulators import sim_control
 
 API = "/reservations/v3"
 SECRET = "test-webhook-secret"
@@ -60,7 +61,7 @@ class Lds:
 def lds(lds_server):
     simulator, url = lds_server
     saved = dict(simulator.timings)
-    requests.post(f"{url}/_sim/reset", timeout=5)
+    sim_control.post(f"{url}/_sim/reset", timeout=5)
     yield Lds(simulator, url)
     simulator.timings = saved
 
@@ -197,7 +198,7 @@ def test_an_injected_expiry_issues_launch_tokens_that_are_already_expired(lds):
     lds.control("POST", "/faults", expect=201, json={"operation": "launch_token", "expire_tokens": True})
     url = lds.call("GET", f"/lab_session/{session_id}/lablet_launch_url").json()["url"]
     assert requests.get(url, timeout=5).status_code == 401
-    requests.delete(f"{lds.url}/_sim/faults", timeout=5)
+    sim_control.delete(f"{lds.url}/_sim/faults", timeout=5)
     url = lds.call("GET", f"/lab_session/{session_id}/lablet_launch_url").json()["url"]
     assert requests.get(url, timeout=5).status_code == 200
 

@@ -25,6 +25,7 @@ from django.core.management.base import CommandError
 from simulators.common import ServerThread
 from simulators.moto_server import MotoSimulator
 from simulators.runner import SimulatorStartError, start_simulators
+from tests.support.simulators import SIM_TOKEN, sim_control
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})
@@ -40,7 +41,7 @@ def moto_server():
 
 @pytest.fixture
 def moto(moto_server):
-    requests.post(f"{moto_server.url}/_sim/reset", timeout=10).raise_for_status()
+    sim_control.post(f"{moto_server.url}/_sim/reset", timeout=10).raise_for_status()
     return moto_server
 
 
@@ -56,7 +57,7 @@ def aws(url: str, service: str = "ec2"):
 
 
 def sim(moto, method: str, path: str, **kwargs) -> requests.Response:
-    return requests.request(method, f"{moto.url}/_sim/{path}", timeout=5, **kwargs)
+    return sim_control.request(method, f"{moto.url}/_sim/{path}", timeout=5, **kwargs)
 
 
 def cml_image_id(ec2) -> str:
@@ -234,16 +235,16 @@ def test_pinning_refuses_unknown_instances_and_states(moto):
 
 
 def test_runner_starts_moto_in_process_and_stops_it(moto_server):
-    handle = start_simulators("127.0.0.1", moto_port=0, zero_delay=True, only=["moto"])
+    handle = start_simulators("127.0.0.1", control_token=SIM_TOKEN, moto_port=0, zero_delay=True, only=["moto"])
     try:
         assert list(handle.urls) == ["moto"]
         url = handle.urls["moto"]
-        assert requests.get(f"{url}/_sim/health", timeout=5).json() == {"simulator": "moto", "ok": True}
+        assert sim_control.get(f"{url}/_sim/health", timeout=5).json() == {"simulator": "moto", "ok": True}
         assert cml_image_id(aws(url))
     finally:
         handle.stop()
     with pytest.raises(requests.ConnectionError):
-        requests.get(f"{url}/_sim/health", timeout=2)
+        sim_control.get(f"{url}/_sim/health", timeout=2)
     handle.stop()  # twice is harmless
 
 
@@ -253,22 +254,24 @@ def test_runner_reports_a_port_in_use_and_leaves_nothing_running():
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(SimulatorStartError, match=f"cannot listen on 127.0.0.1:{port} for the moto simulator"):
-            start_simulators("127.0.0.1", moto_port=port, zero_delay=True, only=["moto"])
+            start_simulators("127.0.0.1", control_token=SIM_TOKEN, moto_port=port, zero_delay=True, only=["moto"])
 
 
 def test_runner_refuses_unknown_and_unimportable_simulators(monkeypatch):
     with pytest.raises(SimulatorStartError, match="unknown simulator 'ftp'"):
-        start_simulators(only=["ftp"])
+        start_simulators(control_token=SIM_TOKEN, only=["ftp"])
     monkeypatch.setitem(sys.modules, "simulators.cml.app", None)  # import fails like a missing module
     with pytest.raises(SimulatorStartError, match="the cml simulator is not available"):
-        start_simulators(cml_port=0, only=["cml"])
+        start_simulators(control_token=SIM_TOKEN, cml_port=0, only=["cml"])
 
 
 def test_runner_starts_the_simulators_in_a_child_process():
-    handle = start_simulators("127.0.0.1", moto_port=0, zero_delay=True, only=["moto"], in_process=False)
+    handle = start_simulators(
+        "127.0.0.1", control_token=SIM_TOKEN, moto_port=0, zero_delay=True, only=["moto"], in_process=False
+    )
     try:
         url = handle.urls["moto"]
-        assert requests.get(f"{url}/_sim/health", timeout=5).ok
+        assert sim_control.get(f"{url}/_sim/health", timeout=5).ok
         assert cml_image_id(aws(url))
     finally:
         handle.stop()
@@ -281,23 +284,25 @@ def test_runner_child_process_errors_are_one_line():
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(SimulatorStartError, match=f"error: cannot listen on 127.0.0.1:{port}"):
-            start_simulators("127.0.0.1", moto_port=port, only=["moto"], in_process=False)
+            start_simulators("127.0.0.1", control_token=SIM_TOKEN, moto_port=port, only=["moto"], in_process=False)
 
 
-def test_all_four_simulators_start_together():
-    try:
-        import simulators.cml.app  # noqa: F401
-        import simulators.grading.app  # noqa: F401
-        import simulators.lds.app  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"not every simulator exists yet: {exc}")
+def test_all_five_simulators_start_together():
     handle = start_simulators(
-        "127.0.0.1", cml_port=0, lds_port=0, grading_port=0, moto_port=0, zero_delay=True, webhook_url=None
+        "127.0.0.1",
+        cml_port=0,
+        lds_port=0,
+        grading_port=0,
+        moto_port=0,
+        oidc_port=0,
+        zero_delay=True,
+        webhook_url=None,
+        control_token=SIM_TOKEN,
     )
     try:
-        assert set(handle.urls) == {"cml", "lds", "grading", "moto"}
+        assert set(handle.urls) == {"cml", "lds", "grading", "moto", "oidc"}
         for name, url in handle.urls.items():
-            health = requests.get(f"{url}/_sim/health", timeout=5).json()
+            health = sim_control.get(f"{url}/_sim/health", timeout=5).json()
             assert health["ok"] is True, name
     finally:
         handle.stop()
@@ -347,7 +352,7 @@ def test_manage_py_runs_until_sigterm():
     try:
         line = process.stdout.readline()
         url = json.loads(line)["urls"]["moto"]
-        assert requests.get(f"{url}/_sim/health", timeout=5).ok
+        assert sim_control.get(f"{url}/_sim/health", timeout=5).ok
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)
     finally:

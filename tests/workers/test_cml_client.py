@@ -10,7 +10,6 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
-import requests
 
 from lcm.http import (
     AuthExpired,
@@ -27,6 +26,7 @@ from sessions.seed import DEMO_LAB_FILE
 from simulators.cml import OPERATIONS, CMLSimulator
 from simulators.common import ServerThread
 from tests.contract import openapi, request_errors, response_errors
+from tests.support.simulators import sim_control
 from workers.clients.cml import CMLClient, cml_client_for
 from workers.models import CMLWorker
 
@@ -47,7 +47,9 @@ def clean_faults(cml):
 
 
 def new_worker(cml, **options) -> dict:
-    response = requests.post(f"{cml.url}/_sim/workers", json={"name": f"w-{uuid.uuid4().hex[:8]}"} | options, timeout=5)
+    response = sim_control.post(
+        f"{cml.url}/_sim/workers", json={"name": f"w-{uuid.uuid4().hex[:8]}"} | options, timeout=5
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -65,7 +67,7 @@ def client_for(worker: dict, *, read: float = 5.0, retries: int = 2, password: s
 
 
 def inject(cml, *rules: dict) -> None:
-    assert requests.post(f"{cml.url}/_sim/faults", json=list(rules), timeout=5).status_code == 201
+    assert sim_control.post(f"{cml.url}/_sim/faults", json=list(rules), timeout=5).status_code == 201
 
 
 def calls(cml, worker: dict, operation: str) -> int:
@@ -176,7 +178,7 @@ def test_a_delay_beyond_the_timeout_returns_within_the_timeout(cml, worker):
 def test_a_token_expired_mid_flow_costs_exactly_one_reauthentication(cml, worker, client):
     lab_id = client.import_lab(DEMO_LAB_FILE.read_text())
     assert calls(cml, worker, "authenticate") == 1
-    expired = requests.post(f"{cml.url}/_sim/workers/{worker['name']}/expire_tokens", timeout=5).json()
+    expired = sim_control.post(f"{cml.url}/_sim/workers/{worker['name']}/expire_tokens", timeout=5).json()
     assert expired == {"expired": 1}
     client.start_lab(lab_id)
     assert client.lab_state(lab_id) == "STARTED"
@@ -209,7 +211,7 @@ def test_missing_and_vanished_labs_are_not_found(cml, worker, client):
     with pytest.raises(NotFound):
         client.lab_state(str(uuid.uuid4()))
     lab_id = client.import_lab(DEMO_LAB_FILE.read_text())
-    requests.delete(f"{cml.url}/_sim/workers/{worker['name']}/labs/{lab_id}", timeout=5)
+    sim_control.delete(f"{cml.url}/_sim/workers/{worker['name']}/labs/{lab_id}", timeout=5)
     with pytest.raises(NotFound) as raised:
         client.start_lab(lab_id)
     assert raised.value.status == 404 and lab_id in raised.value.detail
@@ -223,7 +225,7 @@ def test_state_refusals_are_conflicts(cml, worker, client):
     assert raised.value.status == 400 and "stopped" in raised.value.detail
     with pytest.raises(Conflict):
         client.delete_lab(lab_id)
-    requests.patch(f"{cml.url}/_sim/workers/{worker['name']}", json={"timings": {"licence_registration": 60}})
+    sim_control.patch(f"{cml.url}/_sim/workers/{worker['name']}", json={"timings": {"licence_registration": 60}})
     client.register_licence("abc")
     with pytest.raises(Conflict) as raised:
         client.register_licence("abc")
@@ -246,7 +248,7 @@ def test_refused_inputs_are_bad_requests(cml, worker, client):
         client.start_lab(lab_id)
     with pytest.raises(BadRequest):
         client.deregister_licence()  # never registered
-    requests.patch(f"{cml.url}/_sim/workers/{worker['name']}", json={"deregistration_status": 202}, timeout=5)
+    sim_control.patch(f"{cml.url}/_sim/workers/{worker['name']}", json={"deregistration_status": 202}, timeout=5)
     client.register_licence("abc")
     assert client.deregister_licence() is False  # only deregistered locally
 
@@ -263,11 +265,11 @@ def test_unreachable_workers_are_unavailable_never_a_requests_error(cml, worker)
         dead.labs()  # fails while authenticating, still typed
 
     down = client_for(worker, retries=1)
-    requests.patch(f"{cml.url}/_sim/workers/{worker['name']}", json={"down": True}, timeout=5)
+    sim_control.patch(f"{cml.url}/_sim/workers/{worker['name']}", json={"down": True}, timeout=5)
     with pytest.raises(Unavailable) as raised:
         down.system_information()
     assert isinstance(raised.value, ExternalError)
-    requests.patch(f"{cml.url}/_sim/workers/{worker['name']}", json={"down": False}, timeout=5)
+    sim_control.patch(f"{cml.url}/_sim/workers/{worker['name']}", json={"down": False}, timeout=5)
     assert down.system_information()["ready"] is True
 
 
@@ -275,7 +277,7 @@ def test_the_readiness_gate_is_visible_to_the_client(cml):
     worker = new_worker(cml, warmup=30)
     client = client_for(worker)
     assert client.system_information()["ready"] is False
-    requests.post(f"{cml.url}/_sim/clock", json={"advance": 30}, timeout=5)
+    sim_control.post(f"{cml.url}/_sim/clock", json={"advance": 30}, timeout=5)
     assert client.system_information()["ready"] is True
 
 

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
-import requests
 
 from lcm.http import AuthExpired, BadRequest, Conflict, ExternalError, Forbidden, NotFound, Timeout, Unavailable
 from simulators.common import ServerThread
 from simulators.moto_server import MotoSimulator
+from tests.support.simulators import sim_control
 from workers.clients.ec2 import TAG_MANAGED_BY, TAG_WORKER_ID, EC2Client, InstanceState, ec2_client, worker_status_for
 from workers.clients.ec2_errors import CapacityUnavailable, QuotaExceeded, Throttled
 from workers.states import WorkerStatus
@@ -33,7 +33,7 @@ def moto_server():
 
 @pytest.fixture
 def moto(moto_server):
-    requests.post(f"{moto_server.url}/_sim/reset", timeout=10).raise_for_status()
+    sim_control.post(f"{moto_server.url}/_sim/reset", timeout=10).raise_for_status()
     return moto_server
 
 
@@ -54,11 +54,11 @@ def cml_image(ec2):
 
 
 def inject(moto, **rule) -> None:
-    requests.post(f"{moto.url}/_sim/faults", json=rule, timeout=5).raise_for_status()
+    sim_control.post(f"{moto.url}/_sim/faults", json=rule, timeout=5).raise_for_status()
 
 
 def calls(moto, operation: str) -> list[dict]:
-    recorded = requests.get(f"{moto.url}/_sim/requests", timeout=5).json()
+    recorded = sim_control.get(f"{moto.url}/_sim/requests", timeout=5).json()
     return [entry for entry in recorded if entry["operation"] == operation]
 
 

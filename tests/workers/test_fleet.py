@@ -13,7 +13,6 @@ from datetime import timedelta
 
 import boto3
 import pytest
-import requests
 from django.utils import timezone
 
 from lcm import loops
@@ -23,6 +22,7 @@ from sessions.models import LabletSession
 from sessions.services import session_transition
 from simulators.runner import start_simulators
 from tests.factories import DefinitionFactory, TemplateFactory, WorkerFactory
+from tests.support.simulators import SIM_TOKEN, sim_control
 from workers.autoscaling import autoscale_tick
 from workers.clients.cml import CMLClient, forget_tokens
 from workers.clients.ec2 import TAG_MANAGED_BY, TAG_WORKER_ID, ec2_client
@@ -42,13 +42,21 @@ LOOP_ORDER = ("placement", "lablets", "autoscaler", "workers")
 def servers():
     """The CML simulator on its own (real timings, driven by its clock); LDS, Grading Engine and moto at zero delay."""
     cml = start_simulators(
+        control_token=SIM_TOKEN,
         cml_port=0,
         only=["cml"],
         timings={
             "cml": {"warmup": WARMUP_SECONDS, "node_queue": 0, "node_boot": 0, "licence_registration": LICENCE_SECONDS}
         },
     )
-    rest = start_simulators(lds_port=0, grading_port=0, moto_port=0, zero_delay=True, only=["lds", "grading", "moto"])
+    rest = start_simulators(
+        control_token=SIM_TOKEN,
+        lds_port=0,
+        grading_port=0,
+        moto_port=0,
+        zero_delay=True,
+        only=["lds", "grading", "moto"],
+    )
     urls = cml.urls | rest.urls
     yield urls
     cml.stop()
@@ -59,10 +67,12 @@ def servers():
 def fleet(servers, settings):
     """Fresh simulators, settings pointing at them, autoscaling on, and one cheap template (the seeded ones off)."""
     for name in ("cml", "lds", "grading", "moto"):
-        requests.post(f"{servers[name]}/_sim/reset", timeout=10).raise_for_status()
+        sim_control.post(f"{servers[name]}/_sim/reset", timeout=10).raise_for_status()
     sim(servers, "moto", "POST", "timings", json={"boot": BOOT_SECONDS, "stop": 10, "terminate": 10})
     for name in ("lds", "grading"):
-        requests.put(f"{servers[name]}/_sim/webhook", json={"url": None, "secret": None}, timeout=5)  # no LCM web here
+        sim_control.put(
+            f"{servers[name]}/_sim/webhook", json={"url": None, "secret": None}, timeout=5
+        )  # no LCM web here
     settings.LCM_AWS_ENDPOINT_URL = servers["moto"]
     settings.LCM_CML_SIMULATOR_URL = servers["cml"]
     settings.LCM_CML_URL_TEMPLATE = ""
@@ -101,7 +111,7 @@ def fleet(servers, settings):
 
 
 def sim(urls, name: str, method: str, path: str, **kwargs):
-    response = requests.request(method, f"{urls[name]}/_sim/{path}", timeout=10, **kwargs)
+    response = sim_control.request(method, f"{urls[name]}/_sim/{path}", timeout=10, **kwargs)
     response.raise_for_status()
     return response.json()
 

@@ -11,12 +11,11 @@ LabRecord keeps no history table: its history is the change stream `lab_record_c
 import uuid
 
 import pytest
-import requests
 
 from lcm import http
 from sessions.labyaml import rewritten_topology
 from tests.factories import DEMO_LAB, DefinitionFactory, LabRecordFactory, SessionFactory, WorkerFactory
-from tests.support.simulators import running_simulators
+from tests.support.simulators import running_simulators, sim_control
 from workers import labs
 from workers.clients.cml import cml_client_for
 from workers.models import LabRecord, Port
@@ -46,7 +45,7 @@ def make_worker(cml_url, settings):
 
     def make(**timings):
         name = f"labs-{uuid.uuid4().hex[:10]}"
-        answer = requests.post(f"{cml_url}/_sim/workers", json={"name": name, "timings": timings}, timeout=5).json()
+        answer = sim_control.post(f"{cml_url}/_sim/workers", json={"name": name, "timings": timings}, timeout=5).json()
         settings.LCM_CML_USERNAME = answer["username"]
         settings.LCM_CML_PASSWORD = answer["password"]
         return WorkerFactory(name=name, cml_base_url=answer["base_url"])
@@ -341,7 +340,7 @@ def test_boot_waits_in_starting_while_nodes_boot_then_records_booted(make_worker
     again = labs.boot(fresh(lab), cml, worker, topology=topology, actor=ACTOR)
     assert again.status == L.STARTING  # still booting: nothing new
 
-    requests.post(f"{cml_url}/_sim/clock", json={"advance": 61}, timeout=5).raise_for_status()
+    sim_control.post(f"{cml_url}/_sim/clock", json={"advance": 61}, timeout=5).raise_for_status()
     lab = labs.boot(fresh(lab), cml, worker, topology=topology, actor=ACTOR)
     assert lab.status == L.BOOTED
     assert lab_titled(cml, labs.lab_title(lab.pk)) == [lab.cml_lab_id]  # imported once
@@ -475,7 +474,7 @@ def test_tear_down_of_a_lost_import_finds_it_by_title_and_deletes_it(worker, def
 
 def test_tear_down_of_a_lab_gone_from_cml_goes_orphaned_then_deleted(worker, definition, cml, cml_url, changes):
     lab, _ = booted_record(worker, definition, cml)
-    requests.delete(f"{cml_url}/_sim/workers/{worker.name}/labs/{lab.cml_lab_id}", timeout=5).raise_for_status()
+    sim_control.delete(f"{cml_url}/_sim/workers/{worker.name}/labs/{lab.cml_lab_id}", timeout=5).raise_for_status()
     changes.clear()
 
     assert labs.tear_down(fresh(lab), lambda: cml, worker, delete=False, actor=ACTOR) is None
@@ -530,7 +529,7 @@ def test_sync_labs_records_a_late_import_of_a_deleted_record(worker, definition,
 def test_sync_labs_deletes_a_recorded_lab_deleted_behind_lcms_back(worker, definition, cml, cml_url, changes):
     lab, _ = booted_record(worker, definition, cml)
     kept, kept_ports = booted_record(worker, definition, cml)
-    requests.delete(f"{cml_url}/_sim/workers/{worker.name}/labs/{lab.cml_lab_id}", timeout=5).raise_for_status()
+    sim_control.delete(f"{cml_url}/_sim/workers/{worker.name}/labs/{lab.cml_lab_id}", timeout=5).raise_for_status()
     changes.clear()
 
     labs.sync_labs(worker, cml, actor=ACTOR)

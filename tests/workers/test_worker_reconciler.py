@@ -12,7 +12,6 @@ writes no session and that `reconcile_session` then moves them.
 from datetime import timedelta
 
 import pytest
-import requests
 from django.utils import timezone
 
 from lcm import http
@@ -20,6 +19,7 @@ from sessions.models import LabletSession
 from sessions.reconcilers import reconcile_session
 from simulators.runner import start_simulators
 from tests.factories import LabRecordFactory, SessionFactory, TemplateFactory, WorkerFactory
+from tests.support.simulators import SIM_TOKEN, sim_control
 from workers.clients.cml import forget_tokens
 from workers.clients.ec2 import TAG_WORKER_ID, ec2_client
 from workers.models import CMLWorker, Port, SystemSettings
@@ -44,16 +44,19 @@ WARMUP_SECONDS = 60  # CML simulator: a new virtual CML answers `ready: false` t
 def servers():
     """The CML simulator with a real warm-up (driven by its clock), moto at zero delay (timings set per test)."""
     cml = start_simulators(
-        cml_port=0, only=["cml"], timings={"cml": {"warmup": WARMUP_SECONDS, "node_queue": 0, "node_boot": 0}}
+        control_token=SIM_TOKEN,
+        cml_port=0,
+        only=["cml"],
+        timings={"cml": {"warmup": WARMUP_SECONDS, "node_queue": 0, "node_boot": 0}},
     )
-    moto = start_simulators(moto_port=0, zero_delay=True, only=["moto"])
+    moto = start_simulators(control_token=SIM_TOKEN, moto_port=0, zero_delay=True, only=["moto"])
     yield cml.urls | moto.urls
     cml.stop()
     moto.stop()
 
 
 def sim(urls, name: str, method: str, path: str, **kwargs):
-    response = requests.request(method, f"{urls[name]}/_sim/{path}", timeout=10, **kwargs)
+    response = sim_control.request(method, f"{urls[name]}/_sim/{path}", timeout=10, **kwargs)
     response.raise_for_status()
     return response.json()
 

@@ -248,7 +248,7 @@ class CMLClient(HttpClient):
 
 
 def cml_client_for(worker) -> CMLClient:
-    """The client for a `CMLWorker`, with the credentials, timeouts, retries and TLS setting from settings."""
+    """The client for a `CMLWorker`, with the credentials, timeouts, retries and TLS verification from settings."""
     if not worker.cml_base_url:
         raise Unavailable("cml", "connect", f"worker {worker.name} has no CML address yet")
     return CMLClient(
@@ -257,5 +257,12 @@ def cml_client_for(worker) -> CMLClient:
         settings.LCM_CML_PASSWORD,
         timeouts=Timeouts(settings.LCM_HTTP_CONNECT_TIMEOUT, settings.LCM_HTTP_READ_TIMEOUT),
         retries=settings.LCM_HTTP_RETRIES,
-        verify=settings.LCM_CML_VERIFY_TLS,
+        verify=cml_tls_verify(),
     )
+
+
+def cml_tls_verify() -> bool | str:
+    """What `requests` verifies CML's certificate with: the CA bundle when set, else on/off (on by default)."""
+    if settings.LCM_CML_VERIFY_TLS and settings.LCM_CML_CA_BUNDLE:
+        return settings.LCM_CML_CA_BUNDLE
+    return settings.LCM_CML_VERIFY_TLS

@@ -48,6 +48,7 @@ class LifecycleRig:
         self.stack = stack
         self.urls = stack.urls
         self.http = requests.Session()
+        self.http.headers["X-Sim-Token"] = stack.env.get("LCM_SIM_TOKEN", "")  # the simulators' control API
         self.http_timeout = http_timeout
         self.worker_names: list[str] = []
 

@@ -11,15 +11,17 @@ import socket
 import requests
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
 
 from lcm.loops import InProcessLoops
+from lcm.management.command_utils import LcmCommand, fail
 from sessions.seed import DEMO_REFUSED, database_is_empty, ensure_users, seed_demo
 from simulators.runner import SimulatorStartError, start_simulators
 from workers.models import CMLWorker
 
 
-class Command(BaseCommand):
+class Command(LcmCommand):
+    """Its lines and errors escape control characters (`--host`, stored names; issue 18)."""
+
     help = "Run LCM on its embedded default: migrate, seed when empty, simulators + loops + web in one process."
 
     def add_arguments(self, parser):
@@ -31,10 +33,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not settings.DEMO_DATA_ALLOWED:
-            raise CommandError(f"lcm_run refuses to start: {DEMO_REFUSED}")
+            raise fail(f"lcm_run refuses to start: {DEMO_REFUSED}")
         port = options["port"]
         if not 1 <= port <= 65535:
-            raise CommandError(f"--port {port} is not a TCP port")
+            raise fail(f"--port {port} is not a TCP port")
         if not options["no_serve"]:
             # Before anything is touched: on a clash this process would read another instance's simulators.
             self._check_ports_free(options["host"], port, simulators=not options["no_simulators"])
@@ -74,6 +76,7 @@ class Command(BaseCommand):
                 (settings.LCM_SIM_LDS_PORT, "the LDS simulator (LCM_SIM_LDS_PORT)"),
                 (settings.LCM_SIM_GRADING_PORT, "the Grading Engine simulator (LCM_SIM_GRADING_PORT)"),
                 (settings.LCM_SIM_MOTO_PORT, "the EC2 simulator (LCM_SIM_MOTO_PORT)"),
+                (settings.LCM_SIM_OIDC_PORT, "the OpenID Connect simulator (LCM_SIM_OIDC_PORT)"),
             ]
         for number, what in wanted:
             bind_host = host if number == port else settings.LCM_SIM_HOST
@@ -82,7 +85,7 @@ class Command(BaseCommand):
                 try:
                     probe.bind((bind_host, number))
                 except OSError:
-                    raise CommandError(
+                    raise fail(
                         f"port {number} on {bind_host} for {what} is in use (another LCM running?); stop it or choose "
                         "other ports"
                     ) from None
@@ -101,12 +104,14 @@ class Command(BaseCommand):
                 lds_port=settings.LCM_SIM_LDS_PORT,
                 grading_port=settings.LCM_SIM_GRADING_PORT,
                 moto_port=settings.LCM_SIM_MOTO_PORT,
+                oidc_port=settings.LCM_SIM_OIDC_PORT,
                 zero_delay=settings.LCM_SIM_ZERO_DELAY,
                 webhook_url=f"{url}/api/events",
                 webhook_secret=settings.WEBHOOK_SECRET,
+                control_token=settings.LCM_SIM_TOKEN or None,
             )
         except SimulatorStartError as exc:
-            raise CommandError(f"simulators could not start: {exc} (or pass --no-simulators)") from None
+            raise fail(f"simulators could not start: {exc} (or pass --no-simulators)") from None
         if not settings.LCM_AWS_ENDPOINT_URL and "moto" in handle.urls:
             # EC2 calls (fleet loops, discovery) go to the moto simulator, never to real AWS.
             settings.LCM_AWS_ENDPOINT_URL = handle.urls["moto"]
@@ -115,5 +120,12 @@ class Command(BaseCommand):
         for worker in CMLWorker.objects.filter(cml_base_url__startswith=prefix):
             name = worker.cml_base_url[len(prefix) :].strip("/")
             # Demo workers are already RUNNING: their virtual CML is ready at once (no warm-up).
-            requests.post(f"{cml_url}/_sim/workers", json={"name": name, "warmup": 0}, timeout=5).raise_for_status()
+            requests.post(
+                f"{cml_url}/_sim/workers",
+                json={"name": name, "warmup": 0},
+                headers={"X-Sim-Token": handle.token},
+                timeout=5,
+            ).raise_for_status()
         self.stdout.write("Simulators: " + ", ".join(f"{k} {v}" for k, v in handle.urls.items()))
+        if not settings.LCM_SIM_TOKEN:
+            self.stdout.write(f"Simulator control API (/_sim/...): header X-Sim-Token: {handle.token}")

@@ -2,13 +2,14 @@
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
-
 from lcm.errors import first_error_line
+from lcm.management.command_utils import LcmCommand, fail
 from sessions.seed import seed_demo
 
 
-class Command(BaseCommand):
+class Command(LcmCommand):
+    """Text output and the error line escape control characters (stored values may hold them; issue 18)."""
+
     help = "Seed demo data (templates, an ACTIVE definition, three RUNNING workers, users, sessions); idempotent."
 
     def add_arguments(self, parser):
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         try:
             created = seed_demo()
         except Exception as exc:  # one line on stderr, exit 1: the transaction rolled back
-            raise CommandError(f"seeding failed: {first_error_line(exc)}") from None
+            raise fail(f"seeding failed: {first_error_line(exc)}") from None
         if options["json"]:
             self.stdout.write(json.dumps(created))
             return

@@ -9,9 +9,9 @@ import signal
 import threading
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
 
 from lcm import coordination, loops
+from lcm.management.command_utils import LcmCommand, fail, printable
 from sessions.reconcilers import wake
 
 logger = logging.getLogger("lcm.watch")
@@ -85,7 +85,9 @@ class Watcher:
 RETRY_SECONDS = 2.0
 
 
-class Command(BaseCommand):
+class Command(LcmCommand):
+    """Its output escapes control characters (the endpoints are configuration a person typed; issue 18)."""
+
     help = "Watch etcd and enqueue a reconcile for every session or worker whose projected state changes."
 
     def add_arguments(self, parser):
@@ -93,12 +95,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not settings.LCM_ETCD_ENDPOINTS:
-            raise CommandError("lcm_watch needs LCM_ETCD_ENDPOINTS (the embedded default reacts in-process)")
-        coord = coordination.coordinator()
-        if not coord.healthy():
+            raise fail("lcm_watch needs LCM_ETCD_ENDPOINTS (the embedded default reacts in-process)")
+        try:
+            coord = coordination.coordinator()
+            healthy = coord.healthy()
+        except ValueError as exc:  # an endpoint that is not a URL
+            raise fail(f"LCM_ETCD_ENDPOINTS {settings.LCM_ETCD_ENDPOINTS} is not usable: {exc}") from None
+        if not healthy:
             if options["once"]:
-                raise CommandError(f"etcd at {settings.LCM_ETCD_ENDPOINTS} is not reachable")
-            self.stderr.write(f"etcd at {settings.LCM_ETCD_ENDPOINTS} is not reachable yet; retrying")
+                raise fail(f"etcd at {settings.LCM_ETCD_ENDPOINTS} is not reachable")
+            self.stderr.write(printable(f"etcd at {settings.LCM_ETCD_ENDPOINTS} is not reachable yet; retrying"))
         if options["once"]:
             self.stdout.write(f"etcd at {settings.LCM_ETCD_ENDPOINTS} is reachable")
             return

@@ -1,4 +1,7 @@
-"""`manage.py lcm_simulators`: run the CML, LDS, Grading Engine and moto simulators until Ctrl-C (SPEC §1)."""
+"""`manage.py lcm_simulators`: run the CML, LDS, Grading Engine, moto and OIDC simulators until Ctrl-C (SPEC §1).
+
+Their control API (`/_sim/...`) demands `X-Sim-Token: <LCM_SIM_TOKEN>`; without LCM_SIM_TOKEN a token is
+generated and printed (the launcher sets one and passes it on)."""
 
 import json
 
@@ -13,13 +16,15 @@ URL_SETTINGS = {
     "lds": "LCM_LDS_BASE_URL",
     "grading": "LCM_GRADING_BASE_URL",
     "moto": "LCM_AWS_ENDPOINT_URL",
+    "oidc": "LCM_OIDC_ISSUER = <url>/realms/lcm",
 }
 
 
 class Command(LcmCommand):
     help = (
-        "Run the local CML, LDS, Grading Engine and EC2/CloudWatch (moto) simulators in the foreground "
-        "until SIGINT/SIGTERM. Ports come from LCM_SIM_*_PORT (0 picks a free one)."
+        "Run the local CML, LDS, Grading Engine, EC2/CloudWatch (moto) and OpenID Connect simulators in the "
+        "foreground until SIGINT/SIGTERM. Ports come from LCM_SIM_*_PORT (0 picks a free one); the control API "
+        "takes X-Sim-Token: LCM_SIM_TOKEN (generated and printed when unset)."
     )
 
     def add_arguments(self, parser):
@@ -41,10 +46,12 @@ class Command(LcmCommand):
                 lds_port=settings.LCM_SIM_LDS_PORT,
                 grading_port=settings.LCM_SIM_GRADING_PORT,
                 moto_port=settings.LCM_SIM_MOTO_PORT,
+                oidc_port=settings.LCM_SIM_OIDC_PORT,
                 zero_delay=options["zero_delay"] or settings.LCM_SIM_ZERO_DELAY,
                 webhook_url=settings.LCM_SIM_WEBHOOK_URL or None,
                 webhook_secret=settings.WEBHOOK_SECRET,
                 only=options["only"],
+                control_token=settings.LCM_SIM_TOKEN or None,
             )
         except SimulatorStartError as exc:
             raise fail(exc) from None
@@ -53,6 +60,8 @@ class Command(LcmCommand):
         else:
             for name, url in handle.urls.items():
                 self.stdout.write(f"{name:<8} {url}  ({URL_SETTINGS[name]})")
+            if not settings.LCM_SIM_TOKEN:  # chosen here: whoever drives the simulators needs it
+                self.stdout.write(f"Control API (/_sim/...): header X-Sim-Token: {handle.token}")
             self.stdout.write("Simulators running; press Ctrl-C to stop.")
         self.stdout.flush()
         wait_for_signal(handle)
