@@ -12,10 +12,17 @@ an empty small worker looks fuller than a half-used big one and a heterogeneous 
 worker for nearly every session (`manage.py bench_placement` shows the difference). The larger
 worker wins a tie between equally full (typically empty) workers because it holds the most
 sessions, so fewer workers are in use and the small ones stay free to be stopped.
+
+End-time aware placement (SPEC §10; `choose_worker(..., session_end=, worker_ends=)`, `Fleet.choose(...,
+session_end=, worker_ends=)`): before fullness, a worker ranks by how long the session would extend its busy
+time (`end_extension`, in 15-minute steps), so sessions that end together share workers, which then empty
+together and can be drained. All sessions placed at once with the same end (and no ends given) rank exactly
+as before.
 """
 
+import math
 from bisect import bisect_left, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from scheduling.capacity import (
@@ -78,6 +85,23 @@ def _order(capacity: WorkerCapacity) -> tuple:
         -capacity.nodes_total,
         capacity.worker_id,
     )
+
+
+# End-time awareness ranks workers by how long the session would keep them busy past the sessions they hold,
+# in steps of this many minutes (within a step, best fit decides).
+END_STEP_MINUTES = 15
+
+
+def end_extension(worker_end, session_end, now) -> int:
+    """How many `END_STEP_MINUTES` steps the session would add to the worker's busy time: 0 when the worker's
+    sessions end after it anyway, the session's whole remaining time on an empty worker. Times are datetimes or
+    minutes (the simulated clock); `worker_end` None or not after `now` means the worker holds nothing."""
+    base = worker_end if worker_end is not None and now is not None and worker_end > now else now
+    if base is None:
+        return 0
+    extra = session_end - base
+    minutes = extra.total_seconds() / 60 if hasattr(extra, "total_seconds") else extra
+    return max(0, math.ceil(minutes / END_STEP_MINUTES - 1e-9))
 
 
 def rank_key(capacity: WorkerCapacity, reusable_lab: bool = False) -> tuple:
@@ -154,8 +178,14 @@ def choose_worker(
     cml_version_min: str = "",
     cml_version_max: str = "",
     reusable_on: frozenset[str] = frozenset(),
+    session_end=None,
+    worker_ends: Mapping | None = None,
+    now=None,
 ) -> Candidate | None:
-    """The worker for this session (best fit, see the module docstring), or None when none fits."""
+    """The worker for this session (best fit, see the module docstring), or None when none fits.
+
+    End-time aware when `worker_ends` (worker id -> the latest end of the sessions it holds) and `session_end`
+    are given: see `end_extension`."""
     best, best_key = None, None
     for capacity in capacities:
         reusable = capacity.worker_id in reusable_on
@@ -164,6 +194,8 @@ def choose_worker(
         if rejection_reason(capacity, demand, reusable_lab=reusable) is not None:
             continue
         key = rank_key(capacity, reusable)
+        if worker_ends is not None and session_end is not None:
+            key = (end_extension(worker_ends.get(capacity.worker_id), session_end, now), *key)
         if best_key is None or key < best_key:
             best, best_key = capacity, key
     if best is None:

@@ -357,7 +357,7 @@ def _launches(now, unmet, templates, policy, active, last_scale_up) -> list[Deci
             waits.setdefault(reason, []).append(largest.id)
             remaining.pop(0)
             continue
-        per_session, cost, _, template, slot = min(options, key=lambda o: o[:3])
+        per_session, _, cost, _, template, slot = min(options, key=lambda o: o[:4])
         active[template.region] = active.get(template.region, 0) + 1
         launched[template.region] = launched.get(template.region, 0) + 1
         covered = set(slot.sessions)
@@ -400,8 +400,29 @@ def _launch_options(now, largest, remaining, templates, policy, active, last_sca
                 if fit_reason(slot.capacity, session) is None:
                     _claim(slot, session)
             cost = float(template.cost_per_hour)
-            options.append((cost / len(slot.sessions), cost, template.name, template, slot))
+            per_session = _fleet_cost_per_session(template, remaining, limit=policy.max_workers - active.get(region, 0))
+            options.append((per_session, template.startup_minutes, cost, template.name, template, slot))
     return options, refusals
+
+
+def _fleet_cost_per_session(template: TemplateOption, remaining: list[PendingSession], *, limit: int) -> float:
+    """The cost per session of serving every remaining session this template can take with workers of it alone
+    (best fit, at most `limit` workers): the template mix with the least cost is built one launch at a time from
+    this, so a cohort goes to whichever template packs it cheapest and its last few sessions to a smaller one."""
+    slots: list[_Slot] = []
+    served = 0
+    for session in remaining:
+        if fit_reason(template.capacity(), session) is not None:
+            continue
+        slot = _best_fit(slots, session)
+        if slot is None:
+            if len(slots) >= max(1, limit):
+                continue
+            slot = _Slot(template.capacity(f"new:{len(slots)}"))
+            slots.append(slot)
+        _claim(slot, session)
+        served += 1
+    return round(len(slots) * float(template.cost_per_hour) / served, 9)  # equal costs tie, not float noise
 
 
 def _describe(demand: Demand) -> str:
