@@ -9,4 +9,5 @@ app_name = "scheduling"
 urlpatterns = [
     path("scheduler/", views.scheduler, name="scheduler"),
     path("settings/", views.settings_page, name="settings"),
+    path("capacity/", views.capacity, name="capacity"),
 ]
