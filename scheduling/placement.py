@@ -293,8 +293,17 @@ class Fleet:
         cml_version_min: str = "",
         cml_version_max: str = "",
         reusable_on: frozenset[str] = frozenset(),
+        session_end=None,
+        worker_ends: Mapping | None = None,
+        now=None,
     ) -> Candidate | None:
         """The worker `choose_worker` would pick for this session from these capacities, or None."""
+        if session_end is not None and worker_ends is not None:
+            versions = (cml_version_min, cml_version_max)
+            return self._choose_by_end(demand, versions, reusable_on, session_end, worker_ends, now)
+        return self._choose_best_fit(demand, cml_version_min, cml_version_max, reusable_on)
+
+    def _choose_best_fit(self, demand: Demand, cml_version_min: str, cml_version_max: str, reusable_on):
         ok = self._eligible_ids(demand, cml_version_min, cml_version_max)
         cpu, memory, storage, nodes, ports = (
             demand.cpu_cores,
@@ -330,3 +339,27 @@ class Fleet:
                     found, reusable = key, True
         capacity = self._capacity[found[-1]]
         return Candidate(capacity.worker_id, capacity.name, None, -found[0], reusable)
+
+    def _choose_by_end(self, demand: Demand, versions: tuple, reusable_on, session_end, worker_ends, now):
+        """`choose_worker`'s end-time aware choice: walks the workers in ranking order and stops at the first that
+        fits without extending its busy time (none can beat it); otherwise the least extension wins."""
+        ok = self._eligible_ids(demand, *versions)
+        best, best_key = None, None
+        for key in self._sorted:
+            worker_id = key[-1]
+            f = self._free[worker_id]
+            reusable = worker_id in reusable_on
+            if f[0] < demand.cpu_cores or f[1] < demand.memory_gb or f[2] < demand.storage_gb:
+                continue
+            if f[3] < demand.node_count or f[5] or worker_id not in ok or (f[4] < demand.ports and not reusable):
+                continue
+            fullness, *rest = key
+            rank = (end_extension(worker_ends.get(worker_id), session_end, now), fullness, not reusable, *rest)
+            if best_key is None or rank < best_key:
+                best, best_key = worker_id, rank
+                if rank[0] == 0 and (reusable or not reusable_on):
+                    break
+        if best is None:
+            return None
+        capacity = self._capacity[best]
+        return Candidate(capacity.worker_id, capacity.name, None, -best_key[1], best in reusable_on)
