@@ -88,8 +88,10 @@ def _order(capacity: WorkerCapacity) -> tuple:
 
 
 # End-time awareness ranks workers by how long the session would keep them busy past the sessions they hold,
-# in steps of this many minutes (within a step, best fit decides).
+# in steps of this many minutes (within a step, best fit decides; up to a minute counts as none), among the
+# `END_CANDIDATES` fullest workers that fit (a bounded cost per decision whatever the fleet).
 END_STEP_MINUTES = 15
+END_CANDIDATES = 32
 
 
 def end_extension(worker_end, session_end, now) -> int:
@@ -101,7 +103,7 @@ def end_extension(worker_end, session_end, now) -> int:
         return 0
     extra = session_end - base
     minutes = extra.total_seconds() / 60 if hasattr(extra, "total_seconds") else extra
-    return max(0, math.ceil(minutes / END_STEP_MINUTES - 1e-9))
+    return max(0, math.ceil((minutes - 1) / END_STEP_MINUTES))
 
 
 def rank_key(capacity: WorkerCapacity, reusable_lab: bool = False) -> tuple:
@@ -187,17 +189,25 @@ def choose_worker(
     End-time aware when `worker_ends` (worker id -> the latest end of the sessions it holds) and `session_end`
     are given: see `end_extension`."""
     best, best_key = None, None
+    fits = []
     for capacity in capacities:
         reusable = capacity.worker_id in reusable_on
         if not eligible(capacity, demand, cml_version_min, cml_version_max):
             continue
         if rejection_reason(capacity, demand, reusable_lab=reusable) is not None:
             continue
+        fits.append(capacity)
         key = rank_key(capacity, reusable)
-        if worker_ends is not None and session_end is not None:
-            key = (end_extension(worker_ends.get(capacity.worker_id), session_end, now), *key)
         if best_key is None or key < best_key:
             best, best_key = capacity, key
+    if worker_ends is not None and session_end is not None and fits:
+        best_key = None
+        for capacity in sorted(fits, key=_order)[:END_CANDIDATES]:
+            fullness, *rest = _order(capacity)
+            reusable = capacity.worker_id in reusable_on
+            key = (end_extension(worker_ends.get(capacity.worker_id), session_end, now), fullness, not reusable, *rest)
+            if best_key is None or key < best_key:
+                best, best_key = capacity, key
     if best is None:
         return None
     return Candidate(best.worker_id, best.name, None, fill(best), best.worker_id in reusable_on)
@@ -341,10 +351,11 @@ class Fleet:
         return Candidate(capacity.worker_id, capacity.name, None, -found[0], reusable)
 
     def _choose_by_end(self, demand: Demand, versions: tuple, reusable_on, session_end, worker_ends, now):
-        """`choose_worker`'s end-time aware choice: walks the workers in ranking order and stops at the first that
-        fits without extending its busy time (none can beat it); otherwise the least extension wins."""
+        """`choose_worker`'s end-time aware choice: walks the workers in ranking order over the `END_CANDIDATES`
+        fullest that fit, stopping at the first that it extends by nothing; the least extension wins."""
         ok = self._eligible_ids(demand, *versions)
         best, best_key = None, None
+        seen = 0
         for key in self._sorted:
             worker_id = key[-1]
             f = self._free[worker_id]
@@ -359,6 +370,9 @@ class Fleet:
                 best, best_key = worker_id, rank
                 if rank[0] == 0 and (reusable or not reusable_on):
                     break
+            seen += 1
+            if seen >= END_CANDIDATES:
+                break
         if best is None:
             return None
         capacity = self._capacity[best]
