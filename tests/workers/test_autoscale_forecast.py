@@ -1,5 +1,6 @@
 """The autoscaler plans from the forecast (SPEC §10): an exam booked three days ahead launches nothing until its
-placement lead plus a boot time is reached; then it launches so the workers are RUNNING by the placement lead."""
+placement lead plus a boot time is reached; then it launches so the workers are RUNNING by the placement lead, and
+drains them once the exam is over (simulated clock: the tick's `now`)."""
 
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ def test_an_exam_three_days_ahead_is_launched_for_a_boot_time_before_its_placeme
     system.autoscaling_enabled = True
     system.max_workers_per_region = 50
     system.scale_up_cooldown_minutes = 0
+    system.scale_down_cooldown_minutes = 0
     system.save()
     boot = min(t.startup_minutes for t in WorkerTemplate.objects.filter(enabled=True))
     lead = system.placement_lead_minutes
@@ -43,3 +45,9 @@ def test_an_exam_three_days_ahead_is_launched_for_a_boot_time_before_its_placeme
     assert CMLWorker.objects.count() == len(launched)
     template = WorkerTemplate.objects.get(name=launched[0].template_name)
     assert template.startup_minutes <= boot + 0  # the template launched boots within the planned time
+
+    # The workers came up (the reconciler's part, set here), the exam ran and ended: every worker drains.
+    CMLWorker.objects.update(status="RUNNING")
+    LabletSession.objects.update(status="TERMINATED")
+    after = autoscale_tick(now=start + timedelta(hours=2, minutes=15), require_leader=False)
+    assert sorted(d.action for d in after) == ["DRAIN"] * len(launched)
