@@ -15,7 +15,8 @@ sessions, so fewer workers are in use and the small ones stay free to be stopped
 
 End-time aware placement (SPEC §10; `choose_worker(..., session_end=, worker_ends=)`, `Fleet.choose(...,
 session_end=, worker_ends=)`): before fullness, a worker ranks by how long the session would extend its busy
-time (`end_extension`, in 15-minute steps), so sessions that end together share workers, which then empty
+time (`end_extension`, in 15-minute steps), then by how long it stays busy after the session (`end_rank`), so
+sessions that end together share workers, which then empty
 together and can be drained. All sessions placed at once with the same end (and no ends given) rank exactly
 as before.
 """
@@ -104,6 +105,15 @@ def end_extension(worker_end, session_end, now) -> int:
     extra = session_end - base
     minutes = extra.total_seconds() / 60 if hasattr(extra, "total_seconds") else extra
     return max(0, math.ceil((minutes - 1) / END_STEP_MINUTES))
+
+
+def end_rank(worker_end, session_end, now) -> tuple[int, int]:
+    """(steps the session extends the worker's busy time, steps the worker stays busy after the session ends): the
+    least extension first, then the worker whose sessions end closest after it (sessions that end together)."""
+    extension = end_extension(worker_end, session_end, now)
+    if extension or worker_end is None:
+        return extension, 0
+    return 0, end_extension(session_end, worker_end, session_end)
 
 
 def rank_key(capacity: WorkerCapacity, reusable_lab: bool = False) -> tuple:
@@ -205,7 +215,7 @@ def choose_worker(
         for capacity in sorted(fits, key=_order)[:END_CANDIDATES]:
             fullness, *rest = _order(capacity)
             reusable = capacity.worker_id in reusable_on
-            key = (end_extension(worker_ends.get(capacity.worker_id), session_end, now), fullness, not reusable, *rest)
+            key = (*end_rank(worker_ends.get(capacity.worker_id), session_end, now), fullness, not reusable, *rest)
             if best_key is None or key < best_key:
                 best, best_key = capacity, key
     if best is None:
@@ -365,10 +375,10 @@ class Fleet:
             if f[3] < demand.node_count or f[5] or worker_id not in ok or (f[4] < demand.ports and not reusable):
                 continue
             fullness, *rest = key
-            rank = (end_extension(worker_ends.get(worker_id), session_end, now), fullness, not reusable, *rest)
+            rank = (*end_rank(worker_ends.get(worker_id), session_end, now), fullness, not reusable, *rest)
             if best_key is None or rank < best_key:
                 best, best_key = worker_id, rank
-                if rank[0] == 0 and (reusable or not reusable_on):
+                if rank[:2] == (0, 0) and (reusable or not reusable_on):
                     break
             seen += 1
             if seen >= END_CANDIDATES:
@@ -376,4 +386,4 @@ class Fleet:
         if best is None:
             return None
         capacity = self._capacity[best]
-        return Candidate(capacity.worker_id, capacity.name, None, -best_key[1], best in reusable_on)
+        return Candidate(capacity.worker_id, capacity.name, None, -best_key[2], best in reusable_on)

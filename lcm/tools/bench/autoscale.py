@@ -110,7 +110,7 @@ class AutoscaleBench(BenchRun):
 
     def _print(self, rows: list[dict], summary: dict) -> None:
         header = (
-            f"{'trace':28} {'fleet':11} {'policy':17} {'booked on time':>16} {'walk-ins':>14} "
+            f"{'trace':28} {'fleet':11} {'policy':20} {'booked on time':>16} {'walk-ins':>14} "
             f"{'worker-h':>9} {'ideal-h':>8} {'ratio':>7} {'cost $':>8}"
         )
         self.stdout.write(header)
@@ -120,7 +120,7 @@ class AutoscaleBench(BenchRun):
             walk = f"{r['walk_ins_ready_on_time']}/{r['walk_ins']} {r['walk_ins_percent']:.1f}%"
             ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
             self.stdout.write(
-                f"{r['trace']:28} {r['fleet']:11} {r['policy']:17} {booked:>16} {walk:>14} "
+                f"{r['trace']:28} {r['fleet']:11} {r['policy']:20} {booked:>16} {walk:>14} "
                 f"{r['worker_hours']:>9.1f} {r['ideal_worker_hours']:>8.1f} {ratio:>7} {r['cost']:>8.2f}"
             )
         self.stdout.write("")
