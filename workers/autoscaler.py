@@ -14,10 +14,14 @@ RUNNING desired: coming capacity), so a demand that a booting worker will serve 
 3. new workers (autoscaling enabled only): the largest unmet demand picks the template. Among the
    enabled templates that fit it (capacity, licence, the CML version its AMI promises) and whose
    region is below its maximum and past its scale-up cooldown, the one with the lowest cost per
-   session it would serve wins (so eight small sessions get one shared worker rather than eight
-   personal ones, and a single session gets the cheapest template that fits it); the other unmet
-   sessions that fit on that worker ride along. Repeat until every unmet session is served or
-   waits, with the reason it waits.
+   session wins, counted over every unmet session the template could take with workers of it
+   alone (SPEC §10: the template mix with the least cost that fits; a cohort goes to whichever
+   template packs it cheapest, its last few sessions to a smaller one; equal costs go to the
+   faster boot), so eight small sessions get one shared worker rather than eight personal ones,
+   and a single session gets the cheapest template that fits it; the other unmet sessions that
+   fit on that worker ride along. Repeat until every unmet session is served or waits, with the
+   reason it waits. The caller decides how far ahead the pending sessions reach: the tick passes
+   those due within the placement lead plus a boot time (planning from the forecast).
 
 Scale down (autoscaling enabled, nothing scaled up in this tick, and no LAUNCH or START in the
 worker's region, nor the worker's own start, within the scale-down cooldown, so capacity just

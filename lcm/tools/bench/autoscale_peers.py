@@ -6,7 +6,10 @@
   boot time is demand now, on the capacity the fleet will have then (sessions that end before it leave), so a
   worker launched for it is RUNNING by its placement lead; the template mix is `plan`'s cheapest per session;
   placement is end-time aware; an empty worker no booking needs within the boot time drains at once (the
-  forecast, not a cooldown, keeps the workers about to be used).
+  forecast, not a cooldown, keeps the workers about to be used). A walk-in reserve, sized from the last hour's
+  walk-ins that a launch would serve late, keeps running room for them (it keeps workers; it launches none).
+  The forecast horizon is the fastest template's boot time (in a mixed fleet a slower template launched for
+  a session boots after its placement lead; the planner's cheapest mix here picks the fastest on a tie).
 - `StaticScaler`: a fixed fleet sized for the peak (the fewest workers of the template that serve every booked
   session on time, from the ideal curve's peak up), RUNNING from the first placement to the last release.
 - `ReactiveScaler`: a utilisation-threshold scaler: utilisation is the busiest dimension (CPU, memory, nodes) of
@@ -90,7 +93,9 @@ class LcmScaler:
     def _apply(self, r, decision, t: float) -> None:
         if decision.action == A.LAUNCH:
             template = next(tp for tp in r.templates if tp.id == decision.template_id)
-            due = min((r.place_at[s] for s in decision.sessions if s in r.place_at), default=t)
+            if not any(s in r.place_at for s in decision.sessions):
+                return  # only the walk-in reserve: it keeps running workers, it launches none
+            due = min(r.place_at[s] for s in decision.sessions if s in r.place_at)
             if self.forecast and due > t + template.startup_minutes:
                 return  # this template boots faster: launched on a later tick, still RUNNING in time
             r.launch(template)
