@@ -61,7 +61,11 @@ def window(start: datetime | None, end: datetime | None, step_minutes: int | Non
     step = timedelta(minutes=step_minutes)
     if start is None:
         start = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % min(step_minutes, 60))
-    end = end or start + timedelta(days=7)
+    try:
+        end = end or start + timedelta(days=7)
+        start + MAX_WINDOW + LEAD_REACH, end + LEAD_REACH  # noqa: B018 - both must stay within datetime's range
+    except OverflowError:
+        raise ForecastError("the window must end before the year 9999", field="from" if end is None else "to") from None
     if end <= start:
         raise ForecastError("to must be after from", field="to")
     if end - start > MAX_WINDOW:

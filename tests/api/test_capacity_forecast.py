@@ -96,6 +96,8 @@ def test_a_week_with_2000_bookings_in_at_most_four_queries(fleet, staff_user):
         ({"from": "2030-01-07T00:00Z", "to": "2030-01-06T00:00Z"}, "to"),
         ({"from": "2030-01-07T00:00Z", "to": "2030-02-07T00:00Z"}, "to"),
         ({"from": "2030-01-07T00:00Z", "to": "2030-01-20T00:00Z", "step": "5"}, "step"),
+        ({"from": "9999-12-31T00:00Z"}, "from"),
+        ({"from": "9999-12-30T00:00Z", "to": "9999-12-31T23:00Z"}, "to"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(staff_user, params, field):
