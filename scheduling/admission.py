@@ -205,25 +205,46 @@ def _lead(definition, system) -> timedelta:
     return timedelta(minutes=minutes)
 
 
+def occupancy(definition, system, status, worker_id, start, stop, now) -> tuple[datetime, datetime] | None:
+    """When a booked session occupies a worker (the demand model of the check and of the forecast, SPEC §10):
+    from its start − boot lead to its end + `TEARDOWN_ALLOWANCE`; one holding capacity now holds it at least
+    until now + the allowance; None when it ended before placement (it holds nothing)."""
+    begins, ends = start - _lead(definition, system), stop + TEARDOWN_ALLOWANCE
+    if status != S.PENDING:
+        if worker_id is None:
+            return None
+        begins, ends = min(begins, now), max(ends, now + TEARDOWN_ALLOWANCE)
+    return begins, ends
+
+
+def booked_sessions_q(begin: datetime, upper: datetime) -> Q:
+    """The sessions that may occupy a worker between `begin` and `upper` (their start before `upper`): PENDING
+    ones not ended by then, and every one holding capacity."""
+    pending_or_holding = Q(status=S.PENDING) | capacity_holding_q()
+    return (
+        pending_or_holding
+        & Q(timeslot_start__lt=upper)
+        & (Q(timeslot_end__gt=begin - TEARDOWN_ALLOWANCE) | ~Q(status=S.PENDING))
+    )
+
+
 def _booked(window: tuple, system, now) -> tuple[list[_Booked], dict]:
     """The sessions occupying a worker at some instant of `window`, and their definitions by id (three queries)."""
     begin, end = window
     longest = LabletDefinition.objects.aggregate(m=Max("boot_lead_minutes"))["m"] or 0
     upper = end + timedelta(minutes=max(longest, system.boot_lead_minutes))
-    holding = capacity_holding_q()
     rows = list(
-        LabletSession.objects.filter(Q(status=S.PENDING) | holding, timeslot_start__lt=upper)
-        .filter(Q(timeslot_end__gt=begin - TEARDOWN_ALLOWANCE) | ~Q(status=S.PENDING))
-        .values_list("definition_id", "worker_id", "lab_record_id", "status", "timeslot_start", "timeslot_end")
+        LabletSession.objects.filter(booked_sessions_q(begin, upper)).values_list(
+            "definition_id", "worker_id", "lab_record_id", "status", "timeslot_start", "timeslot_end"
+        )
     )
     definitions = LabletDefinition.objects.in_bulk({r[0] for r in rows})
     booked = []
     for definition_id, worker_id, lab_id, status, start, stop in rows:
-        begins, ends = start - _lead(definitions[definition_id], system), stop + TEARDOWN_ALLOWANCE
-        if status != S.PENDING:
-            if worker_id is None:
-                continue  # ended before placement: holds nothing
-            begins, ends = min(begins, now), max(ends, now + TEARDOWN_ALLOWANCE)
+        held = occupancy(definitions[definition_id], system, status, worker_id, start, stop, now)
+        if held is None:
+            continue
+        begins, ends = held
         if begins < end and ends > begin:
             booked.append(((definition_id, str(worker_id) if worker_id else None, bool(lab_id)), begins, ends))
     return booked, definitions

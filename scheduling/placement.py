@@ -12,10 +12,18 @@ an empty small worker looks fuller than a half-used big one and a heterogeneous 
 worker for nearly every session (`manage.py bench_placement` shows the difference). The larger
 worker wins a tie between equally full (typically empty) workers because it holds the most
 sessions, so fewer workers are in use and the small ones stay free to be stopped.
+
+End-time aware placement (SPEC §10; `choose_worker(..., session_end=, worker_ends=)`, `Fleet.choose(...,
+session_end=, worker_ends=)`): before fullness, a worker ranks by how long the session would extend its busy
+time (`end_extension`, in 15-minute steps), then by how long it stays busy after the session (`end_rank`), so
+sessions that end together share workers, which then empty
+together and can be drained. All sessions placed at once with the same end (and no ends given) rank exactly
+as before.
 """
 
+import math
 from bisect import bisect_left, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from scheduling.capacity import (
@@ -78,6 +86,34 @@ def _order(capacity: WorkerCapacity) -> tuple:
         -capacity.nodes_total,
         capacity.worker_id,
     )
+
+
+# End-time awareness ranks workers by how long the session would keep them busy past the sessions they hold,
+# in steps of this many minutes (within a step, best fit decides; up to a minute counts as none), among the
+# `END_CANDIDATES` fullest workers that fit (a bounded cost per decision whatever the fleet).
+END_STEP_MINUTES = 15
+END_CANDIDATES = 32
+
+
+def end_extension(worker_end, session_end, now) -> int:
+    """How many `END_STEP_MINUTES` steps the session would add to the worker's busy time: 0 when the worker's
+    sessions end after it anyway, the session's whole remaining time on an empty worker. Times are datetimes or
+    minutes (the simulated clock); `worker_end` None or not after `now` means the worker holds nothing."""
+    base = worker_end if worker_end is not None and now is not None and worker_end > now else now
+    if base is None:
+        return 0
+    extra = session_end - base
+    minutes = extra.total_seconds() / 60 if hasattr(extra, "total_seconds") else extra
+    return max(0, math.ceil((minutes - 1) / END_STEP_MINUTES))
+
+
+def end_rank(worker_end, session_end, now) -> tuple[int, int]:
+    """(steps the session extends the worker's busy time, steps the worker stays busy after the session ends): the
+    least extension first, then the worker whose sessions end closest after it (sessions that end together)."""
+    extension = end_extension(worker_end, session_end, now)
+    if extension or worker_end is None:
+        return extension, 0
+    return 0, end_extension(session_end, worker_end, session_end)
 
 
 def rank_key(capacity: WorkerCapacity, reusable_lab: bool = False) -> tuple:
@@ -154,18 +190,34 @@ def choose_worker(
     cml_version_min: str = "",
     cml_version_max: str = "",
     reusable_on: frozenset[str] = frozenset(),
+    session_end=None,
+    worker_ends: Mapping | None = None,
+    now=None,
 ) -> Candidate | None:
-    """The worker for this session (best fit, see the module docstring), or None when none fits."""
+    """The worker for this session (best fit, see the module docstring), or None when none fits.
+
+    End-time aware when `worker_ends` (worker id -> the latest end of the sessions it holds) and `session_end`
+    are given: see `end_extension`."""
     best, best_key = None, None
+    fits = []
     for capacity in capacities:
         reusable = capacity.worker_id in reusable_on
         if not eligible(capacity, demand, cml_version_min, cml_version_max):
             continue
         if rejection_reason(capacity, demand, reusable_lab=reusable) is not None:
             continue
+        fits.append(capacity)
         key = rank_key(capacity, reusable)
         if best_key is None or key < best_key:
             best, best_key = capacity, key
+    if worker_ends is not None and session_end is not None and fits:
+        best_key = None
+        for capacity in sorted(fits, key=_order)[:END_CANDIDATES]:
+            fullness, *rest = _order(capacity)
+            reusable = capacity.worker_id in reusable_on
+            key = (*end_rank(worker_ends.get(capacity.worker_id), session_end, now), fullness, not reusable, *rest)
+            if best_key is None or key < best_key:
+                best, best_key = capacity, key
     if best is None:
         return None
     return Candidate(best.worker_id, best.name, None, fill(best), best.worker_id in reusable_on)
@@ -261,8 +313,17 @@ class Fleet:
         cml_version_min: str = "",
         cml_version_max: str = "",
         reusable_on: frozenset[str] = frozenset(),
+        session_end=None,
+        worker_ends: Mapping | None = None,
+        now=None,
     ) -> Candidate | None:
         """The worker `choose_worker` would pick for this session from these capacities, or None."""
+        if session_end is not None and worker_ends is not None:
+            versions = (cml_version_min, cml_version_max)
+            return self._choose_by_end(demand, versions, reusable_on, session_end, worker_ends, now)
+        return self._choose_best_fit(demand, cml_version_min, cml_version_max, reusable_on)
+
+    def _choose_best_fit(self, demand: Demand, cml_version_min: str, cml_version_max: str, reusable_on):
         ok = self._eligible_ids(demand, cml_version_min, cml_version_max)
         cpu, memory, storage, nodes, ports = (
             demand.cpu_cores,
@@ -298,3 +359,31 @@ class Fleet:
                     found, reusable = key, True
         capacity = self._capacity[found[-1]]
         return Candidate(capacity.worker_id, capacity.name, None, -found[0], reusable)
+
+    def _choose_by_end(self, demand: Demand, versions: tuple, reusable_on, session_end, worker_ends, now):
+        """`choose_worker`'s end-time aware choice: walks the workers in ranking order over the `END_CANDIDATES`
+        fullest that fit, stopping at the first that it extends by nothing; the least extension wins."""
+        ok = self._eligible_ids(demand, *versions)
+        best, best_key = None, None
+        seen = 0
+        for key in self._sorted:
+            worker_id = key[-1]
+            f = self._free[worker_id]
+            reusable = worker_id in reusable_on
+            if f[0] < demand.cpu_cores or f[1] < demand.memory_gb or f[2] < demand.storage_gb:
+                continue
+            if f[3] < demand.node_count or f[5] or worker_id not in ok or (f[4] < demand.ports and not reusable):
+                continue
+            fullness, *rest = key
+            rank = (*end_rank(worker_ends.get(worker_id), session_end, now), fullness, not reusable, *rest)
+            if best_key is None or rank < best_key:
+                best, best_key = worker_id, rank
+                if rank[:2] == (0, 0) and (reusable or not reusable_on):
+                    break
+            seen += 1
+            if seen >= END_CANDIDATES:
+                break
+        if best is None:
+            return None
+        capacity = self._capacity[best]
+        return Candidate(capacity.worker_id, capacity.name, None, -best_key[2], best in reusable_on)

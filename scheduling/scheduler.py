@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -23,7 +23,7 @@ from lcm import loops
 from lcm.coordination import LEADER_TTL_SECONDS, coordinator
 from scheduling.capacity import Demand
 from scheduling.placement import Fleet
-from scheduling.selectors import reusable_labs_by_definition, worker_capacities
+from scheduling.selectors import reusable_labs_by_definition, worker_capacities, worker_ends
 from sessions.batch import sessions_schedule_batch
 from sessions.models import LabletDefinition, LabletSession
 from sessions.states import SessionStatus
@@ -53,6 +53,7 @@ class Due:
 
     pk: uuid.UUID
     definition: LabletDefinition
+    timeslot_end: datetime | None = None
 
 
 def eligible_sessions(now=None, lead_minutes: int | None = None, limit: int = 500, definitions=None) -> list[Due]:
@@ -71,17 +72,23 @@ def eligible_sessions(now=None, lead_minutes: int | None = None, limit: int = 50
     )
     if definitions is not None:
         rows = rows.filter(definition__in=definitions)
-    pairs = list(rows.order_by("timeslot_start", "created_at").values_list("pk", "definition_id")[:limit])
-    by_id = LabletDefinition.objects.in_bulk({d for _, d in pairs}) if pairs else {}
-    return [Due(pk, by_id[definition_id]) for pk, definition_id in pairs]
+    rows = rows.order_by("timeslot_start", "created_at").values_list("pk", "definition_id", "timeslot_end")[:limit]
+    triples = list(rows)
+    by_id = LabletDefinition.objects.in_bulk({d for _, d, _ in triples}) if triples else {}
+    return [Due(pk, by_id[definition_id], end) for pk, definition_id, end in triples]
 
 
-def decide(sessions, fleet: Fleet, reusable: dict) -> tuple[list[tuple], list[tuple[str, str]]]:
+def decide(
+    sessions, fleet: Fleet, reusable: dict, ends: dict | None = None
+) -> tuple[list[tuple], list[tuple[str, str]]]:
     """Choose a worker for each session in order, claiming capacity in `fleet` as it goes (pure, no I/O).
 
     `reusable` maps definition id → workers holding a reusable lab of it (updated as labs are
-    taken). Returns `(assignments, waiting)`: `(session, candidate, demand)` and `(session id, why)`.
+    taken). `ends` maps worker id → the latest end of the sessions it holds (updated as sessions are placed):
+    given, placement is end-time aware (SPEC §10). Returns `(assignments, waiting)`: `(session, candidate,
+    demand)` and `(session id, why)`.
     """
+    now = timezone.now()
     assignments, waiting = [], []
     demands: dict = {}
     for session in sessions:
@@ -95,11 +102,17 @@ def decide(sessions, fleet: Fleet, reusable: dict) -> tuple[list[tuple], list[tu
             cml_version_min=definition.cml_version_min,
             cml_version_max=definition.cml_version_max,
             reusable_on=labs,
+            session_end=getattr(session, "timeslot_end", None) if ends is not None else None,
+            worker_ends=ends,
+            now=now,
         )
         if chosen is None:
             waiting.append((str(session.pk), "no worker fits"))
             continue
         fleet.claim(chosen.worker_id, demand, reuse=chosen.reusable_lab)
+        end = getattr(session, "timeslot_end", None)
+        if ends is not None and end is not None:
+            ends[chosen.worker_id] = max(ends.get(chosen.worker_id) or end, end)
         if chosen.reusable_lab:
             reusable[definition.pk] = labs - {chosen.worker_id}
         assignments.append((session, chosen, demand))
@@ -143,9 +156,10 @@ def place_sessions(sessions, *, worker_ids=None) -> PlacementReport:
         return report
     fleet = Fleet(worker_capacities(worker_ids).values())
     reusable = reusable_labs_by_definition({s.definition.pk: s.definition for s in sessions}.values())
+    ends = worker_ends(worker_ids)
     todo = sessions
     for round_number in range(COMMIT_ROUNDS):
-        assignments, waiting = decide(todo, fleet, reusable)
+        assignments, waiting = decide(todo, fleet, reusable, ends)
         report.waiting.extend(waiting)
         if not assignments:
             break

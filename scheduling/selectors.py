@@ -1,10 +1,11 @@
 """Reads for placement: free capacity of every worker in one query, derived from the sessions holding it."""
 
-from django.db.models import Count, FilteredRelation, IntegerField, OuterRef, Subquery, Sum, Value
+from django.db.models import Count, FilteredRelation, IntegerField, Max, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from scheduling.capacity import Demand, WorkerCapacity
 from scheduling.placement import preview
+from sessions.models import LabletSession
 from sessions.states import capacity_holding_q
 from workers.models import CMLWorker, LabRecord, Port
 from workers.states import LabStatus
@@ -129,3 +130,15 @@ def placement_preview(definition) -> list:
         cml_version_max=definition.cml_version_max,
         reusable_on=reusable_lab_workers(definition),
     )
+
+
+def worker_ends(worker_ids=None) -> dict[str, object]:
+    """Worker id → the latest timeslot end of the sessions holding capacity on it (end-time aware placement,
+    SPEC §10), in one query."""
+    rows = LabletSession.objects.filter(capacity_holding_q(), worker__isnull=False)
+    if worker_ids is not None:
+        rows = rows.filter(worker_id__in=list(worker_ids))
+    return {
+        str(w): end
+        for w, end in rows.values("worker_id").annotate(end=Max("timeslot_end")).values_list("worker_id", "end")
+    }

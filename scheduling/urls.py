@@ -10,4 +10,5 @@ urlpatterns = [
     path("scheduler/", views.scheduler, name="scheduler"),
     path("attention/", views.attention, name="attention"),
     path("settings/", views.settings_page, name="settings"),
+    path("capacity/", views.capacity, name="capacity"),
 ]

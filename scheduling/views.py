@@ -97,3 +97,72 @@ def settings_page(request):
         status = 422
     context = page_context(request, "settings", form=form, current=current)
     return render(request, "scheduling/settings.html", context, status=status)
+
+
+# --- capacity (SPEC §10) ---------------------------------------------------------------------
+
+CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 960, 240, 28
+
+
+def _chart(buckets: list[dict], exams: list, begin, end) -> dict:
+    """The demand and capacity series (CPU) as SVG polyline points, with the exams and planned launches and
+    drains as markers: computed here so the page draws a plain server-rendered `<svg>`."""
+    top = max([1] + [max(b["demand"]["cpu"], b["capacity"]["cpu"]) for b in buckets])
+    span = (end - begin).total_seconds() or 1
+    inner_w, inner_h = CHART_WIDTH - 2 * CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
+
+    def x(at) -> float:
+        return round(CHART_PAD + inner_w * min(max((at - begin).total_seconds() / span, 0), 1), 1)
+
+    def y(value) -> float:
+        return round(CHART_HEIGHT - CHART_PAD - inner_h * value / top, 1)
+
+    def series(key: str) -> str:
+        return " ".join(f"{x(b['start'])},{y(b[key]['cpu'])}" for b in buckets)
+
+    events = [
+        {"kind": kind, "x": x(e["at"]), "title": f"{kind} {e['count']} × {e['template']} at {e['at']:%a %H:%M} UTC"}
+        for b in buckets
+        for kind in ("launch", "drain")
+        for e in b["planned"][kind]
+    ]
+    days = [{"x": x(begin + timedelta(days=i)), "label": f"{begin + timedelta(days=i):%a %d}"} for i in range(8)]
+    return {
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "pad": CHART_PAD,
+        "bottom": CHART_HEIGHT - CHART_PAD,
+        "top_label": top,
+        "demand": series("demand"),
+        "capacity": series("capacity"),
+        "exams": [{"x": x(e.timeslot_start), "name": e.name, "start": e.timeslot_start} for e in exams],
+        "events": events,
+        "days": days,
+    }
+
+
+@instructor_required
+def capacity(request):
+    """Booked demand against the fleet for the next 7 days, the exams, the plan and the projected cost."""
+    # Imported here: the forecast and the exams are only this page's business.
+    from scheduling.forecast import forecast, projected_cost
+    from sessions.models import Exam
+
+    now = timezone.now()
+    body = forecast(now=now)
+    begin, end, buckets = body["from"], body["to"], body["buckets"]
+    exams = list(Exam.objects.filter(timeslot_start__gte=begin, timeslot_start__lt=end).order_by("timeslot_start"))
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    planned = [{"kind": kind, **e} for b in buckets for kind in ("launch", "drain") for e in b["planned"][kind]]
+    context = page_context(
+        request,
+        "capacity",
+        chart=_chart(buckets, exams, begin, end),
+        exams=exams,
+        planned=planned[:50],
+        template=body["template"],
+        cost_today=projected_cost(buckets, body["step_minutes"], until=midnight),
+        cost_week=projected_cost(buckets, body["step_minutes"]),
+        peak=max(buckets, key=lambda b: b["demand"]["cpu"]) if buckets else None,
+    )
+    return render_live(request, "scheduling/capacity.html", context)

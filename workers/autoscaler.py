@@ -14,10 +14,14 @@ RUNNING desired: coming capacity), so a demand that a booting worker will serve 
 3. new workers (autoscaling enabled only): the largest unmet demand picks the template. Among the
    enabled templates that fit it (capacity, licence, the CML version its AMI promises) and whose
    region is below its maximum and past its scale-up cooldown, the one with the lowest cost per
-   session it would serve wins (so eight small sessions get one shared worker rather than eight
-   personal ones, and a single session gets the cheapest template that fits it); the other unmet
-   sessions that fit on that worker ride along. Repeat until every unmet session is served or
-   waits, with the reason it waits.
+   session wins, counted over every unmet session the template could take with workers of it
+   alone (SPEC §10: the template mix with the least cost that fits; a cohort goes to whichever
+   template packs it cheapest, its last few sessions to a smaller one; equal costs go to the
+   faster boot), so eight small sessions get one shared worker rather than eight personal ones,
+   and a single session gets the cheapest template that fits it; the other unmet sessions that
+   fit on that worker ride along. Repeat until every unmet session is served or waits, with the
+   reason it waits. The caller decides how far ahead the pending sessions reach: the tick passes
+   those due within the placement lead plus a boot time (planning from the forecast).
 
 Scale down (autoscaling enabled, nothing scaled up in this tick, and no LAUNCH or START in the
 worker's region, nor the worker's own start, within the scale-down cooldown, so capacity just
@@ -357,7 +361,7 @@ def _launches(now, unmet, templates, policy, active, last_scale_up) -> list[Deci
             waits.setdefault(reason, []).append(largest.id)
             remaining.pop(0)
             continue
-        per_session, cost, _, template, slot = min(options, key=lambda o: o[:3])
+        per_session, _, cost, _, template, slot = min(options, key=lambda o: o[:4])
         active[template.region] = active.get(template.region, 0) + 1
         launched[template.region] = launched.get(template.region, 0) + 1
         covered = set(slot.sessions)
@@ -400,8 +404,29 @@ def _launch_options(now, largest, remaining, templates, policy, active, last_sca
                 if fit_reason(slot.capacity, session) is None:
                     _claim(slot, session)
             cost = float(template.cost_per_hour)
-            options.append((cost / len(slot.sessions), cost, template.name, template, slot))
+            per_session = _fleet_cost_per_session(template, remaining, limit=policy.max_workers - active.get(region, 0))
+            options.append((per_session, template.startup_minutes, cost, template.name, template, slot))
     return options, refusals
+
+
+def _fleet_cost_per_session(template: TemplateOption, remaining: list[PendingSession], *, limit: int) -> float:
+    """The cost per session of serving every remaining session this template can take with workers of it alone
+    (best fit, at most `limit` workers): the template mix with the least cost is built one launch at a time from
+    this, so a cohort goes to whichever template packs it cheapest and its last few sessions to a smaller one."""
+    slots: list[_Slot] = []
+    served = 0
+    for session in remaining:
+        if fit_reason(template.capacity(), session) is not None:
+            continue
+        slot = _best_fit(slots, session)
+        if slot is None:
+            if len(slots) >= max(1, limit):
+                continue
+            slot = _Slot(template.capacity(f"new:{len(slots)}"))
+            slots.append(slot)
+        _claim(slot, session)
+        served += 1
+    return round(len(slots) * float(template.cost_per_hour) / served, 9)  # equal costs tie, not float noise
 
 
 def _describe(demand: Demand) -> str:

@@ -129,10 +129,11 @@ def _worker_state(row: dict, capacity: WorkerCapacity, stoppers: dict[str, str])
     )
 
 
-def pending_sessions(now=None, limit: int = 1000) -> list[PendingSession]:
-    """The PENDING sessions due within the placement lead (what placement is trying to place), soonest first."""
+def pending_sessions(now=None, limit: int = 1000, *, boot_minutes: int = 0) -> list[PendingSession]:
+    """The PENDING sessions due within the placement lead plus `boot_minutes` (SPEC §10: planning from the
+    forecast, a worker launched now for a session is RUNNING by its placement lead), soonest first."""
     now = now or timezone.now()
-    lead = timedelta(minutes=SystemSettings.load().placement_lead_minutes)
+    lead = timedelta(minutes=SystemSettings.load().placement_lead_minutes + boot_minutes)
     rows = (
         LabletSession.objects.select_related("definition")
         .filter(status=SessionStatus.PENDING, timeslot_start__lte=now + lead, timeslot_end__gt=now)
@@ -176,9 +177,11 @@ def autoscale_tick(*, now=None, require_leader: bool = True) -> list[Decision]:
         return []
     now = now or timezone.now()
     templates = {str(t.pk): t for t in WorkerTemplate.objects.filter(enabled=True)}
+    # Planning from the forecast: the sessions due by the fastest template's boot time after the placement lead.
+    boot = min((t.startup_minutes for t in templates.values()), default=0)
     decisions = plan(
         now,
-        pending_sessions(now),
+        pending_sessions(now, boot_minutes=boot),
         fleet_states(now),
         [template_option(t) for t in templates.values()],
         Policy.from_settings(SystemSettings.load()),

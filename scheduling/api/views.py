@@ -1,7 +1,10 @@
 """REST for scheduling (SPEC §5.1, §10): the placement dry run and the capacity check."""
 
+from datetime import UTC
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -17,6 +20,7 @@ from scheduling.api.serializers import (
     VerdictSerializer,
 )
 from scheduling.capacity import Demand
+from scheduling.forecast import ForecastError, forecast
 from scheduling.selectors import placement_preview
 from sessions.booking import _clean_timeslot, _definition_for_booking
 from sessions.models import LabletDefinition
@@ -60,8 +64,21 @@ class SchedulingViewSet(ApiViewSet):
         return Response(PreviewSerializer(body).data)
 
 
+def _query_datetime(params, name: str):
+    text = params.get(name)
+    if text in (None, ""):
+        return None
+    try:
+        value = parse_datetime(text.strip())
+    except ValueError:
+        value = None
+    if value is None:
+        raise ValidationError({name: [f"{name} must be an ISO 8601 date and time, e.g. 2026-01-05T08:00:00Z"]})
+    return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
+
+
 class CapacityViewSet(ApiViewSet):
-    """The capacity check (SPEC §10), for instructors and admins."""
+    """Capacity and cost (SPEC §10), for instructors and admins: the check and the forecast."""
 
     permission_classes = [IsInstructor]
 
@@ -84,3 +101,31 @@ class CapacityViewSet(ApiViewSet):
             raise DjangoValidationError(errors)
         verdict = capacity_check(definition, start, end, data["count"], now=now)
         return Response(VerdictSerializer(verdict.as_dict()).data)
+
+    @extend_schema(
+        summary="Capacity forecast",
+        description=(
+            "Booked demand against the fleet and the autoscaler's plan, bucket by bucket: `from`, `to` (ISO 8601, "
+            "default now and 7 days on; at most 14 days) and `step` (minutes, 5–1440, default 60; at most 2,016 "
+            "buckets). Each bucket: {start, demand: {cpu, memory_gb, storage_gb, nodes, licences}, capacity: {…}, "
+            "planned: {launch: [...], drain: [...]}, cost_per_hour}."
+        ),
+        responses={200: dict},
+    )
+    @action(detail=False, methods=["get"])
+    def forecast(self, request):
+        params = request.query_params
+        start, end = _query_datetime(params, "from"), _query_datetime(params, "to")
+        step = params.get("step")
+        if step not in (None, ""):
+            try:
+                step = int(step)
+            except ValueError:
+                raise ValidationError({"step": ["step must be a whole number of minutes"]}) from None
+        else:
+            step = None
+        try:
+            body = forecast(start, end, step)
+        except ForecastError as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
+        return Response(body)

@@ -8,7 +8,6 @@ import time
 import warnings
 
 import pytest
-import requests
 
 from grading.clients import GradingEngineClient, find_part, grading_client, part_score, pod_from_devices
 from lcm.http import AuthExpired, BadRequest, Conflict, NotFound, Timeout, Timeouts, Unavailable
@@ -54,7 +53,7 @@ class Engine:
         return GradingEngineClient(self.url, *CLIENT, **(defaults | options))
 
     def control(self, path: str, **payload) -> dict:
-        response = requests.post(f"{self.url}/_sim{path}", json=payload, timeout=5)
+        response = sim_control.post(f"{self.url}/_sim{path}", json=payload, timeout=5)
         response.raise_for_status()
         return response.json()
 

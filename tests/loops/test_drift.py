@@ -3,7 +3,6 @@ or stopped behind LCM's back is flagged degraded within a drift interval, listed
 "Re-instantiate" brings up a fresh lab on the same worker with the same ports, with history saying why."""
 
 import pytest
-import requests
 from django.contrib.auth.models import Group
 from django.test import Client
 from rest_framework.test import APIClient
@@ -16,6 +15,7 @@ from sessions.models import LabletSession
 from sessions.services import session_reinstantiate, session_transition
 from tests.factories import DefinitionFactory
 from tests.support.loops import drive, status_of
+from tests.support.simulators import sim_control
 from tests.support.waiting import poll
 from workers import labs
 from workers.clients.cml import cml_client_for
@@ -69,7 +69,7 @@ def test_a_deleted_lab_is_found_listed_and_reinstantiated_with_the_same_ports(
     record = session.lab_record_id
     assert ports and old_lab
 
-    requests.delete(f"{sims.urls['cml']}/_sim/workers/w1/labs/{old_lab}", timeout=5).raise_for_status()
+    sim_control.delete(f"{sims.urls['cml']}/_sim/workers/w1/labs/{old_lab}", timeout=5).raise_for_status()
 
     # Within a drift interval (polled with room for a slow machine): flagged, not moved.
     assert poll(lambda: fresh(session).degraded_at is not None, timeout=drift_interval * 10)
@@ -135,12 +135,12 @@ def test_a_stopped_lab_of_a_running_session_is_reinstantiated_from_its_page(
 def test_an_unreachable_worker_is_not_drift(sims, sim_worker, live_loops, drift_interval):
     sim_worker("w1")
     session = ready_session()
-    requests.patch(f"{sims.urls['cml']}/_sim/workers/w1", json={"down": True}, timeout=5).raise_for_status()
+    sim_control.patch(f"{sims.urls['cml']}/_sim/workers/w1", json={"down": True}, timeout=5).raise_for_status()
     checked = fresh(session).lab_checked_at
     assert poll(lambda: fresh(session).lab_checked_at != checked, timeout=drift_interval * 10)  # it did look
     after = fresh(session)
     assert after.degraded_at is None and after.status == "READY" and after.attempts == 0
-    requests.patch(f"{sims.urls['cml']}/_sim/workers/w1", json={"down": False}, timeout=5).raise_for_status()
+    sim_control.patch(f"{sims.urls['cml']}/_sim/workers/w1", json={"down": False}, timeout=5).raise_for_status()
 
 
 def test_reinstantiate_is_refused_for_a_session_that_is_not_degraded(sims, sim_worker, live_loops, api):
@@ -162,7 +162,7 @@ def test_a_reinstantiation_that_died_after_its_import_went_out_is_finished_witho
     session = fresh(session)
     old_lab, ports = session.cml_lab_id, dict(session.allocated_ports)
     cml = cml_client_for(session.worker)
-    requests.delete(f"{sims.urls['cml']}/_sim/workers/w1/labs/{old_lab}", timeout=5).raise_for_status()
+    sim_control.delete(f"{sims.urls['cml']}/_sim/workers/w1/labs/{old_lab}", timeout=5).raise_for_status()
     assert check(fresh(session), session.lab_checked_at) == f"its lab {old_lab} is gone from CML"
     session_reinstantiate(fresh(session), actor="instructor", reason="lab vanished")
 

@@ -24,7 +24,7 @@ from sessions.models import LabletSession
 from sessions.services import session_transition
 from tests.factories import DefinitionFactory
 from tests.support.loops import drive, status_of
-from tests.support.simulators import running_simulators
+from tests.support.simulators import running_simulators, sim_control
 from workers.clients.cml import forget_tokens
 from workers.models import LabRecord, Port, SystemSettings
 
@@ -58,7 +58,7 @@ def api(django_user_model):
 
 
 def _s3_faults(sims, rules):
-    requests.post(f"{sims.urls['moto']}/_sim/faults", json=rules, timeout=5).raise_for_status()
+    sim_control.post(f"{sims.urls['moto']}/_sim/faults", json=rules, timeout=5).raise_for_status()
 
 
 def _configure(sims, session, node_label: str, text: str) -> None:
@@ -152,7 +152,7 @@ def test_s3_failing_past_the_evidence_timeout_lets_teardown_finish_and_says_evid
     assert session.lab_record.status == "WIPED"
     assert worker_capacities([worker.pk])[str(worker.pk)].sessions == 0
     # No row was written without its object; the sweep leaves no object without a row once S3 is back.
-    requests.delete(f"{sims.urls['moto']}/_sim/faults", timeout=5).raise_for_status()
+    sim_control.delete(f"{sims.urls['moto']}/_sim/faults", timeout=5).raise_for_status()
     evidence_tick()
     keys = set(evidence_store().keys(f"sessions/{session.pk}/"))
     assert keys == set(EvidenceItem.objects.filter(lablet_session=session).values_list("object_key", flat=True))
@@ -336,7 +336,7 @@ def test_a_regrade_pass_losing_an_answer_is_finished_by_the_next_without_duplica
     assert lost == [method] and regrade.status == "DONE", (regrade.error, regrade.last_error)
     assert ScoreReport.objects.filter(lablet_session=session).count() == 2
     assert LabRecord.objects.get(pk=regrade.lab_record_id).status == "DELETED"
-    in_cml = requests.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()["labs"]
+    in_cml = sim_control.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()["labs"]
     assert list(in_cml) == [session.lab_record.cml_lab_id]  # only the session's own wiped lab, kept for reuse
 
 

@@ -7,7 +7,6 @@ import re
 from datetime import timedelta
 
 import pytest
-import requests
 from django.contrib.auth.models import Group
 from django.utils import timezone
 from playwright.sync_api import expect
@@ -16,6 +15,7 @@ from lcm.roles import INSTRUCTOR_GROUP
 from scheduling.selectors import worker_capacities
 from sessions.models import Exam, LabletSession
 from tests.factories import DefinitionFactory, WorkerFactory
+from tests.support.simulators import sim_control
 from tests.support.waiting import poll
 from workers.models import LabRecord, Port, SystemSettings
 
@@ -77,11 +77,11 @@ def test_a_roster_with_bad_rows_keeps_the_pasted_text_and_names_both_rows(open_p
 
 
 def _cml_labs(sims, worker):
-    return requests.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()["labs"]
+    return sim_control.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()["labs"]
 
 
 def _lds_sessions(sims):
-    return requests.get(f"{sims.urls['lds']}/_sim/state", timeout=5).json()["sessions"]
+    return sim_control.get(f"{sims.urls['lds']}/_sim/state", timeout=5).json()["sessions"]
 
 
 def test_book_watch_ready_and_terminate_the_class_from_the_page(open_page, instructor, sims, sim_worker, live_loops):

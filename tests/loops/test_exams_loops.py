@@ -7,7 +7,6 @@ import io
 from datetime import timedelta
 
 import pytest
-import requests
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
@@ -19,6 +18,7 @@ from sessions.models import Exam, LabletSession
 from tests.api.conftest import client_for
 from tests.factories import DefinitionFactory, TemplateFactory
 from tests.support.loops import drive
+from tests.support.simulators import sim_control
 from workers.models import LabRecord, Port, SystemSettings
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -137,8 +137,8 @@ def test_bulk_terminate_cleans_every_session_up(sims, demo_fleet):
     assert set(_statuses(exam)) == {"TERMINATED"}
     assert LabRecord.objects.exclude(status="DELETED").count() == 0 and Port.objects.count() == 0
     for worker in demo_fleet:
-        state = requests.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()
+        state = sim_control.get(f"{sims.urls['cml']}/_sim/workers/{worker.name}", timeout=5).json()
         assert not state.get("labs"), state
-    lds = requests.get(f"{sims.urls['lds']}/_sim/state", timeout=5).json()["sessions"]
+    lds = sim_control.get(f"{sims.urls['lds']}/_sim/state", timeout=5).json()["sessions"]
     assert len(lds) == 6 and all(s["is_finalized"] for s in lds.values()), lds
     assert first.history.filter(actor="proctor", reason="fire alarm", to_status="TERMINATED").exists()

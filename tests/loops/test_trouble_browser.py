@@ -7,7 +7,6 @@ simulators."""
 import re
 
 import pytest
-import requests
 from django.contrib.auth.models import Group
 
 from lcm.roles import INSTRUCTOR_GROUP
@@ -16,6 +15,7 @@ from sessions.models import LabletSession
 from tests.factories import DefinitionFactory
 from tests.support.browser import button, status_of
 from tests.support.loops import status_of as db_status
+from tests.support.simulators import sim_control
 from tests.support.waiting import poll
 from workers.models import CMLWorker, SystemSettings
 
@@ -51,7 +51,7 @@ def test_a_deleted_lab_shows_on_the_dashboard_and_is_reinstantiated_from_the_pag
     expect(dashboard.locator('#loop-freshness [data-loop="lablets"]')).to_have_attribute("data-state", "ok")
     expect(dashboard.locator("#loop-freshness")).to_contain_text("last tick")
 
-    requests.delete(f"{sims.urls['cml']}/_sim/workers/w1/labs/{old_lab}", timeout=5).raise_for_status()
+    sim_control.delete(f"{sims.urls['cml']}/_sim/workers/w1/labs/{old_lab}", timeout=5).raise_for_status()
 
     item = panel.locator('[data-kind="drift"]')
     expect(item).to_contain_text("drifty@example.com", timeout=15_000)  # live: nobody reloads the dashboard

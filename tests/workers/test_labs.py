@@ -577,7 +577,7 @@ def test_a_vanished_lab_of_a_ready_session_keeps_its_record_and_ports_for_a_fres
     lab, ports = _booted_for(worker, definition, cml)
     old = lab.cml_lab_id
     assert labs.observe(fresh(lab), cml, actor=ACTOR) is None and fresh(lab).last_synced_at is not None
-    requests.delete(f"{cml_url}/_sim/workers/{worker.name}/labs/{old}", timeout=5).raise_for_status()
+    sim_control.delete(f"{cml_url}/_sim/workers/{worker.name}/labs/{old}", timeout=5).raise_for_status()
 
     labs.sync_labs(worker, cml, actor=ACTOR)  # discovery leaves it to the drift check
     assert fresh(lab).status == L.BOOTED and fresh(lab).ports == ports

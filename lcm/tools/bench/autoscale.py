@@ -1,31 +1,21 @@
-"""`manage.py bench_autoscale --trace FILE`: replay a day of bookings through the autoscaler (SPEC §6.3).
+"""`manage.py bench_autoscale`: LCM's autoscaler beside the scalers people run, on booking traces (SPEC §10).
 
-No EC2, no database writes: a simulated clock ticks (one minute by default) and each tick does what
-the loops do, with the same pure functions:
-1. workers and sessions move on: a launched (or restarted) worker is RUNNING `startup_minutes` of its
-   template after the decision; a placed session instantiates from `start − boot lead` (or at once
-   when placed later) and is READY `--instantiate-minutes` after; a session holds its worker's capacity
-   from placement until `--teardown-minutes` after its timeslot ends; a stopping worker is stopped
-   `--stop-minutes` later;
-2. placement: every PENDING session due within the placement lead goes to a RUNNING worker by
-   `scheduling.placement.choose_worker`, soonest start first;
-3. the autoscaler: `workers.autoscaler.plan` on what is left pending and the fleet, its decisions
-   applied (LAUNCH, START, CANCEL_DRAIN, DRAIN, PAUSE);
-4. a DRAINING worker with no session left stops.
+No EC2, no database writes: each trace is replayed on a simulated clock (`lcm.tools.bench.autoscale_sim`) for
+each fleet (every enabled ENTERPRISE template alone, and all of them mixed) under each policy
+(`lcm.tools.bench.autoscale_peers`): LCM (forecast planning, cheapest template mix, end-time aware placement),
+a static fleet sized for the peak, and a reactive utilisation-threshold scaler (up above 80 %, down below 20 %
+after a cooldown). A mixed fleet's peers are the cheapest of their single-template runs.
 
-Figures: how many sessions booked at least the placement lead ahead were READY before their start
-(target: all of them), and the worker-hours billed (from the launch or start decision until stopped,
-boots and stops included) against the peer computed in the same run: the ideal capacity curve, i.e.
-at every tick the fewest workers of the template that could hold the capacity the booked sessions
-claim then (from placement, `max(booked, start − placement lead)`, to the end of their timeslot plus
-teardown), as the per-dimension lower bound `max(ceil(Σ demand / capacity))` with instant boots and
-perfect packing. Target: worker-hours ≤ 1.10 × ideal. A stricter second peer (capacity only from
-`start − boot lead`) is printed for information.
+Figures per row: booked sessions (booked at least the placement lead ahead) READY before their start; walk-ins
+(booked later) ready on time, i.e. READY by their start, or as soon as they can be instantiated when booked
+closer to their start than that (they waited for no capacity); worker-hours billed (from the launch until
+stopped, boots and stops included); the ideal capacity curve (at every tick the cheapest template's fewest
+workers that could hold what the bookings claim then, from `max(booked, start − placement lead)` to the end of
+the timeslot plus teardown: instant boots, perfect packing) in worker-hours; the ratio of the cost to the ideal
+curve's cost (for one template, the same as the ratio of worker-hours); the cost.
 
-The trace is CSV, one booking per line, times in minutes from the trace's day start:
-`booked_minute,start_minute,duration_minutes,cpu_cores,memory_gb,storage_gb,node_count,ports,license`
-(`license` empty = any; `#` lines are comments). `--generate FILE` writes a synthetic day
-(`workers/traces/day.csv` is one, seed 7).
+LCM's targets on every fleet and trace: 100 % booked READY before their start, ≥ 95 % walk-ins on time, ratio
+≤ 1.08, cost below both peers; the mixed fleet costs no more than the cheapest single template.
 """
 
 import json
@@ -37,133 +27,209 @@ from django.conf import settings
 
 from lcm.management.command_utils import fail
 from lcm.tools.bench import BenchRun
-from lcm.tools.bench.autoscale_sim import Booking, _at, generate_trace, read_trace, replay
-from workers.autoscaler import PendingSession, Policy, TemplateOption, plan
+from lcm.tools.bench.autoscale_peers import LcmScaler, ReactiveScaler, StaticScaler
+from lcm.tools.bench.autoscale_sim import Leads, Replay, ideal_curve
+from lcm.tools.bench.autoscale_traces import generate_exam_day, generate_trace, read_trace
+from workers.autoscaler import Policy, TemplateOption
 from workers.autoscaling import template_option
 from workers.models import SystemSettings, WorkerTemplate
-from workers.states import ScaleAction
+from workers.states import LicenseType
 from workers.template_services import load_template_file
 
-A = ScaleAction
-DEFAULT_TRACE = Path(settings.BASE_DIR) / "workers" / "traces" / "day.csv"
-TARGET_RATIO = 1.10
+TRACES = Path(settings.BASE_DIR) / "workers" / "traces"
+DEFAULT_TRACE = TRACES / "day.csv"
+DEFAULT_TRACES = (DEFAULT_TRACE, TRACES / "exam_day.csv")
+TARGET_RATIO = 1.08
+TARGET_WALK_INS = 95.0
 
 
 class AutoscaleBench(BenchRun):
-    """One run of `bench_autoscale`: read (or generate) the trace, replay it, print the figures."""
+    """One run of `bench_autoscale`: read (or generate) the traces, replay every fleet and policy, print."""
 
     def run(self, options) -> None:
         if options["sessions"] < 1 or options["tick_seconds"] <= 0 or options["max_workers"] < 1:
             raise fail("--sessions and --max-workers must be at least 1 and --tick-seconds positive")
-        path, bookings = self._trace(options)
+        traces = [(self._shown(path), self._read(path)) for path in self._paths(options)]
+        templates = _templates()
         try:
-            template = choose_template(bookings, _templates(), options["template"])
+            fleets = _fleets(templates, options["template"])
         except ValueError as exc:
             raise fail(exc) from None
-        figures = self._replay(bookings, template, options)
-        shown = Path(path).resolve()
-        if shown.is_relative_to(Path(settings.BASE_DIR)):
-            shown = shown.relative_to(Path(settings.BASE_DIR))
-        figures = {"trace": str(shown), "template": template.name, **figures}
-        figures["targets_met"] = figures["on_time_percent"] == 100.0 and (figures["ratio"] or 0) <= TARGET_RATIO
+        leads = self._leads(options)
+        rows = []
+        for shown, bookings in traces:
+            rows.extend(compare(shown, bookings, fleets, leads, options))
+        summary = targets(rows)
         if options["json"]:
-            self.stdout.write(json.dumps(figures, indent=2))
+            self.stdout.write(json.dumps({"rows": rows, "targets": summary}, indent=2))
             return
-        self._print(figures)
+        self._print(rows, summary)
 
     @staticmethod
-    def _trace(options) -> tuple:
-        """The trace's path and bookings (written first with `--generate`)."""
-        if options["generate"]:
-            try:
-                generate_trace(options["generate"], sessions=options["sessions"], seed=options["seed"])
-            except OSError as exc:
-                raise fail(f"cannot write {options['generate']}: {exc.strerror}") from None
-            path = options["generate"]
-        else:
-            path = options["trace"] or DEFAULT_TRACE
+    def _paths(options) -> list:
+        paths = []
         try:
-            return path, read_trace(path)
+            if options["generate"]:
+                generate_trace(options["generate"], sessions=options["sessions"], seed=options["seed"])
+                paths.append(options["generate"])
+            if options["generate_exam"]:
+                generate_exam_day(options["generate_exam"], seed=options["seed"])
+                paths.append(options["generate_exam"])
+        except OSError as exc:
+            raise fail(f"cannot write {exc.filename}: {exc.strerror}") from None
+        paths.extend(options["trace"] or [])
+        return paths or list(DEFAULT_TRACES)
+
+    @staticmethod
+    def _read(path) -> list:
+        try:
+            return read_trace(path)
         except OSError as exc:
             raise fail(f"cannot read {path}: {exc.strerror}") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise fail(f"{path}: {exc}") from None
 
     @staticmethod
-    def _replay(bookings, template, options) -> dict:
+    def _shown(path) -> str:
+        shown = Path(path).resolve()
+        return str(shown.relative_to(settings.BASE_DIR)) if shown.is_relative_to(settings.BASE_DIR) else str(path)
+
+    @staticmethod
+    def _leads(options) -> Leads:
         system = SystemSettings.objects.filter(pk=1).first() or SystemSettings()  # read only: defaults if unset
-
-        def minutes(option, default):
-            value = options[option]
-            return default if value is None else value
-
-        policy = Policy(
-            autoscaling_enabled=True,
-            min_workers=0,
-            max_workers=options["max_workers"],
-            scale_up_cooldown=timedelta(minutes=minutes("scale_up_cooldown", system.scale_up_cooldown_minutes)),
-            scale_down_cooldown=timedelta(minutes=minutes("scale_down_cooldown", system.scale_down_cooldown_minutes)),
-            idle_detection_enabled=False,
-        )
-        return replay(
-            bookings,
-            template,
-            policy,
-            placement_lead=minutes("placement_lead", system.placement_lead_minutes),
-            boot_lead=minutes("boot_lead", system.boot_lead_minutes),
-            instantiate_minutes=options["instantiate_minutes"],
-            teardown_minutes=options["teardown_minutes"],
-            stop_minutes=options["stop_minutes"],
-            tick_minutes=options["tick_seconds"] / 60,
+        placement = options["placement_lead"]
+        boot = options["boot_lead"]
+        return Leads(
+            system.placement_lead_minutes if placement is None else placement,
+            system.boot_lead_minutes if boot is None else boot,
+            options["instantiate_minutes"],
+            options["teardown_minutes"],
+            options["stop_minutes"],
+            options["tick_seconds"] / 60,
         )
 
-    def _print(self, f: dict) -> None:
-        self.stdout.write(f"trace {f['trace']}: {f['sessions']} sessions, template {f['template']}")
-        self.stdout.write(
-            f"booked >= placement lead ahead: {f['booked_ahead_ready_on_time']}/{f['booked_ahead']} READY before their "
-            f"start ({f['on_time_percent']}%, target 100%)"
+    def _print(self, rows: list[dict], summary: dict) -> None:
+        header = (
+            f"{'trace':28} {'fleet':11} {'policy':20} {'booked on time':>16} {'walk-ins':>14} "
+            f"{'worker-h':>9} {'ideal-h':>8} {'ratio':>7} {'cost $':>8}"
         )
+        self.stdout.write(header)
+        self.stdout.write("-" * len(header))
+        for r in rows:
+            booked = f"{r['booked_ahead_ready_on_time']}/{r['booked_ahead']} {r['on_time_percent']:.0f}%"
+            walk = f"{r['walk_ins_ready_on_time']}/{r['walk_ins']} {r['walk_ins_percent']:.1f}%"
+            ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
+            self.stdout.write(
+                f"{r['trace']:28} {r['fleet']:11} {r['policy']:20} {booked:>16} {walk:>14} "
+                f"{r['worker_hours']:>9.1f} {r['ideal_worker_hours']:>8.1f} {ratio:>7} {r['cost']:>8.2f}"
+            )
+        self.stdout.write("")
         self.stdout.write(
-            f"walk-ins (booked later): {f['walk_ins_ready_on_time']}/{f['walk_ins']} ready on time; "
-            f"{f['expired']} expired unplaced"
+            f"LCM targets: booked 100% READY before start, walk-ins >= {TARGET_WALK_INS:.0f}% on time, "
+            f"cost <= {TARGET_RATIO} x the ideal curve, below both peers; mixed fleet <= cheapest single template"
         )
-        self.stdout.write(
-            f"worker-hours {f['worker_hours']} vs ideal capacity curve {f['ideal_worker_hours']} (peer): "
-            f"ratio {f['ratio']} (target <= {TARGET_RATIO})"
-        )
-        self.stdout.write(
-            f"strict ideal (capacity only from start - boot lead): {f['strict_ideal_worker_hours']} worker-hours"
-        )
-        self.stdout.write(
-            f"workers launched {f['workers_launched']}, peak {f['peak_workers']}; decisions {f['decisions']}; "
-            f"cost ${f['cost']} vs ideal ${f['ideal_cost']}"
-        )
-        self.stdout.write("targets met" if f["targets_met"] else "TARGETS MISSED")
+        for line in summary["lines"]:
+            self.stdout.write(line)
+        self.stdout.write("targets met" if summary["met"] else "TARGETS MISSED")
 
 
 def _templates() -> list[TemplateOption]:
     """The enabled worker templates: from the database, else from the templates file."""
-    stored = [template_option(t) for t in WorkerTemplate.objects.filter(enabled=True)]
+    stored = [template_option(t) for t in WorkerTemplate.objects.filter(enabled=True).order_by("cpu_cores", "name")]
     if stored:
         return stored
     # A file entry has the fields of a WorkerTemplate; its name stands in for the id it does not have yet.
-    return [
-        template_option(SimpleNamespace(pk=entry["name"], **entry))
-        for entry in load_template_file()
-        if entry["enabled"]
-    ]
+    entries = [e for e in load_template_file() if e["enabled"]]
+    return [template_option(SimpleNamespace(pk=e["name"], **e)) for e in sorted(entries, key=lambda e: e["cpu_cores"])]
 
 
-def choose_template(bookings: list[Booking], templates: list[TemplateOption], name: str | None) -> TemplateOption:
-    """The template named, or else the one the autoscaler itself launches for the trace's largest booking."""
+def _fleets(templates: list[TemplateOption], name: str | None) -> list[tuple[str, list[TemplateOption]]]:
+    """(fleet name, templates): the named template alone, or each shared (ENTERPRISE) template alone and mixed."""
     if name:
         for template in templates:
             if template.name == name:
-                return template
+                return [(template.name, [template])]
         raise ValueError(f"no enabled worker template named {name!r}")
-    largest = max(bookings, key=lambda b: (b.demand.cpu_cores, b.demand.memory_gb, b.demand.storage_gb))
-    pending = [PendingSession("largest", largest.demand, _at(largest.start))]
-    for decision in plan(_at(largest.booked), pending, [], templates, Policy()):
-        if decision.action == A.LAUNCH:
-            return next(t for t in templates if t.id == decision.template_id)
-    raise ValueError("no enabled worker template fits the trace's largest booking")
+    shared = [t for t in templates if t.license_type == LicenseType.ENTERPRISE]
+    if not shared:
+        raise ValueError("no enabled ENTERPRISE worker template")
+    fleets = [(t.name, [t]) for t in shared]
+    return fleets + [("mixed", shared)] if len(shared) > 1 else fleets
+
+
+def lcm_policy(options) -> Policy:
+    """LCM's autoscaler as the bench runs it: planning from the forecast, so no cooldowns (they guard a reactive
+    scaler against flapping; the forecast says what is needed when)."""
+    return Policy(
+        autoscaling_enabled=True,
+        min_workers=0,
+        max_workers=options["max_workers"],
+        scale_up_cooldown=timedelta(0),
+        scale_down_cooldown=timedelta(0),
+        idle_detection_enabled=False,
+    )
+
+
+def _row(trace: str, fleet: str, policy: str, figures: dict) -> dict:
+    return {"trace": trace, "fleet": fleet, "policy": policy, **figures}
+
+
+def static_size(bookings, template: TemplateOption, leads: Leads) -> tuple[int, dict]:
+    """The fewest workers of the template, from the ideal curve's peak up, that serve every booked session on time
+    (at most twice the peak), and their figures."""
+    horizon = max(b.end for b in bookings) + leads.placement + 180
+    size = max(1, ideal_curve(bookings, [template], leads, horizon)["peak"])
+    limit = 2 * size
+    while True:
+        figures = Replay(bookings, [template], StaticScaler(template, size), leads).run()
+        if figures["on_time_percent"] == 100.0 or size >= limit:
+            return size, figures
+        size += max(1, size // 20)
+
+
+def compare(trace: str, bookings, fleets, leads: Leads, options) -> list[dict]:
+    """Every fleet under every policy on one trace."""
+    rows: list[dict] = []
+    peers: dict[str, list[dict]] = {"static": [], "reactive": []}
+    for fleet, templates in fleets:
+        lcm = Replay(bookings, templates, LcmScaler(lcm_policy(options)), leads).run()
+        rows.append(_row(trace, fleet, "LCM", lcm))
+        if len(templates) == 1:
+            template = templates[0]
+            size, static = static_size(bookings, template, leads)
+            up, down = options["scale_up_cooldown"], options["scale_down_cooldown"]
+            reactive_scaler = ReactiveScaler(template, up_cooldown=5 if up is None else up,
+                                             down_cooldown=15 if down is None else down)  # fmt: skip
+            reactive = Replay(bookings, templates, reactive_scaler, leads).run()
+            peers["static"].append(_row(trace, fleet, f"static ({size})", static))
+            peers["reactive"].append(_row(trace, fleet, "reactive 80/20", reactive))
+            rows.extend(peers["static"][-1:] + peers["reactive"][-1:])
+        else:
+            for kind, runs in peers.items():
+                best = min(runs, key=lambda r: r["cost"])
+                rows.append({**best, "fleet": fleet, "policy": f"{kind}: {best['fleet']}"})
+    return rows
+
+
+def targets(rows: list[dict]) -> dict:
+    """Which of LCM's targets hold, one line per trace and fleet."""
+    lines, met = [], True
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["trace"], r["fleet"]), []).append(r)
+    for (trace, fleet), group in groups.items():
+        lcm, others = group[0], group[1:]
+        checks = {
+            "booked 100%": lcm["on_time_percent"] == 100.0,
+            f"walk-ins >= {TARGET_WALK_INS:.0f}%": lcm["walk_ins_percent"] >= TARGET_WALK_INS,
+            f"ratio <= {TARGET_RATIO}": lcm["ratio"] is not None and lcm["ratio"] <= TARGET_RATIO,
+            "cheaper than both peers": all(lcm["cost"] < o["cost"] for o in others),
+        }
+        if fleet == "mixed":
+            singles = [g[0]["cost"] for (t, f), g in groups.items() if t == trace and f != "mixed"]
+            checks["<= cheapest single template"] = lcm["cost"] <= min(singles) + 1e-9
+        missed = [name for name, ok in checks.items() if not ok]
+        met = met and not missed
+        state = "met" if not missed else "MISSED: " + ", ".join(missed)
+        lines.append(f"  {trace} / {fleet}: {state}")
+    return {"met": met, "lines": lines}
