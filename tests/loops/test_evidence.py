@@ -68,7 +68,7 @@ def _configure(sims, session, node_label: str, text: str) -> None:
         f"{sims.urls['cml']}/_sim/workers/{session.worker.name}/labs/{session.cml_lab_id}/nodes/{node_label}"
         "/configuration"
     )
-    requests.put(url, json={"configuration": text}, timeout=5).raise_for_status()
+    sim_control.put(url, json={"configuration": text}, timeout=5).raise_for_status()
 
 
 def _run_to_running(sims, sim_worker, **definition_fields):
@@ -347,7 +347,7 @@ def test_a_regrade_that_gives_up_still_deletes_its_lab_and_ends_failed(sims, sim
     settings.LCM_MAX_RECONCILE_ATTEMPTS = 3
     worker, session = _archived_with_evidence(sims, sim_worker)
     ports_before = Port.objects.count()
-    requests.post(
+    sim_control.post(
         f"{sims.urls['cml']}/_sim/faults", json={"operation": "start_lab", "status": 500, "times": None}, timeout=5
     ).raise_for_status()
     regrade_id = api.post(f"/api/v1/sessions/{session.pk}/regrade").json()["id"]

@@ -564,9 +564,9 @@ def test_a_configured_node_is_extracted_into_the_download_and_imports_again(cml,
     worker = make_worker(cml)
     lab_id = worker.call("POST", "/import", expect=200, json=yaml.safe_load(sample_lab_yaml)).json()["id"]
     configure = f"{cml.url}/_sim/workers/{worker.name}/labs/{lab_id}/nodes/ubuntu-desktop/configuration"
-    assert requests.put(configure, json={"configuration": "hostname x"}, timeout=5).status_code == 409
+    assert sim_control.put(configure, json={"configuration": "hostname x"}, timeout=5).status_code == 409
     worker.call("PUT", f"/labs/{lab_id}/start", expect=204)
-    answer = requests.put(configure, json={"configuration": "hostname candidate-7"}, timeout=5)
+    answer = sim_control.put(configure, json={"configuration": "hostname candidate-7"}, timeout=5)
     assert answer.status_code == 200
     node_id = answer.json()["node"]
     assert "candidate-7" not in worker.get(f"/labs/{lab_id}/download")
