@@ -5,7 +5,8 @@ from datetime import UTC
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -81,6 +82,7 @@ class CapacityViewSet(ApiViewSet):
     """Capacity and cost (SPEC §10), for instructors and admins: the check and the forecast."""
 
     permission_classes = [IsInstructor]
+    query_parameter_actions = ("forecast",)  # documents its 400
 
     @extend_schema(
         summary="Capacity check",
@@ -110,7 +112,12 @@ class CapacityViewSet(ApiViewSet):
             "buckets). Each bucket: {start, demand: {cpu, memory_gb, storage_gb, nodes, licences}, capacity: {…}, "
             "planned: {launch: [...], drain: [...]}, cost_per_hour}."
         ),
-        responses={200: dict},
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATETIME, description="Window start (default: now)."),
+            OpenApiParameter("to", OpenApiTypes.DATETIME, description="Window end (default: from + 7 days)."),
+            OpenApiParameter("step", OpenApiTypes.INT, description="Bucket length in minutes, 5–1440 (default 60)."),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
     )
     @action(detail=False, methods=["get"])
     def forecast(self, request):
