@@ -15,7 +15,6 @@ from sessions.candidate import lds_end_of
 from sessions.clients.lds import lds_client
 from sessions.exams import exam_action, exam_book, results_csv
 from sessions.models import Exam, LabletSession
-from tests.api.conftest import client_for
 from tests.factories import DefinitionFactory, TemplateFactory
 from tests.support.loops import drive
 from tests.support.simulators import sim_control
@@ -28,6 +27,9 @@ ROSTER = 25
 
 @pytest.fixture
 def proctor(django_user_model):
+    # Imported here, as tests/loops/test_exam_time.py does: the API tests' conftest is loaded by pytest for them.
+    from tests.api.conftest import client_for
+
     user = django_user_model.objects.create_user("proctor", "p@example.com", "proctor-pass")
     user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
     return client_for(user)
