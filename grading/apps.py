@@ -10,9 +10,9 @@ class GradingConfig(AppConfig):
 
     def ready(self):
         # Imported here: these modules use the models, which exist only once the app registry is ready.
-        from grading import events, reconcilers, services
-        from grading.states import GRADING_BADGE_COLOURS, RESULT_BADGE_COLOURS
-        from lcm import webhooks
+        from grading import events, notices, reconcilers, services
+        from grading.states import GRADING_BADGE_COLOURS, RESULT_BADGE_COLOURS, GradingStatus
+        from lcm import notifications, webhooks
         from lcm.templatetags.badges import register_colours
         from sessions.reconcilers import register_status_handler, register_teardown_step
         from sessions.services import register_transition_hook
@@ -27,3 +27,6 @@ class GradingConfig(AppConfig):
         register_status_handler(SessionStatus.GRADING, reconcilers.on_session_grading)
         register_colours("grading_session", GRADING_BADGE_COLOURS)
         register_colours("result", RESULT_BADGE_COLOURS)
+        for kind, description in notices.KINDS.items():
+            notifications.register_kind(kind, description)
+        notifications.register_trigger("grading_session", [GradingStatus.FAULTED], notices.grading_faulted_notices)
