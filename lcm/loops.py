@@ -144,7 +144,7 @@ def _health_row(loop: Loop, beat: LoopHeartbeat | None, now) -> dict:
 
 def loop_gauges() -> list[metrics.Gauge]:
     """Scrape-time metrics of the loops: seconds since each loop's last tick (from the heartbeats every process
-    writes), its interval, and the broker's queue lengths (Redis only)."""
+    writes), its interval, and the task queue lengths (the broker's with Redis, else the in-process pool's)."""
     beats = dict(LoopHeartbeat.objects.values_list("name", "last_tick_at"))
     now = timezone.now()
     age = metrics.Gauge(
@@ -156,14 +156,19 @@ def loop_gauges() -> list[metrics.Gauge]:
             interval.samples[(name,)] = loop.interval
         if name in beats:
             age.samples[(name,)] = max(0.0, (now - beats[name]).total_seconds())
-    gauges = [age, interval]
+    queues = metrics.Gauge(
+        "lcm_task_queue_length",
+        "Tasks waiting: in the broker by queue (Celery), or the keys queued or running in the in-process pool.",
+        ("queue",),
+    )
     client = _broker_redis() if settings.CELERY_BROKER_URL else None
     if client is not None:
-        queues = metrics.Gauge("lcm_task_queue_length", "Tasks waiting in the broker, by queue.", ("queue",))
         for queue in TASK_QUEUES:
             queues.samples[(queue,)] = client.llen(queue)
-        gauges.append(queues)
-    return gauges
+    elif not settings.CELERY_BROKER_URL:
+        with _pool_lock:
+            queues.samples[("inprocess",)] = len(_in_flight)
+    return [age, interval, queues]
 
 
 # The Celery queues (`lcm.celery`): reconcile tasks on the default one, ticks on their own.

@@ -130,10 +130,11 @@ def fleet_gauges() -> list[Gauge]:
         ("resource",),
     )
     capacity = Gauge("lcm_fleet_capacity", "Capacity of the workers taking sessions, by resource.", ("resource",))
-    for resource, (used, total) in fleet_utilisation(capacities).items():
-        if resource != "workers":
-            utilisation.samples[(resource,)] = used / total if total else 0.0
-            capacity.samples[(resource,)] = total
+    totals = fleet_utilisation(capacities)
+    for resource in RESOURCES:
+        used, total = totals[resource]
+        utilisation.samples[(resource,)] = used / total if total else 0.0
+        capacity.samples[(resource,)] = total
     cost = Gauge("lcm_fleet_cost_per_hour", "Hourly cost of the billed workers (their templates' cost_per_hour).")
     cost.samples = {(): fleet_cost_per_hour()}
     return [workers, utilisation, capacity, cost]
