@@ -173,6 +173,7 @@ def record_changes(history, changes) -> list:
     carries the id of the request (or task) being handled. Call it inside the transaction that made
     the changes. Each status move is counted (`lcm_transitions_total`) once that transaction commits.
     """
+    changes = list(changes)  # read twice: the rows and the metrics (a caller may pass a generator)
     request_id = current_request_id()
     request_id = "" if request_id == "-" else request_id
     rows = [_history_row(history, request_id, **change) for change in changes]
