@@ -58,7 +58,7 @@ def bar_chart(labels: list[str], series: dict[str, list[float]], *, every: int =
 
     `every`: label every n-th group on the x axis (24 hours do not fit one label each)."""
     peak = max((v for values in series.values() for v in values), default=0)
-    y_max = _nice_max(peak)
+    y_max = _nice_max(max(peak, 4))  # counts: whole-number ticks (0..4 at least)
     chart = _frame(y_max)
     plot_w = chart["right"] - chart["left"]
     plot_h = chart["bottom"] - chart["top"]
