@@ -9,9 +9,10 @@ N at once and lets the candidates in once every session is READY (so the READY f
 instantiation alone); `--rate R` books R sessions/s and each candidate finishes as soon as READY
 (arrivals and departures at the same rate), or with `--hold` waits like a burst.
 
-Each figure is printed beside its peer measured in the same run: the same lifecycle with the
-polling ticks only (the watcher left out, so etcd changes wake nobody) — etcd-triggered versus
-tick-driven. Figures:
+Each figure is printed beside its peers measured in the same run: the same lifecycle with metrics off
+(`LCM_METRICS_ENABLED=0`, no multiprocess directory, nothing scraping; the etcd-triggered run has them on
+and scrapes `/metrics` every `--scrape-interval` seconds as Prometheus would), and with the polling ticks
+only (the watcher left out, so etcd changes wake nobody) — etcd-triggered versus tick-driven. Figures:
 - sessions/s to READY and to ARCHIVED: N over the time from the first booking (for ARCHIVED in a
   burst: from the candidates' release) to the last READY (ARCHIVED) transition;
 - p50/p95/max from a session's creation to its READY transition (history timestamps);
@@ -36,8 +37,10 @@ import logging
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 
+import requests
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -165,6 +168,29 @@ def lifecycle_figures(ids: list, released_at=None) -> dict:
     return figures
 
 
+def _change(value: float, base: float) -> str:
+    return f"{(value - base) / base * 100:+.1f} %" if base else "n/a"
+
+
+class Scraper:
+    """Scrapes the stack's `/metrics` every `interval` seconds (0: never), as Prometheus would, so the metrics-on
+    run pays for its scrapes too."""
+
+    def __init__(self, web_url: str, interval: float):
+        self.url, self.interval = f"{web_url}/metrics", interval
+        self.next_at = time.monotonic() + interval
+        self.scrapes, self.last_size = 0, 0
+        self.http = requests.Session()
+
+    def maybe(self) -> None:
+        if not self.interval or time.monotonic() < self.next_at:
+            return
+        self.next_at = time.monotonic() + self.interval
+        response = self.http.get(self.url, timeout=10)
+        response.raise_for_status()
+        self.scrapes, self.last_size = self.scrapes + 1, len(response.content)
+
+
 # --- the command ------------------------------------------------------------------------------
 
 
@@ -194,6 +220,9 @@ class LifecycleBench(BenchRun):
             # This process is pointed at each stack in turn (`LifecycleRig.point_settings`); undone afterwards.
             with override_settings():
                 runs = {"etcd-triggered": self._run(options, watcher=True)}
+                if not options["no_metrics_peer"]:
+                    call_command("flush", interactive=False, verbosity=0)
+                    runs["metrics off"] = self._run(options, watcher=True, metrics=False)
                 if not options["no_peer"]:
                     call_command("flush", interactive=False, verbosity=0)
                     runs["ticks only (peer)"] = self._run(options, watcher=False)
@@ -205,11 +234,11 @@ class LifecycleBench(BenchRun):
                 connection.creation.destroy_test_db(old_name, verbosity=0)
         self._report(runs, options)
 
-    def _run(self, options, *, watcher: bool) -> dict:
+    def _run(self, options, *, watcher: bool, metrics: bool = True) -> dict:  # structure: long (one run, in order)
         count, rate = options["sessions"], options["rate"]
         interval = options["interval"] or settings.LCM_LOOP_LABLETS_SECONDS
         timeout = options["timeout"] or 120 + count / 2
-        name = "watch" if watcher else "ticks"
+        name = ("watch" if metrics else "watch, metrics off") if watcher else "ticks"
         pace = f"at {rate:.1f}/s" if rate else "in one burst"
         self.stderr.write(f"== {name}: {count} sessions {pace}")
         database_url = database_url_of(connection.settings_dict)
@@ -224,7 +253,11 @@ class LifecycleBench(BenchRun):
             worker_pool=options["pool"],
             worker_concurrency=options["concurrency"],
             services=tuple(s for s in SERVICE_ORDER if watcher or s != "watcher"),
-            env={"LCM_LOOP_PLACEMENT_SECONDS": str(interval), "LCM_LOOP_LABLETS_SECONDS": str(interval)},
+            env={
+                "LCM_LOOP_PLACEMENT_SECONDS": str(interval),
+                "LCM_LOOP_LABLETS_SECONDS": str(interval),
+                "LCM_METRICS_ENABLED": "1" if metrics else "0",
+            },
         )
         flush_redis_db(broker_url)
         stack = Stack(config, die_with_parent=True)
@@ -238,11 +271,12 @@ class LifecycleBench(BenchRun):
             rig.add_workers(options["workers"])
             definition = rig.definition()
             meter = CpuMeter(stack)
+            scraper = Scraper(stack.urls["web"], options["scrape_interval"] if metrics else 0)
             before = db_counters()
             meter.begin()
             result = drive(
                 rig, definition, count, rate=rate, timeout=timeout, progress=self.stderr.write, hold=options["hold"],
-                on_poll=meter.sample,
+                on_poll=lambda: (meter.sample(), scraper.maybe()),
             )  # fmt: skip
             cpu = meter.delta()
             figures = lifecycle_figures(result.ids, result.released_at)
@@ -254,6 +288,7 @@ class LifecycleBench(BenchRun):
         figures["rows_written_per_session"] = (after["written"] - before["written"]) / count
         figures["cpu_per_session"] = {group: seconds / count for group, seconds in cpu.items()}
         figures["cpu_per_session"]["total"] = sum(cpu.values()) / count
+        figures["metrics"] = {"enabled": metrics, "scrapes": scraper.scrapes, "scrape_bytes": scraper.last_size}
         return figures
 
     def _report(self, runs: dict, options) -> None:
@@ -295,8 +330,17 @@ class LifecycleBench(BenchRun):
                 value = getter(runs[name])
                 cells.append(f"{'-' if value is None else fmt.format(value):>22}")
             self.stdout.write(f"{label:<42}" + "".join(cells))
-        if len(names) == 2:
-            watch, ticks = (runs[n] for n in names)
+        if "metrics off" in runs:
+            on, off = runs["etcd-triggered"]["cpu_per_session"], runs["metrics off"]["cpu_per_session"]
+            scrapes = runs["etcd-triggered"]["metrics"]["scrapes"]
+            self.stdout.write(
+                f"CPU-s / session with metrics on vs off: total {on['total']:.4f} vs {off['total']:.4f} "
+                f"({_change(on['total'], off['total'])}), LCM processes {on['lcm']:.4f} vs {off['lcm']:.4f} "
+                f"({_change(on['lcm'], off['lcm'])}); /metrics scraped {scrapes} times every "
+                f"{options['scrape_interval']:g} s in the metrics-on run"
+            )
+        if "ticks only (peer)" in runs:
+            watch, ticks = runs["etcd-triggered"], runs["ticks only (peer)"]
             self.stdout.write(
                 f"p95 creation -> READY: {watch['ready_p95']:.2f} s etcd-triggered vs {ticks['ready_p95']:.2f} s "
                 f"tick-driven (interval {options['interval'] or settings.LCM_LOOP_LABLETS_SECONDS:g} s); "

@@ -11,7 +11,7 @@ from lcm.tools.bench.lifecycle import LifecycleBench
 class Command(BaseCommand):
     help = (
         "Benchmark full session lifecycles through the real worker/beat/watcher processes against zero-delay "
-        "simulators; every figure beside its peer (ticks only, no watcher) measured in the same run."
+        "simulators; every figure beside its peers (metrics off; ticks only, no watcher) measured in the same run."
     )
 
     def add_arguments(self, parser):
@@ -31,6 +31,10 @@ class Command(BaseCommand):
         parser.add_argument("--redis-db", type=int, default=14, help="Redis database number for the broker")
         parser.add_argument("--timeout", type=float, help="seconds each run may take (default: 120 + N/2)")
         parser.add_argument("--no-peer", action="store_true", help="skip the ticks-only peer run")
+        parser.add_argument("--no-metrics-peer", action="store_true", help="skip the metrics-off peer run")
+        parser.add_argument(
+            "--scrape-interval", type=float, default=5.0, help="seconds between scrapes of /metrics (default 5)"
+        )
         parser.add_argument("--in-place", action="store_true", help="use the current (test) database")
         parser.add_argument("--keep-db", action="store_true", help="keep the scratch database afterwards")
         parser.add_argument("--json", action="store_true", help="print the figures as JSON")
