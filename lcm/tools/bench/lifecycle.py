@@ -168,6 +168,34 @@ def lifecycle_figures(ids: list, released_at=None) -> dict:
     return figures
 
 
+def metrics_runs(rounds: int) -> list[tuple[str, bool]]:
+    """The runs after the first (metrics on): `metrics off`, then per further round an off and an on run in the
+    mirrored order (on, off | off, on | on, off ...), so a drift over the benchmark (a cold first run, a busy
+    machine) weighs on both sides alike."""
+    order = [("metrics off", False)]
+    for index in range(2, rounds + 1):
+        pair = [(f"metrics off #{index}", False), (f"metrics on #{index}", True)]
+        order += pair if index % 2 == 0 else pair[::-1]
+    return order
+
+
+def metrics_summary(runs: dict, scrape_interval: float) -> str:
+    """CPU per session with metrics on beside off: the mean of each side's runs (total and LCM processes)."""
+    on = [f for n, f in runs.items() if n == "etcd-triggered" or n.startswith("metrics on")]
+    off = [f for n, f in runs.items() if n.startswith("metrics off")]
+
+    def mean(side, group):
+        return sum(f["cpu_per_session"][group] for f in side) / len(side)
+
+    total_on, total_off, lcm_on, lcm_off = mean(on, "total"), mean(off, "total"), mean(on, "lcm"), mean(off, "lcm")
+    scrapes = sum(f["metrics"]["scrapes"] for f in on)
+    return (
+        f"CPU-s / session with metrics on vs off ({len(on)} + {len(off)} runs): total {total_on:.4f} vs "
+        f"{total_off:.4f} ({_change(total_on, total_off)}), LCM processes {lcm_on:.4f} vs {lcm_off:.4f} "
+        f"({_change(lcm_on, lcm_off)}); /metrics scraped {scrapes} times, every {scrape_interval:g} s"
+    )
+
+
 def _change(value: float, base: float) -> str:
     return f"{(value - base) / base * 100:+.1f} %" if base else "n/a"
 
@@ -219,13 +247,7 @@ class LifecycleBench(BenchRun):
         try:
             # This process is pointed at each stack in turn (`LifecycleRig.point_settings`); undone afterwards.
             with override_settings():
-                runs = {"etcd-triggered": self._run(options, watcher=True)}
-                if not options["no_metrics_peer"]:
-                    call_command("flush", interactive=False, verbosity=0)
-                    runs["metrics off"] = self._run(options, watcher=True, metrics=False)
-                if not options["no_peer"]:
-                    call_command("flush", interactive=False, verbosity=0)
-                    runs["ticks only (peer)"] = self._run(options, watcher=False)
+                runs = self._runs(options)
         finally:
             app.conf.broker_url = broker_url
             coordination.reset_coordinator()
@@ -233,6 +255,18 @@ class LifecycleBench(BenchRun):
             if scratch and not options["keep_db"]:
                 connection.creation.destroy_test_db(old_name, verbosity=0)
         self._report(runs, options)
+
+    def _runs(self, options) -> dict:
+        """The etcd-triggered run (metrics on), its metrics-off peers, then the ticks-only peer (flushed between)."""
+        runs = {"etcd-triggered": self._run(options, watcher=True)}
+        if not options["no_metrics_peer"]:
+            for name, metrics in metrics_runs(options["metrics_rounds"]):
+                call_command("flush", interactive=False, verbosity=0)
+                runs[name] = self._run(options, watcher=True, metrics=metrics)
+        if not options["no_peer"]:
+            call_command("flush", interactive=False, verbosity=0)
+            runs["ticks only (peer)"] = self._run(options, watcher=False)
+        return runs
 
     def _run(self, options, *, watcher: bool, metrics: bool = True) -> dict:  # structure: long (one run, in order)
         count, rate = options["sessions"], options["rate"]
@@ -331,14 +365,7 @@ class LifecycleBench(BenchRun):
                 cells.append(f"{'-' if value is None else fmt.format(value):>22}")
             self.stdout.write(f"{label:<42}" + "".join(cells))
         if "metrics off" in runs:
-            on, off = runs["etcd-triggered"]["cpu_per_session"], runs["metrics off"]["cpu_per_session"]
-            scrapes = runs["etcd-triggered"]["metrics"]["scrapes"]
-            self.stdout.write(
-                f"CPU-s / session with metrics on vs off: total {on['total']:.4f} vs {off['total']:.4f} "
-                f"({_change(on['total'], off['total'])}), LCM processes {on['lcm']:.4f} vs {off['lcm']:.4f} "
-                f"({_change(on['lcm'], off['lcm'])}); /metrics scraped {scrapes} times every "
-                f"{options['scrape_interval']:g} s in the metrics-on run"
-            )
+            self.stdout.write(metrics_summary(runs, options["scrape_interval"]))
         if "ticks only (peer)" in runs:
             watch, ticks = runs["etcd-triggered"], runs["ticks only (peer)"]
             self.stdout.write(

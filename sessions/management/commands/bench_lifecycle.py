@@ -33,6 +33,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-peer", action="store_true", help="skip the ticks-only peer run")
         parser.add_argument("--no-metrics-peer", action="store_true", help="skip the metrics-off peer run")
         parser.add_argument(
+            "--metrics-rounds",
+            type=int,
+            default=1,
+            help="rounds of metrics on/off runs, mirrored (on off | off on ...) so drift cancels (default 1)",
+        )
+        parser.add_argument(
             "--scrape-interval", type=float, default=5.0, help="seconds between scrapes of /metrics (default 5)"
         )
         parser.add_argument("--in-place", action="store_true", help="use the current (test) database")
