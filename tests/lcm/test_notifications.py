@@ -230,3 +230,38 @@ def test_the_signature_covers_body_and_time():
     assert not notifications.verify_signature("another-secret-entirely", header, body, now=1_700_000_100)
     assert not notifications.verify_signature(SECRET, header, body, now=1_700_000_000 + 301)  # a replay, too late
     assert not notifications.verify_signature(SECRET, "garbage", body)
+
+
+@pytest.mark.django_db(transaction=False)
+def test_admins_configure_webhooks_with_a_write_only_secret_and_event_kinds(admin_client):
+    add = "/admin/lcm/webhookendpoint/add/"
+    page = admin_client.get(add).content.decode()
+    assert "session.failed" in page and "worker.failed" in page and "grading.faulted" in page
+    refused = admin_client.post(add, {"name": "pager", "url": "https://hooks.example/lcm", "enabled": "on"})
+    assert refused.status_code == 200 and "A new webhook needs a secret." in refused.content.decode()
+    created = admin_client.post(
+        add,
+        {
+            "name": "pager",
+            "url": "https://hooks.example/lcm",
+            "secret": SECRET,
+            "enabled": "on",
+            "event_kinds": ["session.failed", "worker.failed"],
+        },  # fmt: skip
+    )
+    assert created.status_code == 302, created.content.decode()[:2000]
+    hook = WebhookEndpoint.objects.get(name="pager")
+    assert hook.secret == SECRET and hook.event_kinds == ["session.failed", "worker.failed"]
+    change = f"/admin/lcm/webhookendpoint/{hook.pk}/change/"
+    assert SECRET not in admin_client.get(change).content.decode()  # never shown again
+    kept = admin_client.post(change, {"name": "pager", "url": "https://hooks.example/v2", "enabled": "on"})
+    assert kept.status_code == 302
+    hook.refresh_from_db()
+    assert (hook.url, hook.secret, hook.event_kinds) == ("https://hooks.example/v2", SECRET, [])
+
+    # "Send a test notification" records a delivery of an io.lablet.lcm.test event for that webhook.
+    admin_client.post("/admin/lcm/webhookendpoint/", {"action": "send_test", "_selected_action": [hook.pk]})
+    delivery = NotificationDelivery.objects.get(webhook=hook)
+    assert delivery.event_type == "io.lablet.lcm.test" and delivery.status == DeliveryStatus.PENDING
+    assert admin_client.get("/admin/lcm/notificationdelivery/").status_code == 200
+    assert admin_client.get("/admin/lcm/emailrecipient/add/").status_code == 200
