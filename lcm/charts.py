@@ -24,15 +24,14 @@ class Bar:
     series: str
 
 
-def _nice_max(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 x 10^n at or above `value` (an axis that ends on a round number)."""
-    if value <= 0:
-        return 1.0
-    magnitude = 10 ** (len(str(int(value))) - 1) if value >= 1 else 1.0
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * magnitude:
-            return step * magnitude
-    return 10 * magnitude
+def _whole_step(value: float) -> int:
+    """The smallest of 1, 2, 5 x 10^n at or above `value` (at least 1): a whole-number axis step."""
+    magnitude = 1
+    while True:
+        for step in (1, 2, 5):
+            if step * magnitude >= value:
+                return step * magnitude
+        magnitude *= 10
 
 
 def _frame(y_max: float, *, percent: bool = False) -> dict:
@@ -58,7 +57,7 @@ def bar_chart(labels: list[str], series: dict[str, list[float]], *, every: int =
 
     `every`: label every n-th group on the x axis (24 hours do not fit one label each)."""
     peak = max((v for values in series.values() for v in values), default=0)
-    y_max = _nice_max(max(peak, 4))  # counts: whole-number ticks (0..4 at least)
+    y_max = 4 * _whole_step(peak / 4)  # counts: four whole-number steps
     chart = _frame(y_max)
     plot_w = chart["right"] - chart["left"]
     plot_h = chart["bottom"] - chart["top"]

@@ -111,6 +111,16 @@ def test_the_dashboard_charts_show_the_days_sessions_in_the_browser(open_page, i
 
     page.goto("/reports/")
     expect(page.locator("#class-statistics")).to_have_count(0)  # no report yet: no statistics card
+    _graded(90, [("Routing", 45), ("Security", 45)])
+    _graded(40, [("Routing", 30), ("Security", 10)])
+    page.reload()
+    stats = page.locator("#class-statistics")
+    expect(stats).to_be_visible()
+    expect(stats.locator('[data-figure="mean"] dd')).to_have_text("65.0%")
+    expect(stats.locator('[data-figure="pass-rate"] dd')).to_have_text("50%")
+    expect(stats.locator('figure[data-chart="score-histogram"] rect')).to_have_count(10)
+    expect(stats.locator("tr[data-section]").first).to_have_attribute("data-section", "Security")  # hardest first
+    stats.screenshot(path=str(SCREENSHOTS / "41-class-statistics.png"))
 
 
 def test_the_fleet_samples_loop_samples_once_per_interval_and_forgets_old_samples(db, settings):
