@@ -26,6 +26,7 @@ def test_bench_lifecycle_reports_each_figure_beside_its_metrics_off_and_ticks_on
     assert list(runs) == ["etcd-triggered", "metrics off", "ticks only (peer)"]
     assert runs["etcd-triggered"]["metrics"]["enabled"] and not runs["metrics off"]["metrics"]["enabled"]
     assert runs["metrics off"]["metrics"]["scrapes"] == 0 and runs["etcd-triggered"]["metrics"]["scrapes"] >= 1
+    assert runs["etcd-triggered"]["metrics"]["updates_per_session"] > 10
     for figures in runs.values():
         assert figures["statuses"] == {"ARCHIVED": 4}
         assert figures["count_ready"] == figures["count_archived"] == 4

@@ -36,6 +36,8 @@ import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -189,10 +191,17 @@ def metrics_summary(runs: dict, scrape_interval: float) -> str:
 
     total_on, total_off, lcm_on, lcm_off = mean(on, "total"), mean(off, "total"), mean(on, "lcm"), mean(off, "lcm")
     scrapes = sum(f["metrics"]["scrapes"] for f in on)
+    updates = sum(f["metrics"]["updates_per_session"] for f in on) / len(on)
+    scrape_ms = sum(f["metrics"]["scrape_ms"] or 0 for f in on) / len(on)
+    cost_us = update_cost_us()
+    per_session_ms = updates * cost_us / 1000
     return (
         f"CPU-s / session with metrics on vs off ({len(on)} + {len(off)} runs): total {total_on:.4f} vs "
         f"{total_off:.4f} ({_change(total_on, total_off)}), LCM processes {lcm_on:.4f} vs {lcm_off:.4f} "
-        f"({_change(lcm_on, lcm_off)}); /metrics scraped {scrapes} times, every {scrape_interval:g} s"
+        f"({_change(lcm_on, lcm_off)}); /metrics scraped {scrapes} times, every {scrape_interval:g} s\n"
+        f"metrics recorded per session: {updates:.0f} updates x {cost_us:.1f} us (one update, multiprocess, timed "
+        f"here) = {per_session_ms:.2f} ms CPU, {per_session_ms / 1000 / lcm_off * 100:.2f} % of the LCM processes' "
+        f"CPU per session with metrics off; one scrape takes {scrape_ms:.0f} ms (wall)"
     )
 
 
@@ -207,16 +216,55 @@ class Scraper:
     def __init__(self, web_url: str, interval: float):
         self.url, self.interval = f"{web_url}/metrics", interval
         self.next_at = time.monotonic() + interval
-        self.scrapes, self.last_size = 0, 0
+        self.scrapes, self.last_size, self.seconds = 0, 0, 0.0
         self.http = requests.Session()
 
     def maybe(self) -> None:
         if not self.interval or time.monotonic() < self.next_at:
             return
         self.next_at = time.monotonic() + self.interval
+        self.scrape()
+
+    def scrape(self) -> str:
+        started = time.monotonic()
         response = self.http.get(self.url, timeout=10)
         response.raise_for_status()
+        self.seconds += time.monotonic() - started
         self.scrapes, self.last_size = self.scrapes + 1, len(response.content)
+        return response.text
+
+    def updates(self) -> float:
+        """How many times the processes recorded a metric (counter increments and histogram observations)."""
+        total = 0.0
+        for line in self.scrape().splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name.startswith("lcm_") and name.endswith(("_total", "_count")):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+_UPDATE_COST_SCRIPT = """
+import time
+from prometheus_client import Counter, Histogram
+calls = Counter("calls", "", ["system", "operation", "outcome"])
+seconds = Histogram("seconds", "", ["system"])
+n = 20000
+started = time.process_time()
+for _ in range(n):
+    calls.labels("cml", "lab_state", "ok").inc()
+    seconds.labels("cml").observe(0.01)
+print((time.process_time() - started) / (2 * n) * 1e6)
+"""
+
+
+def update_cost_us() -> float:
+    """CPU microseconds of one metric update in multiprocess mode (mmap files), timed in a child process."""
+    with tempfile.TemporaryDirectory() as directory:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}
+        done = subprocess.run(
+            [sys.executable, "-c", _UPDATE_COST_SCRIPT], env=env, capture_output=True, text=True, check=True
+        )
+    return float(done.stdout.strip())
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -313,6 +361,7 @@ class LifecycleBench(BenchRun):
                 on_poll=lambda: (meter.sample(), scraper.maybe()),
             )  # fmt: skip
             cpu = meter.delta()
+            updates = scraper.updates() if metrics else 0.0
             figures = lifecycle_figures(result.ids, result.released_at)
             figures["statuses"] = rig.statuses(result.ids)
         finally:
@@ -322,7 +371,13 @@ class LifecycleBench(BenchRun):
         figures["rows_written_per_session"] = (after["written"] - before["written"]) / count
         figures["cpu_per_session"] = {group: seconds / count for group, seconds in cpu.items()}
         figures["cpu_per_session"]["total"] = sum(cpu.values()) / count
-        figures["metrics"] = {"enabled": metrics, "scrapes": scraper.scrapes, "scrape_bytes": scraper.last_size}
+        figures["metrics"] = {
+            "enabled": metrics,
+            "scrapes": scraper.scrapes,
+            "scrape_bytes": scraper.last_size,
+            "scrape_ms": scraper.seconds / scraper.scrapes * 1000 if scraper.scrapes else None,
+            "updates_per_session": updates / count,
+        }
         return figures
 
     def _report(self, runs: dict, options) -> None:
