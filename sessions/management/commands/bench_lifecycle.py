@@ -33,6 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-peer", action="store_true", help="skip the ticks-only peer run")
         parser.add_argument("--no-metrics-peer", action="store_true", help="skip the metrics-off peer run")
         parser.add_argument(
+            "--warmup", type=int, default=0, help="sessions of an unmeasured first run (a first run is slower)"
+        )
+        parser.add_argument(
             "--metrics-rounds",
             type=int,
             default=1,
