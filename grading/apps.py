@@ -10,14 +10,15 @@ class GradingConfig(AppConfig):
 
     def ready(self):
         # Imported here: these modules use the models, which exist only once the app registry is ready.
-        from grading import events, evidence, reconcilers, regrade, services
+        from grading import events, evidence, notices, reconcilers, regrade, services
         from grading.states import (
             EVIDENCE_BADGE_COLOURS,
             GRADING_BADGE_COLOURS,
             REGRADE_BADGE_COLOURS,
             RESULT_BADGE_COLOURS,
+            GradingStatus,
         )
-        from lcm import loops, webhooks
+        from lcm import loops, notifications, webhooks
         from lcm.templatetags.badges import register_colours
         from sessions.reconcilers import register_status_handler, register_teardown_step, register_wipe_gate
         from sessions.services import register_transition_hook
@@ -53,3 +54,6 @@ class GradingConfig(AppConfig):
         register_colours("result", RESULT_BADGE_COLOURS)
         register_colours("evidence", EVIDENCE_BADGE_COLOURS)
         register_colours("regrade", REGRADE_BADGE_COLOURS)
+        for kind, description in notices.KINDS.items():
+            notifications.register_kind(kind, description)
+        notifications.register_trigger("grading_session", [GradingStatus.FAULTED], notices.grading_faulted_notices)

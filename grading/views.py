@@ -3,12 +3,14 @@
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
+from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
 
 from grading.export import score_reports_csv_response
 from grading.filters import FailedGradingFilterSet, ScoreReportFilterSet, failed_gradings
 from grading.models import ScoreReport
 from grading.services import regrade_request
+from grading.statistics import class_statistics
 from lcm.fsm import InvalidTransition
 from lcm.pages import clean_params, filter_errors, instructor_required, page_context, paginate, render_live
 from sessions.models import LabletDefinition, LabletSession
@@ -51,6 +53,8 @@ def report_list(request):
         failures_more=len(failures) == FAILED_SHOWN,
         errors=filter_errors(filterset),
         definitions=LabletDefinition.objects.only("id", "name", "version").order_by("name", "-created_at"),
+        # Drawn once per page load, outside the polled fragment: read only then (every report the filters match).
+        stats=SimpleLazyObject(lambda: class_statistics(filterset.qs if not filterset.errors else _reports().none())),
     )
     return render_live(request, "grading/report_list.html", context)
 

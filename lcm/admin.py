@@ -1,5 +1,7 @@
 """Admin for the kernel's models: API tokens (create one, its key shown once in a message; list; revoke),
-and, read-only, single sign-on identities, loop heartbeats and received CloudEvents.
+and, read-only, single sign-on identities, loop heartbeats and received CloudEvents; notification recipients
+and webhooks (SPEC §11: URL, secret, enabled, event kinds; a test notification action) and their deliveries
+(read-only, retry).
 
 Only the key's hash is stored, so the key cannot be shown again; tokens are never edited,
 only revoked (an admin action calling `lcm.api.tokens.token_revoke`).
@@ -9,9 +11,18 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 
-from lcm.admin_utils import ReadOnlyAdmin, service_action
+from lcm.admin_utils import ActionsOnlyAdmin, ReadOnlyAdmin, service_action
 from lcm.api.tokens import MAX_EXPIRY_DAYS, token_create, token_revoke
-from lcm.models import ApiToken, LoopHeartbeat, OidcIdentity, ReceivedEvent
+from lcm.models import (
+    ApiToken,
+    EmailRecipient,
+    LoopHeartbeat,
+    NotificationDelivery,
+    OidcIdentity,
+    ReceivedEvent,
+    WebhookEndpoint,
+)
+from lcm.notifications import KINDS, delivery_retry, send_test
 
 
 class ApiTokenAddForm(forms.ModelForm):
@@ -109,3 +120,90 @@ class ReceivedEventAdmin(ReadOnlyAdmin):
     list_filter = ("event_type",)
     search_fields = ("event_id", "subject", "source")
     date_hierarchy = "received_at"
+
+
+class EventKindsField(forms.MultipleChoiceField):
+    """The event kinds a destination subscribes to (none ticked: all of them), from what the apps announce."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            choices=lambda: [(kind, f"{kind}: {text}") for kind, text in sorted(KINDS.items())],
+            required=False,
+            help_text="Leave all unticked to receive every kind.",
+            **kwargs,
+        )
+
+
+class EmailRecipientForm(forms.ModelForm):
+    event_kinds = EventKindsField()
+
+    class Meta:
+        model = EmailRecipient
+        fields = ("email", "name", "enabled", "event_kinds")
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    """The secret is write-only: never shown again; left empty on a change, the stored one is kept."""
+
+    event_kinds = EventKindsField()
+    secret = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        min_length=16,
+        max_length=200,
+        help_text="Shared secret for the X-LCM-Signature HMAC-SHA256 header (at least 16 characters). "
+        "Leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ("name", "url", "secret", "enabled", "event_kinds")
+
+    def clean_secret(self):
+        secret = self.cleaned_data.get("secret") or ""
+        if not secret:
+            if not self.instance.pk:
+                raise forms.ValidationError("A new webhook needs a secret.")
+            return self.instance.secret
+        return secret
+
+
+_SEND_TEST = service_action("send_test", "Send a test notification", lambda row, request: send_test(row))
+
+
+@admin.register(EmailRecipient)
+class EmailRecipientAdmin(admin.ModelAdmin):
+    """Who is emailed (SPEC §11): Django's email backend, `EMAIL_*` settings."""
+
+    form = EmailRecipientForm
+    list_display = ("email", "name", "enabled", "event_kinds", "created_at")
+    list_filter = ("enabled",)
+    search_fields = ("email", "name")
+    actions = [_SEND_TEST]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Outbound CloudEvents webhooks (SPEC §11), signed with their secret (`lcm.notifications`)."""
+
+    form = WebhookEndpointForm
+    list_display = ("name", "url", "enabled", "event_kinds", "created_at")
+    list_filter = ("enabled",)
+    search_fields = ("name", "url")
+    actions = [_SEND_TEST]
+
+
+@admin.register(NotificationDelivery)
+class NotificationDeliveryAdmin(ActionsOnlyAdmin):
+    """Every notification sent or being retried; FAILED ones can be retried."""
+
+    list_display = ("created_at", "event_type", "channel", "target", "status", "attempts", "delivered_at", "last_error")
+    list_filter = ("status", "channel", "event_type")
+    search_fields = ("event_id", "target", "subject")
+    date_hierarchy = "created_at"
+    actions = [service_action("retry_now", "Retry now", lambda row, request: delivery_retry(row))]
+
+    def has_add_permission(self, request, obj=None):
+        return False

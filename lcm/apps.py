@@ -11,10 +11,23 @@ class LcmConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Imported here: the projection reads the models, which exist only once the app registry is ready.
+        # Imported here: the projection, the notifications and the loops read the models, which exist only once the
+        # app registry is ready.
         from django.conf import settings
 
-        from lcm import projection
+        from lcm import loops, metrics, notifications, projection
 
         if settings.LCM_PROJECTION_ENABLED:
             projection.connect()
+        notifications.connect()
+        loops.register(
+            loops.Loop(
+                notifications.LOOP,
+                notifications.due_deliveries,
+                "LCM_LOOP_NOTIFICATIONS_SECONDS",
+                reconciler=notifications.deliver,
+                on_error=notifications.record_error,
+                description="Delivers notifications (email, webhooks) and retries them",
+            )
+        )
+        metrics.register_gauges(loops.loop_gauges)

@@ -7,6 +7,9 @@ Ticks travel on their own queue, which every worker consumes besides the default
 backlog of reconcile tasks (a burst of bookings) a tick would otherwise wait, expire unrun, and
 placement would stall until the backlog drained.
 
+A task carries the request id of whatever published it (a message header set by `before_task_publish`)
+and binds it for its log lines and history rows; a task published by no request uses its own task id.
+
 Database connections follow Django's own rule (`CONN_MAX_AGE`, closed when unusable) around each
 task, as around a web request: Celery's Django fixup would otherwise close them before and after
 every task, i.e. a new PostgreSQL backend for every reconcile pass.
@@ -15,8 +18,10 @@ every task, i.e. a new PostgreSQL backend for every reconcile pass.
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_ready
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_ready
 from kombu import Queue
+
+from lcm.logging import request_id_var
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lcm.settings")
 
@@ -36,6 +41,31 @@ def _close_old_connections(**kwargs):
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+# The message header that carries the id of the request (or task) that published a task.
+REQUEST_ID_HEADER = "lcm_request_id"
+
+
+@before_task_publish.connect
+def _carry_request_id(headers=None, **kwargs):
+    """A task published while a request (or another task) is handled carries its request id."""
+    request_id = request_id_var.get()
+    if headers is not None and request_id != "-":
+        headers.setdefault(REQUEST_ID_HEADER, request_id)
+
+
+@task_prerun.connect
+def _bind_request_id(task_id=None, task=None, **kwargs):
+    """Log lines and history rows of a task carry the request id it was published with, else its own task id:
+    one request's lines can be followed from gunicorn into the Celery workers (`grep <id>`)."""
+    carried = task.request.get(REQUEST_ID_HEADER) if task is not None else None
+    request_id_var.set(str(carried or task_id or "-"))
+
+
+@task_postrun.connect
+def _unbind_request_id(**kwargs):
+    request_id_var.set("-")
 
 
 @worker_ready.connect

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from django.db import models
 from django_fsm import can_proceed, transition
 
+from lcm import metrics
 from lcm.middleware import current_request_id
 
 
@@ -170,11 +171,15 @@ def record_changes(history, changes) -> list:
     what changed (`entity`, `field`), `from_status`, `to_status`, `actor` (a user or a loop/command
     name, see `actor_name`) and `reason`. A missing `from_status` or `reason` is blank, and each row
     carries the id of the request (or task) being handled. Call it inside the transaction that made
-    the changes.
+    the changes. Each status move is counted (`lcm_transitions_total`) once that transaction commits.
     """
+    changes = list(changes)  # read twice: the rows and the metrics (a caller may pass a generator)
     request_id = current_request_id()
     request_id = "" if request_id == "-" else request_id
     rows = [_history_row(history, request_id, **change) for change in changes]
+    metrics.count_transitions(
+        (history.entity_of(change), change.get("from_status") or "", change["to_status"]) for change in changes
+    )
     return history.objects.bulk_create(rows) if rows else []
 
 

@@ -9,6 +9,8 @@ What it guarantees:
   `AuthExpired`, `Forbidden`, `NotFound`, `Conflict`, `BadRequest`, `ExternalError`;
 - one re-authentication on 401 when the subclass knows how (`_reauthenticate`);
 - the current request id sent as `X-Request-ID`; no header or body in the logs, so no secret;
+- one `lcm_external_calls_total` / `lcm_external_call_duration_seconds` sample per logical call
+  (`lcm.metrics`: system, operation, outcome);
 - keep-alive connections shared by every client of a thread (`shared_session`): a reconcile pass
   builds its clients afresh, and a new TCP connection per pass would cost both ends more than
   the call itself.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 
 import requests
 
+from lcm import metrics
 from lcm.middleware import current_request_id
 
 logger = logging.getLogger("lcm.http")
@@ -73,6 +76,23 @@ class BadRequest(ExternalError):
     """400/422: the system rejected the request as malformed."""
 
 
+def call_outcome(exc: Exception) -> str:
+    """The `outcome` label of a failed call: the typed error's name in snake case (`timeout`, `not_found`, ...)."""
+    for kind in type(exc).__mro__:
+        if kind in _OUTCOMES:
+            return _OUTCOMES[kind]
+    return "error"
+
+
+_OUTCOMES = {
+    Timeout: "timeout",
+    Unavailable: "unavailable",
+    AuthExpired: "auth_expired",
+    Forbidden: "forbidden",
+    NotFound: "not_found",
+    Conflict: "conflict",
+    BadRequest: "bad_request",
+}
 _STATUS_ERRORS = {400: BadRequest, 401: AuthExpired, 403: Forbidden, 404: NotFound, 409: Conflict, 422: BadRequest}
 
 
@@ -209,6 +229,24 @@ class HttpClient:
         timeout: Timeouts | None = None,
     ) -> requests.Response:
         """Send one logical call (with its retries); returns the 2xx/3xx response or raises a typed error."""
+        started, outcome = time.monotonic(), "error"
+        try:
+            response = self._send(
+                method, path, operation=operation, json=json, data=data, params=params, headers=headers,
+                authenticated=authenticated, retry_non_idempotent=retry_non_idempotent, timeout=timeout,
+            )  # fmt: skip
+            outcome = "ok"
+            return response
+        except ExternalError as exc:
+            outcome = call_outcome(exc)
+            raise
+        finally:
+            metrics.observe_call(self.system, operation, outcome, time.monotonic() - started)
+
+    def _send(
+        self, method, path, *, operation, json, data, params, headers, authenticated, retry_non_idempotent, timeout
+    ) -> requests.Response:
+        """`request`'s attempts: retried on connection errors and 5xx when allowed, re-authenticated once on 401."""
         method = method.upper()
         may_retry = method in IDEMPOTENT_METHODS or retry_non_idempotent
         timeouts = timeout or self.timeouts

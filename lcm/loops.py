@@ -6,6 +6,7 @@ a leader lease) or returns the keys needing work, found with one query; those ar
 out as one reconcile per key (a Celery task each, or the in-process pool).
 """
 
+import contextlib
 import logging
 import os
 import threading
@@ -20,9 +21,10 @@ from django.db import close_old_connections
 from django.db.models import F
 from django.utils import timezone
 
-from lcm import reconcile
+from lcm import metrics, reconcile
 from lcm.celery import app as celery_app
 from lcm.coordination import coordinator
+from lcm.logging import request_id_var
 from lcm.models import LoopHeartbeat
 
 logger = logging.getLogger("lcm.loops")
@@ -84,7 +86,9 @@ def tick(loop_name: str) -> list:
         error = f"{exc.__class__.__name__}: {exc}"[:500]
         raise
     finally:
-        _heartbeat(loop_name, (time.perf_counter() - started) * 1000, len(keys), error)
+        seconds = time.perf_counter() - started
+        _heartbeat(loop_name, seconds * 1000, len(keys), error)
+        metrics.observe_tick(loop_name, not error, seconds)
     return keys
 
 
@@ -138,6 +142,39 @@ def _health_row(loop: Loop, beat: LoopHeartbeat | None, now) -> dict:
     }
 
 
+def loop_gauges() -> list[metrics.Gauge]:
+    """Scrape-time metrics of the loops: seconds since each loop's last tick (from the heartbeats every process
+    writes), its interval, and the task queue lengths (the broker's with Redis, else the in-process pool's)."""
+    beats = dict(LoopHeartbeat.objects.values_list("name", "last_tick_at"))
+    now = timezone.now()
+    age = metrics.Gauge(
+        "lcm_loop_last_tick_age_seconds", "Seconds since the loop's last tick (stale after three intervals).", ("loop",)
+    )
+    interval = metrics.Gauge("lcm_loop_interval_seconds", "The loop's tick interval.", ("loop",))
+    for name, loop in LOOPS.items():
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            interval.samples[(name,)] = loop.interval
+        if name in beats:
+            age.samples[(name,)] = max(0.0, (now - beats[name]).total_seconds())
+    queues = metrics.Gauge(
+        "lcm_task_queue_length",
+        "Tasks waiting: in the broker by queue (Celery), or the keys queued or running in the in-process pool.",
+        ("queue",),
+    )
+    client = _broker_redis() if settings.CELERY_BROKER_URL else None
+    if client is not None:
+        for queue in TASK_QUEUES:
+            queues.samples[(queue,)] = client.llen(queue)
+    elif not settings.CELERY_BROKER_URL:
+        with _pool_lock:
+            queues.samples[("inprocess",)] = len(_in_flight)
+    return [age, interval, queues]
+
+
+# The Celery queues (`lcm.celery`): reconcile tasks on the default one, ticks on their own.
+TASK_QUEUES = ("celery", "lcm.ticks")
+
+
 # --- dispatch: Celery when a broker is configured, the in-process pool otherwise ---------
 
 _pool: ThreadPoolExecutor | None = None
@@ -150,7 +187,10 @@ _timers: set[threading.Timer] = set()
 MAX_INPROCESS_REQUEUE_SECONDS = 30.0
 
 
-def _run_in_pool(loop_name: str, key) -> None:
+def _run_in_pool(loop_name: str, key, request_id: str = "-") -> None:
+    """The pool's job for one key: its passes (another one when asked for meanwhile), with the request id of
+    whoever asked bound for their log lines and history rows."""
+    request_id_var.set(request_id)
     entry = (loop_name, str(key))
     while True:
         result = None
@@ -196,7 +236,7 @@ def enqueue(loop_name: str, key, countdown: float | None = None) -> None:
     with _pool_lock:
         submit = _claim_locked(loop_name, key)
     if submit:
-        _pool.submit(_run_in_pool, loop_name, key)
+        _pool.submit(_run_in_pool, loop_name, key, request_id_var.get())
 
 
 def _claim_locked(loop_name: str, key) -> bool:
@@ -215,6 +255,8 @@ def _claim_locked(loop_name: str, key) -> bool:
 def _start_timer(countdown: float, loop_name: str, key, locked: bool = False) -> None:
     """A delayed `enqueue`; `locked` when the caller already holds `_pool_lock`."""
 
+    request_id = request_id_var.get()
+
     def fire():
         with _pool_lock:
             if timer not in _timers:
@@ -222,7 +264,7 @@ def _start_timer(countdown: float, loop_name: str, key, locked: bool = False) ->
             _timers.discard(timer)
             submit = _claim_locked(loop_name, key)
         if submit:
-            _pool.submit(_run_in_pool, loop_name, key)
+            _pool.submit(_run_in_pool, loop_name, key, request_id)
 
     timer = threading.Timer(countdown, fire)
     timer.daemon = True

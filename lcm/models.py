@@ -1,7 +1,8 @@
 """Kernel models: API tokens (SPEC §5.1 auth; written by `lcm.api.tokens` only), single sign-on identities
-(SPEC §12; written by `lcm.oidc` only), loop heartbeats
-(written by `lcm.loops`), received CloudEvents (written by `lcm.webhooks`) and the shape every status
-history table shares (`StatusChange`; its rows are written by `lcm.fsm.record_changes` only)."""
+(SPEC §12; written by `lcm.oidc` only), loop heartbeats (written by `lcm.loops`), received CloudEvents (written
+by `lcm.webhooks`), the shape every status history table shares (`StatusChange`; its rows are written by
+`lcm.fsm.record_changes` only) and the notification recipients, webhooks and deliveries (configured in the
+admin, delivered by `lcm.notifications`)."""
 
 from django.conf import settings
 from django.db import models
@@ -137,3 +138,98 @@ class StatusChange(models.Model):
     def __str__(self):
         subject = getattr(self, self.subject_field)
         return f"{subject} {self.from_status or '∅'} → {self.to_status} by {self.actor}"
+
+    @classmethod
+    def entity_of(cls, change: dict) -> str:
+        """What a change (a `record_changes` dict) is about, as the metrics and announcements name it:
+        its `subject_field` value (`session`, `user_session`, ...) unless the table says otherwise."""
+        return str(change.get(cls.subject_field) or cls._meta.get_field(cls.subject_field).default)
+
+
+# --- Notifications (SPEC §11): who is told, and each delivery (written by `lcm.notifications` only) ---------
+
+
+class NotificationChannel(models.TextChoices):
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+class EmailRecipient(models.Model):
+    """An address told of the event kinds it subscribes to (all of them when `event_kinds` is empty)."""
+
+    id = models.BigAutoField(primary_key=True)
+    email = models.EmailField(unique=True)
+    name = models.CharField(max_length=100, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    event_kinds = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "notification_recipients"
+        ordering = ["email"]
+        verbose_name = "notification email recipient"
+
+    def __str__(self):
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+class WebhookEndpoint(models.Model):
+    """An outbound webhook: LCM POSTs each subscribed event to `url` as a CloudEvent, signed with `secret`
+    (HMAC-SHA256, header `X-LCM-Signature`; see `lcm.notifications.signature`)."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=True)
+    event_kinds = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "notification_webhooks"
+        ordering = ["name"]
+        verbose_name = "notification webhook"
+
+    def __str__(self):
+        return f"{self.name} ({self.url})"
+
+
+class NotificationDelivery(models.Model):
+    """One event for one destination: delivered once, retried with backoff until it is or the attempts run out.
+
+    `event_id` is derived from what happened (a session's end, one worker failure), so announcing the
+    same thing twice never delivers it twice (unique per destination)."""
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.CharField(max_length=64, db_index=True)
+    event_type = models.CharField(max_length=200)
+    subject = models.CharField(max_length=200, blank=True, default="")
+    channel = models.CharField(max_length=10, choices=NotificationChannel.choices)
+    recipient = models.ForeignKey(EmailRecipient, null=True, blank=True, on_delete=models.CASCADE)
+    webhook = models.ForeignKey(WebhookEndpoint, null=True, blank=True, on_delete=models.CASCADE)
+    target = models.CharField(max_length=500)
+    event = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "notification_deliveries"
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "notification deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["event_id", "channel", "target"], name="uniq_delivery_per_destination")
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+
+    def __str__(self):
+        return f"{self.event_type} → {self.target} ({self.status})"

@@ -1,7 +1,8 @@
 """The reconcile runner: every control loop is `reconcile_x(key) -> Result`, run here.
 
 The runner isolates keys from each other (one key's exception never stops the others),
-writes one structured log line per pass (loop, key, action, result, duration) and turns an
+writes one structured log line and one metrics sample (`lcm_reconcile_passes_total`, `lcm_reconcile_duration_seconds`)
+per pass (loop, key, action, result, duration) and turns an
 exception into a backoff recorded on the row by the loop's `on_error` hook. Reconcilers
 are level-triggered: they read desired and observed state, do the next step, persist it,
 and return; running one twice, or crashing between any two lines, is safe.
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection
+
+from lcm import metrics
 
 logger = logging.getLogger("lcm.reconcile")
 
@@ -89,6 +92,7 @@ def run(loop: str, key, reconcile: Callable, on_error: Callable | None = None, *
     """
     with key_lock(loop, key) as acquired:
         if not acquired:
+            metrics.count(metrics.RECONCILE_PASSES, loop, "busy")
             return Result.requeue(BUSY_RETRY_SECONDS, "busy elsewhere")
         for _ in range(passes):
             result = _run(loop, key, reconcile, on_error)
@@ -119,7 +123,9 @@ def _run(loop: str, key, reconcile: Callable, on_error: Callable | None) -> Resu
             error[:300],
             extra={"loop": loop, "key": str(key), "action": "error", "result": "error"},
         )
-    duration_ms = (time.perf_counter() - started) * 1000
+    seconds = time.perf_counter() - started
+    duration_ms = seconds * 1000
+    metrics.observe_pass(loop, _result_label(result), seconds)
     logger.info(
         "reconcile loop=%s key=%s action=%s requeue_after=%s duration_ms=%.1f",
         loop,
@@ -136,6 +142,13 @@ def _run(loop: str, key, reconcile: Callable, on_error: Callable | None) -> Resu
         },
     )
     return result
+
+
+def _result_label(result: Result) -> str:
+    """The `result` label of a pass: error, requeue (asked to be looked at again) or done."""
+    if result.action == "error":
+        return "error"
+    return "done" if result.requeue_after is None else "requeue"
 
 
 def run_many(loop: str, keys: Iterable, reconcile: Callable, on_error: Callable | None = None) -> dict:

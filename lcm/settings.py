@@ -190,8 +190,8 @@ CSRF_COOKIE_HTTPONLY = True  # the pages and the API docs send the token from th
 # --- Security headers (SPEC §12): `manage.py check --deploy` is clean in production. ---
 # Served over TLS unless the deployment says plain HTTP (DJANGO_SECURE_COOKIES=0: the launcher on loopback).
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=SESSION_COOKIE_SECURE)
-# Probes and the signed webhook reach the web process directly, over the private network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^api/events$"]
+# Probes, the metrics scraper and the signed webhook reach the web process directly, over the private network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$", r"^api/events$"]
 # Behind a TLS-terminating proxy: the header it sets to `https`, e.g. HTTP_X_FORWARDED_PROTO.
 _proxy_ssl_header = env.str("DJANGO_SECURE_PROXY_SSL_HEADER", default="")
 SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header, "https") if _proxy_ssl_header else None
@@ -333,6 +333,33 @@ LCM_PROJECTION_ENABLED = env.bool("LCM_PROJECTION_ENABLED", default=True)
 LCM_INPROCESS_WORKERS = env.int("LCM_INPROCESS_WORKERS", default=4)
 LCM_MAX_RECONCILE_ATTEMPTS = env.int("LCM_MAX_RECONCILE_ATTEMPTS", default=8)
 LCM_GRADING_CUT_PERCENT = env.float("LCM_GRADING_CUT_PERCENT", default=70.0)  # pass = score ≥ this % of max
+
+# --- Trouble in sight (SPEC §11): metrics, notifications, charts ---
+# Record metrics and serve /metrics; 0 turns both off (bench_lifecycle measures their cost with it).
+LCM_METRICS_ENABLED = env.bool("LCM_METRICS_ENABLED", default=True)
+# /metrics wants `Authorization: Bearer <token>` when set; unset, it answers loopback clients only.
+LCM_METRICS_TOKEN = env.str("LCM_METRICS_TOKEN", default="")
+# Where the fleet's utilisation is sampled for the dashboard's 24 h / 7 d chart (and how long samples are kept).
+LCM_LOOP_FLEET_SAMPLES_SECONDS = env.float("LCM_LOOP_FLEET_SAMPLES_SECONDS", default=300.0)
+LCM_FLEET_SAMPLE_DAYS = env.int("LCM_FLEET_SAMPLE_DAYS", default=8)
+# Notifications: the loop that delivers them (and retries), the CloudEvents `source`, a link base for emails.
+LCM_LOOP_NOTIFICATIONS_SECONDS = env.float("LCM_LOOP_NOTIFICATIONS_SECONDS", default=5.0)
+LCM_NOTIFY_MAX_ATTEMPTS = env.int("LCM_NOTIFY_MAX_ATTEMPTS", default=8)
+LCM_NOTIFY_BACKOFF_SECONDS = env.float("LCM_NOTIFY_BACKOFF_SECONDS", default=5.0)  # doubled per failed attempt
+LCM_NOTIFY_TIMEOUT_SECONDS = env.float("LCM_NOTIFY_TIMEOUT_SECONDS", default=5.0)
+LCM_NOTIFY_SOURCE = env.str("LCM_NOTIFY_SOURCE", default="/lcm")
+LCM_PUBLIC_URL = env.str("LCM_PUBLIC_URL", default="http://127.0.0.1:8000")
+
+# Outgoing email (notifications) through Django's email backend; the defaults send nothing anywhere but localhost.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="lcm@localhost")
 
 # --- Production refusals (SPEC §12) ---
 if not DEBUG:

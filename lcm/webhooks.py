@@ -17,6 +17,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from lcm import metrics
 from lcm.api.parsers import JsonTooDeep, RequestTooLarge, load_json
 from lcm.models import ReceivedEvent
 
@@ -28,6 +29,7 @@ MAX_BODY_BYTES = 1_000_000
 
 
 def _error(status: int, payload: dict) -> JsonResponse:
+    metrics.count(metrics.CLOUDEVENTS_RECEIVED, "failed" if status >= 500 else "refused")
     return JsonResponse(payload, status=status)
 
 
@@ -124,6 +126,7 @@ def events_webhook(request):
             )
     except IntegrityError:
         logger.info("duplicate event %s (%s) acknowledged", event["id"], event["type"])
+        metrics.count(metrics.CLOUDEVENTS_RECEIVED, "duplicate")
         return JsonResponse({"id": event["id"], "status": "duplicate"}, status=202)
     try:
         outcome = dispatch(event)
@@ -134,4 +137,5 @@ def events_webhook(request):
         return _error(503, {"detail": "the event could not be handled now; retry later"})
     ReceivedEvent.objects.filter(pk=record.pk).update(outcome=outcome[:200])
     logger.info("event %s (%s): %s", event["id"], event["type"], outcome)
+    metrics.count(metrics.CLOUDEVENTS_RECEIVED, "accepted")
     return JsonResponse({"id": event["id"], "status": "accepted", "outcome": outcome}, status=202)

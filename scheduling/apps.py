@@ -10,8 +10,8 @@ class SchedulingConfig(AppConfig):
 
     def ready(self):
         # Imported here: the scheduler uses the models, which exist only once the app registry is ready.
-        from lcm import loops
-        from scheduling import scheduler
+        from lcm import loops, metrics
+        from scheduling import fleet_samples, scheduler, selectors
 
         loops.register(
             loops.Loop(
@@ -21,3 +21,12 @@ class SchedulingConfig(AppConfig):
                 description="Places PENDING sessions on workers (leader only)",
             )
         )
+        loops.register(
+            loops.Loop(
+                "fleet_samples",
+                fleet_samples.sample_fleet,
+                "LCM_LOOP_FLEET_SAMPLES_SECONDS",
+                description="Samples the fleet's utilisation for the dashboard chart",
+            )
+        )
+        metrics.register_gauges(selectors.fleet_gauges)

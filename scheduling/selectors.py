@@ -3,12 +3,13 @@
 from django.db.models import Count, FilteredRelation, IntegerField, Max, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
+from lcm.metrics import Gauge
 from scheduling.capacity import Demand, WorkerCapacity
 from scheduling.placement import preview
 from sessions.models import LabletSession
 from sessions.states import capacity_holding_q
 from workers.models import CMLWorker, LabRecord, Port
-from workers.states import LabStatus
+from workers.states import LabStatus, WorkerStatus
 
 
 def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
@@ -142,3 +143,51 @@ def worker_ends(worker_ids=None) -> dict[str, object]:
         str(w): end
         for w, end in rows.values("worker_id").annotate(end=Max("timeslot_end")).values_list("worker_id", "end")
     }
+
+
+# Workers whose capacity sessions may use (the dashboard's fleet capacity), and those EC2 bills for.
+TAKING_SESSIONS = (WorkerStatus.RUNNING, WorkerStatus.DRAINING)
+BILLED = (WorkerStatus.PROVISIONING, WorkerStatus.STARTING, WorkerStatus.RUNNING, WorkerStatus.DRAINING,
+          WorkerStatus.STOPPING)  # fmt: skip
+RESOURCES = ("cpu", "memory", "storage", "nodes", "ports")
+
+
+def fleet_utilisation(capacities=None) -> dict:
+    """`{resource: (used, total)}` over the workers taking sessions, plus `workers`: how many there are."""
+    capacities = worker_capacities().values() if capacities is None else capacities
+    live = [c for c in capacities if c.status in TAKING_SESSIONS]
+    totals: dict = {}
+    for resource in RESOURCES:
+        used = sum(getattr(c, f"{resource}_used") for c in live)
+        totals[resource] = (used, sum(getattr(c, f"{resource}_total") for c in live))
+    totals["workers"] = len(live)
+    return totals
+
+
+def fleet_cost_per_hour() -> float:
+    """What the billed workers cost per hour (their templates' `cost_per_hour`)."""
+    total = CMLWorker.objects.filter(status__in=BILLED).aggregate(cost=Sum("template__cost_per_hour"))["cost"]
+    return float(total or 0)
+
+
+def fleet_gauges() -> list[Gauge]:
+    """Scrape-time metrics (SPEC §11): workers by status, fleet utilisation and capacity, cost per hour."""
+    capacities = list(worker_capacities().values())
+    workers = Gauge("lcm_workers", "CML workers by status.", ("status",))
+    workers.samples = {(status,): 0 for status in WorkerStatus.values}
+    for capacity in capacities:
+        workers.samples[(capacity.status,)] += 1
+    utilisation = Gauge(
+        "lcm_fleet_utilisation_ratio",
+        "Share of the capacity of the workers taking sessions (RUNNING, DRAINING) that sessions hold, by resource.",
+        ("resource",),
+    )
+    capacity = Gauge("lcm_fleet_capacity", "Capacity of the workers taking sessions, by resource.", ("resource",))
+    totals = fleet_utilisation(capacities)
+    for resource in RESOURCES:
+        used, total = totals[resource]
+        utilisation.samples[(resource,)] = used / total if total else 0.0
+        capacity.samples[(resource,)] = total
+    cost = Gauge("lcm_fleet_cost_per_hour", "Hourly cost of the billed workers (their templates' cost_per_hour).")
+    cost.samples = {(): fleet_cost_per_hour()}
+    return [workers, utilisation, capacity, cost]

@@ -14,9 +14,9 @@ class LabletSessionsConfig(AppConfig):
 
     def ready(self):
         # Imported here: these modules use the models, which exist only once the app registry is ready.
-        from lcm import loops, projection, webhooks
+        from lcm import loops, metrics, notifications, projection, webhooks
         from lcm.templatetags.badges import register_colours
-        from sessions import events, reconcilers
+        from sessions import events, notices, reconcilers, selectors
         from sessions.states import DEFINITION_BADGE_COLOURS, SESSION_BADGE_COLOURS, USER_SESSION_BADGE_COLOURS
 
         loops.register(
@@ -30,6 +30,10 @@ class LabletSessionsConfig(AppConfig):
             )
         )
         projection.register(("session",), reconcilers.project_sessions)
+        metrics.register_gauges(selectors.session_gauges)
+        for kind, description in notices.KINDS.items():
+            notifications.register_kind(kind, description)
+        notifications.register_trigger("session", notices.ENDS, notices.session_end_notices)
         webhooks.register("LCM_LDS_EVENT_PREFIX", events.handle_lds_event)
         register_colours("session", SESSION_BADGE_COLOURS)
         register_colours("user_session", USER_SESSION_BADGE_COLOURS)

@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from lcm.metrics import Gauge
 from sessions.models import LabletSession
 from sessions.states import ACTIVE, SessionStatus
 from workers.models import SystemSettings
@@ -58,3 +59,19 @@ def queue_depth() -> dict:
     )
     depth["lead_minutes"] = lead
     return depth
+
+
+def session_gauges() -> list[Gauge]:
+    """Scrape-time metrics (SPEC §11): sessions by status and the placement queue's depth (two queries)."""
+    by_status = Gauge("lcm_sessions", "Sessions by status.", ("status",))
+    by_status.samples = {(status,): n for status, n in session_counts_by_status().items()}
+    depth = queue_depth()
+    queue = Gauge(
+        "lcm_queue_depth",
+        "Sessions waiting for the loops: pending, eligible (pending within the placement lead), scheduled, "
+        "instantiating, backing_off (retrying after a failed pass).",
+        ("queue",),
+    )
+    names = ("pending", "eligible", "scheduled", "instantiating", "backing_off")
+    queue.samples = {(name,): depth[name] for name in names}
+    return [by_status, queue]

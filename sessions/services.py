@@ -16,6 +16,7 @@ from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
+from lcm import metrics
 from lcm.events import publish_change
 from lcm.fsm import (
     InvalidTransition,
@@ -242,6 +243,8 @@ def session_transition(
             locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None
         locked.status_changed_at = timezone.now()
         locked.save(update_fields=changed_fields(locked, before_step))
+        if target == S.READY:
+            metrics.observe_ready((locked.status_changed_at - locked.created_at).total_seconds())
         record_change(
             SessionStatusChange,
             session_id=locked.pk,

@@ -22,6 +22,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date
+from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
 
 from lcm import loops
@@ -44,6 +45,7 @@ from lcm.roles import is_admin
 from scheduling.attention import attention_items, waiting_reason
 from scheduling.selectors import worker_capacities
 from sessions import selectors
+from sessions.charts import dashboard_charts
 from sessions.definitions import definition_transition
 from sessions.exam_views import todays_exams
 from sessions.filters import DefinitionFilterSet, SessionFilterSet
@@ -91,7 +93,15 @@ def dashboard(request):
         attention=attention_items(),
         todays_exams=todays_exams(),
     )
+    # Drawn once per page load, outside the polled fragment (`includes/dashboard_charts.html`): read only then.
+    cpu_share = fleet_cpu_share(context["fleet"])
+    context["charts"] = SimpleLazyObject(lambda: dashboard_charts(cpu_share))
     return render_live(request, "sessions/dashboard.html", context)
+
+
+def fleet_cpu_share(fleet: dict) -> float | None:
+    """The share of the fleet's CPU sessions hold now (None without a worker taking sessions)."""
+    return fleet["cpu_used"] / fleet["cpu_total"] if fleet["cpu_total"] else None
 
 
 # ---------------------------------------------------------------------------------------

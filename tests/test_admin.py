@@ -26,6 +26,7 @@ from sessions.services import session_transition, user_session_create
 from tests.factories import DEMO_LAB, DefinitionFactory, SessionFactory, TemplateFactory, WorkerFactory
 from workers.models import (
     CMLWorker,
+    FleetSample,
     LabRecord,
     LicenseRequest,
     Port,
@@ -101,6 +102,7 @@ def _build_graph() -> dict:
         Port: record.port_allocations.first(),
         SystemSettings: SystemSettings.load(),
         ScaleDecision: ScaleDecision.objects.create(action="LAUNCH", reason="test demand", template=template),
+        FleetSample: FleetSample.objects.create(at=timezone.now(), workers=1, cpu_used=2, cpu_total=8),
         LicenseRequest: LicenseRequest.objects.create(worker=worker, action="REGISTER", token="secret-token-123"),
         LoopHeartbeat: LoopHeartbeat.objects.create(name=f"loop-{n}", last_tick_at=timezone.now()),
         ReceivedEvent: ReceivedEvent.objects.create(event_id=f"evt-{n}", event_type="io.lablet.lds.session.running.v1"),

@@ -17,7 +17,16 @@ from lcm.admin_utils import (
     model_field_names,
     service_action,
 )
-from workers.models import CMLWorker, LabRecord, LicenseRequest, Port, ScaleDecision, WorkerStatusChange, WorkerTemplate
+from workers.models import (
+    CMLWorker,
+    FleetSample,
+    LabRecord,
+    LicenseRequest,
+    Port,
+    ScaleDecision,
+    WorkerStatusChange,
+    WorkerTemplate,
+)
 from workers.services import worker_cancel_drain, worker_create, worker_drain, worker_set_desired
 from workers.states import DesiredStatus, LicenseType
 from workers.template_services import template_update
@@ -268,6 +277,16 @@ class PortAdmin(ReadOnlyAdmin):
     search_fields = ("name", "port", "worker__name", "lab_record__cml_lab_id")
     list_select_related = ("worker", "lab_record")
     readonly_fields = model_field_names(Port)
+
+
+@admin.register(FleetSample)
+class FleetSampleAdmin(ReadOnlyAdmin):
+    """The fleet's utilisation over time (written by the fleet_samples loop; the dashboard's chart)."""
+
+    list_display = ("at", "workers", "cpu_used", "cpu_total", "memory_used", "memory_total", "nodes_used")
+    list_filter = ("workers",)
+    search_fields = ("at",)
+    date_hierarchy = "at"
 
 
 @admin.register(ScaleDecision)

@@ -12,10 +12,16 @@ class WorkersConfig(AppConfig):
         # Imported here: these modules use the models, which exist only once the app registry is ready.
         from django.db.models.signals import post_migrate
 
-        from lcm import loops, projection
+        from lcm import loops, notifications, projection
         from lcm.templatetags.badges import register_colours
-        from workers import autoscaling, discovery, reconcilers
-        from workers.states import DESIRED_BADGE_COLOURS, LAB_BADGE_COLOURS, LICENSE_BADGE_COLOURS, WORKER_BADGE_COLOURS
+        from workers import autoscaling, discovery, notices, reconcilers
+        from workers.states import (
+            DESIRED_BADGE_COLOURS,
+            LAB_BADGE_COLOURS,
+            LICENSE_BADGE_COLOURS,
+            WORKER_BADGE_COLOURS,
+            WorkerStatus,
+        )
         from workers.template_services import seed_templates_after_migrate
 
         post_migrate.connect(seed_templates_after_migrate, sender=self)
@@ -46,6 +52,9 @@ class WorkersConfig(AppConfig):
             )
         )
         projection.register(("worker", "worker.desired"), reconcilers.project_workers)
+        for kind, description in notices.KINDS.items():
+            notifications.register_kind(kind, description)
+        notifications.register_trigger("worker", [WorkerStatus.FAILED], notices.worker_failed_notices)
         register_colours("worker", WORKER_BADGE_COLOURS)
         register_colours("desired", DESIRED_BADGE_COLOURS)
         register_colours("licence", LICENSE_BADGE_COLOURS)

@@ -133,9 +133,16 @@ class WorkerStatusChange(StatusChange):
     locals().update(status_change_columns())
 
     subject_field = "field"
+    # The entity a change of each field is announced as (`lcm.events`), and counted as in the metrics.
+    ENTITIES = {"status": "worker", "desired_status": "worker.desired", "license_status": "worker.license"}
 
     class Meta(StatusChange.Meta):
         db_table = "cml_worker_status_changes"
+
+    @classmethod
+    def entity_of(cls, change: dict) -> str:
+        field = change.get("field") or "status"
+        return cls.ENTITIES.get(field, f"worker.{field}")
 
 
 class LabRecord(ConcurrentTransitionMixin, models.Model):
@@ -355,3 +362,32 @@ class SystemSettings(models.Model):
         """The singleton, created with defaults on first use."""
         obj, _ = cls.objects.get_or_create(pk=1)
         return obj
+
+
+class FleetSample(models.Model):
+    """The fleet's capacity and what sessions held of it at one moment: the dashboard's utilisation chart
+    (SPEC §11). Written by the `fleet_samples` loop (`scheduling.fleet_samples`), kept `LCM_FLEET_SAMPLE_DAYS`."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(db_index=True)
+    workers = models.PositiveIntegerField(default=0)
+    cpu_used = models.PositiveIntegerField(default=0)
+    cpu_total = models.PositiveIntegerField(default=0)
+    memory_used = models.PositiveIntegerField(default=0)
+    memory_total = models.PositiveIntegerField(default=0)
+    storage_used = models.PositiveIntegerField(default=0)
+    storage_total = models.PositiveIntegerField(default=0)
+    nodes_used = models.PositiveIntegerField(default=0)
+    nodes_total = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        db_table = "fleet_samples"
+        ordering = ["at"]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M} cpu {self.cpu_used}/{self.cpu_total}"
+
+    def utilisation(self, resource: str = "cpu") -> float:
+        """Share of `resource` held by sessions (0 without capacity)."""
+        total = getattr(self, f"{resource}_total")
+        return getattr(self, f"{resource}_used") / total if total else 0.0

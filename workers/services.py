@@ -24,6 +24,7 @@ from sessions.states import capacity_holding_q
 from workers.cml_urls import cml_url_problem
 from workers.models import (
     CMLWorker,
+    FleetSample,
     LabRecord,
     LicenseAction,
     LicenseRequest,
@@ -533,3 +534,14 @@ def scale_decision_record(
         extra={"action": action, "region": region},
     )
     return decision
+
+
+def fleet_sample_record(totals: dict, *, at=None, keep_days: int = 8) -> FleetSample:
+    """Record the fleet's utilisation (`{resource: (used, total)}` plus `workers`) and drop samples past `keep_days`."""
+    at = at or timezone.now()
+    fields = {"workers": totals.get("workers", 0)}
+    for resource in ("cpu", "memory", "storage", "nodes"):
+        fields[f"{resource}_used"], fields[f"{resource}_total"] = totals.get(resource, (0, 0))
+    sample = FleetSample.objects.create(at=at, **fields)
+    FleetSample.objects.filter(at__lt=at - timedelta(days=keep_days)).delete()
+    return sample

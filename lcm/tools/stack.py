@@ -14,7 +14,9 @@ after making sure PostgreSQL and Redis answer (started when they run on this mac
 `scripts/ensure-postgres`, `redis-server --daemonize yes ...`; they are shared infrastructure and
 are left running by `stop`), creating the database if it is missing, `migrate` and
 `collectstatic`. Every process gets the same wiring (`DATABASE_URL`, `CELERY_BROKER_URL`,
-`LCM_ETCD_ENDPOINTS`, the simulator URLs, `LCM_SIM_WEBHOOK_URL` → gunicorn's `/api/events`, ...).
+`LCM_ETCD_ENDPOINTS`, the simulator URLs, `LCM_SIM_WEBHOOK_URL` → gunicorn's `/api/events`,
+`PROMETHEUS_MULTIPROC_DIR` → `<state>/metrics`, emptied at start and removed at stop, so gunicorn's
+`/metrics` adds up the series of every worker, Celery and watcher process, ...).
 
 Each service runs in its own session (process group) with its log in `<state>/logs/<name>.log` and
 its pid (plus the kernel's start time, so a recycled pid is never signalled) in `<state>/<name>.pid`.
@@ -81,6 +83,7 @@ WIRED_ENV = (
     "DJANGO_SECRET_KEY",
     "LCM_INTERNAL_API_KEY",
     "DJANGO_DEBUG",
+    "PROMETHEUS_MULTIPROC_DIR",
 )
 # LCM_SIM_TOKEN: the simulators' control API token (SPEC §12), for whoever drives them (tests, benchmarks).
 GENERATED_SECRETS = ("DJANGO_SECRET_KEY", "LCM_INTERNAL_API_KEY", "LCM_WEBHOOK_SECRET", "LCM_SIM_TOKEN")
@@ -227,8 +230,25 @@ class Stack:
             for name, value in self._secrets().items():
                 env.setdefault(name, value)
             env.update({k: str(v) for k, v in c.env.items()})
+            # Metrics (SPEC §11): every process writes its series into one directory, emptied at each start;
+            # gunicorn's /metrics adds them up. Turned off with LCM_METRICS_ENABLED=0 (then no directory).
+            if env.get("LCM_METRICS_ENABLED", "1").lower() in ("0", "false", "no", "off"):
+                env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            else:
+                env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
             self._env = env
         return self._env
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where the processes keep their Prometheus multiprocess files (`PROMETHEUS_MULTIPROC_DIR`)."""
+        return self.state_dir / "metrics"
+
+    def _fresh_metrics_dir(self) -> None:
+        """An empty metrics directory: series of processes from an earlier start must not be added to these."""
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if "PROMETHEUS_MULTIPROC_DIR" in self.env:
+            self.metrics_dir.mkdir(parents=True)
 
     def _secrets(self) -> dict[str, str]:
         path = self.state_dir / "secrets.json"
@@ -295,6 +315,7 @@ class Stack:
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         self._check_not_running()
         (self.state_dir / "stack.json").write_text(json.dumps(asdict(self.config), indent=2))
+        self._fresh_metrics_dir()
         try:
             if self.config.ensure_infrastructure:
                 ensure_postgres(self.config.database_url)
@@ -365,6 +386,7 @@ class Stack:
         then the simulators and etcd they talk to; each phase in parallel."""
         self.stop_services(["web", "watcher", "beat", "worker"])
         self.stop_services(["simulators", "etcd"])
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def stop_service(self, name: str, *, timeout: float | None = None) -> bool:
         """Stop one service; True when it was running."""

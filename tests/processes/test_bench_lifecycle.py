@@ -2,6 +2,7 @@
 only) go through the real processes and report every figure."""
 
 import json
+import os
 from io import StringIO
 
 import pytest
@@ -11,17 +12,21 @@ from lcm.tools.processes import etcd_binary
 
 
 @pytest.mark.django_db(transaction=True)
-def test_bench_lifecycle_reports_each_figure_beside_its_ticks_only_peer():
+def test_bench_lifecycle_reports_each_figure_beside_its_metrics_off_and_ticks_only_peers():
     if etcd_binary() is None:
         pytest.skip("etcd is not installed (Debian package etcd-server)")
     out = StringIO()
     call_command(
         "bench_lifecycle",
-        "--sessions", "4", "--workers", "2", "--interval", "0.5", "--redis-db", "13", "--in-place", "--json",
+        "--sessions", "4", "--workers", "2", "--interval", "0.5",
+        "--redis-db", os.environ.get("LCM_TEST_REDIS_DB", "13"), "--in-place", "--json", "--scrape-interval", "1",
         stdout=out, stderr=StringIO(),
     )  # fmt: skip
     runs = json.loads(out.getvalue())
-    assert list(runs) == ["etcd-triggered", "evidence off (peer)", "ticks only (peer)"]
+    assert list(runs) == ["etcd-triggered", "metrics off", "evidence off (peer)", "ticks only (peer)"]
+    assert runs["etcd-triggered"]["metrics"]["enabled"] and not runs["metrics off"]["metrics"]["enabled"]
+    assert runs["metrics off"]["metrics"]["scrapes"] == 0 and runs["etcd-triggered"]["metrics"]["scrapes"] >= 1
+    assert runs["etcd-triggered"]["metrics"]["updates_per_session"] > 10
     assert runs["etcd-triggered"]["evidence_items_per_session"] >= 5  # every kind, a node config per node
     assert runs["evidence off (peer)"]["evidence_items_per_session"] == 0
     for figures in runs.values():

@@ -33,7 +33,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from django.conf import settings
 
-from lcm.http import Conflict, ExternalError, NotFound
+from lcm import metrics
+from lcm.http import Conflict, ExternalError, NotFound, call_outcome
 from workers.clients.ec2_errors import typed_error
 from workers.states import WorkerStatus
 
@@ -481,8 +482,10 @@ class EC2Client:
             if error is None:
                 raise
             self._log(system, operation, started, error.__class__.__name__, _retry_attempts(exc))
+            metrics.observe_call(system, operation, call_outcome(error), time.monotonic() - started)
             raise error from None
         self._log(system, operation, started, "ok", _retry_attempts(response))
+        metrics.observe_call(system, operation, "ok", time.monotonic() - started)
         return response
 
     def _pages(self, client, operation: str, **params):

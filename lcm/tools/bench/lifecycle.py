@@ -9,7 +9,9 @@ N at once and lets the candidates in once every session is READY (so the READY f
 instantiation alone); `--rate R` books R sessions/s and each candidate finishes as soon as READY
 (arrivals and departures at the same rate), or with `--hold` waits like a burst.
 
-Each figure is printed beside its peers measured in the same run: the same lifecycle without evidence
+Each figure is printed beside its peers measured in the same run: the same lifecycle with metrics off
+(`LCM_METRICS_ENABLED=0`, no multiprocess directory, nothing scraping; the etcd-triggered run has them on
+and scrapes `/metrics` every `--scrape-interval` seconds as Prometheus would), without evidence
 (`LCM_EVIDENCE_ENABLED=0`: what collecting it costs per session, SPEC §9, in teardown seconds and CPU), and
 with the polling ticks only (the watcher left out, so etcd changes wake nobody) — etcd-triggered versus
 tick-driven. Figures:
@@ -37,9 +39,13 @@ import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 
+import requests
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -184,6 +190,115 @@ def lifecycle_figures(ids: list, released_at=None) -> dict:
     return figures
 
 
+def metrics_runs(rounds: int) -> list[tuple[str, bool]]:
+    """The runs after the first (metrics on): `metrics off`, then per further round an off and an on run in the
+    mirrored order (on, off | off, on | on, off ...), so a drift over the benchmark (a cold first run, a busy
+    machine) weighs on both sides alike."""
+    order = [("metrics off", False)]
+    for index in range(2, rounds + 1):
+        pair = [(f"metrics off #{index}", False), (f"metrics on #{index}", True)]
+        order += pair if index % 2 == 0 else pair[::-1]
+    return order
+
+
+def evidence_summary(with_it: dict, without: dict) -> str:
+    """What collecting evidence (SPEC §9) costs per session: the etcd-triggered run beside the one without it."""
+    extra_cpu = with_it["cpu_per_session"]["total"] - without["cpu_per_session"]["total"]
+    extra_lcm = with_it["cpu_per_session"]["lcm"] - without["cpu_per_session"]["lcm"]
+    return (
+        f"evidence per session: {with_it['teardown_p50'] - without['teardown_p50']:+.2f} s teardown p50 "
+        f"({with_it['teardown_p50']:.2f} vs {without['teardown_p50']:.2f} s), "
+        f"{with_it['teardown_p95'] - without['teardown_p95']:+.2f} s p95; {extra_cpu:+.3f} CPU-s in all "
+        f"({extra_lcm:+.3f} in LCM's processes); {with_it['evidence_items_per_session']:.1f} items stored"
+    )
+
+
+def metrics_summary(runs: dict, scrape_interval: float) -> str:
+    """CPU per session with metrics on beside off: the mean of each side's runs (total and LCM processes)."""
+    on = [f for n, f in runs.items() if n == "etcd-triggered" or n.startswith("metrics on")]
+    off = [f for n, f in runs.items() if n.startswith("metrics off")]
+
+    def mean(side, group):
+        return sum(f["cpu_per_session"][group] for f in side) / len(side)
+
+    total_on, total_off, lcm_on, lcm_off = mean(on, "total"), mean(off, "total"), mean(on, "lcm"), mean(off, "lcm")
+    scrapes = sum(f["metrics"]["scrapes"] for f in on)
+    updates = sum(f["metrics"]["updates_per_session"] for f in on) / len(on)
+    scrape_ms = sum(f["metrics"]["scrape_ms"] or 0 for f in on) / len(on)
+    cost_us = update_cost_us()
+    per_session_ms = updates * cost_us / 1000
+    return (
+        f"CPU-s / session with metrics on vs off ({len(on)} + {len(off)} runs): total {total_on:.4f} vs "
+        f"{total_off:.4f} ({_change(total_on, total_off)}), LCM processes {lcm_on:.4f} vs {lcm_off:.4f} "
+        f"({_change(lcm_on, lcm_off)}); /metrics scraped {scrapes} times, every {scrape_interval:g} s\n"
+        f"metrics recorded per session: {updates:.0f} updates x {cost_us:.1f} us (one update, multiprocess, timed "
+        f"here) = {per_session_ms:.2f} ms CPU, {per_session_ms / 1000 / lcm_off * 100:.2f} % of the LCM processes' "
+        f"CPU per session with metrics off; one scrape takes {scrape_ms:.0f} ms (wall)"
+    )
+
+
+def _change(value: float, base: float) -> str:
+    return f"{(value - base) / base * 100:+.1f} %" if base else "n/a"
+
+
+class Scraper:
+    """Scrapes the stack's `/metrics` every `interval` seconds (0: never), as Prometheus would, so the metrics-on
+    run pays for its scrapes too."""
+
+    def __init__(self, web_url: str, interval: float):
+        self.url, self.interval = f"{web_url}/metrics", interval
+        self.next_at = time.monotonic() + interval
+        self.scrapes, self.last_size, self.seconds = 0, 0, 0.0
+        self.http = requests.Session()
+
+    def maybe(self) -> None:
+        if not self.interval or time.monotonic() < self.next_at:
+            return
+        self.next_at = time.monotonic() + self.interval
+        self.scrape()
+
+    def scrape(self) -> str:
+        started = time.monotonic()
+        response = self.http.get(self.url, timeout=10)
+        response.raise_for_status()
+        self.seconds += time.monotonic() - started
+        self.scrapes, self.last_size = self.scrapes + 1, len(response.content)
+        return response.text
+
+    def updates(self) -> float:
+        """How many times the processes recorded a metric (counter increments and histogram observations)."""
+        total = 0.0
+        for line in self.scrape().splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name.startswith("lcm_") and name.endswith(("_total", "_count")):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+_UPDATE_COST_SCRIPT = """
+import time
+from prometheus_client import Counter, Histogram
+calls = Counter("calls", "", ["system", "operation", "outcome"])
+seconds = Histogram("seconds", "", ["system"])
+n = 20000
+started = time.process_time()
+for _ in range(n):
+    calls.labels("cml", "lab_state", "ok").inc()
+    seconds.labels("cml").observe(0.01)
+print((time.process_time() - started) / (2 * n) * 1e6)
+"""
+
+
+def update_cost_us() -> float:
+    """CPU microseconds of one metric update in multiprocess mode (mmap files), timed in a child process."""
+    with tempfile.TemporaryDirectory() as directory:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}
+        done = subprocess.run(
+            [sys.executable, "-c", _UPDATE_COST_SCRIPT], env=env, capture_output=True, text=True, check=True
+        )
+    return float(done.stdout.strip())
+
+
 # --- the command ------------------------------------------------------------------------------
 
 
@@ -212,13 +327,7 @@ class LifecycleBench(BenchRun):
         try:
             # This process is pointed at each stack in turn (`LifecycleRig.point_settings`); undone afterwards.
             with override_settings():
-                runs = {"etcd-triggered": self._run(options, watcher=True)}
-                if not options["no_evidence_peer"]:
-                    call_command("flush", interactive=False, verbosity=0)
-                    runs["evidence off (peer)"] = self._run(options, watcher=True, evidence=False)
-                if not options["no_peer"]:
-                    call_command("flush", interactive=False, verbosity=0)
-                    runs["ticks only (peer)"] = self._run(options, watcher=False)
+                runs = self._runs(options)
         finally:
             app.conf.broker_url = broker_url
             coordination.reset_coordinator()
@@ -227,11 +336,31 @@ class LifecycleBench(BenchRun):
                 connection.creation.destroy_test_db(old_name, verbosity=0)
         self._report(runs, options)
 
-    def _run(self, options, *, watcher: bool, evidence: bool = True) -> dict:
+    def _runs(self, options) -> dict:
+        """The etcd-triggered run (metrics on), its metrics-off peers, the evidence-off peer, then the ticks-only peer
+        (flushed between)."""
+        if options["warmup"] > 0:  # a first run is slower (cold database, caches): measure none of it
+            self._run({**options, "sessions": options["warmup"]}, watcher=True, metrics=False)
+            call_command("flush", interactive=False, verbosity=0)
+        runs = {"etcd-triggered": self._run(options, watcher=True)}
+        if not options["no_metrics_peer"]:
+            for name, metrics in metrics_runs(options["metrics_rounds"]):
+                call_command("flush", interactive=False, verbosity=0)
+                runs[name] = self._run(options, watcher=True, metrics=metrics)
+        if not options["no_evidence_peer"]:
+            call_command("flush", interactive=False, verbosity=0)
+            runs["evidence off (peer)"] = self._run(options, watcher=True, evidence=False)
+        if not options["no_peer"]:
+            call_command("flush", interactive=False, verbosity=0)
+            runs["ticks only (peer)"] = self._run(options, watcher=False)
+        return runs
+
+    def _run(self, options, *, watcher: bool, metrics=True, evidence=True) -> dict:  # structure: long (one run)
         count, rate = options["sessions"], options["rate"]
         interval = options["interval"] or settings.LCM_LOOP_LABLETS_SECONDS
         timeout = options["timeout"] or 120 + count / 2
-        name = ("watch" if watcher else "ticks") + ("" if evidence else "-no-evidence")
+        name = ("watch" if metrics else "watch, metrics off") if watcher else "ticks"
+        name += "" if evidence else ", no evidence"
         pace = f"at {rate:.1f}/s" if rate else "in one burst"
         self.stderr.write(f"== {name}: {count} sessions {pace}")
         database_url = database_url_of(connection.settings_dict)
@@ -250,6 +379,7 @@ class LifecycleBench(BenchRun):
                 "LCM_LOOP_PLACEMENT_SECONDS": str(interval),
                 "LCM_LOOP_LABLETS_SECONDS": str(interval),
                 "LCM_EVIDENCE_ENABLED": "1" if evidence else "0",  # SPEC §9: its cost is the difference
+                "LCM_METRICS_ENABLED": "1" if metrics else "0",
             },
         )
         flush_redis_db(broker_url)
@@ -264,13 +394,15 @@ class LifecycleBench(BenchRun):
             rig.add_workers(options["workers"])
             definition = rig.definition()
             meter = CpuMeter(stack)
+            scraper = Scraper(stack.urls["web"], options["scrape_interval"] if metrics else 0)
             before = db_counters()
             meter.begin()
             result = drive(
                 rig, definition, count, rate=rate, timeout=timeout, progress=self.stderr.write, hold=options["hold"],
-                on_poll=meter.sample,
+                on_poll=lambda: (meter.sample(), scraper.maybe()),
             )  # fmt: skip
             cpu = meter.delta()
+            updates = scraper.updates() if metrics else 0.0
             figures = lifecycle_figures(result.ids, result.released_at)
             figures["statuses"] = rig.statuses(result.ids)
             figures["evidence_items_per_session"] = evidence_items() / count
@@ -281,6 +413,13 @@ class LifecycleBench(BenchRun):
         figures["rows_written_per_session"] = (after["written"] - before["written"]) / count
         figures["cpu_per_session"] = {group: seconds / count for group, seconds in cpu.items()}
         figures["cpu_per_session"]["total"] = sum(cpu.values()) / count
+        figures["metrics"] = {
+            "enabled": metrics,
+            "scrapes": scraper.scrapes,
+            "scrape_bytes": scraper.last_size,
+            "scrape_ms": scraper.seconds / scraper.scrapes * 1000 if scraper.scrapes else None,
+            "updates_per_session": updates / count,
+        }
         return figures
 
     def _report(self, runs: dict, options) -> None:
@@ -326,15 +465,9 @@ class LifecycleBench(BenchRun):
                 cells.append(f"{'-' if value is None else fmt.format(value):>22}")
             self.stdout.write(f"{label:<42}" + "".join(cells))
         if "evidence off (peer)" in runs:
-            with_it, without = runs["etcd-triggered"], runs["evidence off (peer)"]
-            extra_cpu = with_it["cpu_per_session"]["total"] - without["cpu_per_session"]["total"]
-            extra_lcm = with_it["cpu_per_session"]["lcm"] - without["cpu_per_session"]["lcm"]
-            self.stdout.write(
-                f"evidence per session: {with_it['teardown_p50'] - without['teardown_p50']:+.2f} s teardown p50 "
-                f"({with_it['teardown_p50']:.2f} vs {without['teardown_p50']:.2f} s), "
-                f"{with_it['teardown_p95'] - without['teardown_p95']:+.2f} s p95; {extra_cpu:+.3f} CPU-s in all "
-                f"({extra_lcm:+.3f} in LCM's processes); {with_it['evidence_items_per_session']:.1f} items stored"
-            )
+            self.stdout.write(evidence_summary(runs["etcd-triggered"], runs["evidence off (peer)"]))
+        if "metrics off" in runs:
+            self.stdout.write(metrics_summary(runs, options["scrape_interval"]))
         if "ticks only (peer)" in runs:
             watch, ticks = runs["etcd-triggered"], runs["ticks only (peer)"]
             self.stdout.write(

@@ -11,8 +11,8 @@ from lcm.tools.bench.lifecycle import LifecycleBench
 class Command(BaseCommand):
     help = (
         "Benchmark full session lifecycles through the real worker/beat/watcher processes against zero-delay "
-        "simulators; every figure beside its peers measured in the same run: evidence off (SPEC §9: its cost per "
-        "session) and ticks only (no watcher)."
+        "simulators; every figure beside its peers measured in the same run: metrics off, evidence off (SPEC §9: its "
+        "cost per session) and ticks only (no watcher)."
     )
 
     def add_arguments(self, parser):
@@ -36,6 +36,19 @@ class Command(BaseCommand):
             "--no-evidence-peer",
             action="store_true",
             help="skip the run without evidence (SPEC §9) that gives evidence's cost per session",
+        )
+        parser.add_argument("--no-metrics-peer", action="store_true", help="skip the metrics-off peer run")
+        parser.add_argument(
+            "--warmup", type=int, default=0, help="sessions of an unmeasured first run (a first run is slower)"
+        )
+        parser.add_argument(
+            "--metrics-rounds",
+            type=int,
+            default=1,
+            help="rounds of metrics on/off runs, mirrored (on off | off on ...) so drift cancels (default 1)",
+        )
+        parser.add_argument(
+            "--scrape-interval", type=float, default=5.0, help="seconds between scrapes of /metrics (default 5)"
         )
         parser.add_argument("--in-place", action="store_true", help="use the current (test) database")
         parser.add_argument("--keep-db", action="store_true", help="keep the scratch database afterwards")
