@@ -115,7 +115,7 @@
         if (box.clientWidth <= (parseFloat(table.getAttribute("data-stacked-at")) || 0) + 1) return;
         table.classList.remove("table-stacked");
       }
-      if (table.scrollWidth > box.clientWidth + 1) {
+      if (Math.max(table.scrollWidth, box.scrollWidth) > box.clientWidth + 1) {
         table.classList.add("table-stacked");
         table.setAttribute("data-stacked-at", String(box.clientWidth));
       }
@@ -186,6 +186,7 @@
       }
     }).observe(document.body, { childList: true, subtree: true });
     window.addEventListener("resize", schedule);
+    document.addEventListener("toggle", schedule, true);  // an opened <details> may hold a wide table
     setInterval(function () { renderTimes(document); }, 30000);
   }
 
