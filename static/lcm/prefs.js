@@ -23,7 +23,14 @@
   function browserZone() {
     try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; } catch (e) { return "UTC"; }
   }
-  function zone() { return storageGet("lcm-tz") === "UTC" ? "UTC" : browserZone(); }
+  function validZone(name) {
+    try { new Intl.DateTimeFormat("en-GB", { timeZone: name }); return true; } catch (e) { return false; }
+  }
+  // The chosen zone (localStorage "lcm-tz": "UTC" or any IANA name), else the browser's.
+  function zone() {
+    var chosen = storageGet("lcm-tz");
+    return chosen && validZone(chosen) ? chosen : browserZone();
+  }
 
   // The wall-clock parts of `date` in `tz`.
   function parts(date, tz) {
@@ -128,6 +135,13 @@
     fitTables(document);
   }
 
+  function addZone(select, name) {
+    var option = document.createElement("option");
+    option.value = name;
+    option.textContent = name.replace(/_/g, " ");
+    select.appendChild(option);
+  }
+
   function wireChoosers() {
     var theme = document.getElementById("theme-choice");
     if (theme) {
@@ -143,10 +157,23 @@
     if (tz) {
       var local = tz.querySelector('option[value="local"]');
       if (local) local.textContent = "Local time (" + browserZone() + ")";
-      tz.value = storageGet("lcm-tz") === "UTC" ? "UTC" : "local";
+      var chosen = storageGet("lcm-tz");
+      if (chosen && validZone(chosen) && !tz.querySelector('option[value="' + chosen + '"]')) addZone(tz, chosen);
+      tz.value = chosen && validZone(chosen) ? chosen : "local";
+      // Every other zone the browser knows, listed the first time the chooser is used.
+      var listZones = function () {
+        if (tz.dataset.full || !Intl.supportedValuesOf) return;
+        tz.dataset.full = "1";
+        Intl.supportedValuesOf("timeZone").forEach(function (name) {
+          if (name !== "UTC" && !tz.querySelector('option[value="' + name + '"]')) addZone(tz, name);
+        });
+      };
+      tz.addEventListener("focus", listZones);
+      tz.addEventListener("mousedown", listZones);
       tz.addEventListener("change", function () {
-        storageSet("lcm-tz", tz.value === "UTC" ? "UTC" : null);
+        storageSet("lcm-tz", tz.value === "local" ? null : tz.value);
         renderTimes(document);
+        document.querySelectorAll("input[data-utc-input]").forEach(hintInput);
       });
     }
   }

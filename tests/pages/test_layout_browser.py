@@ -31,10 +31,10 @@ NOT_PAGES = {
 }
 APPS = ("sessions", "workers", "scheduling", "grading")
 
-# Every cell must lie inside its card, every table wrapper must show all of its table, and the page
-# must not scroll sideways. Hidden cells (in a closed <details>, a stacked table's visually hidden head)
-# are skipped.
-GEOMETRY = """() => {
+# Every cell must lie inside its card, every table wrapper must show all of its table, the page
+# must not scroll sideways, and every status badge must be readable. Hidden cells (in a closed
+# <details>, a stacked table's visually hidden head) are skipped.
+GEOMETRY = r"""() => {
   const problems = [];
   const page = document.scrollingElement;
   if (page.scrollWidth > window.innerWidth) {
@@ -59,6 +59,18 @@ GEOMETRY = """() => {
       const widths = `${wrap.scrollWidth} > ${wrap.clientWidth}`;
       problems.push(`a table is clipped in its wrapper (${widths}): ${wrap.textContent.trim().slice(0, 40)}`);
     }
+  }
+  // Status badges: their text readable on their colour (WCAG AA, 4.5:1) in the scheme shown.
+  const rgb = (c) => (c.match(/[\d.]+/g) || []).slice(0, 3).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  }).reduce((sum, v, k) => sum + v * [0.2126, 0.7152, 0.0722][k], 0);
+  for (const badge of document.querySelectorAll(".badge")) {
+    const style = getComputedStyle(badge);
+    const [a, b] = [lum(rgb(style.color)), lum(rgb(style.backgroundColor))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) problems.push(`badge "${badge.textContent.trim()}" contrast ${ratio.toFixed(2)}`);
   }
   return problems;
 }"""
@@ -226,6 +238,15 @@ def test_times_show_in_the_browsers_zone_with_utc_on_hover(browser, live_server,
     assert page.locator("dt:text-is('Booked') + dd time").inner_text() == f"{created:%Y-%m-%d %H:%M:%S}"
     page.locator("#tz-choice").select_option("local")
     assert page.locator("dt:text-is('Booked') + dd time").inner_text() == f"{berlin:%Y-%m-%d %H:%M:%S}"
+    # Any other zone, remembered across pages.
+    page.locator("#tz-choice").focus()
+    page.locator("#tz-choice").select_option("Asia/Tokyo")
+    page.reload()
+    settle(page)
+    tokyo = created.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert page.locator("dt:text-is('Booked') + dd time").inner_text() == f"{tokyo:%Y-%m-%d %H:%M:%S}"
+    assert page.locator("#tz-choice").input_value() == "Asia/Tokyo"
+    page.locator("#tz-choice").select_option("local")
 
     # The booking form's 24-h ISO field says what the typed UTC time is in Berlin.
     page.goto("/sessions/")
