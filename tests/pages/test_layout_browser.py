@@ -176,6 +176,9 @@ def test_every_page_fits_at_laptop_and_phone_size(browser, live_server, admin_us
         for name, path in paths.items():
             page.goto(path)
             settle(page)
+            # Opened, as a user reading the page would: a report's sections, the booking forms.
+            page.evaluate("document.querySelectorAll('main details').forEach((d) => { d.open = true; })")
+            settle(page)
             problems += [f"{name} {size} {scheme}: {p}" for p in page.evaluate(GEOMETRY)]
             page.screenshot(path=str(ARTIFACTS / f"{name.replace(':', '-')}-{size}-{scheme}.png"), full_page=True)
         context.close()
