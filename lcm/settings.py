@@ -129,6 +129,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# 24-h ISO date and time formats wherever Django formats a date itself (the admin): lcm/formats/en/.
+FORMAT_MODULE_PATH = ["lcm.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"

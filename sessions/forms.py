@@ -20,12 +20,26 @@ from sessions.models import LabletDefinition
 from sessions.states import DefinitionStatus, GradingMode, SessionStatus
 from workers.states import LicenseType
 
-DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
+# 24-h ISO date-time, whatever the browser's locale (a datetime-local picker follows it: 12-h in en-US).
+DATETIME_TEXT = "%Y-%m-%d %H:%M"
+DATETIME_PATTERN = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?"
 
 
 def datetime_input(**attrs):
-    """A browser date-time picker; the pages show and read times in UTC."""
-    return forms.DateTimeInput(attrs={"type": "datetime-local", **attrs}, format=DATETIME_LOCAL)
+    """A 24-h ISO date-time field ("2026-12-05 14:30", a "T" is accepted too); the forms read UTC."""
+    return forms.DateTimeInput(
+        attrs={
+            "type": "text",
+            "pattern": DATETIME_PATTERN,
+            "placeholder": "YYYY-MM-DD HH:MM",
+            "title": "24-h date and time in UTC: YYYY-MM-DD HH:MM",
+            "autocomplete": "off",
+            "spellcheck": "false",
+            "data-utc-input": "",
+            **attrs,
+        },
+        format=DATETIME_TEXT,
+    )
 
 
 class SessionCreateForm(forms.Form):
