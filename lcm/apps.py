@@ -14,7 +14,8 @@ class LcmConfig(AppConfig):
         # Imported here: the projection reads the models, which exist only once the app registry is ready.
         from django.conf import settings
 
-        from lcm import projection
+        from lcm import live, projection
 
+        live.connect()
         if settings.LCM_PROJECTION_ENABLED:
             projection.connect()

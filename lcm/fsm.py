@@ -17,6 +17,7 @@ from typing import NamedTuple
 from django.db import models
 from django_fsm import can_proceed, transition
 
+from lcm import live
 from lcm.middleware import current_request_id
 
 
@@ -175,7 +176,11 @@ def record_changes(history, changes) -> list:
     request_id = current_request_id()
     request_id = "" if request_id == "-" else request_id
     rows = [_history_row(history, request_id, **change) for change in changes]
-    return history.objects.bulk_create(rows) if rows else []
+    if not rows:
+        return []
+    # A bulk INSERT sends no post_save: mark the live pages of the changed sessions (and every list) changed.
+    live.bump(f"session:{change['session_id']}" for change in changes if change.get("session_id"))
+    return history.objects.bulk_create(rows)
 
 
 def record_change(history, **fields):

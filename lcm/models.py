@@ -137,3 +137,17 @@ class StatusChange(models.Model):
     def __str__(self):
         subject = getattr(self, self.subject_field)
         return f"{subject} {self.from_status or '∅'} → {self.to_status} by {self.actor}"
+
+
+class LiveStamp(models.Model):
+    """A change counter per live-page scope (`global`, `session:<id>`, `exam:<id>`), bumped by `lcm.live`
+    after each committed change, so an unchanged page poll is answered without rendering (SPEC §5.3)."""
+
+    scope = models.CharField(max_length=100, primary_key=True)
+    version = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "live_stamps"
+
+    def __str__(self):
+        return f"{self.scope} v{self.version}"

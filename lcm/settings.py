@@ -230,6 +230,12 @@ LCM_MAX_EXTENSION_MINUTES = env.int("LCM_MAX_EXTENSION_MINUTES", default=30)
 # A new SystemSettings row's admission (SPEC §10): refuse | warn | off what the fleet cannot hold.
 LCM_ADMISSION = env.str("LCM_ADMISSION", default="refuse")
 LCM_SESSION_START_GRACE_SECONDS = env.int("LCM_SESSION_START_GRACE_SECONDS", default=60)
+# Live pages (lcm.live): an unchanged poll answers 204 from the scopes' change stamps without rendering; a page
+# still re-renders at least every LCM_LIVE_REFRESH_SECONDS (countdowns, relative times); a process re-reads the
+# stamps at most every LCM_LIVE_STAMP_TTL seconds. LCM_LIVE_DIGEST_ONLY=1 renders every poll (the old way).
+LCM_LIVE_REFRESH_SECONDS = env.float("LCM_LIVE_REFRESH_SECONDS", default=10.0)
+LCM_LIVE_STAMP_TTL = env.float("LCM_LIVE_STAMP_TTL", default=0.5)
+LCM_LIVE_DIGEST_ONLY = env.bool("LCM_LIVE_DIGEST_ONLY", default=False)
 
 # Read only to build LOGGING below, so not settings of their own.
 _log_format = env.str("LCM_LOG_FORMAT", default="text")

@@ -14,9 +14,9 @@ class LabletSessionsConfig(AppConfig):
 
     def ready(self):
         # Imported here: these modules use the models, which exist only once the app registry is ready.
-        from lcm import loops, projection, webhooks
+        from lcm import live, loops, projection, webhooks
         from lcm.templatetags.badges import register_colours
-        from sessions import events, reconcilers
+        from sessions import events, reconcilers, selectors
         from sessions.states import DEFINITION_BADGE_COLOURS, SESSION_BADGE_COLOURS, USER_SESSION_BADGE_COLOURS
 
         loops.register(
@@ -29,6 +29,7 @@ class LabletSessionsConfig(AppConfig):
                 description="Instantiates, runs, grades and tears down sessions",
             )
         )
+        live.register_expander(selectors.exam_scopes)
         projection.register(("session",), reconcilers.project_sessions)
         webhooks.register("LCM_LDS_EVENT_PREFIX", events.handle_lds_event)
         register_colours("session", SESSION_BADGE_COLOURS)

@@ -58,3 +58,12 @@ def queue_depth() -> dict:
     )
     depth["lead_minutes"] = lead
     return depth
+
+
+def exam_scopes(scopes: set[str]) -> set[str]:
+    """The live-page scopes of the exams whose sessions are among `scopes` (`lcm.live` expander; one query)."""
+    ids = [s.split(":", 1)[1] for s in scopes if s.startswith("session:")]
+    if not ids:
+        return set()
+    exams = LabletSession.objects.filter(pk__in=ids, exam__isnull=False).values_list("exam_id", flat=True).distinct()
+    return {f"exam:{exam_id}" for exam_id in exams}
