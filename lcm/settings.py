@@ -244,7 +244,10 @@ _log_level = env.str("LCM_LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "lcm.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "lcm.logging.RequestIdFilter"},
+        "expected_4xx": {"()": "lcm.logging.ExpectedClientErrorFilter"},
+    },
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {"()": "lcm.logging.JsonFormatter"},
@@ -260,6 +263,16 @@ LOGGING = {
     "loggers": {
         "lcm": {"handlers": ["console"], "level": _log_level, "propagate": False},
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Quiet, useful logs: 4xx are one line without a traceback; no line per request served (the live pages
+        # poll every second): runserver's `django.server` and the simulators' `werkzeug` log only 4xx/5xx.
+        "django.request": {
+            "handlers": ["console"],
+            "level": "WARNING",
+            "filters": ["expected_4xx"],
+            "propagate": False,
+        },
+        "django.server": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "werkzeug": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
 
