@@ -175,6 +175,7 @@ def record_changes(history, changes) -> list:
     """
     request_id = current_request_id()
     request_id = "" if request_id == "-" else request_id
+    changes = list(changes)  # read twice: the rows, then the live pages' scopes
     rows = [_history_row(history, request_id, **change) for change in changes]
     if not rows:
         return []
