@@ -125,3 +125,11 @@ def test_a_committed_change_bumps_the_stored_stamps_other_processes_read(admin_c
     live._bump_committed({f"session:{session.pk}"})  # what a commit in another process does
     response, _ = _poll(admin_client, poll)
     assert response.templates
+
+
+def test_an_instructors_unchanged_poll_adds_only_the_role_check(instructor_client, fleet):
+    poll = _poll_url(instructor_client, f"/sessions/{fleet['sessions']['RUNNING'].pk}/")
+    _poll(instructor_client, poll)
+    response, queries = _poll(instructor_client, poll)
+    assert response.status_code == 204 and not response.templates
+    assert queries <= 3  # the login session, its user and the user's groups (the instructor role)
