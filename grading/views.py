@@ -12,7 +12,7 @@ from grading.models import ScoreReport
 from grading.services import regrade_request
 from grading.statistics import class_statistics
 from lcm.fsm import InvalidTransition
-from lcm.pages import clean_params, filter_errors, instructor_required, page_context, paginate, render_live
+from lcm.pages import clean_params, filter_errors, instructor_required, live_page, page_context, paginate, render_live
 from sessions.models import LabletDefinition, LabletSession
 
 # The failures listed under the reports (the newest; narrow the filters for older ones).
@@ -34,6 +34,7 @@ def _filtered(request):
 
 
 @instructor_required
+@live_page()
 def report_list(request):
     """Score reports filtered by definition, owner, result and date; each row opens its sections. Below them,
     the sessions whose grading failed (no score), filtered alike; `show=failed` shows only those."""

@@ -15,8 +15,9 @@ class LcmConfig(AppConfig):
         # app registry is ready.
         from django.conf import settings
 
-        from lcm import loops, metrics, notifications, projection
+        from lcm import live, loops, metrics, notifications, projection
 
+        live.connect()
         if settings.LCM_PROJECTION_ENABLED:
             projection.connect()
         notifications.connect()

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from django.db import models
 from django_fsm import can_proceed, transition
 
-from lcm import metrics
+from lcm import live, metrics
 from lcm.middleware import current_request_id
 
 
@@ -173,14 +173,20 @@ def record_changes(history, changes) -> list:
     carries the id of the request (or task) being handled. Call it inside the transaction that made
     the changes. Each status move is counted (`lcm_transitions_total`) once that transaction commits.
     """
-    changes = list(changes)  # read twice: the rows and the metrics (a caller may pass a generator)
+    changes = list(
+        changes
+    )  # read thrice: the rows, the metrics and the live pages' scopes (a caller may pass a generator)
     request_id = current_request_id()
     request_id = "" if request_id == "-" else request_id
     rows = [_history_row(history, request_id, **change) for change in changes]
+    if not rows:
+        return []
     metrics.count_transitions(
         (history.entity_of(change), change.get("from_status") or "", change["to_status"]) for change in changes
     )
-    return history.objects.bulk_create(rows) if rows else []
+    # A bulk INSERT sends no post_save: mark the live pages of the changed sessions (and every list) changed.
+    live.bump(f"session:{change['session_id']}" for change in changes if change.get("session_id"))
+    return history.objects.bulk_create(rows)
 
 
 def record_change(history, **fields):

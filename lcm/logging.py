@@ -17,6 +17,17 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class ExpectedClientErrorFilter(logging.Filter):
+    """On `django.request`: an expected 4xx answer (403, 404, 409…) stays one WARNING line, without the
+    traceback Django attaches to a refused permission or a missing page; 5xx keep theirs."""
+
+    def filter(self, record):
+        if getattr(record, "status_code", 500) < 500:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id and any `extra` fields."""
 

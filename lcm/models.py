@@ -233,3 +233,17 @@ class NotificationDelivery(models.Model):
 
     def __str__(self):
         return f"{self.event_type} → {self.target} ({self.status})"
+
+
+class LiveStamp(models.Model):
+    """A change counter per live-page scope (`global`, `session:<id>`, `exam:<id>`), bumped by `lcm.live`
+    after each committed change, so an unchanged page poll is answered without rendering (SPEC §5.3)."""
+
+    scope = models.CharField(max_length=100, primary_key=True)
+    version = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "live_stamps"
+
+    def __str__(self):
+        return f"{self.scope} v{self.version}"

@@ -3,7 +3,9 @@ pagination, live fragments that refresh themselves, and answers to buttons.
 
 Live updates are short polls of a page's `live` fragment. The poll URL carries a digest of what the
 browser shows; when nothing changed the server answers 204 and htmx leaves the page alone, so a form
-being typed into or a focused button is only replaced when the data really changed.
+being typed into or a focused button is only replaced when the data really changed. A view marked
+`live_page` names its change scopes (`lcm.live`): a poll whose digest was rendered under the scopes'
+current stamps (and recently enough) gets its 204 before the view runs, without rendering.
 """
 
 import hashlib
@@ -11,6 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -21,6 +24,7 @@ from django.template.loader import render_to_string
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
 
+from lcm import live
 from lcm.roles import is_admin, is_instructor
 
 POLL_EVERY = "1s"  # a change is visible within 2 s (SPEC §5.3)
@@ -88,6 +92,45 @@ def _digest(html: str) -> str:
     return hashlib.blake2s(_CSRF_INPUT.sub("", html).encode(), digest_size=8).hexdigest()
 
 
+def _unchanged() -> HttpResponse:
+    response = HttpResponse(status=204)
+    patch_vary_headers(response, ["HX-Request"])
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _seen_key(request, path: str, query: QueryDict, digest: str) -> tuple:
+    rest = query.copy()
+    rest.pop("v", None)
+    return (request.user.pk, path, rest.urlencode(), digest)
+
+
+def live_page(scopes=None):
+    """Mark a view that answers with `render_live`: `scopes(**view_kwargs)` names its change scopes
+    (default: `global`). A poll whose digest is current under those scopes' stamps gets 204 here,
+    before the view queries or renders anything (`lcm.live`)."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            names = tuple(scopes(**kwargs)) if scopes else (live.GLOBAL,)
+            if settings.LCM_LIVE_DIGEST_ONLY or request.method != "GET":
+                return view(request, *args, **kwargs)
+            digest = request.GET.get("v")
+            poll = bool(digest and request.htmx and not request.htmx.boosted)
+            # Read before the view reads anything, so a change made meanwhile shows on the next poll.
+            request.live_stamp = live.versions(names, cached=poll)
+            if poll:
+                key = _seen_key(request, request.path, clean_params(request.GET), digest)
+                if live.is_current(key, request.live_stamp):
+                    return _unchanged()
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
 def render_live(request, template: str, context: dict, *, status: int = 200, poll: bool = True, path: str = ""):
     """Render a page whose `live` fragment refreshes itself (SPEC §5.3).
 
@@ -96,22 +139,24 @@ def render_live(request, template: str, context: dict, *, status: int = 200, pol
     body gets 204 (no swap). htmx requests get only the `live` fragment; `path` is the page
     the poll asks (the current one unless an action URL answered).
     """
+    stamp = getattr(request, "live_stamp", None)  # read by `live_page` before the view ran
     body = render_to_string(f"{template}#live_body", context, request=request)
     digest = _digest(body)
     fragment = bool(request.htmx) and not request.htmx.boosted  # a boosted link or form wants the whole page
+    query = clean_params(request.GET) if request.method == "GET" else QueryDict(mutable=True)
+    if stamp is not None:
+        live.remember(_seen_key(request, path or request.path, query, digest), stamp)
     if request.method == "GET" and fragment and request.GET.get("v") == digest:
-        response = HttpResponse(status=204)
-    else:
-        query = clean_params(request.GET) if request.method == "GET" else QueryDict(mutable=True)
-        query["v"] = digest
-        live = {
-            "live_body": mark_safe(body),  # noqa: S308 - rendered by our own template just above
-            "live_url": f"{path or request.path}?{query.urlencode()}",
-            "live_poll": poll,
-            "poll_every": POLL_EVERY,
-        }
-        name = f"{template}#live" if fragment else template
-        response = render(request, name, {**context, **live}, status=status)
+        return _unchanged()
+    query["v"] = digest
+    live_context = {
+        "live_body": mark_safe(body),  # noqa: S308 - rendered by our own template just above
+        "live_url": f"{path or request.path}?{query.urlencode()}",
+        "live_poll": poll,
+        "poll_every": POLL_EVERY,
+    }
+    name = f"{template}#live" if fragment else template
+    response = render(request, name, {**context, **live_context}, status=status)
     patch_vary_headers(response, ["HX-Request"])
     response["Cache-Control"] = "no-store"
     return response

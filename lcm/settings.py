@@ -232,6 +232,12 @@ LCM_MAX_EXTENSION_MINUTES = env.int("LCM_MAX_EXTENSION_MINUTES", default=30)
 # A new SystemSettings row's admission (SPEC §10): refuse | warn | off what the fleet cannot hold.
 LCM_ADMISSION = env.str("LCM_ADMISSION", default="refuse")
 LCM_SESSION_START_GRACE_SECONDS = env.int("LCM_SESSION_START_GRACE_SECONDS", default=60)
+# Live pages (lcm.live): an unchanged poll answers 204 from the scopes' change stamps without rendering; a page
+# still re-renders at least every LCM_LIVE_REFRESH_SECONDS (countdowns, relative times); a process re-reads the
+# stamps at most every LCM_LIVE_STAMP_TTL seconds. LCM_LIVE_DIGEST_ONLY=1 renders every poll (the old way).
+LCM_LIVE_REFRESH_SECONDS = env.float("LCM_LIVE_REFRESH_SECONDS", default=10.0)
+LCM_LIVE_STAMP_TTL = env.float("LCM_LIVE_STAMP_TTL", default=0.5)
+LCM_LIVE_DIGEST_ONLY = env.bool("LCM_LIVE_DIGEST_ONLY", default=False)
 
 # Read only to build LOGGING below, so not settings of their own.
 _log_format = env.str("LCM_LOG_FORMAT", default="text")
@@ -240,7 +246,10 @@ _log_level = env.str("LCM_LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "lcm.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "lcm.logging.RequestIdFilter"},
+        "expected_4xx": {"()": "lcm.logging.ExpectedClientErrorFilter"},
+    },
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {"()": "lcm.logging.JsonFormatter"},
@@ -256,6 +265,16 @@ LOGGING = {
     "loggers": {
         "lcm": {"handlers": ["console"], "level": _log_level, "propagate": False},
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Quiet, useful logs: 4xx are one line without a traceback; no line per request served (the live pages
+        # poll every second): runserver's `django.server` and the simulators' `werkzeug` log only 4xx/5xx.
+        "django.request": {
+            "handlers": ["console"],
+            "level": "WARNING",
+            "filters": ["expected_4xx"],
+            "propagate": False,
+        },
+        "django.server": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "werkzeug": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
 

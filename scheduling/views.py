@@ -10,7 +10,7 @@ from django.utils import timezone
 from lcm.coordination import coordinator
 from lcm.fsm import actor_name
 from lcm.loops import loop_health
-from lcm.pages import admin_required, clean_params, instructor_required, page_context, render_live
+from lcm.pages import admin_required, clean_params, instructor_required, live_page, page_context, render_live
 from scheduling.attention import attention_items, placement_reasons
 from scheduling.forms import PlacementPreviewForm, SystemSettingsForm
 from scheduling.selectors import placement_preview
@@ -34,6 +34,7 @@ def placement_leader() -> dict:
 
 
 @instructor_required
+@live_page()
 def scheduler(request):
     """Queue depth, loop freshness, leader, the next sessions to place and a placement preview."""
     params = clean_params(request.GET)
@@ -71,6 +72,7 @@ def scheduler(request):
 
 
 @instructor_required
+@live_page()
 def attention(request):
     """Needs attention (SPEC §11): every item, most severe first; live."""
     context = page_context(request, "attention", attention=attention_items())
@@ -142,6 +144,7 @@ def _chart(buckets: list[dict], exams: list, begin, end) -> dict:
 
 
 @instructor_required
+@live_page()
 def capacity(request):
     """Booked demand against the fleet for the next 7 days, the exams, the plan and the projected cost."""
     # Imported here: the forecast and the exams are only this page's business.

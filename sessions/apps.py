@@ -14,7 +14,7 @@ class LabletSessionsConfig(AppConfig):
 
     def ready(self):
         # Imported here: these modules use the models, which exist only once the app registry is ready.
-        from lcm import loops, metrics, notifications, projection, webhooks
+        from lcm import live, loops, metrics, notifications, projection, webhooks
         from lcm.templatetags.badges import register_colours
         from sessions import events, notices, reconcilers, selectors
         from sessions.states import DEFINITION_BADGE_COLOURS, SESSION_BADGE_COLOURS, USER_SESSION_BADGE_COLOURS
@@ -29,6 +29,7 @@ class LabletSessionsConfig(AppConfig):
                 description="Instantiates, runs, grades and tears down sessions",
             )
         )
+        live.register_expander(selectors.exam_scopes)
         projection.register(("session",), reconcilers.project_sessions)
         metrics.register_gauges(selectors.session_gauges)
         for kind, description in notices.KINDS.items():

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from lcm.pages import clean_params, instructor_required, page_context, paginate, render_live
+from lcm.pages import clean_params, instructor_required, live_page, page_context, paginate, render_live
 from lcm.roles import is_admin
 from scheduling.admission import DIMENSIONS, LABELS, admission_mode, capacity_check
 from sessions.booking import EXTENDABLE
@@ -200,6 +200,7 @@ def _detail_context(request, exam) -> dict:
 
 
 @instructor_required
+@live_page(lambda pk: [f"exam:{pk}"])
 def exam_detail(request, pk):
     """The exam's live roster (owner, status, time left, score), counts by state and the bulk buttons."""
     exam = _load_exam(pk)

@@ -75,3 +75,12 @@ def session_gauges() -> list[Gauge]:
     names = ("pending", "eligible", "scheduled", "instantiating", "backing_off")
     queue.samples = {(name,): depth[name] for name in names}
     return [by_status, queue]
+
+
+def exam_scopes(scopes: set[str]) -> set[str]:
+    """The live-page scopes of the exams whose sessions are among `scopes` (`lcm.live` expander; one query)."""
+    ids = [s.split(":", 1)[1] for s in scopes if s.startswith("session:")]
+    if not ids:
+        return set()
+    exams = LabletSession.objects.filter(pk__in=ids, exam__isnull=False).values_list("exam_id", flat=True).distinct()
+    return {f"exam:{exam_id}" for exam_id in exams}

@@ -36,6 +36,7 @@ from lcm.pages import (
     clean_params,
     filter_errors,
     instructor_required,
+    live_page,
     page_context,
     paginate,
     render_live,
@@ -75,6 +76,7 @@ def fleet_summary(capacities) -> dict:
 
 
 @instructor_required
+@live_page()
 def dashboard(request):
     """Counts by state, today's exams, fleet capacity, loop health and recent events; refreshes itself."""
     capacities = sorted(worker_capacities().values(), key=lambda c: c.name)
@@ -135,6 +137,7 @@ def _date_window(params: QueryDict) -> str | None:
 
 
 @instructor_required
+@live_page()
 def session_list(request):
     """Filterable sessions with live status, and the "New session" form (POST books a session)."""
     form = SessionCreateForm(request.POST or None) if request.method == "POST" else SessionCreateForm()
@@ -379,6 +382,7 @@ def _render_detail(request, session_pk, *, status=200, **forms):
 
 
 @instructor_required
+@live_page(lambda pk: [f"session:{pk}"])
 def session_detail(request, pk):
     """One session: timeslot, worker, ports, lab, progress, children, timeline and its buttons; live."""
     return _render_detail(request, pk)

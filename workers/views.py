@@ -21,6 +21,7 @@ from lcm.pages import (
     clean_params,
     filter_errors,
     instructor_required,
+    live_page,
     page_context,
     paginate,
     render_live,
@@ -84,6 +85,7 @@ def _cards(workers, capacities):
 
 
 @instructor_required
+@live_page()
 def worker_list(request):
     """The fleet: status, capacity bars, licence, metrics; admins also get "New worker"."""
     return _render_list(request)
@@ -169,6 +171,7 @@ def _render_detail(request, pk, status=200):
 
 
 @instructor_required
+@live_page()
 def worker_detail(request, pk):
     """One worker: capacity, licence, metrics, EC2/CML facts, its sessions, labs and history; live."""
     return _render_detail(request, pk)

@@ -136,7 +136,9 @@ def test_a_batch_places_sessions_with_history_and_publishes_after_commit(publish
         assert (session.attempts, session.last_error, session.next_attempt_at) == (0, "", None)
         change = SessionStatusChange.objects.get(session=session, to_status="SCHEDULED")
         assert (change.from_status, change.actor, change.reason) == ("PENDING", "scheduler", reason)
-    assert len(callbacks) == 1  # one announcement for the batch, one status_changed per session in it
+    announcements = [c for c in callbacks if "publish_changes" in c.__qualname__]
+    assert len(announcements) == 1  # one announcement for the batch, one status_changed per session in it
+    assert len(callbacks) == 2  # and one bump of the live pages' change stamps (lcm.live)
     assert sorted(published) == sorted((str(s.pk), "PENDING", "SCHEDULED", "scheduler") for s in sessions)
     assert worker_capacities([first.pk])[str(first.pk)].cpu_used == 4
 
@@ -343,12 +345,16 @@ def test_a_placed_batch_is_announced_once_and_projected_with_one_query(monkeypat
         sessions = [SessionFactory(definition=definition) for _ in range(150)]
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             sessions_schedule_batch([(s.pk, worker.pk, "placed") for s in sessions], actor="scheduler")
-        assert len(callbacks) == 1
+        (announce,) = [c for c in callbacks if "publish_changes" in c.__qualname__]
+        (stamps,) = [c for c in callbacks if c is not announce]  # the live pages' change stamps (lcm.live)
         with CaptureQueriesContext(connection) as queries:
-            callbacks[0]()
+            announce()
+        with CaptureQueriesContext(connection) as stamp_queries:
+            stamps()
     finally:
         projection.disconnect()
         changes_committed.disconnect(dispatch_uid="test-once")
     assert len(batches) == 1 and {c["id"] for c in batches[0]} == {str(s.pk) for s in sessions}
     assert len(queries) == 1
+    assert len(stamp_queries) == 2  # the sessions' exams, one upsert of every scope: not one per session
     assert all(coord.get(coordination.session_status_key(s.pk)) == "SCHEDULED" for s in sessions)

@@ -7,6 +7,7 @@ DEBUG only: with DJANGO_DEBUG=0 it refuses (demo users), production runs the lau
 """
 
 import socket
+import time
 
 import requests
 from django.conf import settings
@@ -42,7 +43,13 @@ class Command(LcmCommand):
             self._check_ports_free(options["host"], port, simulators=not options["no_simulators"])
         call_command("migrate", interactive=False, verbosity=0)
         if database_is_empty():
-            seed_demo()
+            # Nothing is reconciled while seeding (the in-process pool is held back): the simulators are not up
+            # yet, and a worker synced now would log "CML unreachable". The loops' first ticks pick the work up.
+            pool, settings.LCM_INPROCESS_WORKERS = settings.LCM_INPROCESS_WORKERS, 0
+            try:
+                seed_demo()
+            finally:
+                settings.LCM_INPROCESS_WORKERS = pool
             self.stdout.write("Seeded demo data.")
         else:
             ensure_users()
@@ -95,6 +102,19 @@ class Command(LcmCommand):
         self.stdout.write(f"Log in at {url}/accounts/login/ (demo users: admin and instructor; see README)")
         self.stdout.write(f"Admin at {url}/admin/")
 
+    def _wait_healthy(self, urls: dict[str, str], timeout: float = 20.0) -> None:
+        """Wait until every simulator answers HTTP (any status), so the loops never start against a closed port."""
+        deadline = time.monotonic() + timeout
+        for name, base in urls.items():
+            while True:
+                try:
+                    requests.get(base, timeout=1)
+                    break
+                except requests.RequestException:
+                    if time.monotonic() > deadline:
+                        raise fail(f"the {name} simulator at {base} did not answer within {timeout:.0f}s") from None
+                    time.sleep(0.1)
+
     def _start_simulators(self, url):
         """Serve the simulators on their configured ports and give every simulator-backed worker its virtual CML."""
         try:
@@ -115,6 +135,7 @@ class Command(LcmCommand):
         if not settings.LCM_AWS_ENDPOINT_URL and "moto" in handle.urls:
             # EC2 calls (fleet loops, discovery) go to the moto simulator, never to real AWS.
             settings.LCM_AWS_ENDPOINT_URL = handle.urls["moto"]
+        self._wait_healthy(handle.urls)
         cml_url = handle.urls["cml"]
         prefix = f"{settings.LCM_CML_SIMULATOR_URL.rstrip('/')}/w/"
         for worker in CMLWorker.objects.filter(cml_base_url__startswith=prefix):

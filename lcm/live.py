@@ -1,0 +1,134 @@
+"""Change stamps for live pages (SPEC §5.3): an unchanged poll is answered without rendering.
+
+Every live page names its scopes: `global` (anything changed: dashboard, lists, fleet pages),
+`session:<id>` (one session's page) or `exam:<id>` (one exam's roster). Writers bump the scopes they
+touch through `bump`: the one history writer (`lcm.fsm.record_changes`) and a `post_save`/`post_delete`
+receiver on the product apps' models (`connect`). A bump counts twice:
+
+- at once in this process (`_local`), so the next poll served here sees it even before the commit;
+- after the commit in the `live_stamps` table (one `INSERT … ON CONFLICT` per bump), so every web
+  process sees changes made by the loops, Celery or the other workers.
+
+A poll reads its scopes' versions (one query, cached here for `LCM_LIVE_STAMP_TTL` seconds and
+dropped by any local bump) and compares them with the versions under which the digest it shows was
+last rendered (`remember`/`is_current`). Time-dependent content (time left, "3 min ago") still
+refreshes: a remembered render is trusted for at most `LCM_LIVE_REFRESH_SECONDS`.
+`LCM_LIVE_DIGEST_ONLY=1` turns all of this off (every poll renders and compares digests; the peer
+`bench_pages` measures).
+"""
+
+import logging
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models.signals import post_delete, post_save
+
+logger = logging.getLogger("lcm.live")
+
+GLOBAL = "global"
+TABLE = "live_stamps"
+_PRODUCT_APPS = {"lablets", "workers", "scheduling", "grading"}
+_SEEN_MAX = 20_000
+
+_lock = threading.Lock()
+_local: dict[str, int] = defaultdict(int)
+_read_cache: dict[tuple, tuple[float, tuple]] = {}
+_seen: OrderedDict[tuple, tuple[tuple, float]] = OrderedDict()
+_expanders: list[Callable[[set[str]], set[str]]] = []
+
+
+def register_expander(expander: Callable[[set[str]], set[str]]) -> None:
+    """Add a function naming further scopes a committed bump touches (e.g. a session's exam)."""
+    _expanders.append(expander)
+
+
+def bump(scopes: Iterable[str]) -> None:
+    """Mark `scopes` (and `global`) changed: now in this process, in the database once the transaction commits."""
+    touched = set(scopes) | {GLOBAL}
+    with _lock:
+        for scope in touched:
+            _local[scope] += 1
+    transaction.on_commit(lambda: _bump_committed(touched))
+
+
+def _bump_committed(scopes: set[str]) -> None:
+    try:
+        for expander in _expanders:
+            scopes = scopes | expander(scopes)
+        ordered = sorted(scopes)  # one order for every writer: no deadlock between two bumps
+        values = ", ".join(["(%s, 1)"] * len(ordered))
+        sql = (
+            f"INSERT INTO {TABLE} (scope, version) VALUES {values} "  # noqa: S608 - placeholders only
+            f"ON CONFLICT (scope) DO UPDATE SET version = {TABLE}.version + 1"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, ordered)
+    except Exception:  # a stamp never undoes a committed change; the refresh interval bounds the staleness
+        logger.exception("live stamp bump failed for %s", sorted(scopes))
+    with _lock:
+        _read_cache.clear()
+
+
+def versions(scopes: tuple[str, ...], *, cached: bool = True) -> tuple:
+    """The scopes' versions: (database versions, this process's local bumps); at most one query
+    (none when `cached` and this process read them less than `LCM_LIVE_STAMP_TTL` seconds ago)."""
+    now = time.monotonic()
+    with _lock:
+        local = tuple(_local.get(s, 0) for s in scopes)
+        recent = _read_cache.get(scopes) if cached else None
+    if recent and now - recent[0] < settings.LCM_LIVE_STAMP_TTL:
+        return recent[1], local
+    placeholders = ", ".join(["%s"] * len(scopes))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT scope, version FROM {TABLE} WHERE scope IN ({placeholders})", list(scopes))  # noqa: S608
+        found = dict(cursor.fetchall())
+    stored = tuple(found.get(s, 0) for s in scopes)
+    with _lock:
+        _read_cache[scopes] = (now, stored)
+    return stored, local
+
+
+def remember(key: tuple, stamp: tuple) -> None:
+    """Record that the page `key` (user, path, query, digest) was current under `stamp` just now."""
+    with _lock:
+        _seen[key] = (stamp, time.monotonic())
+        _seen.move_to_end(key)
+        while len(_seen) > _SEEN_MAX:
+            _seen.popitem(last=False)
+
+
+def is_current(key: tuple, stamp: tuple) -> bool:
+    """True when `key` was rendered under `stamp` less than `LCM_LIVE_REFRESH_SECONDS` ago."""
+    with _lock:
+        seen = _seen.get(key)
+    return bool(seen) and seen[0] == stamp and time.monotonic() - seen[1] < settings.LCM_LIVE_REFRESH_SECONDS
+
+
+def scopes_of(instance) -> set[str]:
+    """The scopes a saved or deleted row touches: its session (and exam) when it names one."""
+    scopes = set()
+    meta = instance._meta
+    if meta.model_name == "labletsession":
+        scopes.add(f"session:{instance.pk}")
+    if meta.model_name == "exam":
+        scopes.add(f"exam:{instance.pk}")
+    for field, prefix in (("session_id", "session"), ("active_session_id", "session"), ("exam_id", "exam")):
+        value = getattr(instance, field, None)
+        if value is not None:
+            scopes.add(f"{prefix}:{value}")
+    return scopes
+
+
+def _on_row_change(sender, instance, **kwargs):
+    if sender._meta.app_label in _PRODUCT_APPS:
+        bump(scopes_of(instance))
+
+
+def connect() -> None:
+    """Bump stamps on every save and delete of a product model (bulk writes call `bump` themselves)."""
+    post_save.connect(_on_row_change, dispatch_uid="lcm.live.save")
+    post_delete.connect(_on_row_change, dispatch_uid="lcm.live.delete")

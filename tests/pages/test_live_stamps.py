@@ -1,0 +1,135 @@
+"""Live pages answer an unchanged poll from their change stamp, without rendering (lcm.live, SPEC §5.3)."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from lcm import live
+from lcm.fsm import record_change
+from lcm.models import LiveStamp
+from sessions.models import Exam, LabletSession, SessionStatusChange
+from tests.pages.conftest import make_session
+
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture(autouse=True)
+def _stamps_read_once(settings):
+    settings.LCM_LIVE_STAMP_TTL = 600  # the cached read makes the query counts below exact
+    settings.LCM_LIVE_REFRESH_SECONDS = 600
+    settings.LCM_LIVE_DIGEST_ONLY = False
+
+
+def _poll_url(client, url):
+    html = client.get(url).content.decode()
+    return re.search(r'hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+
+
+def _poll(client, url):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, headers=HX)
+    return response, len(queries)
+
+
+def _exam(fleet):
+    now = timezone.now()
+    exam = Exam.objects.create(
+        name="Live exam", definition=fleet["definition"], timeslot_start=now, timeslot_end=now + timedelta(hours=1)
+    )
+    for status in ("READY", "RUNNING"):
+        make_session(status, definition=fleet["definition"], worker=fleet["worker"], exam=exam)
+    return exam
+
+
+LIST_PAGES = ["/", "/sessions/", "/workers/", "/scheduler/", "/attention/", "/capacity/", "/reports/"]
+
+
+@pytest.mark.parametrize("page", LIST_PAGES)
+def test_an_unchanged_poll_answers_204_without_rendering_or_querying_the_data(admin_client, fleet, page):
+    poll = _poll_url(admin_client, page)
+    _poll(admin_client, poll)
+    response, queries = _poll(admin_client, poll)
+    assert response.status_code == 204
+    assert queries <= 2  # the login session and its user: no page data, no stamp read (cached)
+    assert not response.templates  # nothing rendered
+
+
+def test_a_session_page_renders_after_its_session_changes_and_not_after_another(admin_client, fleet):
+    session = fleet["sessions"]["RUNNING"]
+    poll = _poll_url(admin_client, f"/sessions/{session.pk}/")
+    other = fleet["sessions"]["READY"]
+    LabletSession.objects.get(pk=other.pk).save()  # another session's change
+    response, queries = _poll(admin_client, poll)
+    assert response.status_code == 204 and not response.templates and queries <= 2
+    record_change(SessionStatusChange, session_id=session.pk, to_status="RUNNING", reason="note", actor="test")
+    response, _ = _poll(admin_client, poll)
+    assert response.templates  # rendered again: the history shows the new row
+    assert response.status_code == 200 and "note" in response.content.decode()
+    response, queries = _poll(admin_client, _poll_url(admin_client, f"/sessions/{session.pk}/"))
+    assert response.status_code == 204 and not response.templates
+
+
+def test_an_exam_roster_renders_after_one_of_its_sessions_changes(admin_client, fleet):
+    exam = _exam(fleet)
+    poll = _poll_url(admin_client, f"/exams/{exam.pk}/")
+    assert _poll(admin_client, poll)[0].status_code == 204
+    make_session("READY", definition=fleet["definition"], worker=fleet["worker"])  # not in the exam
+    response, _ = _poll(admin_client, poll)
+    assert response.status_code == 204 and not response.templates
+    mine = exam.sessions.filter(status="READY").get()
+    LabletSession.objects.filter(pk=mine.pk).update(status="RUNNING")
+    mine.refresh_from_db()
+    mine.save(update_fields=["status"])  # the writers' save: post_save bumps the session and its exam
+    response, _ = _poll(admin_client, poll)
+    assert response.status_code == 200 and response.templates
+
+
+def test_the_dashboard_re_renders_after_any_change(admin_client, fleet):
+    poll = _poll_url(admin_client, "/")
+    LabletSession.objects.get(pk=fleet["sessions"]["READY"].pk).save()
+    response, _ = _poll(admin_client, poll)
+    assert response.templates  # rendered and compared (the digest decides between 200 and 204)
+
+
+def test_time_dependent_content_refreshes_after_the_refresh_interval(admin_client, fleet, settings):
+    poll = _poll_url(admin_client, f"/sessions/{fleet['sessions']['RUNNING'].pk}/")
+    settings.LCM_LIVE_REFRESH_SECONDS = 0
+    response, _ = _poll(admin_client, poll)
+    assert response.templates  # a remembered render is trusted no longer than the refresh interval
+
+
+def test_the_digest_only_flag_renders_every_poll(admin_client, fleet, settings):
+    poll = _poll_url(admin_client, "/")
+    settings.LCM_LIVE_DIGEST_ONLY = True
+    response, _ = _poll(admin_client, poll)
+    assert response.status_code == 204 and response.templates
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_change_bumps_the_stored_stamps_other_processes_read(admin_client, fleet, settings):
+    exam = _exam(fleet)
+    session = exam.sessions.first()
+    before = dict(LiveStamp.objects.values_list("scope", "version"))
+    record_change(SessionStatusChange, session_id=session.pk, to_status="READY", reason="x", actor="test")
+    after = dict(LiveStamp.objects.values_list("scope", "version"))
+    for scope in ("global", f"session:{session.pk}", f"exam:{exam.pk}"):  # the exam through the sessions' expander
+        assert after[scope] > before.get(scope, 0), scope
+    # Another process's bump reaches this one through the table once the cached read expires.
+    settings.LCM_LIVE_STAMP_TTL = 0
+    poll = _poll_url(admin_client, f"/sessions/{session.pk}/")
+    assert _poll(admin_client, poll)[0].status_code == 204
+    live._bump_committed({f"session:{session.pk}"})  # what a commit in another process does
+    response, _ = _poll(admin_client, poll)
+    assert response.templates
+
+
+def test_an_instructors_unchanged_poll_adds_only_the_role_check(instructor_client, fleet):
+    poll = _poll_url(instructor_client, f"/sessions/{fleet['sessions']['RUNNING'].pk}/")
+    _poll(instructor_client, poll)
+    response, queries = _poll(instructor_client, poll)
+    assert response.status_code == 204 and not response.templates
+    assert queries <= 3  # the login session, its user and the user's groups (the instructor role)
