@@ -21,8 +21,11 @@ sim_control.headers.update(CONTROL_HEADERS)
 
 @contextmanager
 def running_simulators(**options) -> Iterator:
-    """`start_simulators(**options)` (with the tests' control token) for the duration; yields its handle."""
-    handle = start_simulators(**({"control_token": SIM_TOKEN} | options))
+    """`start_simulators(**options)` (with the tests' control token, every port free unless named) for the duration;
+    yields its handle."""
+    # Every port free unless a test names one: a fixed default port (8101-8105) could be held by anything else.
+    free = {f"{name}_port": 0 for name in ("cml", "lds", "grading", "moto", "oidc")}
+    handle = start_simulators(**({"control_token": SIM_TOKEN} | free | options))
     try:
         yield handle
     finally:
