@@ -44,6 +44,28 @@ def sample_lab_yaml(shared_specs) -> str:
 
 
 @pytest.fixture
+def instructor(django_user_model):
+    """A user of the instructor group (tests/api has its own, named for the API tests)."""
+    from django.contrib.auth.models import Group  # Imported here: Django is set up only once the session has started.
+
+    from lcm.roles import INSTRUCTOR_GROUP  # Imported here: as above.
+
+    user = django_user_model.objects.create_user("instructor", "i@example.com", "instructor-pass")
+    user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
+    return user
+
+
+@pytest.fixture
+def api(instructor):
+    """A REST client signed in as the instructor."""
+    from rest_framework.test import APIClient  # Imported here: Django is set up only once the session has started.
+
+    client = APIClient()
+    client.force_authenticate(instructor)
+    return client
+
+
+@pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_superuser("admin", "admin@example.com", "admin-pass")
 

@@ -3,11 +3,8 @@ or stopped behind LCM's back is flagged degraded within a drift interval, listed
 "Re-instantiate" brings up a fresh lab on the same worker with the same ports, with history saying why."""
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import Client
-from rest_framework.test import APIClient
 
-from lcm.roles import INSTRUCTOR_GROUP
 from sessions.booking import session_create
 from sessions.drift import check
 from sessions.labyaml import rewritten_topology
@@ -24,20 +21,6 @@ from workers.models import LabRecord
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DRIFT_SECONDS = 1.0
-
-
-@pytest.fixture
-def instructor(django_user_model):
-    user = django_user_model.objects.create_user("instructor", "i@example.com", "instructor-pass")
-    user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
-    return user
-
-
-@pytest.fixture
-def api(instructor):
-    client = APIClient()
-    client.force_authenticate(instructor)
-    return client
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ reports afterwards. Chromium through Playwright, the in-process loops and the si
 import hashlib
 
 import pytest
-from django.contrib.auth.models import Group
 
 from grading.models import EvidenceItem, Regrade
-from lcm.roles import INSTRUCTOR_GROUP
 from sessions.booking import session_create
 from sessions.services import session_transition
 from tests.factories import DefinitionFactory
@@ -20,13 +18,6 @@ from tests.support.waiting import poll
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 sims = test_evidence.sims  # the simulators with moto's S3, evidence on
-
-
-@pytest.fixture
-def instructor(django_user_model):
-    user = django_user_model.objects.create_user("instructor", "i@example.com", "instructor-pass")
-    user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
-    return user
 
 
 def test_an_instructor_downloads_the_evidence_and_regrades_from_the_page(

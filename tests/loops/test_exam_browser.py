@@ -7,11 +7,9 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from lcm.roles import INSTRUCTOR_GROUP
 from scheduling.selectors import worker_capacities
 from sessions.models import Exam, LabletSession
 from tests.factories import DefinitionFactory, WorkerFactory
@@ -22,13 +20,6 @@ from workers.models import LabRecord, Port, SystemSettings
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 FMT = "%Y-%m-%dT%H:%M"
-
-
-@pytest.fixture
-def instructor(django_user_model):
-    user = django_user_model.objects.create_user("instructor", "i@example.com", "instructor-pass")
-    user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
-    return user
 
 
 def fill_exam_form(page, *, name, definition, start, end, roster):

@@ -7,10 +7,8 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 
 from grading.models import GradingSession
-from lcm.roles import INSTRUCTOR_GROUP
 from sessions.booking import session_create
 from sessions.candidate import lds_end_of
 from sessions.clients.lds import lds_client
@@ -23,13 +21,6 @@ from tests.support.simulators import sim_control
 from tests.support.waiting import poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def instructor(django_user_model):
-    user = django_user_model.objects.create_user("instructor", "i@example.com", "instructor-pass")
-    user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
-    return user
 
 
 def _ready(definition):

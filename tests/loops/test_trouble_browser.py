@@ -7,9 +7,7 @@ simulators."""
 import re
 
 import pytest
-from django.contrib.auth.models import Group
 
-from lcm.roles import INSTRUCTOR_GROUP
 from sessions.booking import session_create
 from sessions.models import LabletSession
 from tests.factories import DefinitionFactory
@@ -20,13 +18,6 @@ from tests.support.waiting import poll
 from workers.models import CMLWorker, SystemSettings
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def instructor(django_user_model):
-    user = django_user_model.objects.create_user("instructor", "i@example.com", "instructor-pass")
-    user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
-    return user
 
 
 def _ready(owner):

@@ -5,11 +5,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from grading.models import ScoreSection
-from lcm.roles import INSTRUCTOR_GROUP
 from sessions.models import SessionStatusChange
 from tests.factories import (
     DefinitionFactory,
@@ -25,13 +23,6 @@ from workers.models import Port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-
-
-@pytest.fixture
-def instructor(django_user_model):
-    user = django_user_model.objects.create_user("instructor", "i@example.com", "instructor-pass")
-    user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
-    return user
 
 
 @pytest.fixture

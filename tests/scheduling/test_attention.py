@@ -4,7 +4,6 @@ the REST endpoint's roles and its query count, and loop freshness on the dashboa
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -12,26 +11,11 @@ from rest_framework.test import APIClient
 
 from lcm.loops import LOOPS
 from lcm.models import LoopHeartbeat
-from lcm.roles import INSTRUCTOR_GROUP
 from scheduling.attention import attention_items, waiting_reason
 from tests.factories import DefinitionFactory, GradingSessionFactory, SessionFactory, WorkerFactory
 from workers.models import ScaleDecision
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def instructor(django_user_model):
-    user = django_user_model.objects.create_user("instructor", "i@example.com", "instructor-pass")
-    user.groups.add(Group.objects.get_or_create(name=INSTRUCTOR_GROUP)[0])
-    return user
-
-
-@pytest.fixture
-def api(instructor):
-    client = APIClient()
-    client.force_authenticate(instructor)
-    return client
 
 
 @pytest.fixture
