@@ -20,6 +20,7 @@ class GradingConfig(AppConfig):
         )
         from lcm import loops, notifications, webhooks
         from lcm.templatetags.badges import register_colours
+        from scheduling.selectors import register_capacity_holder
         from sessions.reconcilers import register_status_handler, register_teardown_step, register_wipe_gate
         from sessions.services import register_transition_hook
         from sessions.states import SessionStatus
@@ -31,6 +32,7 @@ class GradingConfig(AppConfig):
             register_transition_hook(leaving_grading, services.close_grading)
         register_teardown_step(reconcilers.release_engine)
         register_wipe_gate(evidence.evidence_gate)
+        register_capacity_holder(regrade.capacity_holds)
         loops.register(
             loops.Loop(
                 "regrades",

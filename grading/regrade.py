@@ -3,8 +3,11 @@
 Desired state: the ARCHIVED session has a new ScoreReport graded from its evidence lab (kept beside the earlier
 ones; the newest is current), and nothing of the re-grade is left: no lab in CML, no lab record holding ports.
 Steps by status, each resumable after a crash at any line:
-- REQUESTED: a RUNNING worker the session's definition fits (the one fit rule); a lab record titled
-  `labs.lab_title(id)` with ports freshly allocated for the evidence YAML's port tags, recorded with → BOOTING;
+- REQUESTED: a RUNNING worker the session's definition fits (the one fit rule, with the worker's row locked as
+  placement locks it); a lab record titled `labs.lab_title(id)` with ports freshly allocated for the evidence
+  YAML's port tags, recorded with → BOOTING. From then until DONE/FAILED the re-grade holds capacity on that
+  worker like a session of its definition (`capacity_holds`). No worker with room within
+  `LCM_REGRADE_WAIT_MINUTES` → TEARING_DOWN with the reason, then FAILED;
 - BOOTING: the lab reconciler imports the evidence YAML (configurations included, ports rewritten), starts it and
   waits for its nodes (`workers.labs.boot`, which finds a lost import again by its title); a GradingSession for
   the session is made with → GRADING;
@@ -19,6 +22,7 @@ ends FAILED. Progress and outcome are notes on the session's history; the sessio
 
 import logging
 import uuid
+from datetime import timedelta
 from urllib.parse import urlparse
 
 from django.conf import settings
@@ -102,29 +106,47 @@ def _evidence_yaml(session) -> str:
     return evidence_store().get(item.object_key).decode()
 
 
+def capacity_holds(worker_ids=None) -> list:
+    """`(worker id, Demand)` of every re-grade holding a lab on a worker (registered with
+    `scheduling.selectors.register_capacity_holder`, so placement, the pages and the next re-grade count it as
+    a session of its definition until it is DONE or FAILED). One query."""
+    rows = Regrade.objects.exclude(status__in=REGRADE_FINISHED).filter(worker__isnull=False)
+    if worker_ids is not None:
+        rows = rows.filter(worker_id__in=list(worker_ids))
+    rows = rows.select_related("lablet_session__definition")
+    return [(row.worker_id, Demand.of(row.lablet_session.definition)) for row in rows]
+
+
 def _choose_worker(definition, preferred_id) -> CMLWorker | None:
-    """A RUNNING worker the definition fits now (its own first), by the one fit rule, counting the re-grades
-    already running there as sessions of their definitions (capacity is derived from sessions, which a
-    re-grade's lab is not: placement does not see it, so re-grades at least do not crowd each other out)."""
-    workers = {str(w.pk): w for w in CMLWorker.objects.filter(status=WorkerStatus.RUNNING)}
-    capacities = worker_capacities(list(workers))
-    running = Regrade.objects.filter(worker_id__in=list(workers)).exclude(status__in=REGRADE_FINISHED)
-    for other in running.select_related("lablet_session__definition"):
-        key = str(other.worker_id)
-        capacities[key] = capacities[key].claimed(Demand.of(other.lablet_session.definition))
-    order = sorted(workers, key=lambda pk: (pk != str(preferred_id), workers[pk].name))
+    """A RUNNING worker the definition fits now (its own first), by the one fit rule; the worker's row is locked
+    (the caller's transaction), as placement's batch locks it, so the two cannot both take its last room."""
+    running = list(CMLWorker.objects.filter(status=WorkerStatus.RUNNING).values_list("pk", flat=True))
+    capacities = worker_capacities(running)
     demand = Demand.of(definition)
-    return next((workers[pk] for pk in order if rejection_reason(capacities[pk], demand) is None), None)
+    fits = [pk for pk, capacity in capacities.items() if rejection_reason(capacity, demand) is None]
+    for pk in sorted(fits, key=lambda pk: (pk != str(preferred_id), capacities[pk].name)):
+        worker = CMLWorker.objects.select_for_update().filter(pk=pk, status=WorkerStatus.RUNNING).first()
+        if worker is not None and rejection_reason(worker_capacities([pk])[pk], demand) is None:
+            return worker
+    return None
+
+
+def _waited_too_long(regrade) -> bool:
+    return timezone.now() - regrade.created_at > timedelta(minutes=settings.LCM_REGRADE_WAIT_MINUTES)
 
 
 def _on_requested(regrade) -> Result:
     session = regrade.lablet_session
     text = _evidence_yaml(session)
     analysis = analyze_lab_yaml(text)
-    worker = _choose_worker(session.definition, session.worker_id)
-    if worker is None:
-        return Result.requeue(WAIT_FOR_WORKER_SECONDS, "waiting for a worker with capacity")
     with transaction.atomic():
+        worker = _choose_worker(session.definition, session.worker_id)
+        if worker is None and _waited_too_long(regrade):
+            error = f"no RUNNING worker had room for it within {settings.LCM_REGRADE_WAIT_MINUTES:g} minutes"
+            regrade_move(regrade, R.TEARING_DOWN, actor=ACTOR, reason=f"gave up: {error}", error=error)
+            return Result.requeue(0, "gave up waiting")
+        if worker is None:
+            return Result.requeue(WAIT_FOR_WORKER_SECONDS, "waiting for a worker with capacity")
         pk = uuid.uuid4()
         lab = lab_record_create(
             pk=pk, title=labs.lab_title(pk), worker=worker, actor=ACTOR, node_count=analysis.node_count

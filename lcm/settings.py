@@ -339,6 +339,8 @@ LCM_LOOP_LABLETS_SECONDS = env.float("LCM_LOOP_LABLETS_SECONDS", default=2.0)
 LCM_LOOP_WORKERS_SECONDS = env.float("LCM_LOOP_WORKERS_SECONDS", default=5.0)
 LCM_LOOP_AUTOSCALER_SECONDS = env.float("LCM_LOOP_AUTOSCALER_SECONDS", default=10.0)
 LCM_LOOP_REGRADES_SECONDS = env.float("LCM_LOOP_REGRADES_SECONDS", default=2.0)
+# A re-grade that finds no RUNNING worker with room for this long gives up (FAILED, saying why).
+LCM_REGRADE_WAIT_MINUTES = env.float("LCM_REGRADE_WAIT_MINUTES", default=60.0)
 LCM_LOOP_EVIDENCE_SECONDS = env.float("LCM_LOOP_EVIDENCE_SECONDS", default=300.0)  # retention and orphan sweep
 LCM_LOOP_DISCOVERY_SECONDS = env.float("LCM_LOOP_DISCOVERY_SECONDS", default=60.0)  # runs every discovery interval
 # Drift (SPEC §11): how often a READY/RUNNING session's lab is checked in CML (one call per session per interval;

@@ -11,6 +11,16 @@ from sessions.states import capacity_holding_q
 from workers.models import CMLWorker, LabRecord, Port
 from workers.states import LabStatus, WorkerStatus
 
+_CAPACITY_HOLDERS: list = []
+
+
+def register_capacity_holder(holder) -> None:
+    """Add what holds capacity on workers besides the sessions: `holder(worker_ids)` (None = every worker) returns
+    `(worker id, Demand)` pairs in one query; each is counted as one more session whose ports are already
+    allocated (Port rows). The grading app registers its re-grades' labs (`grading.regrade.capacity_holds`)."""
+    if holder not in _CAPACITY_HOLDERS:
+        _CAPACITY_HOLDERS.append(holder)
+
 
 def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
     """`{worker id: WorkerCapacity}` for every worker (or the given ones), in a single SQL query.
@@ -18,7 +28,8 @@ def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
     Usage is summed over the sessions holding capacity; there is no counter to drift. Only those
     sessions are joined (a filtered relation), so the query does not grow with the sessions a
     worker has finished over its life; the port count is a subquery outside the GROUP BY, so it
-    runs once per worker rather than once per joined session.
+    runs once per worker rather than once per joined session. What else holds capacity (a re-grade's lab,
+    `register_capacity_holder`) is added on top, one query per holder.
     """
     ports_used = (
         Port.objects.filter(worker=OuterRef("pk")).order_by().values("worker").annotate(n=Count("id")).values("n")
@@ -39,7 +50,7 @@ def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
         "max_nodes", "port_range_start", "port_range_end", "cpu_used", "memory_used", "storage_used",
         "nodes_used", "sessions_held", "ports_used",
     )  # fmt: skip
-    return {
+    capacities = {
         str(r["id"]): WorkerCapacity(
             worker_id=str(r["id"]),
             name=r["name"],
@@ -60,6 +71,12 @@ def worker_capacities(worker_ids=None) -> dict[str, WorkerCapacity]:
         )
         for r in rows
     }
+    for holder in _CAPACITY_HOLDERS:
+        for worker_id, demand in holder(worker_ids):
+            key = str(worker_id)
+            if key in capacities:
+                capacities[key] = capacities[key].claimed(demand, reuse=True)
+    return capacities
 
 
 def worker_totals(worker_ids) -> dict[str, WorkerCapacity]:

@@ -18,6 +18,7 @@ from grading.storage import evidence_store
 from lcm import http, reconcile
 from lcm.api.tokens import token_create
 from lcm.roles import INSTRUCTOR_GROUP
+from scheduling.capacity import Demand, rejection_reason
 from scheduling.selectors import worker_capacities
 from sessions.booking import session_create
 from sessions.models import LabletSession
@@ -26,7 +27,7 @@ from tests.factories import DefinitionFactory
 from tests.support.loops import drive, status_of
 from tests.support.simulators import running_simulators, sim_control
 from workers.clients.cml import forget_tokens
-from workers.models import LabRecord, Port, SystemSettings
+from workers.models import CMLWorker, LabRecord, Port, SystemSettings
 
 pytestmark = pytest.mark.django_db
 
@@ -384,3 +385,35 @@ def test_a_lab_held_for_review_is_stopped_only_after_its_evidence_and_wiped_afte
 def lab_yaml_count(session) -> int:
     """Items of a session with the demo lab (two nodes): every kind once, a node config per node."""
     return len(KINDS) - 1 + 2
+
+
+def test_a_regrade_holds_its_workers_capacity_until_it_is_done(sims, sim_worker, api):
+    worker, session = _archived_with_evidence(sims, sim_worker)
+    whole_worker = Demand(worker.cpu_cores, 1, 1, 1, 0)
+    assert rejection_reason(worker_capacities([worker.pk])[str(worker.pk)], whole_worker) is None
+    regrade_id = api.post(f"/api/v1/sessions/{session.pk}/regrade").json()["id"]
+    reconcile_regrade(regrade_id)  # one pass: REQUESTED → BOOTING, its lab recorded on the worker
+    assert Regrade.objects.get(pk=regrade_id).status == "BOOTING"
+    held = worker_capacities([worker.pk])[str(worker.pk)]
+    assert held.sessions == 1 and held.cpu_used == session.definition.cpu_cores
+    # Placement reads the same capacities: a booking needing the whole worker does not fit beside the re-grade.
+    assert "cpu" in rejection_reason(held, whole_worker).lower()
+    _drive_regrades(lambda: Regrade.objects.get(pk=regrade_id).status in ("DONE", "FAILED"))
+    assert Regrade.objects.get(pk=regrade_id).status == "DONE"
+    assert rejection_reason(worker_capacities([worker.pk])[str(worker.pk)], whole_worker) is None
+
+
+def test_a_regrade_with_no_worker_room_gives_up_after_the_wait_and_says_why(sims, sim_worker, api, settings):
+    worker, session = _archived_with_evidence(sims, sim_worker)
+    CMLWorker.objects.filter(pk=worker.pk).update(cpu_cores=0)  # its declared size: nothing fits on it any more
+    regrade_id = api.post(f"/api/v1/sessions/{session.pk}/regrade").json()["id"]
+    reconcile_regrade(regrade_id)
+    assert Regrade.objects.get(pk=regrade_id).status == "REQUESTED"  # waits: within the wait
+    waited = timedelta(minutes=settings.LCM_REGRADE_WAIT_MINUTES + 1)
+    Regrade.objects.filter(pk=regrade_id).update(created_at=timezone.now() - waited)
+    _drive_regrades(lambda: Regrade.objects.get(pk=regrade_id).status in ("DONE", "FAILED"))
+    regrade = Regrade.objects.get(pk=regrade_id)
+    assert regrade.status == "FAILED" and regrade.lab_record_id is None
+    assert f"within {settings.LCM_REGRADE_WAIT_MINUTES:g} minutes" in regrade.error
+    assert any("gave up: no RUNNING worker had room" in note for note in _notes(session)), _notes(session)
+    assert status_of(session) == "ARCHIVED"
