@@ -247,3 +247,25 @@ class LiveStamp(models.Model):
 
     def __str__(self):
         return f"{self.scope} v{self.version}"
+
+
+class AttentionNotice(models.Model):
+    """A needs-attention item (SPEC §11) already announced: its kind, its object and since when it has stood,
+    so the `attention` loop tells the recipients of each episode once (`scheduling.attention_notices`)."""
+
+    kind = models.CharField(max_length=40)
+    object_key = models.CharField(max_length=120)  # "<type>:<id>", as the attention item names its object
+    since = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "attention_notices"
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "object_key", "since"], name="attention_notice_once"),
+            models.UniqueConstraint(
+                fields=["kind", "object_key"], condition=models.Q(since__isnull=True), name="attention_notice_once_null"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.object_key} since {self.since}"

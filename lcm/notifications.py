@@ -93,7 +93,7 @@ def on_changes_committed(sender, *, changes, **kwargs) -> None:
         for statuses, build in _TRIGGERS.get(change["entity"], ())
         if change["to_status"] in statuses
     ]
-    if not matched or not _anyone_listening():
+    if not matched or not listening():
         return
     for build, change in matched:
         try:
@@ -102,7 +102,7 @@ def on_changes_committed(sender, *, changes, **kwargs) -> None:
             logger.exception("could not notify %s %s -> %s", change["entity"], change["id"], change["to_status"])
 
 
-def _anyone_listening() -> bool:
+def listening() -> bool:
     return EmailRecipient.objects.filter(enabled=True).exists() or WebhookEndpoint.objects.filter(enabled=True).exists()
 
 

@@ -364,6 +364,8 @@ LCM_METRICS_ENABLED = env.bool("LCM_METRICS_ENABLED", default=True)
 LCM_METRICS_TOKEN = env.str("LCM_METRICS_TOKEN", default="")
 # Where the fleet's utilisation is sampled for the dashboard's 24 h / 7 d chart (and how long samples are kept).
 LCM_LOOP_FLEET_SAMPLES_SECONDS = env.float("LCM_LOOP_FLEET_SAMPLES_SECONDS", default=300.0)
+# How often new needs-attention items are announced to the notification recipients and webhooks (SPEC §11).
+LCM_LOOP_ATTENTION_SECONDS = env.float("LCM_LOOP_ATTENTION_SECONDS", default=30.0)
 LCM_FLEET_SAMPLE_DAYS = env.int("LCM_FLEET_SAMPLE_DAYS", default=8)
 # Notifications: the loop that delivers them (and retries), the CloudEvents `source`, a link base for emails.
 LCM_LOOP_NOTIFICATIONS_SECONDS = env.float("LCM_LOOP_NOTIFICATIONS_SECONDS", default=5.0)

@@ -10,8 +10,8 @@ class SchedulingConfig(AppConfig):
 
     def ready(self):
         # Imported here: the scheduler uses the models, which exist only once the app registry is ready.
-        from lcm import loops, metrics
-        from scheduling import fleet_samples, scheduler, selectors
+        from lcm import loops, metrics, notifications
+        from scheduling import attention_notices, fleet_samples, scheduler, selectors
 
         loops.register(
             loops.Loop(
@@ -29,4 +29,14 @@ class SchedulingConfig(AppConfig):
                 description="Samples the fleet's utilisation for the dashboard chart",
             )
         )
+        loops.register(
+            loops.Loop(
+                "attention",
+                attention_notices.announce_attention,
+                "LCM_LOOP_ATTENTION_SECONDS",
+                description="Tells the notification recipients about new needs-attention items",
+            )
+        )
+        for kind, description in attention_notices.KINDS.items():
+            notifications.register_kind(kind, description)
         metrics.register_gauges(selectors.fleet_gauges)

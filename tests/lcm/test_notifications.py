@@ -10,6 +10,7 @@ reconcile pass a Celery worker runs), after the transition has committed.
 
 import json
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,6 +19,7 @@ from aiosmtpd.controller import Controller
 from lcm import loops, notifications
 from lcm.models import DeliveryStatus, EmailRecipient, NotificationDelivery, WebhookEndpoint
 from lcm.tools.processes import free_ports
+from sessions.models import LabletSession
 from sessions.services import session_terminate
 from tests.factories import SessionFactory, WorkerFactory
 from tests.support.waiting import wait_until
@@ -265,3 +267,67 @@ def test_admins_configure_webhooks_with_a_write_only_secret_and_event_kinds(admi
     assert delivery.event_type == "io.lablet.lcm.test" and delivery.status == DeliveryStatus.PENDING
     assert admin_client.get("/admin/lcm/notificationdelivery/").status_code == 200
     assert admin_client.get("/admin/lcm/emailrecipient/add/").status_code == 200
+
+
+def test_needs_attention_items_are_announced_once_per_episode_grouped_per_kind(smtp, receivers, pool):
+    """SPEC §11: attention items reach the recipients; the `attention` loop's tick announces each new one once."""
+    # Imported here: the loop's tick and the heartbeat model are what this test drives.
+    from django.utils import timezone
+
+    from lcm.loops import LOOPS
+    from lcm.models import AttentionNotice, LoopHeartbeat
+    from scheduling.attention_notices import announce_attention
+    from tests.factories import DefinitionFactory
+
+    receiver = receivers()
+    subscribe(receiver.url)
+    for name in LOOPS:  # every loop fresh: no stale_loop items
+        LoopHeartbeat.objects.create(name=name, last_tick_at=timezone.now(), ticks=1)
+    worker = WorkerFactory(name="mute-1", status="RUNNING", service_status="UNREACHABLE", cpu_cores=4)
+    drifted = SessionFactory(status="READY", worker=worker, owner="drift@example.com")
+    LabletSession.objects.filter(pk=drifted.pk).update(degraded_at=timezone.now(), degraded_reason="lab gone")
+    huge = DefinitionFactory(cpu_cores=512)
+    start = timezone.now() + timedelta(minutes=10)
+    for n in range(3):
+        SessionFactory(status="PENDING", definition=huge, owner=f"c{n}@example.com", worker=None,
+                       timeslot_start=start, timeslot_end=start + timedelta(hours=1))  # fmt: skip
+
+    assert announce_attention() == 3  # drift, worker_unreachable, and one notice for the three unplaceable
+    wait_until(lambda: len(receiver.deliveries) == 3 and len(smtp.messages) == 3, timeout=20, what="3 + 3 deliveries")
+    events = {d["event"]["type"]: d["event"] for d in receiver.deliveries}
+    assert set(events) == {
+        "io.lablet.lcm.attention.drift", "io.lablet.lcm.attention.worker_unreachable",
+        "io.lablet.lcm.attention.unplaceable",
+    }  # fmt: skip
+    assert all(d["signed"] for d in receiver.deliveries)
+    assert events["io.lablet.lcm.attention.unplaceable"]["data"]["count"] == 3
+    assert "not placeable" in events["io.lablet.lcm.attention.unplaceable"]["data"]["summary"]
+    assert events["io.lablet.lcm.attention.drift"]["subject"] == f"session/{drifted.pk}"
+    assert "lab gone" in events["io.lablet.lcm.attention.drift"]["data"]["summary"]
+    assert any("mute-1" in m["body"] and "does not answer" in m["body"] for m in smtp.messages)
+
+    # The next ticks announce nothing more while the same items stand.
+    assert announce_attention() == 0 and announce_attention() == 0
+    assert loops.quiesce(timeout=20)
+    assert len(receiver.deliveries) == 3 and AttentionNotice.objects.count() == 5
+
+    # The drift is repaired, then the lab goes again: a new episode, announced again.
+    LabletSession.objects.filter(pk=drifted.pk).update(degraded_at=None, degraded_reason="")
+    assert announce_attention() == 0
+    LabletSession.objects.filter(pk=drifted.pk).update(
+        degraded_at=timezone.now() + timedelta(seconds=1), degraded_reason="lab stopped"
+    )
+    assert announce_attention() == 1
+    wait_until(lambda: len(receiver.deliveries) == 4, timeout=20, what="the second drift episode")
+    assert "lab stopped" in receiver.deliveries[-1]["event"]["data"]["summary"]
+
+
+def test_nothing_is_read_or_remembered_for_attention_when_nobody_listens(django_assert_num_queries):
+    # Imported here: the loop's tick is what this test drives.
+    from lcm.models import AttentionNotice
+    from scheduling.attention_notices import announce_attention
+
+    SessionFactory(status="READY", owner="x@example.com")
+    with django_assert_num_queries(2):  # is any recipient or webhook enabled? no: done
+        assert announce_attention() == 0
+    assert not AttentionNotice.objects.exists()
