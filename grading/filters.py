@@ -37,6 +37,7 @@ class ReportListOptions(ListOptions):
     different maxima compare), pass (FAIL first ascending); newest first."""
 
     SORT_KEYS = {"date": "created_at", "score": "score_share", "pass": "passed"}
+    LABELS = {"date": "Created", "score": "Score", "pass": "Result"}
     DEFAULT_SORT = "-date"
 
     def annotate(self, rows):

@@ -202,7 +202,9 @@ class ListOptions:
     """
 
     SORT_KEYS: dict[str, str] = {}
-    LABELS: dict[str, str] = {}  # for a list without column headers (cards): the sort bar's labels
+    # The sort bar's labels: a list of cards has no column headers, and a table stacked on a narrow
+    # screen hides them (`includes/sort_bar.html`).
+    LABELS: dict[str, str] = {}
     DEFAULT_SORT = ""
     TIEBREAK: tuple[str, ...] = ("created_at", "id")
     PAGE_SIZES = (25, 50, 100, 200)
@@ -273,7 +275,7 @@ def list_page(params: QueryDict, filterset, options: ListOptions, *, errors=None
         "errors": {**filter_errors(filterset), **options.errors, **(errors or {})},
         "listing": options,
         "sort_links": links,
-        "sort_columns": [(label, links[key]) for key, label in options.LABELS.items()],
+        "sort_columns": [(options.LABELS.get(key, key.capitalize()), links[key]) for key in options.SORT_KEYS],
         "total": filterset.queryset.order_by().count(),
     }
 

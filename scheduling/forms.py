@@ -28,6 +28,7 @@ class QueueListOptions(ListOptions):
     time; 20 rows unless asked for more."""
 
     SORT_KEYS = {"timeslot": "timeslot_start", "owner": "owner", "created": "created_at"}
+    LABELS = {"owner": "Owner", "timeslot": "Start", "created": "Booked"}
     DEFAULT_SORT = "timeslot"
     PAGE_SIZES = (20, 50, 100, 200)
     DEFAULT_PAGE_SIZE = 20

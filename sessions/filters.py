@@ -94,6 +94,7 @@ class DefinitionListOptions(ListOptions):
     """The definitions page's sort keys; status in lifecycle order, version numerically."""
 
     SORT_KEYS = {"name": "name", "version": "version_key", "status": "status_rank", "created": "created_at"}
+    LABELS = {"name": "Name", "version": "Version", "status": "Status", "created": "Created"}
     DEFAULT_SORT = "name"
 
     def annotate(self, rows):
@@ -118,6 +119,7 @@ class ExamListOptions(ListOptions):
     """The exams page's sort keys: name, timeslot start, size (the roster's sessions); newest first."""
 
     SORT_KEYS = {"name": "name", "start": "timeslot_start", "size": "size"}
+    LABELS = {"name": "Exam", "start": "Timeslot", "size": "Candidates"}
     DEFAULT_SORT = "-start"
     TIEBREAK = ("id",)
 

@@ -236,6 +236,7 @@ class SessionListOptions(ListOptions):
     first), not alphabetically."""
 
     SORT_KEYS = {"timeslot": "timeslot_start", "status": "status_rank", "owner": "owner", "created": "created_at"}
+    LABELS = {"owner": "Owner", "status": "Status", "timeslot": "Timeslot", "created": "Booked"}
     DEFAULT_SORT = "-timeslot"
 
     def annotate(self, rows):
