@@ -7,12 +7,12 @@ from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
 
 from grading.export import score_reports_csv_response
-from grading.filters import FailedGradingFilterSet, ScoreReportFilterSet, failed_gradings
+from grading.filters import FailedGradingFilterSet, ReportListOptions, ScoreReportFilterSet, failed_gradings
 from grading.models import ScoreReport
 from grading.services import regrade_request
 from grading.statistics import class_statistics
 from lcm.fsm import InvalidTransition
-from lcm.pages import clean_params, filter_errors, instructor_required, live_page, page_context, paginate, render_live
+from lcm.pages import clean_params, filter_errors, instructor_required, list_page, live_page, page_context, render_live
 from sessions.models import LabletDefinition, LabletSession
 
 # The failures listed under the reports (the newest; narrow the filters for older ones).
@@ -40,20 +40,17 @@ def report_list(request):
     the sessions whose grading failed (no score), filtered alike; `show=failed` shows only those."""
     params, filterset = _filtered(request)
     only_failed = params.get("show") == "failed"
-    page, query = paginate(filterset.qs.none() if only_failed else filterset.qs, params)
+    listing = list_page(params, filterset, ReportListOptions(params))
     failed = FailedGradingFilterSet(params, queryset=failed_gradings())
     failures = list(failed.qs[:FAILED_SHOWN]) if not failed.errors and params.get("passed") in (None, "") else []
     context = page_context(
         request,
         "reports",
-        page=page,
-        query=query,
-        params=params,
+        **listing,
         only_failed=only_failed,
         failures=failures,
         failures_more=len(failures) == FAILED_SHOWN,
-        errors=filter_errors(filterset),
-        definitions=LabletDefinition.objects.only("id", "name", "version").order_by("name", "-created_at"),
+        definitions=LabletDefinition.objects.only("id", "name", "version", "status").order_by("name", "-created_at"),
         # Drawn once per page load, outside the polled fragment: read only then (every report the filters match).
         stats=SimpleLazyObject(lambda: class_statistics(filterset.qs if not filterset.errors else _reports().none())),
     )

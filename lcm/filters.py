@@ -1,9 +1,11 @@
 """Filters every app's FilterSets share (pages and REST API alike): bad values are form errors, never raised."""
 
 import datetime
+import re
 
 import django_filters
 from django import forms
+from django.db.models import Q
 from django_filters.fields import IsoDateTimeField
 
 
@@ -60,3 +62,39 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
     """An ISO 8601 date-time filter whose value is in UTC (see `UtcIsoDateTimeField`)."""
 
     field_class = UtcIsoDateTimeField
+
+
+class SearchFilter(django_filters.CharFilter):
+    """`?q=`: a case-insensitive substring of any of `fields` ("bob" finds bob@example.com), or the start of
+    any of `uuid_fields` (a session id's first characters). Blank or whitespace searches nothing; an
+    overlong value is a form error."""
+
+    def __init__(self, *args, fields=(), uuid_fields=(), **kwargs):
+        kwargs.setdefault("label", "search")
+        kwargs.setdefault("max_length", SEARCH_MAX_LENGTH)
+        super().__init__(*args, **kwargs)
+        self.fields = tuple(fields)
+        self.uuid_fields = tuple(uuid_fields)
+
+    def filter(self, qs, value):
+        value = (value or "").strip()
+        if not value:
+            return qs
+        return qs.filter(search_q(self.fields, value, uuid_fields=self.uuid_fields))
+
+
+SEARCH_MAX_LENGTH = 200
+_UUID_PREFIX = re.compile(r"[0-9a-f]{4}[0-9a-f-]{0,32}")
+
+
+def search_q(fields, value: str, *, uuid_fields=()) -> Q:
+    """`field1 contains value OR field2 contains value …`, case-insensitive; OR `uuid_field starts with value`
+    when the value looks like the start of a UUID (4+ hex digits, hyphens as written: PostgreSQL compares the
+    hyphenated text)."""
+    condition = Q()
+    for field in fields:
+        condition |= Q(**{f"{field}__icontains": value})
+    if uuid_fields and _UUID_PREFIX.fullmatch(value.lower()):
+        for field in uuid_fields:
+            condition |= Q(**{f"{field}__istartswith": value.lower()})
+    return condition

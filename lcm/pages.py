@@ -18,6 +18,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db.models import Case, IntegerField, Value, When
 from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -189,3 +190,97 @@ class Choice:
 def status_choices(values, presets=()) -> list[Choice]:
     """Options of a status filter: presets (comma lists) first, then each status."""
     return [Choice(v, label) for v, label in presets] + [Choice(v, v) for v in values]
+
+
+class ListOptions:
+    """How a list page is sorted and paged: `?sort=<key>` or `-<key>` (descending) over `SORT_KEYS`, and
+    `?page_size=` from `PAGE_SIZES`. A value outside them is ignored and named in the page's filter errors.
+
+    A subclass per list names its keys: `SORT_KEYS` maps a key to a field or lookup, and `annotate(rows)`
+    adds the annotations a key sorts by (a count, a rank). Every ordering ends with `TIEBREAK` (unique
+    together), so rows never swap places between pages.
+    """
+
+    SORT_KEYS: dict[str, str] = {}
+    # The sort bar's labels: a list of cards has no column headers, and a table stacked on a narrow
+    # screen hides them (`includes/sort_bar.html`).
+    LABELS: dict[str, str] = {}
+    DEFAULT_SORT = ""
+    TIEBREAK: tuple[str, ...] = ("created_at", "id")
+    PAGE_SIZES = (25, 50, 100, 200)
+    DEFAULT_PAGE_SIZE = 50
+
+    def __init__(self, params: QueryDict):
+        self.errors: dict[str, str] = {}
+        sort = params.get("sort", "").strip()
+        if sort and sort.removeprefix("-") not in self.SORT_KEYS:
+            self.errors["sort"] = f"unknown sort key; expected one of {', '.join(self.SORT_KEYS)} (- first: descending)"
+            sort = ""
+        self.sort = sort or self.DEFAULT_SORT
+        self.page_size = self.DEFAULT_PAGE_SIZE
+        raw = params.get("page_size", "").strip()
+        if raw:
+            if raw.isdigit() and int(raw) in self.PAGE_SIZES:
+                self.page_size = int(raw)
+            else:
+                self.errors["page_size"] = f"choose one of {', '.join(map(str, self.PAGE_SIZES))} rows per page"
+
+    @property
+    def key(self) -> str:
+        return self.sort.removeprefix("-")
+
+    @property
+    def descending(self) -> bool:
+        return self.sort.startswith("-")
+
+    def annotate(self, rows):
+        """`rows` with what the current key sorts by; the default sorts by plain fields."""
+        return rows
+
+    def order(self, rows):
+        """`rows` in the chosen order, the tie-breakers following the same direction."""
+        sign = "-" if self.descending else ""
+        fields = (self.SORT_KEYS[self.key], *self.TIEBREAK)
+        return self.annotate(rows).order_by(*(f"{sign}{field}" for field in fields))
+
+    def links(self, params: QueryDict) -> dict[str, dict]:
+        """Per sortable column: the query string that sorts by it (again: the other way) and its aria-sort."""
+        base = params.copy()
+        for name in ("sort", "page", "v"):
+            base.pop(name, None)
+        links = {}
+        for key in self.SORT_KEYS:
+            current = key == self.key
+            query = base.copy()
+            query["sort"] = f"-{key}" if current and not self.descending else key
+            links[key] = {
+                "query": query.urlencode(),
+                "aria": ("descending" if self.descending else "ascending") if current else "none",
+                "arrow": ("↓" if self.descending else "↑") if current else "",
+            }
+        return links
+
+
+def list_page(params: QueryDict, filterset, options: ListOptions, *, errors=None) -> dict:
+    """One page of a filtered, sorted list page and what its template shows around it: `page`, `query`
+    (without the page), `errors` (the filters' and the options'), `listing`, `sort_links` (`sort_columns`
+    for a sort bar) and `total` (the rows before filtering, for "N of M"). A constant number of queries,
+    whatever the number of rows."""
+    page, query = paginate(options.order(filterset.qs), params, per_page=options.page_size)
+    links = options.links(params)
+    return {
+        "page": page,
+        "query": query,
+        "params": params,
+        "errors": {**filter_errors(filterset), **options.errors, **(errors or {})},
+        "listing": options,
+        "sort_links": links,
+        "sort_columns": [(options.LABELS.get(key, key.capitalize()), links[key]) for key in options.SORT_KEYS],
+        "total": filterset.queryset.order_by().count(),
+    }
+
+
+def status_rank(values, field: str = "status"):
+    """An expression ranking `field` by its place in `values` (a lifecycle order), for sorting by status."""
+    whens = [When(**{field: value}, then=Value(i)) for i, value in enumerate(values)]
+    return Case(*whens, default=Value(len(values)), output_field=IntegerField())

@@ -3,6 +3,7 @@
 from django import forms
 from django.core.validators import MaxValueValidator
 
+from lcm.pages import ListOptions
 from sessions.models import LabletDefinition
 from sessions.states import DefinitionStatus
 from workers.models import SystemSettings, WorkerTemplate
@@ -20,6 +21,17 @@ class PlacementPreviewForm(forms.Form):
         self.fields["definition"].queryset = LabletDefinition.objects.exclude(
             status=DefinitionStatus.ARCHIVED
         ).order_by("name", "-created_at")
+
+
+class QueueListOptions(ListOptions):
+    """The scheduler's queue of PENDING sessions: by start (the placement order, default), owner or booking
+    time; 20 rows unless asked for more."""
+
+    SORT_KEYS = {"timeslot": "timeslot_start", "owner": "owner", "created": "created_at"}
+    LABELS = {"owner": "Owner", "timeslot": "Start", "created": "Booked"}
+    DEFAULT_SORT = "timeslot"
+    PAGE_SIZES = (20, 50, 100, 200)
+    DEFAULT_PAGE_SIZE = 20
 
 
 # The settings page shows the fields in these groups, in this order.

@@ -10,10 +10,19 @@ from django.utils import timezone
 from lcm.coordination import coordinator
 from lcm.fsm import actor_name
 from lcm.loops import loop_health
-from lcm.pages import admin_required, clean_params, instructor_required, live_page, page_context, render_live
+from lcm.pages import (
+    admin_required,
+    clean_params,
+    instructor_required,
+    list_page,
+    live_page,
+    page_context,
+    render_live,
+)
 from scheduling.attention import attention_items, placement_reasons
-from scheduling.forms import PlacementPreviewForm, SystemSettingsForm
+from scheduling.forms import PlacementPreviewForm, QueueListOptions, SystemSettingsForm
 from scheduling.selectors import placement_preview
+from sessions.filters import SessionSearchFilterSet
 from sessions.models import LabletSession
 from sessions.selectors import queue_depth
 from sessions.states import SessionStatus
@@ -36,7 +45,8 @@ def placement_leader() -> dict:
 @instructor_required
 @live_page()
 def scheduler(request):
-    """Queue depth, loop freshness, leader, the next sessions to place and a placement preview."""
+    """Queue depth, loop freshness, leader, the next sessions to place (searchable, sortable, paged) and a
+    placement preview."""
     params = clean_params(request.GET)
     form = PlacementPreviewForm(params if "definition" in params else None)
     candidates = leader = None
@@ -46,11 +56,9 @@ def scheduler(request):
         if form.is_bound and form.is_valid():
             candidates = placement_preview(form.cleaned_data["definition"])
     lead = SystemSettings.load().placement_lead_minutes
-    waiting = list(
-        LabletSession.objects.select_related("definition")
-        .filter(status=S.PENDING)
-        .order_by("timeslot_start", "created_at")[:20]
-    )
+    pending = LabletSession.objects.select_related("definition").filter(status=S.PENDING)
+    listing = list_page(params, SessionSearchFilterSet(params, queryset=pending), QueueListOptions(params))
+    waiting = listing["page"].object_list = list(listing["page"].object_list)
     horizon = timezone.now() + timedelta(minutes=lead)
     due = [s for s in waiting if s.timeslot_start <= horizon]
     # Why each due one waits: the placement preview of its definition (one read of the fleet for all of them).
@@ -63,6 +71,7 @@ def scheduler(request):
         queue=queue_depth(),
         loops=loop_health(),
         leader=leader,
+        **listing,
         waiting=waiting,
         horizon=horizon,
         form=form,

@@ -12,19 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 from django.contrib import messages
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from lcm.pages import clean_params, instructor_required, live_page, page_context, paginate, render_live
+from lcm.pages import clean_params, instructor_required, list_page, live_page, page_context, render_live
 from lcm.roles import is_admin
 from scheduling.admission import DIMENSIONS, LABELS, admission_mode, capacity_check
 from sessions.booking import EXTENDABLE
 from sessions.exam_forms import BulkExtendForm, ExamForm
 from sessions.exams import CapacityRefused, exam_action, results_csv
+from sessions.filters import ExamFilterSet, ExamListOptions
 from sessions.models import Exam, LabletSession
 from sessions.states import TERMINAL, SessionStatus
 
@@ -113,17 +114,13 @@ def _load_exam(pk) -> Exam:
 
 @instructor_required
 def exam_list(request):
-    """Exams, newest timeslot first, with counts by state; `?q=` searches the name."""
+    """Exams with counts by state: `?q=` searches the name and notes, `?sort=` name, start or size (default: newest
+    timeslot first), `?page_size=`."""
     params = clean_params(request.GET)
-    exams = Exam.objects.select_related("definition").order_by("-timeslot_start", "-id")
-    search = params.get("q", "").strip()
-    if search:
-        exams = exams.filter(Q(name__icontains=search) | Q(notes__icontains=search))
-    page, query = paginate(exams, params)
-    page.object_list = with_counts(page.object_list)
-    return render(
-        request, "exams/exam_list.html", page_context(request, "exams", page=page, query=query, params=params)
-    )
+    filterset = ExamFilterSet(params, queryset=Exam.objects.select_related("definition"))
+    listing = list_page(params, filterset, ExamListOptions(params))
+    listing["page"].object_list = with_counts(listing["page"].object_list)
+    return render(request, "exams/exam_list.html", page_context(request, "exams", **listing))
 
 
 def _verdict_rows(verdict) -> list[dict]:

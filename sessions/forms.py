@@ -9,11 +9,10 @@ from datetime import timedelta
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db.models import Case, IntegerField, Value, When
-from django.http import QueryDict
 
 from lcm.errors import Conflict
 from lcm.forms import add_service_errors
+from lcm.pages import ListOptions, status_rank
 from sessions.booking import session_create, session_extend
 from sessions.definitions import definition_create
 from sessions.models import LabletDefinition
@@ -232,65 +231,13 @@ class DefinitionCreateForm(forms.Form):
         return None
 
 
-class SessionListOptions:
-    """How the session list is sorted and paged: `?sort=<key>` or `-<key>` (descending) over a whitelist, and
-    `?page_size=` from a few sizes. A value outside them is ignored and named in the page's filter errors.
-
-    Every ordering ends with the creation time and the id, so rows never swap places between pages.
-    """
+class SessionListOptions(ListOptions):
+    """The session list's sort keys (`lcm.pages.ListOptions`): statuses sort in lifecycle order (PENDING
+    first), not alphabetically."""
 
     SORT_KEYS = {"timeslot": "timeslot_start", "status": "status_rank", "owner": "owner", "created": "created_at"}
+    LABELS = {"owner": "Owner", "status": "Status", "timeslot": "Timeslot", "created": "Booked"}
     DEFAULT_SORT = "-timeslot"
-    PAGE_SIZES = (25, 50, 100, 200)
-    DEFAULT_PAGE_SIZE = 50
 
-    def __init__(self, params: QueryDict):
-        self.errors: dict[str, str] = {}
-        sort = params.get("sort", "").strip()
-        if sort and sort.removeprefix("-") not in self.SORT_KEYS:
-            self.errors["sort"] = f"unknown sort key; expected one of {', '.join(self.SORT_KEYS)} (- first: descending)"
-            sort = ""
-        self.sort = sort or self.DEFAULT_SORT
-        self.page_size = self.DEFAULT_PAGE_SIZE
-        raw = params.get("page_size", "").strip()
-        if raw:
-            if raw.isdigit() and int(raw) in self.PAGE_SIZES:
-                self.page_size = int(raw)
-            else:
-                self.errors["page_size"] = f"choose one of {', '.join(map(str, self.PAGE_SIZES))} rows per page"
-
-    @property
-    def key(self) -> str:
-        return self.sort.removeprefix("-")
-
-    @property
-    def descending(self) -> bool:
-        return self.sort.startswith("-")
-
-    def order(self, rows):
-        """`rows` in the chosen order; statuses sort in lifecycle order (PENDING first), not alphabetically."""
-        if self.key == "status":
-            rank = Case(
-                *[When(status=s, then=Value(i)) for i, s in enumerate(SessionStatus.values)],
-                output_field=IntegerField(),
-            )
-            rows = rows.annotate(status_rank=rank)
-        sign = "-" if self.descending else ""
-        return rows.order_by(*(f"{sign}{field}" for field in (self.SORT_KEYS[self.key], "created_at", "id")))
-
-    def links(self, params: QueryDict) -> dict[str, dict]:
-        """Per sortable column: the query string that sorts by it (again: the other way) and its aria-sort."""
-        base = params.copy()
-        for name in ("sort", "page", "v"):
-            base.pop(name, None)
-        links = {}
-        for key in self.SORT_KEYS:
-            current = key == self.key
-            query = base.copy()
-            query["sort"] = f"-{key}" if current and not self.descending else key
-            links[key] = {
-                "query": query.urlencode(),
-                "aria": ("descending" if self.descending else "ascending") if current else "none",
-                "arrow": ("↓" if self.descending else "↑") if current else "",
-            }
-        return links
+    def annotate(self, rows):
+        return rows.annotate(status_rank=status_rank(SessionStatus.values)) if self.key == "status" else rows

@@ -1,13 +1,14 @@
-"""Pages: dashboard, sessions, definitions (SPEC §5.4) and exams (SPEC §8)."""
+"""Pages: dashboard, sessions, definitions (SPEC §5.4), exams (SPEC §8) and the global search."""
 
 from django.urls import path
 
-from sessions import exam_views, views
+from sessions import exam_views, search_views, views
 
 app_name = "sessions"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("search/", search_views.search, name="search"),
     path("sessions/", views.session_list, name="session_list"),
     path("sessions/<uuid:pk>/", views.session_detail, name="session_detail"),
     path("sessions/<uuid:pk>/actions/<slug:action>/", views.session_action, name="session_action"),

@@ -34,11 +34,10 @@ from lcm.pages import (
     action_response,
     admin_required,
     clean_params,
-    filter_errors,
     instructor_required,
+    list_page,
     live_page,
     page_context,
-    paginate,
     render_live,
     status_choices,
 )
@@ -49,7 +48,7 @@ from sessions import selectors
 from sessions.charts import dashboard_charts
 from sessions.definitions import definition_transition
 from sessions.exam_views import todays_exams
-from sessions.filters import DefinitionFilterSet, SessionFilterSet
+from sessions.filters import DefinitionFilterSet, DefinitionListOptions, SessionFilterSet
 from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm, SessionListOptions
 from sessions.models import Exam, LabletDefinition, LabletSession, SessionStatusChange
 from sessions.selectors import queue_depth
@@ -156,12 +155,9 @@ def session_list(request):
 
     params = clean_params(request.GET)
     date_error = _date_window(params)
-    listing = SessionListOptions(params)
     filterset = SessionFilterSet(params, queryset=selectors.session_list().select_related("exam"))
-    page, query = paginate(listing.order(filterset.qs), params, per_page=listing.page_size)
-    errors = {**filter_errors(filterset), **listing.errors}
-    if date_error:
-        errors["date"] = date_error
+    date_errors = {"date": date_error} if date_error else {}
+    listing = list_page(params, filterset, SessionListOptions(params), errors=date_errors)
     selected_status = params.get("status", "")
     choices = status_choices(SessionStatus.values, STATUS_PRESETS)
     if selected_status and selected_status not in {c.value for c in choices}:
@@ -169,16 +165,11 @@ def session_list(request):
     context = page_context(
         request,
         "sessions",
-        page=page,
-        query=query,
-        params=params,
-        errors=errors,
+        **listing,
         status_choices=choices,
-        definitions=LabletDefinition.objects.only("id", "name", "version").order_by("name", "-created_at"),
+        definitions=LabletDefinition.objects.only("id", "name", "version", "status").order_by("name", "-created_at"),
         workers=_worker_options(),
         exams=_exam_options(filterset),
-        listing=listing,
-        sort_links=listing.links(params),
         exact_filters=[(name, value) for name in ("owner", "reservation_id") for value in params.getlist(name)],
         form=form,
         form_open=request.method == "POST" or "new" in request.GET,
@@ -196,7 +187,8 @@ def _exam_options(filterset) -> list[Exam]:
 
 
 def _worker_options():
-    return CMLWorker.objects.only("id", "name").order_by("name")
+    # `status` too: the FSM mixin reads it on load (a deferred field would cost a query per worker).
+    return CMLWorker.objects.only("id", "name", "status").order_by("name")
 
 
 @dataclass(frozen=True)
@@ -481,16 +473,12 @@ def definition_list(request):
     params = clean_params(request.GET)
     rows = LabletDefinition.objects.annotate(
         session_count=Count("sessions"), active_count=Count("sessions", filter=Q(sessions__status__in=ACTIVE))
-    ).order_by("name", "-created_at")
+    )
     filterset = DefinitionFilterSet(params, queryset=rows)
-    page, query = paginate(filterset.qs, params)
     context = page_context(
         request,
         "definitions",
-        page=page,
-        query=query,
-        params=params,
-        errors=filter_errors(filterset),
+        **list_page(params, filterset, DefinitionListOptions(params)),
         status_choices=status_choices(DefinitionStatus.values),
     )
     return render(request, "sessions/definition_list.html", context)

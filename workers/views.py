@@ -19,17 +19,16 @@ from lcm.pages import (
     action_response,
     admin_required,
     clean_params,
-    filter_errors,
     instructor_required,
+    list_page,
     live_page,
     page_context,
-    paginate,
     render_live,
     status_choices,
 )
 from scheduling.selectors import worker_capacities
 from sessions.states import SessionStatus, capacity_holding_q
-from workers.filters import WorkerFilterSet
+from workers.filters import WorkerFilterSet, WorkerListOptions
 from workers.forms import WorkerCreateForm
 from workers.models import CMLWorker, SystemSettings, WorkerTemplate
 from workers.services import worker_cancel_drain, worker_drain, worker_set_desired
@@ -93,17 +92,14 @@ def worker_list(request):
 
 def _render_list(request, form=None, status=200):
     params = clean_params(request.GET)
-    filterset = WorkerFilterSet(params, queryset=CMLWorker.objects.select_related("template").order_by("name"))
-    page, query = paginate(filterset.qs, params)
-    capacities = worker_capacities([w.pk for w in page])
+    filterset = WorkerFilterSet(params, queryset=CMLWorker.objects.select_related("template"))
+    listing = list_page(params, filterset, WorkerListOptions(params))
+    capacities = worker_capacities([w.pk for w in listing["page"]])
     context = page_context(
         request,
         "workers",
-        page=page,
-        cards=_cards(page, capacities),
-        query=query,
-        params=params,
-        errors=filter_errors(filterset),
+        **listing,
+        cards=_cards(listing["page"], capacities),
         status_choices=status_choices(WorkerStatus.values),
         licences=LicenseType.values,
         templates=WorkerTemplate.objects.only("id", "name").order_by("name"),

@@ -122,6 +122,7 @@ def page_paths(day) -> dict[str, str]:
         from django.urls import reverse  # Imported here: after Django is set up by pytest-django
 
         paths[name] = reverse(name, kwargs=kwargs_for.get(name))
+    paths["sessions:search"] += "?q=firstname"  # the results of a search that finds sessions, not its hint
     return paths
 
 
@@ -167,7 +168,13 @@ def settle(page):
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_every_page_fits_at_laptop_and_phone_size(browser, live_server, admin_user, day, scheme):
     paths = page_paths(day)
-    must = {"sessions:dashboard", "sessions:session_detail", "scheduling:scheduler", "sessions:exam_detail"}
+    must = {
+        "sessions:dashboard",
+        "sessions:session_detail",
+        "scheduling:scheduler",
+        "sessions:exam_detail",
+        "sessions:search",
+    }
     assert must <= set(paths)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     problems = []
