@@ -11,6 +11,7 @@ urlpatterns = [
     path("sessions/", views.session_list, name="session_list"),
     path("sessions/<uuid:pk>/", views.session_detail, name="session_detail"),
     path("sessions/<uuid:pk>/actions/<slug:action>/", views.session_action, name="session_action"),
+    path("sessions/<uuid:pk>/confirm/<slug:action>/", views.session_confirm, name="session_confirm"),
     path("definitions/", views.definition_list, name="definition_list"),
     path("definitions/new/", views.definition_create, name="definition_create"),
     path("definitions/<uuid:pk>/", views.definition_detail, name="definition_detail"),
