@@ -10,6 +10,7 @@ leaves the page alone, so a form being typed into or a focused button is only re
 when the data really changed. A session detail stops polling at a terminal state.
 """
 
+import uuid
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib import messages
@@ -443,7 +444,12 @@ def definition_detail(request, pk):
 @admin_required
 def definition_create(request):
     """Upload a definition (admin): field errors keep the input."""
-    form = DefinitionCreateForm(request.POST or None, request.FILES or None)
+    source = None
+    if request.method == "GET" and request.GET.get("from"):
+        # "New version from this": the form pre-filled from that definition, the version left to the admin.
+        source = LabletDefinition.objects.filter(pk=_uuid_or_none(request.GET["from"])).first()
+    initial = DefinitionCreateForm.initial_from(source) if source else None
+    form = DefinitionCreateForm(request.POST or None, request.FILES or None, initial=initial)
     status = 200
     if request.method == "POST":
         definition = form.submit(actor=request.user) if form.is_valid() else None
@@ -451,9 +457,15 @@ def definition_create(request):
             messages.success(request, f"Definition {definition} created ({definition.status}).")
             return redirect("sessions:definition_detail", pk=definition.pk)
         status = 422
-    return render(
-        request, "sessions/definition_form.html", page_context(request, "definitions", form=form), status=status
-    )
+    context = page_context(request, "definitions", form=form, source=source)
+    return render(request, "sessions/definition_form.html", context, status=status)
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 @require_POST
@@ -464,6 +476,16 @@ def definition_action(request, pk):
     target = request.POST.get("target", "").strip().upper()
     expected = request.POST.get("expected", "").strip().upper()
     label = DEFINITION_ACTIONS.get(target, target.title() or "Change status")
+    if target == DefinitionStatus.ARCHIVED and request.POST.get("confirmed") != "1" and expected == definition.status:
+        # Archiving asks first (issue 19): the dialog's post carries `confirmed=1`, a plain form gets this page.
+        context = page_context(
+            request,
+            "definitions",
+            definition=definition,
+            label=label,
+            active=definition.sessions.filter(status__in=ACTIVE).count(),
+        )
+        return render(request, "sessions/definition_confirm.html", context)
     if expected and expected != definition.status:
         messages.warning(request, f"“{label}” no longer applies: the definition is now {definition.status}.")
     else:
