@@ -8,6 +8,7 @@ app_name = "sessions"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("help/", views.help_page, name="help"),
     path("sessions/", views.session_list, name="session_list"),
     path("sessions/<uuid:pk>/", views.session_detail, name="session_detail"),
     path("sessions/<uuid:pk>/actions/<slug:action>/", views.session_action, name="session_action"),

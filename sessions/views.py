@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.management import get_commands, load_command_class
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -495,3 +496,28 @@ def definition_action(request, pk):
         except (InvalidTransition, ValueError) as exc:
             messages.warning(request, f"{label}: {exc}")
     return redirect("sessions:definition_detail", pk=pk)
+
+
+# ---------------------------------------------------------------------------------------
+# Help
+# ---------------------------------------------------------------------------------------
+
+COMMAND_APPS = ("lcm", "sessions", "workers", "scheduling", "grading")
+
+
+def project_commands() -> list[tuple[str, str]]:
+    """`(name, first line of its help)` of every `manage.py` command LCM ships, by name (read from the commands
+    themselves, so the list stays true)."""
+    found = []
+    for name, app in sorted(get_commands().items()):
+        if app in COMMAND_APPS:
+            text = " ".join((load_command_class(app, name).help or "").split())
+            found.append((name, text))
+    return found
+
+
+@instructor_required
+def help_page(request):
+    """Where to find things: the REST API and its docs, and the `manage.py` commands."""
+    context = page_context(request, "help", commands=project_commands())
+    return render(request, "sessions/help.html", context)

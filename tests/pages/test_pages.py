@@ -485,10 +485,14 @@ def test_worker_create_and_admin_actions(admin_client, fleet):
     running.refresh_from_db()
     assert (running.status, running.desired_status) == ("RUNNING", "STOPPED")
     assert admin_client.post(url + "start/", {"expected": "RUNNING"}, headers=HX).status_code == 200
-    assert admin_client.post(url + "terminate/", {"expected": "RUNNING"}, headers=HX).status_code == 200
+    asked = admin_client.post(url + "terminate/", {"expected": "RUNNING"}, headers=HX)  # asks first
+    assert asked["HX-Redirect"] == f"/workers/{running.pk}/confirm/terminate/"
+    running.refresh_from_db()
+    assert running.desired_status == "RUNNING"
+    assert admin_client.post(url + "terminate/", confirmed, headers=HX).status_code == 200
     running.refresh_from_db()
     assert running.desired_status == "TERMINATED"
-    assert admin_client.post(url + "terminate/", {"expected": "RUNNING"}, headers=HX).status_code == 409
+    assert admin_client.post(url + "terminate/", confirmed, headers=HX).status_code == 409
     assert admin_client.post(url + "explode/", headers=HX).status_code == 404
 
 
