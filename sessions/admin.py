@@ -273,7 +273,7 @@ class LabletSessionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
                 )
             },
         ),
-        ("Placement", {"fields": ("worker", "lab_record", "cml_lab_id", "allocated_ports")}),
+        ("Placement", {"fields": ("worker", "excluded_worker", "lab_record", "cml_lab_id", "allocated_ports")}),
         ("Outcome", {"fields": ("end_reason", "end_reason_detail", "grade_result", "cleanup_pending")}),
         ("Reconciler", {"fields": ("attempts", "last_error", "next_attempt_at")}),
         (

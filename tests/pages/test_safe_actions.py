@@ -158,6 +158,7 @@ def test_with_no_other_worker_the_requeued_session_waits_saying_why(admin_client
     assert report.placed == [] and report.waiting == [(str(session.pk), "no worker fits (w-only: excluded by requeue)")]
     page = admin_client.get(f"/sessions/{session.pk}/").content.decode()
     assert "no worker fits (w-only: excluded by requeue)" in page  # the placement preview's reason
+    assert '<span class="pill" id="excluded-worker">never on w-only (requeued)</span>' in page
     assert "w-only: excluded by requeue" in admin_client.get("/scheduler/").content.decode()
 
 
