@@ -53,7 +53,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
     readonly_fields = ("user", "name", "key_prefix", "created_at", "expires_at", "last_used_at", "revoked")
     actions = [
         service_action(
-            "revoke_tokens", "Revoke selected tokens", lambda token, request: token_revoke(token, actor=request.user)
+            "revoke_tokens",
+            "Revoke selected tokens",
+            lambda token, request: token_revoke(token, actor=request.user),
+            confirm="Every client using them is refused from now on. This cannot be undone.",
         )
     ]
 

@@ -8,7 +8,8 @@ the pieces that make that cheap to do everywhere:
 - `ReadOnlyAdmin` / `ReadOnlyInline`: view-only admins and inlines (history, reports, ports).
 - `ActionsOnlyAdmin`: objects are read-only on their page but the changelist still offers actions.
 - `service_action`: an admin action that runs a service per selected object, turns refusals
-  into warning messages (never a 500) and reports how many succeeded.
+  into warning messages (never a 500) and reports how many succeeded; with `confirm=` it first shows
+  an intermediate page listing the selected objects (destructive and candidate-affecting actions).
 - `ServiceModelForm`: a ModelForm saved by a service; the service's validation runs once as a
   dry run while the form is cleaned, so its errors appear on the form's fields.
 """
@@ -17,8 +18,10 @@ from collections.abc import Callable
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models, transaction
+from django.template.response import TemplateResponse
 from django_fsm import ConcurrentTransition
 
 from lcm.errors import Conflict, first_error_line
@@ -108,15 +111,42 @@ def run_service_action(modeladmin, request, queryset, call: Callable, label: str
     return succeeded
 
 
-def service_action(name: str, label: str, call: Callable):
-    """An admin action named `name` (shown as `label`) that runs `call(obj, request)` per selected object."""
+def service_action(name: str, label: str, call: Callable, *, confirm: str = ""):
+    """An admin action named `name` (shown as `label`) that runs `call(obj, request)` per selected object.
+
+    `confirm` (what the action does to each object, e.g. "Their labs are torn down …") makes it ask first, like
+    Django's "Delete selected": an intermediate page lists the selected objects and only its "Yes" (a post with
+    `post=yes`) runs the action. Actions that take nothing away (a test send, a retry) leave it empty."""
 
     def action(modeladmin, request, queryset):
+        if confirm and request.POST.get("post") != "yes":
+            return confirmation_page(modeladmin, request, queryset, name=name, label=label, consequence=confirm)
         run_service_action(modeladmin, request, queryset, call, label)
+        return None
 
     action.__name__ = name
     action.__doc__ = f"Admin action: {label} (one service call per selected object)."
     return admin.action(description=label, permissions=["change"])(action)
+
+
+def confirmation_page(modeladmin, request, queryset, *, name: str, label: str, consequence: str):
+    """The intermediate page of an action that asks first: the selected objects and a "Yes" that runs it."""
+    opts = modeladmin.model._meta
+    count = queryset.count()
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": f"{label}?",
+        "opts": opts,
+        "queryset": queryset,
+        "count": count,
+        "objects_name": opts.verbose_name if count == 1 else opts.verbose_name_plural,
+        "label": label,
+        "consequence": consequence,
+        "action_name": name,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+    }
+    request.current_app = modeladmin.admin_site.name
+    return TemplateResponse(request, "admin/lcm_action_confirm.html", context)
 
 
 class _DryRun(Exception):

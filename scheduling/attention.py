@@ -102,22 +102,29 @@ def attention_items(now=None) -> list[Item]:
 # --- placement ------------------------------------------------------------------------------------------------
 
 
-def placement_reasons(definitions) -> dict:
-    """`{definition id: why no worker takes a session of it now}` (None when one does), from the placement
-    preview: every worker's capacity read once, judged per definition."""
-    definitions = list(definitions)
+def placement_reasons(sessions) -> dict:
+    """`{session id: why no worker takes it now}` (None when one does), from the placement preview: every
+    worker's capacity read once, judged once per definition (and per worker a requeue excluded)."""
+    sessions = list(sessions)
     capacities = list(worker_capacities().values())
-    reusable = reusable_labs_by_definition(definitions)
+    reusable = reusable_labs_by_definition({s.definition_id: s.definition for s in sessions}.values())
+    judged: dict = {}
     reasons = {}
-    for definition in definitions:
-        candidates = preview(
-            capacities,
-            Demand.of(definition),
-            cml_version_min=definition.cml_version_min,
-            cml_version_max=definition.cml_version_max,
-            reusable_on=reusable.get(definition.pk, frozenset()),
-        )
-        reasons[definition.pk] = _why_rejected(candidates)
+    for session in sessions:
+        definition = session.definition
+        excluded = frozenset({str(session.excluded_worker_id)}) if session.excluded_worker_id else frozenset()
+        key = (definition.pk, excluded)
+        if key not in judged:
+            candidates = preview(
+                capacities,
+                Demand.of(definition),
+                cml_version_min=definition.cml_version_min,
+                cml_version_max=definition.cml_version_max,
+                reusable_on=reusable.get(definition.pk, frozenset()),
+                excluded=excluded,
+            )
+            judged[key] = _why_rejected(candidates)
+        reasons[session.pk] = judged[key]
     return reasons
 
 
@@ -149,11 +156,11 @@ def _unplaceable(now, lead) -> list[Item]:
     )
     if not rows:
         return []
-    reasons = placement_reasons({s.definition_id: s.definition for s in rows}.values())
+    reasons = placement_reasons(rows)
     waits = _recent_waits(now)
     items = []
     for session in rows:
-        reason = reasons.get(session.definition_id)
+        reason = reasons.get(session.pk)
         if reason is None:
             continue  # a worker takes it: the next placement tick places it
         wait = waits.get(str(session.pk))
@@ -183,7 +190,7 @@ def waiting_reason(session, now=None) -> str:
             f"Not placed yet: placement starts {int(lead.total_seconds() // 60)} min before the timeslot, "
             f"at {due_at:%Y-%m-%d %H:%M} UTC."
         )
-    reason = placement_reasons([session.definition])[session.definition_id]
+    reason = placement_reasons([session])[session.pk]
     if reason is None:
         return "Not placed yet: a worker fits, so the scheduler places it on its next tick."
     wait = _recent_waits(now).get(str(session.pk))

@@ -38,6 +38,7 @@ from scheduling.capacity import (
 from workers.states import LicenseType
 
 RUNNING = "RUNNING"
+EXCLUDED = "excluded by requeue"
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,10 @@ def preview(
     cml_version_min: str = "",
     cml_version_max: str = "",
     reusable_on: frozenset[str] = frozenset(),
+    excluded: frozenset[str] = frozenset(),
 ) -> list[Candidate]:
-    """Every worker judged, the chosen one first, then the other fits by preference, then rejections."""
+    """Every worker judged, the chosen one first, then the other fits by preference, then rejections
+    (`excluded`: workers a requeue ruled out for this session, rejected as "excluded by requeue")."""
     judged = [
         (
             c,
@@ -178,6 +181,7 @@ def preview(
         )
         for c in capacities
     ]
+    judged = [(c, Candidate(c.worker_id, c.name, EXCLUDED) if c.worker_id in excluded else j) for c, j in judged]
     fits = sorted((pair for pair in judged if pair[1].reason is None), key=lambda p: rank_key(p[0], p[1].reusable_lab))
     rejected = sorted((c for _, c in judged if c.reason is not None), key=lambda c: c.name)
     return [c for _, c in fits] + rejected
@@ -193,8 +197,10 @@ def choose_worker(
     session_end=None,
     worker_ends: Mapping | None = None,
     now=None,
+    excluded: frozenset[str] = frozenset(),
 ) -> Candidate | None:
-    """The worker for this session (best fit, see the module docstring), or None when none fits.
+    """The worker for this session (best fit, see the module docstring), or None when none fits (`excluded`:
+    workers a requeue ruled out for it).
 
     End-time aware when `worker_ends` (worker id -> the latest end of the sessions it holds) and `session_end`
     are given: see `end_extension`."""
@@ -202,7 +208,7 @@ def choose_worker(
     fits = []
     for capacity in capacities:
         reusable = capacity.worker_id in reusable_on
-        if not eligible(capacity, demand, cml_version_min, cml_version_max):
+        if capacity.worker_id in excluded or not eligible(capacity, demand, cml_version_min, cml_version_max):
             continue
         if rejection_reason(capacity, demand, reusable_lab=reusable) is not None:
             continue
@@ -294,7 +300,8 @@ class Fleet:
         """A session of `demand` left the worker (the inverse of `claim`)."""
         self._store(self._capacity[worker_id].claimed(demand, reuse=reuse, count=-1))
 
-    def _eligible_ids(self, demand: Demand, version_min: str, version_max: str) -> frozenset[str]:
+    def _eligible_ids(self, demand: Demand, version_min: str, version_max: str, excluded=frozenset()) -> frozenset[str]:
+        """The workers this kind of session may go to (less those a requeue excluded for this one)."""
         kind = (demand.license_affinity, demand.node_count > PERSONAL_MAX_NODES, version_min, version_max)
         ids = self._eligible.get(kind)
         if ids is None:
@@ -304,7 +311,7 @@ class Fleet:
                 if eligible(capacity, demand, version_min, version_max)
             )
             self._eligible[kind] = ids
-        return ids
+        return ids - excluded if excluded else ids
 
     def choose(
         self,
@@ -316,15 +323,16 @@ class Fleet:
         session_end=None,
         worker_ends: Mapping | None = None,
         now=None,
+        excluded: frozenset[str] = frozenset(),
     ) -> Candidate | None:
         """The worker `choose_worker` would pick for this session from these capacities, or None."""
         if session_end is not None and worker_ends is not None:
             versions = (cml_version_min, cml_version_max)
-            return self._choose_by_end(demand, versions, reusable_on, session_end, worker_ends, now)
-        return self._choose_best_fit(demand, cml_version_min, cml_version_max, reusable_on)
+            return self._choose_by_end(demand, versions, reusable_on, session_end, worker_ends, now, excluded)
+        return self._choose_best_fit(demand, cml_version_min, cml_version_max, reusable_on, excluded)
 
-    def _choose_best_fit(self, demand: Demand, cml_version_min: str, cml_version_max: str, reusable_on):
-        ok = self._eligible_ids(demand, cml_version_min, cml_version_max)
+    def _choose_best_fit(self, demand: Demand, cml_version_min: str, cml_version_max: str, reusable_on, excluded):
+        ok = self._eligible_ids(demand, cml_version_min, cml_version_max, excluded)
         cpu, memory, storage, nodes, ports = (
             demand.cpu_cores,
             demand.memory_gb,
@@ -360,10 +368,10 @@ class Fleet:
         capacity = self._capacity[found[-1]]
         return Candidate(capacity.worker_id, capacity.name, None, -found[0], reusable)
 
-    def _choose_by_end(self, demand: Demand, versions: tuple, reusable_on, session_end, worker_ends, now):
+    def _choose_by_end(self, demand: Demand, versions: tuple, reusable_on, session_end, worker_ends, now, excluded):
         """`choose_worker`'s end-time aware choice: walks the workers in ranking order over the `END_CANDIDATES`
         fullest that fit, stopping at the first that it extends by nothing; the least extension wins."""
-        ok = self._eligible_ids(demand, *versions)
+        ok = self._eligible_ids(demand, *versions, excluded)
         best, best_key = None, None
         seen = 0
         for key in self._sorted:

@@ -54,6 +54,7 @@ class Due:
     pk: uuid.UUID
     definition: LabletDefinition
     timeslot_end: datetime | None = None
+    excluded_worker: str | None = None  # requeued with "not on this worker again"
 
 
 def eligible_sessions(now=None, lead_minutes: int | None = None, limit: int = 500, definitions=None) -> list[Due]:
@@ -72,10 +73,15 @@ def eligible_sessions(now=None, lead_minutes: int | None = None, limit: int = 50
     )
     if definitions is not None:
         rows = rows.filter(definition__in=definitions)
-    rows = rows.order_by("timeslot_start", "created_at").values_list("pk", "definition_id", "timeslot_end")[:limit]
-    triples = list(rows)
-    by_id = LabletDefinition.objects.in_bulk({d for _, d, _ in triples}) if triples else {}
-    return [Due(pk, by_id[definition_id], end) for pk, definition_id, end in triples]
+    rows = rows.order_by("timeslot_start", "created_at").values_list(
+        "pk", "definition_id", "timeslot_end", "excluded_worker_id"
+    )[:limit]
+    found = list(rows)
+    by_id = LabletDefinition.objects.in_bulk({row[1] for row in found}) if found else {}
+    return [
+        Due(pk, by_id[definition_id], end, str(excluded) if excluded else None)
+        for pk, definition_id, end, excluded in found
+    ]
 
 
 def decide(
@@ -97,6 +103,8 @@ def decide(
         if demand is None:
             demand = demands[definition.pk] = Demand.of(definition)
         labs = reusable.get(definition.pk, frozenset())
+        excluded_id = getattr(session, "excluded_worker", None)
+        excluded = frozenset({excluded_id}) if excluded_id else frozenset()
         chosen = fleet.choose(
             demand,
             cml_version_min=definition.cml_version_min,
@@ -105,9 +113,13 @@ def decide(
             session_end=getattr(session, "timeslot_end", None) if ends is not None else None,
             worker_ends=ends,
             now=now,
+            excluded=excluded,
         )
         if chosen is None:
-            waiting.append((str(session.pk), "no worker fits"))
+            name = fleet.capacity(excluded_id).name if excluded_id in fleet else excluded_id
+            waiting.append(
+                (str(session.pk), f"no worker fits ({name}: excluded by requeue)" if excluded else "no worker fits")
+            )
             continue
         fleet.claim(chosen.worker_id, demand, reuse=chosen.reusable_lab)
         end = getattr(session, "timeslot_end", None)

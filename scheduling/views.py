@@ -62,9 +62,9 @@ def scheduler(request):
     horizon = timezone.now() + timedelta(minutes=lead)
     due = [s for s in waiting if s.timeslot_start <= horizon]
     # Why each due one waits: the placement preview of its definition (one read of the fleet for all of them).
-    reasons = placement_reasons({s.definition_id: s.definition for s in due}.values()) if due else {}
+    reasons = placement_reasons(due) if due else {}
     for session in waiting:
-        session.why = reasons.get(session.definition_id, "") if session in due else ""
+        session.why = reasons.get(session.pk, "") if session in due else ""
     context = page_context(
         request,
         "scheduler",

@@ -67,11 +67,11 @@ class DefinitionAddForm(ServiceModelForm):
         return definition_create(actor=actor, **{name: self.cleaned_data.get(name) for name in DEFINITION_ADD_FIELDS})
 
 
-def _definition_action(name, label, target):
+def _definition_action(name, label, target, confirm=""):
     return service_action(
         name, label, lambda definition, request: definition_transition(
             definition, target, actor=request.user, reason=ADMIN_REASON
-        )
+        ), confirm=confirm,
     )  # fmt: skip
 
 
@@ -147,9 +147,24 @@ class LabletDefinitionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
     )
     actions = [
         _definition_action("activate_definitions", "Activate (→ ACTIVE)", DefinitionStatus.ACTIVE),
-        _definition_action("deactivate_definitions", "Deactivate (→ INACTIVE)", DefinitionStatus.INACTIVE),
-        _definition_action("deprecate_definitions", "Deprecate (→ DEPRECATED)", DefinitionStatus.DEPRECATED),
-        _definition_action("archive_definitions", "Archive (→ ARCHIVED)", DefinitionStatus.ARCHIVED),
+        _definition_action(
+            "deactivate_definitions",
+            "Deactivate (→ INACTIVE)",
+            DefinitionStatus.INACTIVE,
+            "No new session can be booked on them until they are activated again.",
+        ),
+        _definition_action(
+            "deprecate_definitions",
+            "Deprecate (→ DEPRECATED)",
+            DefinitionStatus.DEPRECATED,
+            "No new session can be booked on them.",
+        ),
+        _definition_action(
+            "archive_definitions",
+            "Archive (→ ARCHIVED)",
+            DefinitionStatus.ARCHIVED,
+            "No new session can use them and they cannot be re-activated.",
+        ),
     ]
 
     def get_fieldsets(self, request, obj=None):
@@ -221,11 +236,11 @@ class UserSessionInline(ReadOnlyInline):
     show_change_link = True
 
 
-def _session_action(name, label, target):
+def _session_action(name, label, target, confirm=""):
     return service_action(
         name, label, lambda session, request: session_transition(
             session, target, actor=request.user, reason=ADMIN_REASON
-        )
+        ), confirm=confirm,
     )  # fmt: skip
 
 
@@ -258,7 +273,7 @@ class LabletSessionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
                 )
             },
         ),
-        ("Placement", {"fields": ("worker", "lab_record", "cml_lab_id", "allocated_ports")}),
+        ("Placement", {"fields": ("worker", "excluded_worker", "lab_record", "cml_lab_id", "allocated_ports")}),
         ("Outcome", {"fields": ("end_reason", "end_reason_detail", "grade_result", "cleanup_pending")}),
         ("Reconciler", {"fields": ("attempts", "last_error", "next_attempt_at")}),
         (
@@ -274,22 +289,50 @@ class LabletSessionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
             "terminate_sessions",
             "Terminate (→ TERMINATED)",
             lambda session, request: session_terminate(session, actor=request.user, reason=ADMIN_REASON),
+            confirm="Their labs are torn down and the candidates lose access. This cannot be undone.",
         ),
         service_action(
             "requeue_sessions",
             "Requeue (SCHEDULED → PENDING, otherwise retry now)",
             lambda session, request: session_requeue(session, actor=request.user, reason=ADMIN_REASON),
+            confirm="A SCHEDULED one leaves its worker and is placed again at the next placement tick (its lab was "
+            "not started); any other active one is retried now.",
+        ),
+        service_action(
+            "requeue_sessions_elsewhere",
+            "Requeue, not on the same worker again (SCHEDULED → PENDING)",
+            lambda session, request: session_requeue(
+                session, actor=request.user, reason=ADMIN_REASON, exclude_worker=True
+            ),
+            confirm="Each SCHEDULED one leaves its worker and is placed again at the next placement tick, never on "
+            "that worker again (it waits when no other fits).",
         ),
         service_action(
             "reinstantiate_sessions",
             "Re-instantiate (a degraded session: a fresh lab, same ports)",
             lambda session, request: session_reinstantiate(session, actor=request.user, reason=ADMIN_REASON),
+            confirm="What is left of their labs is deleted and fresh labs come up; work on the old devices is lost.",
         ),
         _session_action("start_sessions", "Start session (→ RUNNING)", SessionStatus.RUNNING),
-        _session_action("finish_sessions", "Finish session (→ COLLECTING)", SessionStatus.COLLECTING),
+        _session_action(
+            "finish_sessions",
+            "Finish session (→ COLLECTING)",
+            SessionStatus.COLLECTING,
+            "The candidates lose access to their labs now; grading or teardown follows.",
+        ),
         _session_action("start_grading", "Start grading (→ GRADING)", SessionStatus.GRADING),
-        _session_action("stop_sessions", "Stop (→ STOPPING)", SessionStatus.STOPPING),
-        _session_action("archive_sessions", "Archive (→ ARCHIVED)", SessionStatus.ARCHIVED),
+        _session_action(
+            "stop_sessions",
+            "Stop (→ STOPPING)",
+            SessionStatus.STOPPING,
+            "Their labs are stopped and wiped; a session not yet graded gets no score.",
+        ),
+        _session_action(
+            "archive_sessions",
+            "Archive (→ ARCHIVED)",
+            SessionStatus.ARCHIVED,
+            "A lab kept for review is wiped and can no longer be inspected.",
+        ),
     ]
 
     def get_fieldsets(self, request, obj=None):

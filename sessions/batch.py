@@ -97,19 +97,22 @@ def _lock_workers(wanted) -> dict[str, tuple[str, str]]:
     }
 
 
-def _lock_schedulable_sessions(wanted) -> dict[str, tuple[str, str]]:
-    """`{id: (definition id, status)}` of the wanted sessions that may be scheduled and are not being changed."""
+def _lock_schedulable_sessions(wanted) -> dict[str, tuple[str, str, str | None]]:
+    """`{id: (definition id, status, excluded worker id)}` of the wanted sessions that may be scheduled and are
+    not being changed."""
     return {
-        str(pk): (definition_id, status)
-        for pk, definition_id, status in LabletSession.objects.select_for_update(skip_locked=True, of=("self",))
+        str(pk): (definition_id, status, str(excluded) if excluded else None)
+        for pk, definition_id, status, excluded in LabletSession.objects.select_for_update(
+            skip_locked=True, of=("self",)
+        )
         .filter(pk__in=list(wanted), status__in=_SCHEDULABLE_FROM)
-        .values_list("pk", "definition_id", "status")
+        .values_list("pk", "definition_id", "status", "excluded_worker_id")
     }
 
 
 def _claim(wanted, locked, workers, capacities, outcome: ScheduleOutcome) -> list[tuple[str, str, str]]:
     """Claim each assignment against its worker's capacity in the order given; `(session, worker, reason)` placed."""
-    demands = {d.pk: Demand.of(d) for d in LabletDefinition.objects.filter(pk__in={d for d, _ in locked.values()})}
+    demands = {d.pk: Demand.of(d) for d in LabletDefinition.objects.filter(pk__in={row[0] for row in locked.values()})}
     placed: list[tuple[str, str, str]] = []
     for session_id, (worker_id, reason) in wanted.items():
         if session_id not in locked:
@@ -118,6 +121,9 @@ def _claim(wanted, locked, workers, capacities, outcome: ScheduleOutcome) -> lis
             )
             continue
         name, status = workers.get(worker_id, (worker_id, "gone"))
+        if locked[session_id][2] == worker_id:
+            outcome.refused.append((session_id, worker_id, f"worker {name} is excluded by requeue"))
+            continue
         if status != WorkerStatus.RUNNING:
             outcome.refused.append((session_id, worker_id, f"worker {name} is {status}, not RUNNING"))
             outcome.stale_workers.add(worker_id)

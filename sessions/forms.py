@@ -182,7 +182,11 @@ class DefinitionCreateForm(forms.Form):
     boot_lead_minutes = forms.IntegerField(
         required=False, min_value=0, max_value=24 * 60, label="Boot lead (min)", help_text="Empty = global setting."
     )
-    form_qualified_name = forms.CharField(required=False, max_length=300, label="Form qualified name")
+    form_qualified_name = forms.CharField(
+        required=False, max_length=300, label="Form qualified name",
+        help_text="The content id LDS and the Grading Engine know this lab by (e.g. Exam-CCNA-Lab-1.2); "
+        "the candidate's LDS session and the grading use it. Required when grading is on.",
+    )  # fmt: skip
     grading_mode = forms.ChoiceField(
         choices=[
             (GradingMode.NONE, "None: no grading"),
@@ -217,9 +221,25 @@ class DefinitionCreateForm(forms.Form):
                     data["lab_yaml"] = upload.read().decode("utf-8")
                 except UnicodeDecodeError:
                     self.add_error("lab_file", "The file is not UTF-8 text.")
+                else:
+                    # Shown again in the textarea if another field is refused: nobody has to upload it twice.
+                    self.data = self.data.copy()
+                    self.data["lab_yaml"] = data["lab_yaml"]
         elif not data.get("lab_yaml", "").strip() and "lab_yaml" not in self.errors:
             self.add_error("lab_yaml", "Paste the lab YAML or choose a file.")
         return data
+
+    # What "New version from this" copies from a definition into a new form.
+    COPIED = (
+        "name", "description", "lab_yaml", "lab_artifact_uri", "cpu_cores", "memory_gb", "storage_gb",
+        "license_affinity", "cml_version_min", "cml_version_max", "max_duration_minutes", "boot_lead_minutes",
+        "form_qualified_name", "grading_mode", "pass_percent", "hold_for_review_hours", "lab_reuse_enabled",
+    )  # fmt: skip
+
+    @classmethod
+    def initial_from(cls, definition) -> dict:
+        """The form's initial values for a new version of `definition`: everything but the version."""
+        return {name: getattr(definition, name) for name in cls.COPIED} | {"version": ""}
 
     def submit(self, *, actor):
         """Create the definition through `definition_create`; returns it, or None with the errors on the form."""

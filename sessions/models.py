@@ -150,6 +150,10 @@ class LabletSession(ConcurrentTransitionMixin, models.Model):
     lab_record = models.ForeignKey(
         "workers.LabRecord", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions"
     )
+    # Requeued with "do not place it on this worker again": placement passes over this worker (issue 19).
+    excluded_worker = models.ForeignKey(
+        "workers.CMLWorker", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     cml_lab_id = models.CharField(max_length=100, blank=True, default="")
     allocated_ports = models.JSONField(default=dict, blank=True)
     scheduled_at = models.DateTimeField(null=True, blank=True)

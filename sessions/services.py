@@ -78,6 +78,8 @@ def _before_scheduled(locked, target, *, worker=None, **_):
     if worker is None:
         _refuse(locked, target, "SCHEDULED needs a worker")
     worker = CMLWorker.objects.select_for_update().get(pk=getattr(worker, "pk", worker))
+    if locked.excluded_worker_id == worker.pk:
+        _refuse(locked, target, f"worker {worker.name} is excluded by requeue")
     if worker.status != WorkerStatus.RUNNING:
         _refuse(locked, target, f"worker {worker.name} is {worker.status}, not RUNNING")
     capacity = worker_capacities([worker.pk])[str(worker.pk)]
@@ -88,7 +90,9 @@ def _before_scheduled(locked, target, *, worker=None, **_):
     locked.scheduled_at = timezone.now()
 
 
-def _before_pending(locked, target, **_):
+def _before_pending(locked, target, exclude_worker: bool = False, **_):
+    # A requeue that excludes the worker keeps it out of placement; any other move back to PENDING forgets it.
+    locked.excluded_worker_id = locked.worker_id if exclude_worker and locked.worker_id else None
     locked.worker = None
     locked.scheduled_at = None
     locked.lab_record = None
@@ -299,12 +303,18 @@ def session_end_hold(session, *, actor, reason: str = "") -> LabletSession:
     return locked
 
 
-def session_requeue(session, *, actor, reason: str = "") -> LabletSession:
-    """SCHEDULED → PENDING (placement again); for other active sessions, clear the backoff so the loop retries now."""
+def session_requeue(session, *, actor, reason: str = "", exclude_worker: bool = False) -> LabletSession:
+    """SCHEDULED → PENDING (placement again); for other active sessions, clear the backoff so the loop retries now.
+
+    `exclude_worker`: placement never puts the session back on the worker it is leaving (`excluded_worker`);
+    the history row names that worker."""
     with transaction.atomic():
         locked = lock_session(session)
         if locked.status == S.SCHEDULED:
-            return session_transition(locked, S.PENDING, actor=actor, reason=reason or "requeued")
+            reason = reason or "requeued"
+            if exclude_worker and locked.worker_id:
+                reason = f"{reason}; not to be placed on {locked.worker.name} again"
+            return session_transition(locked, S.PENDING, actor=actor, reason=reason, exclude_worker=exclude_worker)
         if locked.status in (S.ARCHIVED, S.TERMINATED):
             _refuse(locked, S.PENDING, f"a {locked.status} session cannot be requeued")
         locked.attempts, locked.last_error, locked.next_attempt_at = 0, "", None

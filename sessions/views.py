@@ -10,12 +10,12 @@ leaves the page alone, so a form being typed into or a focused button is only re
 when the data really changed. A session detail stops polling at a terminal state.
 """
 
-from dataclasses import dataclass
+import uuid
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.core.management import get_commands, load_command_class
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,7 +25,6 @@ from django.utils.dateparse import parse_date
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_POST
 
-from lcm import loops
 from lcm.errors import Conflict, first_error_line
 from lcm.fsm import InvalidTransition
 from lcm.loops import loop_health
@@ -41,7 +40,6 @@ from lcm.pages import (
     render_live,
     status_choices,
 )
-from lcm.roles import is_admin
 from scheduling.attention import attention_items, waiting_reason
 from scheduling.selectors import worker_capacities
 from sessions import selectors
@@ -51,10 +49,17 @@ from sessions.exam_views import todays_exams
 from sessions.filters import DefinitionFilterSet, DefinitionListOptions, SessionFilterSet
 from sessions.forms import DefinitionCreateForm, ExtendForm, ManualScoreForm, SessionCreateForm, SessionListOptions
 from sessions.models import Exam, LabletDefinition, LabletSession, SessionStatusChange
+from sessions.page_actions import (
+    SESSION_ACTIONS,
+    SessionAction,
+    carried_fields,
+    needs_confirmation,
+    run_session_action,
+    session_buttons,
+)
 from sessions.selectors import queue_depth
-from sessions.services import session_end_hold, session_reinstantiate, session_requeue, session_transition
 from sessions.states import ACTIVE, DEFINITION_TRANSITIONS, TERMINAL, DefinitionStatus, GradingMode, SessionStatus
-from workers.models import CMLWorker
+from workers.models import CMLWorker, SystemSettings
 
 S = SessionStatus
 
@@ -191,67 +196,6 @@ def _worker_options():
     return CMLWorker.objects.only("id", "name", "status").order_by("name")
 
 
-@dataclass(frozen=True)
-class SessionAction:
-    """One button of the SPEC §5.4 table: its label, the states it applies to and what it does."""
-
-    slug: str
-    label: str
-    valid_from: frozenset
-    target: str | None = None  # a plain transition; None = a special action below
-    style: str = "primary"
-    confirm: str = ""
-
-
-_TERMINATE_FROM = frozenset({S.READY, S.RUNNING, S.GRADING, S.PENDING, S.SCHEDULED, S.INSTANTIATING})
-SESSION_ACTIONS = {
-    a.slug: a
-    for a in (
-        SessionAction("start", "Start Session", frozenset({S.READY}), S.RUNNING),
-        SessionAction("finish", "Finish Session", frozenset({S.RUNNING}), S.COLLECTING),
-        SessionAction("start-grading", "Start Grading", frozenset({S.COLLECTING}), S.GRADING),
-        SessionAction("skip-grading", "Skip Grading", frozenset({S.COLLECTING}), S.STOPPING, "secondary"),
-        SessionAction("complete-grading", "Complete Grading", frozenset({S.GRADING}), S.STOPPING),
-        SessionAction("archive", "Archive", frozenset({S.STOPPED}), S.ARCHIVED),
-        SessionAction(
-            "terminate",
-            "Terminate",
-            _TERMINATE_FROM,
-            S.TERMINATED,
-            "danger",
-            "Terminate this session? The lab is torn down and the candidate loses access. This cannot be undone.",
-        ),
-        SessionAction(
-            "extend",
-            "Extend",
-            frozenset({S.PENDING, S.SCHEDULED, S.INSTANTIATING, S.READY, S.RUNNING}),
-            style="secondary",
-        ),
-        SessionAction("requeue", "Requeue", frozenset({S.SCHEDULED}), style="secondary"),
-        # SPEC §11: only on a degraded session (its lab gone or stopped in CML), besides the state's buttons.
-        SessionAction(
-            "reinstantiate",
-            "Re-instantiate",
-            frozenset({S.READY, S.RUNNING}),
-            style="primary",
-            confirm="Re-instantiate this session? What is left of its lab is deleted and a fresh lab is brought up "
-            "on the same worker with the same ports; work on the old devices is lost.",
-        ),
-    )
-}
-# SPEC §5.4: exactly these buttons, in this order, per state; no other state has any.
-SESSION_BUTTONS = {
-    S.READY: ("start", "terminate", "extend"),
-    S.RUNNING: ("finish", "terminate", "extend"),
-    S.COLLECTING: ("start-grading", "skip-grading"),
-    S.GRADING: ("complete-grading", "terminate"),
-    S.STOPPED: ("archive",),
-    S.PENDING: ("terminate", "extend"),
-    S.SCHEDULED: ("terminate", "extend", "requeue"),
-    S.INSTANTIATING: ("terminate", "extend"),
-}
-
-
 def _progress(session) -> list[dict] | None:
     """Instantiation steps (SPEC §3.3) with what is known about each, while the session is being prepared."""
     if session.status not in (S.SCHEDULED, S.INSTANTIATING, S.READY):
@@ -303,19 +247,6 @@ def _monitor_url(session) -> str:
     if session.status in TERMINAL or not (session.worker and session.worker.cml_base_url and session.cml_lab_id):
         return ""
     return f"{session.worker.cml_base_url.rstrip('/')}/lab/{session.cml_lab_id}"
-
-
-def session_buttons(session) -> list[SessionAction]:
-    """The buttons of SPEC §5.4 for this session, only where they act: Start/Skip Grading only when its
-    definition grades by hand (otherwise the loop moves COLLECTING on), Archive only while held for review."""
-    slugs = SESSION_BUTTONS.get(session.status, ())
-    if session.status == S.COLLECTING and session.definition.grading_mode != GradingMode.MANUAL:
-        slugs = ()
-    if session.status == S.STOPPED and session.hold_until is None:
-        slugs = ()
-    if session.status in (S.READY, S.RUNNING) and session.degraded_at and not session.reinstantiate_requested_at:
-        slugs = ("reinstantiate", *slugs)
-    return [SESSION_ACTIONS[slug] for slug in slugs]
 
 
 def _waiting_for(session) -> str:
@@ -384,52 +315,46 @@ def _stale(action: SessionAction, current: str) -> str:
     return f"“{action.label}” no longer applies: the session is now {current}. The page shows its current state."
 
 
-def _run_session_action(request, session, spec: SessionAction, expected: str, forms: dict) -> str:
-    """Do what the button asks through the services; returns the message for the user."""
-    actor = request.user
-    if spec.slug == "extend":
-        form = ExtendForm(request.POST)
-        extended = form.submit(session, actor=actor, is_admin=is_admin(actor)) if form.is_valid() else None
-        if extended is None:
-            forms["extend_form"] = form
-            raise ValidationError([e for errors in form.errors.values() for e in errors])
-        return f"Timeslot extended to {extended.timeslot_end:%Y-%m-%d %H:%M} UTC."
-    if spec.slug == "archive":  # SPEC §3.4: only a held session shows it; the loop wipes the lab, then archives
-        session_end_hold(session, actor=actor, reason="review hold ended from the session page")
-        return "Archiving: the held lab is wiped, then the session is ARCHIVED."
-    if spec.slug == "requeue":
-        session_requeue(session, actor=actor, reason="requeued from the session page")
-        return "Session requeued: it is PENDING and will be placed again."
-    if spec.slug == "reinstantiate":
-        session_reinstantiate(session, actor=actor, reason="Re-instantiate from the session page")
-        transaction.on_commit(lambda: loops.enqueue("lablets", session.pk))  # a status-less change: no watcher wakes it
-        return "Re-instantiating: a fresh lab with the same ports is coming up."
-    if spec.slug == "complete-grading":
-        form = ManualScoreForm(request.POST)
-        if not form.is_valid():
-            forms["score_form"] = form
-            raise ValidationError([e for errors in form.errors.values() for e in errors])
-        # The manual report is stored in the move's own transaction (the grading app's STOPPING hook), so a
-        # refused move leaves none behind.
-        session_transition(
-            session, spec.target, actor=actor, expected_status=expected, reason="grading completed by hand",
-            manual_score=dict(form.cleaned_data) if form.has_score else None,
-        )  # fmt: skip
-        return "Grading completed; the session is STOPPING."
-    session_transition(
-        session, spec.target, actor=actor, expected_status=expected, reason=f"{spec.label} from the session page"
+def _confirm_page(request, session, spec, *, carried=(), status=200):
+    """The confirm step of a button that asks first: what it touches, and the button that does it."""
+    context = page_context(
+        request,
+        "sessions",
+        session=session,
+        spec=spec,
+        question=spec.prompt(session),
+        carried=list(carried),
+        placement_lead=SystemSettings.load().placement_lead_minutes,
     )
-    return f"{spec.label}: the session is now {spec.target}."
+    return render(request, "sessions/session_confirm.html", context, status=status)
+
+
+@instructor_required
+def session_confirm(request, pk, action):
+    """GET: the confirm page of a button that asks first (Requeue's only way; the others' without JavaScript)."""
+    spec = SESSION_ACTIONS.get(action)
+    if spec is None or not spec.confirm:
+        raise Http404("No such action")
+    session = _load_session(pk)
+    if session.status not in spec.valid_from:
+        messages.warning(request, _stale(spec, session.status))
+        return redirect("sessions:session_detail", pk=pk)
+    return _confirm_page(request, session, spec)
 
 
 @require_POST
 @instructor_required
 def session_action(request, pk, action):
-    """Run one button of the session detail through the services; a stale button gets a message (409)."""
+    """Run one button of the session detail through the services; a stale button gets a message (409). A button
+    that asks first, posted unconfirmed, changes nothing: htmx is sent to its confirm page, a plain form gets it."""
     spec = SESSION_ACTIONS.get(action)
     if spec is None:
         raise Http404("No such action")
     session = get_object_or_404(LabletSession, pk=pk)
+    if needs_confirmation(spec, request.POST) and session.status in spec.valid_from:
+        if request.htmx:
+            return HttpResponse(headers={"HX-Redirect": reverse("sessions:session_confirm", args=[pk, action])})
+        return _confirm_page(request, _load_session(pk), spec, carried=carried_fields(request.POST))
     # The state the page showed when the button was drawn; without it, the current one.
     expected = request.POST.get("expected", "").strip().upper() or session.status
     forms: dict = {}
@@ -437,7 +362,7 @@ def session_action(request, pk, action):
         text, level, status = _stale(spec, session.status), "warning", 409
     else:
         try:
-            text, level, status = _run_session_action(request, session, spec, expected, forms), "success", 200
+            text, level, status = run_session_action(request, session, spec, expected, forms), "success", 200
         except InvalidTransition:
             # Someone else moved it between our read and the service's row lock.
             current = LabletSession.objects.filter(pk=pk).values_list("status", flat=True).first() or session.status
@@ -508,7 +433,12 @@ def definition_detail(request, pk):
 @admin_required
 def definition_create(request):
     """Upload a definition (admin): field errors keep the input."""
-    form = DefinitionCreateForm(request.POST or None, request.FILES or None)
+    source = None
+    if request.method == "GET" and request.GET.get("from"):
+        # "New version from this": the form pre-filled from that definition, the version left to the admin.
+        source = LabletDefinition.objects.filter(pk=_uuid_or_none(request.GET["from"])).first()
+    initial = DefinitionCreateForm.initial_from(source) if source else None
+    form = DefinitionCreateForm(request.POST or None, request.FILES or None, initial=initial)
     status = 200
     if request.method == "POST":
         definition = form.submit(actor=request.user) if form.is_valid() else None
@@ -516,9 +446,15 @@ def definition_create(request):
             messages.success(request, f"Definition {definition} created ({definition.status}).")
             return redirect("sessions:definition_detail", pk=definition.pk)
         status = 422
-    return render(
-        request, "sessions/definition_form.html", page_context(request, "definitions", form=form), status=status
-    )
+    context = page_context(request, "definitions", form=form, source=source)
+    return render(request, "sessions/definition_form.html", context, status=status)
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 @require_POST
@@ -529,6 +465,16 @@ def definition_action(request, pk):
     target = request.POST.get("target", "").strip().upper()
     expected = request.POST.get("expected", "").strip().upper()
     label = DEFINITION_ACTIONS.get(target, target.title() or "Change status")
+    if target == DefinitionStatus.ARCHIVED and request.POST.get("confirmed") != "1" and expected == definition.status:
+        # Archiving asks first (issue 19): the dialog's post carries `confirmed=1`, a plain form gets this page.
+        context = page_context(
+            request,
+            "definitions",
+            definition=definition,
+            label=label,
+            active=definition.sessions.filter(status__in=ACTIVE).count(),
+        )
+        return render(request, "sessions/definition_confirm.html", context)
     if expected and expected != definition.status:
         messages.warning(request, f"“{label}” no longer applies: the definition is now {definition.status}.")
     else:
@@ -538,3 +484,28 @@ def definition_action(request, pk):
         except (InvalidTransition, ValueError) as exc:
             messages.warning(request, f"{label}: {exc}")
     return redirect("sessions:definition_detail", pk=pk)
+
+
+# ---------------------------------------------------------------------------------------
+# Help
+# ---------------------------------------------------------------------------------------
+
+COMMAND_APPS = ("lcm", "sessions", "workers", "scheduling", "grading")
+
+
+def project_commands() -> list[tuple[str, str]]:
+    """`(name, first line of its help)` of every `manage.py` command LCM ships, by name (read from the commands
+    themselves, so the list stays true)."""
+    found = []
+    for name, app in sorted(get_commands().items()):
+        if app in COMMAND_APPS:
+            text = " ".join((load_command_class(app, name).help or "").split())
+            found.append((name, text))
+    return found
+
+
+@instructor_required
+def help_page(request):
+    """Where to find things: the REST API and its docs, and the `manage.py` commands."""
+    context = page_context(request, "help", commands=project_commands())
+    return render(request, "sessions/help.html", context)

@@ -474,6 +474,14 @@ class KeepAliveHandler(WSGIRequestHandler):
             self.rfile = _NothingLeft()
         return environ
 
+    def log_error(self, format, *args):
+        # An idle kept-alive connection reaching `timeout` is how it ends, not an error: http.server reports it
+        # as "Request timed out"; that goes to DEBUG, every other error stays an ERROR line.
+        if format.startswith("Request timed out"):
+            logging.getLogger("werkzeug").debug("idle connection closed: " + format, *args)
+            return
+        super().log_error(format, *args)
+
     def send_header(self, keyword, value):
         closing = keyword.lower() == "connection" and value.lower() == "close"
         if closing and getattr(self, "keep_alive", False) and not self.close_connection:

@@ -124,9 +124,14 @@ def _messages(response) -> list[tuple[int, str]]:
 
 
 def _run_action(client, model, action: str, objects):
-    response = client.post(
-        _url(model, "changelist"), {"action": action, "_selected_action": [str(o.pk) for o in objects]}
-    )
+    """Run an admin action as a browser does: an action that asks first shows its intermediate page (the selected
+    objects listed), then its "Yes" (`post=yes`) runs it."""
+    data = {"action": action, "_selected_action": [str(o.pk) for o in objects]}
+    response = client.post(_url(model, "changelist"), data)
+    if response.status_code == 200 and "lcm-action-confirmation" in response.content.decode():
+        for obj in objects:
+            assert f'name="_selected_action" value="{obj.pk}"' in response.content.decode()
+        response = client.post(_url(model, "changelist"), data | {"post": "yes"})
     assert response.status_code == 302, response.content[:2000]
     return _messages(response)
 
@@ -769,7 +774,7 @@ def test_actions_need_the_change_permission(client, django_user_model, graph):
 
     client.post(
         _url(LabletSession, "changelist"),
-        {"action": "terminate_sessions", "_selected_action": [str(graph[LabletSession].pk)]},
+        {"action": "terminate_sessions", "_selected_action": [str(graph[LabletSession].pk)], "post": "yes"},
     )
     assert LabletSession.objects.get(pk=graph[LabletSession].pk).status == "PENDING"
 
@@ -826,3 +831,42 @@ def test_the_exam_list_counts_its_sessions_and_links_to_them(admin_client, graph
     assert sessions.status_code == 200 and "exam-candidate-" in sessions.content.decode()
     change = admin_client.get(_url(Exam, "change", exam.pk)).content.decode()
     assert "exam-candidate-" in change
+
+
+@pytest.mark.django_db
+def test_destructive_actions_ask_first_on_an_intermediate_page_and_harmless_ones_do_not(admin_client, graph):
+    """Issue 19: like "Delete selected", a destructive or candidate-affecting action lists the selected objects and
+    changes nothing until its "Yes"; a harmless one (Start grading, Set desired RUNNING) runs at once."""
+    session = graph[LabletSession]
+    data = {"action": "terminate_sessions", "_selected_action": [str(session.pk)]}
+    page = admin_client.post(_url(LabletSession, "changelist"), data)
+    html = page.content.decode()
+    assert page.status_code == 200 and "lcm-action-confirmation" in html
+    assert "Terminate (→ TERMINATED): 1 selected" in html and "candidates lose access" in html
+    assert str(session) in html and f'name="_selected_action" value="{session.pk}"' in html
+    assert 'name="post" value="yes"' in html and 'name="action" value="terminate_sessions"' in html
+    assert LabletSession.objects.get(pk=session.pk).status == "PENDING"  # nothing done yet
+    done = admin_client.post(_url(LabletSession, "changelist"), data | {"post": "yes"})
+    assert done.status_code == 302
+    terminated = LabletSession.objects.get(pk=session.pk)
+    assert terminated.status == "TERMINATED"
+    assert terminated.history.filter(to_status="TERMINATED", actor="admin").exists()
+
+    other = SessionFactory()
+    asking = ("requeue_sessions", "requeue_sessions_elsewhere", "reinstantiate_sessions", "finish_sessions",
+              "stop_sessions", "archive_sessions")  # fmt: skip
+    for name in asking:
+        asked = admin_client.post(_url(LabletSession, "changelist"), {"action": name, "_selected_action": [other.pk]})
+        assert asked.status_code == 200 and "lcm-action-confirmation" in asked.content.decode(), name
+    assert LabletSession.objects.get(pk=other.pk).status == other.status  # none of them ran
+
+    worker = graph[CMLWorker]
+    direct = admin_client.post(
+        _url(CMLWorker, "changelist"), {"action": "set_desired_running", "_selected_action": [str(worker.pk)]}
+    )
+    assert direct.status_code == 302
+    stop = admin_client.post(
+        _url(CMLWorker, "changelist"), {"action": "set_desired_terminated", "_selected_action": [str(worker.pk)]}
+    )
+    assert stop.status_code == 200 and "This cannot be undone" in stop.content.decode()
+    assert CMLWorker.objects.get(pk=worker.pk).desired_status != "TERMINATED"

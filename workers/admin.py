@@ -151,11 +151,12 @@ class LabRecordInline(ReadOnlyInline):
         return super().get_queryset(request).select_related("definition", "active_session__definition")
 
 
-def _set_desired(name, desired):
+def _set_desired(name, desired, confirm=""):
     return service_action(
         name,
         f"Set desired status {desired}",
         lambda worker, request: worker_set_desired(worker, desired, actor=request.user, reason=ADMIN_REASON),
+        confirm=confirm,
     )
 
 
@@ -206,9 +207,23 @@ class CMLWorkerAdmin(ServiceSaveMixin, admin.ModelAdmin):
     inlines = (WorkerStatusChangeInline, LabRecordInline)
     actions = [
         _set_desired("set_desired_running", DesiredStatus.RUNNING),
-        _set_desired("set_desired_stopped", DesiredStatus.STOPPED),
-        _set_desired("set_desired_terminated", DesiredStatus.TERMINATED),
-        service_action("drain_workers", "Drain (RUNNING → DRAINING)", _drain),
+        _set_desired(
+            "set_desired_stopped",
+            DesiredStatus.STOPPED,
+            "Their EC2 instances are stopped with every lab on them: the sessions on them lose their labs.",
+        ),
+        _set_desired(
+            "set_desired_terminated",
+            DesiredStatus.TERMINATED,
+            "Their EC2 instances are destroyed with every lab on them; the sessions on them expire. "
+            "This cannot be undone.",
+        ),
+        service_action(
+            "drain_workers",
+            "Drain (RUNNING → DRAINING)",
+            _drain,
+            confirm="They take no new sessions; the sessions on them expire at the drain deadline.",
+        ),
         service_action("cancel_drain", "Cancel drain (DRAINING → RUNNING)", _cancel_drain),
     ]
 

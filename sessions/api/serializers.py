@@ -277,6 +277,16 @@ class SessionExtendSerializer(serializers.Serializer):
     reason = reason_field()
 
 
+class SessionRequeueSerializer(serializers.Serializer):
+    """POST body of a requeue: a reason, and whether to keep the session off the worker it leaves."""
+
+    reason = reason_field()
+    exclude_worker = serializers.BooleanField(
+        default=False,
+        help_text="A SCHEDULED session is never placed again on the worker it leaves (named in the history).",
+    )
+
+
 class HistorySerializer(serializers.ModelSerializer):
     """One row of a session's status timeline (the session's own or a child's, by `entity`)."""
 

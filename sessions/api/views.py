@@ -29,6 +29,7 @@ from sessions.api.serializers import (
     HistorySerializer,
     SessionCreateSerializer,
     SessionExtendSerializer,
+    SessionRequeueSerializer,
     SessionSerializer,
     SessionTransitionSerializer,
     UserSessionSerializer,
@@ -354,11 +355,14 @@ class SessionViewSet(BaseSessionViewSet):
 
     @session_action(
         "Requeue a session",
-        ReasonSerializer,
-        "SCHEDULED → PENDING (placement again); other active sessions are retried now. 409 when terminal.",
+        SessionRequeueSerializer,
+        "SCHEDULED → PENDING (placement again at the next placement tick); other active sessions are retried now. "
+        "`exclude_worker: true` keeps a SCHEDULED session off the worker it leaves. 409 when terminal.",
     )
     def requeue(self, request, pk=None):
-        return self._change_from_body(ReasonSerializer, session_requeue)
+        return self._change_from_body(
+            SessionRequeueSerializer, session_requeue, lambda data: {"exclude_worker": data["exclude_worker"]}
+        )
 
     @session_action(
         "Re-instantiate a degraded session",

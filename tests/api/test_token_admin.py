@@ -42,9 +42,12 @@ def test_add_form_errors(admin_client, instructor):
 
 def test_revoke_action(admin_client, instructor):
     created = token_create(instructor, actor="test")
-    response = admin_client.post(
-        "/admin/lcm/apitoken/", {"action": "revoke_tokens", "_selected_action": [created.token.pk]}, follow=True
-    )
+    data = {"action": "revoke_tokens", "_selected_action": [created.token.pk]}
+    asked = admin_client.post("/admin/lcm/apitoken/", data)
+    assert asked.status_code == 200 and "Every client using them is refused" in asked.content.decode()
+    created.token.refresh_from_db()
+    assert not created.token.revoked  # asked first: nothing done yet
+    response = admin_client.post("/admin/lcm/apitoken/", data | {"post": "yes"}, follow=True)
     assert response.status_code == 200
     created.token.refresh_from_db()
     assert created.token.revoked

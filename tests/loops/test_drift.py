@@ -106,7 +106,7 @@ def test_a_stopped_lab_of_a_running_session_is_reinstantiated_from_its_page(
 
     page = Client()
     page.force_login(instructor)
-    response = page.post(f"/sessions/{session.pk}/actions/reinstantiate/", {"expected": "RUNNING"})
+    response = page.post(f"/sessions/{session.pk}/actions/reinstantiate/", {"expected": "RUNNING", "confirmed": "1"})
     assert response.status_code == 302
 
     assert poll(lambda: fresh(session).degraded_at is None, timeout=30)

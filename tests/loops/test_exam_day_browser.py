@@ -40,6 +40,7 @@ def test_ten_more_minutes_from_the_page_reach_the_candidate_in_lds(open_page, in
     session = session_transition(session, "RUNNING", actor="instructor", reason="Start Session")
     old_end = session.timeslot_end
     page = open_page(instructor, f"/sessions/{session.pk}/")
+    page.on("dialog", lambda dialog: dialog.accept())  # Finish and Archive ask first (issue 19)
     assert "min left" in page.locator("#time-left").inner_text()
 
     button(page, "+10 min").click()
@@ -61,6 +62,7 @@ def test_copying_the_candidate_link_never_starts_the_clock(open_page, instructor
     sim_worker("w1")
     session = _ready(DefinitionFactory(boot_lead_minutes=30))
     page = open_page(instructor, f"/sessions/{session.pk}/")
+    page.on("dialog", lambda dialog: dialog.accept())  # Finish and Archive ask first (issue 19)
     assert page.get_by_role("link", name="Open Lab").count() == 0
     page.get_by_role("button", name="Copy candidate link").click()
     page.locator(".toast").filter(has_text="Candidate link copied").wait_for()
@@ -75,6 +77,7 @@ def test_manual_grading_waits_for_start_grading_with_a_visible_reason(open_page,
     session = _ready(DefinitionFactory(boot_lead_minutes=30, grading_mode="manual"))
     session_transition(session, "RUNNING", actor="instructor", reason="Start Session")
     page = open_page(instructor, f"/sessions/{session.pk}/")
+    page.on("dialog", lambda dialog: dialog.accept())  # Finish and Archive ask first (issue 19)
     button(page, "Finish Session").click()
     page.locator('[data-status="COLLECTING"]').wait_for()
     page.locator("#waiting-for").filter(has_text="Waiting for an instructor").wait_for()
@@ -94,6 +97,7 @@ def test_auto_grading_never_shows_grading_buttons(open_page, instructor, sims, s
     session = _ready(DefinitionFactory(boot_lead_minutes=30, grading_mode="auto"))
     session_transition(session, "RUNNING", actor="instructor", reason="Start Session")
     page = open_page(instructor, f"/sessions/{session.pk}/")
+    page.on("dialog", lambda dialog: dialog.accept())  # Finish and Archive ask first (issue 19)
     button(page, "Finish Session").click()
     page.locator('[data-status="GRADING"]').wait_for(timeout=20_000)  # moved on by the loop, nobody pressed
     assert poll(
@@ -117,6 +121,7 @@ def test_a_held_lab_shows_archive_and_archive_works(open_page, instructor, sim_w
     session_transition(session, "COLLECTING", actor="instructor", reason="Finish Session")
     assert poll(lambda: db_status(session) == "STOPPED", timeout=20), db_status(session)
     page = open_page(instructor, f"/sessions/{session.pk}/")
+    page.on("dialog", lambda dialog: dialog.accept())  # Finish and Archive ask first (issue 19)
     page.locator("#waiting-for").filter(has_text="Lab kept for review").wait_for()
     assert LabletSession.objects.get(pk=session.pk).lab_record.status == "STOPPED"
 

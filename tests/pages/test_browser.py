@@ -159,6 +159,11 @@ def test_buttons_move_the_state_without_a_reload(open_page, admin_user, fleet):
     session = make_session("READY", definition=definition, worker=worker, owner="frank")
     page = open_page(admin_user, f"/sessions/{session.pk}/")
     mark_no_reload(page)
+
+    def accept(dialog):  # Finish, Complete Grading, Archive and Skip Grading ask first (issue 19): yes
+        dialog.accept()
+
+    page.on("dialog", accept)
     for label, target in [
         ("Start Session", "RUNNING"),
         ("Finish Session", "COLLECTING"),
@@ -197,8 +202,12 @@ def test_buttons_move_the_state_without_a_reload(open_page, admin_user, fleet):
     expect(status_of(page)).to_have_attribute("data-status", "STOPPING")
     assert_no_reload(page)
 
-    doomed = make_session("RUNNING", definition=definition, worker=worker, owner="hank")
-    page.goto(f"/sessions/{doomed.pk}/")
+
+def test_terminate_asks_first_and_a_dismissed_dialog_changes_nothing(open_page, admin_user, fleet):
+    from playwright.sync_api import expect
+
+    doomed = make_session("RUNNING", definition=fleet["definition"], worker=fleet["worker"], owner="hank")
+    page = open_page(admin_user, f"/sessions/{doomed.pk}/")
     mark_no_reload(page)
     dialogs = []
     page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))

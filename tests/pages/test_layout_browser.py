@@ -25,7 +25,6 @@ NOT_PAGES = {
     "sessions:exam_action",
     "sessions:exam_results_csv",
     "workers:worker_action",
-    "workers:worker_create",  # POST only: its form is on the worker list
     "grading:report_export",
     "grading:session_regrade",
 }
@@ -113,6 +112,7 @@ def page_paths(day) -> dict[str, str]:
         "sessions:exam_detail": {"pk": day["exam"].pk},
         "workers:worker_detail": {"pk": day["worker"].pk},
         "workers:worker_confirm": {"pk": day["worker"].pk, "action": "drain"},
+        "sessions:session_confirm": {"pk": session.pk, "action": "terminate"},
     }
     paths = {}
     for name in route_names():

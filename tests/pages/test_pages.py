@@ -164,7 +164,9 @@ def test_grading_buttons_only_where_they_act_and_archive_only_while_held(admin_c
     assert "Waiting for an instructor: Start Grading or Skip Grading." in html
     html = admin_client.get(f"/sessions/{stopped.pk}/").content.decode()
     assert "Lab kept for review until" in html and action_buttons(html) == ["Archive"]
-    pressed = admin_client.post(f"/sessions/{stopped.pk}/actions/archive/", {"expected": "STOPPED"}, headers=HX)
+    pressed = admin_client.post(
+        f"/sessions/{stopped.pk}/actions/archive/", {"expected": "STOPPED", "confirmed": "1"}, headers=HX
+    )
     assert pressed.status_code == 200 and "Archiving" in pressed.content.decode()
     held = LabletSession.objects.get(pk=stopped.pk)
     assert held.hold_until <= timezone.now() and held.history.filter(reason__contains="review hold ended").exists()
@@ -177,7 +179,8 @@ def test_grading_buttons_only_where_they_act_and_archive_only_while_held(admin_c
     LabletSession.objects.filter(pk=stopped.pk).update(hold_until=None)
     html = admin_client.get(f"/sessions/{stopped.pk}/").content.decode()
     assert action_buttons(html) == [] and "Lab kept for review" not in html
-    refused = admin_client.post(f"/sessions/{stopped.pk}/actions/archive/", {"expected": "STOPPED"}, headers=HX)
+    confirmed = {"expected": "STOPPED", "confirmed": "1"}
+    refused = admin_client.post(f"/sessions/{stopped.pk}/actions/archive/", confirmed, headers=HX)
     assert refused.status_code == 409 and LabletSession.objects.get(pk=stopped.pk).status == "STOPPED"
 
 
@@ -219,7 +222,8 @@ def test_a_button_from_another_state_is_refused_even_without_expected(admin_clie
 )
 def test_buttons_move_the_session_through_the_services(admin_client, fleet, status, action, data, target):
     session = fleet["sessions"][status]
-    response = admin_client.post(f"/sessions/{session.pk}/actions/{action}/", {"expected": status, **data}, headers=HX)
+    body = {"expected": status, "confirmed": "1", **data}
+    response = admin_client.post(f"/sessions/{session.pk}/actions/{action}/", body, headers=HX)
     assert response.status_code == 200, response.content.decode()[:500]
     session.refresh_from_db()
     assert session.status == target
@@ -231,17 +235,18 @@ def test_buttons_move_the_session_through_the_services(admin_client, fleet, stat
 def test_complete_grading_with_a_manual_score(admin_client, fleet):
     session = make_session("GRADING", definition=fleet["definition"], worker=fleet["worker"], with_children=False)
     url = f"/sessions/{session.pk}/actions/complete-grading/"
-    bad = admin_client.post(url, {"expected": "GRADING", "score": "5"}, headers=HX)
+    bad = admin_client.post(url, {"expected": "GRADING", "confirmed": "1", "score": "5"}, headers=HX)
     assert bad.status_code == 422
     assert "none of them" in bad.content.decode()
     # Refused by the score service inside the move (the grading app's STOPPING hook): nothing is written.
     over = admin_client.post(
-        url, {"expected": "GRADING", "score": "11", "max_score": "10", "cut_score": "6"}, headers=HX
+        url, {"expected": "GRADING", "confirmed": "1", "score": "11", "max_score": "10", "cut_score": "6"}, headers=HX
     )
     assert over.status_code == 422 and "must not exceed max_score" in over.content.decode()
     session.refresh_from_db()
     assert session.status == "GRADING" and not ScoreReport.objects.filter(lablet_session=session).exists()
-    ok = admin_client.post(url, {"expected": "GRADING", "score": "7", "max_score": "10", "cut_score": "6"}, headers=HX)
+    score = {"expected": "GRADING", "confirmed": "1", "score": "7", "max_score": "10", "cut_score": "6"}
+    ok = admin_client.post(url, score, headers=HX)
     assert ok.status_code == 200
     session.refresh_from_db()
     assert (session.status, session.grade_result) == ("STOPPING", "PASS")
@@ -480,10 +485,14 @@ def test_worker_create_and_admin_actions(admin_client, fleet):
     running.refresh_from_db()
     assert (running.status, running.desired_status) == ("RUNNING", "STOPPED")
     assert admin_client.post(url + "start/", {"expected": "RUNNING"}, headers=HX).status_code == 200
-    assert admin_client.post(url + "terminate/", {"expected": "RUNNING"}, headers=HX).status_code == 200
+    asked = admin_client.post(url + "terminate/", {"expected": "RUNNING"}, headers=HX)  # asks first
+    assert asked["HX-Redirect"] == f"/workers/{running.pk}/confirm/terminate/"
+    running.refresh_from_db()
+    assert running.desired_status == "RUNNING"
+    assert admin_client.post(url + "terminate/", confirmed, headers=HX).status_code == 200
     running.refresh_from_db()
     assert running.desired_status == "TERMINATED"
-    assert admin_client.post(url + "terminate/", {"expected": "RUNNING"}, headers=HX).status_code == 409
+    assert admin_client.post(url + "terminate/", confirmed, headers=HX).status_code == 409
     assert admin_client.post(url + "explode/", headers=HX).status_code == 404
 
 

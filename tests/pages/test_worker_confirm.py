@@ -70,11 +70,33 @@ def test_an_unconfirmed_stop_or_drain_goes_to_the_confirm_step(admin_client, fle
     assert (worker.status, worker.desired_status) == ("RUNNING", "RUNNING")
 
 
-def test_the_confirm_step_is_for_admins_and_only_for_stop_and_drain(admin_client, client, fleet, instructor):
+def test_the_confirm_step_is_for_admins_and_only_for_stop_drain_and_terminate(admin_client, client, fleet, instructor):
     worker = fleet["worker"]
-    assert admin_client.get(f"/workers/{worker.pk}/confirm/terminate/").status_code == 404
+    assert admin_client.get(f"/workers/{worker.pk}/confirm/start/").status_code == 404
+    assert admin_client.get(f"/workers/{worker.pk}/confirm/cancel-drain/").status_code == 404
     stopped = CMLWorker.objects.get(name="worker-b")
     gone = admin_client.get(f"/workers/{stopped.pk}/confirm/drain/", follow=True)
     assert "does not apply" in gone.content.decode()
     client.force_login(instructor)
     assert client.get(f"/workers/{worker.pk}/confirm/drain/").status_code == 403
+
+
+def test_terminate_asks_first_without_javascript_and_with_it_carries_the_confirmation(admin_client, fleet):
+    """Issue 19: a plain post of Terminate changes nothing and shows the confirm page listing the sessions that
+    expire; the page's own post (and the dialog's htmx post, which carries `confirmed=1`) does it."""
+    worker = fleet["worker"]
+    detail = admin_client.get(f"/workers/{worker.pk}/").content.decode()
+    assert 'hx-confirm="Terminate this worker?' in detail and '"confirmed": "1"' in detail
+    plain = admin_client.post(f"/workers/{worker.pk}/actions/terminate/", {"expected": "RUNNING"})
+    assert plain.status_code == 302 and plain["Location"] == f"/workers/{worker.pk}/confirm/terminate/"
+    worker.refresh_from_db()
+    assert worker.desired_status == "RUNNING"
+    page = admin_client.get(plain["Location"]).content.decode()
+    assert "EC2 instance is destroyed" in page and "cand-running" in page and 'name="confirmed" value="1"' in page
+    done = admin_client.post(
+        f"/workers/{worker.pk}/actions/terminate/", {"expected": "RUNNING", "confirmed": "1"}, follow=True
+    )
+    assert "will be terminated" in done.content.decode()
+    worker.refresh_from_db()
+    assert worker.desired_status == "TERMINATED"
+    assert worker.history.filter(reason="Terminate worker from the worker page").exists()

@@ -72,3 +72,26 @@ def test_stop_closes_kept_alive_connections(monkeypatch):
         pass
     finally:
         http.close()
+
+
+def test_an_idle_kept_alive_connection_closes_quietly_and_real_errors_still_log(monkeypatch, caplog):
+    """Issue 19: the expected end of an idle connection logged `ERROR werkzeug … Request timed out`; it is a DEBUG
+    line now, while a malformed request is still an ERROR."""
+    from simulators.common import KeepAliveHandler
+
+    monkeypatch.setattr(KeepAliveHandler, "timeout", 0.3)
+    server = ServerThread(_app()).start()
+    caplog.set_level("DEBUG", logger="werkzeug")
+    try:
+        with socket.create_connection((server.host, server.port)) as idle:
+            idle.settimeout(5)
+            assert idle.recv(1) == b""  # the server closed it after the idle timeout
+        with socket.create_connection((server.host, server.port)) as bad:
+            bad.settimeout(5)
+            bad.sendall(b"NOT A REQUEST\r\n\r\n")
+            assert b"400" in bad.recv(200)
+    finally:
+        server.stop()
+    quiet = [r for r in caplog.records if "timed out" in r.getMessage()]
+    assert quiet and all(r.levelname == "DEBUG" for r in quiet)
+    assert any(r.levelname == "ERROR" and "Bad request" in r.getMessage() for r in caplog.records)
