@@ -73,8 +73,10 @@ def test_the_walk_in_reserve_is_sized_from_the_last_hours_walk_ins_only():
     recent.append((NOW - timedelta(minutes=10), NOW + timedelta(hours=3), big))  # booked ahead: not a walk-in
     recent.append((NOW - timedelta(minutes=61), NOW - timedelta(minutes=58), big))  # before the window
     reserve = walk_in_reserve(NOW, recent, horizon)
-    # 11 walk-ins per 60 minutes, over a boot plus an instantiation (10 minutes): 2, at the largest one's size.
-    assert len(reserve) == 2 and {r.demand for r in reserve} == {big} and all(r.reserve for r in reserve)
+    # 11 walk-ins per 60 minutes, over a boot plus an instantiation (10 minutes): 2, at the median one's size.
+    assert len(reserve) == 2 and {r.demand for r in reserve} == {small} and all(r.reserve for r in reserve)
+    bigger = [(booked, start, big) for booked, start, _ in recent[:6]] + recent[6:]  # now most walk-ins are big
+    assert {r.demand for r in walk_in_reserve(NOW, bigger, horizon)} == {big}
     assert walk_in_reserve(NOW, recent[-2:], horizon) == []
 
 
