@@ -32,6 +32,11 @@ keeps `min_workers`. Bookings are mostly made ahead, so the lead-window check, n
 keeps a worker that is about to be used. Idle auto-pause (idle detection enabled, on the worker
 too): the same kind of worker with no session and no CML activity for the idle timeout is paused
 (stopped), whether autoscaling is on or not; LCM starts it again when demand returns.
+
+Planning from the forecast (`plan_ahead`, what the production tick and `bench_autoscale` call): `plan` over the
+sessions due within a boot past the placement lead, on the workers as `after_leaving` sees them once a boot has
+passed, with the `walk_in_reserve` planned like pending sessions; a LAUNCH only a boot before its earliest
+session's placement moment, never for the reserve alone.
 """
 
 import dataclasses

@@ -1,8 +1,10 @@
-"""The autoscaler loop: the database in, `workers.autoscaler.plan`'s decisions carried out (SPEC §3.6).
+"""The autoscaler loop: the database in, `workers.autoscaler.plan_ahead`'s decisions carried out (SPEC §3.6, §10).
 
 `autoscale_tick()` is the "autoscaler" loop (a singleton behind a leader lease). It reads the eligible
-PENDING sessions, every worker's capacity and the enabled templates in a few queries, asks the pure
-`workers.autoscaler.plan` what to do, and carries each decision out through the services
+PENDING sessions (due within the placement lead plus the fastest template's boot), every worker's capacity as
+it will be after that boot (`after_leaving`), the last hour's bookings (`walk_in_reserve`) and the enabled
+templates in a few queries, asks the pure `workers.autoscaler.plan_ahead` what to do (the same planner
+`bench_autoscale` replays), and carries each decision out through the services
 (`worker_create`, `worker_set_desired`, `worker_cancel_drain`, `worker_drain_if_idle`,
 `worker_pause_if_idle`), recording it with its reason in `ScaleDecision`. The worker reconciler then
 does the EC2 and CML work. A crash between two decisions loses nothing: the next tick plans again from
