@@ -1,15 +1,16 @@
 """The scaling policies `bench_autoscale` replays side by side (SPEC §10), each a `tick(replay)` over
 `lcm.tools.bench.autoscale_sim.Replay`:
 
-- `LcmScaler`: LCM's autoscaler, `workers.autoscaler.plan`, planning from the forecast: every booked session
-  whose placement moment (its start − the placement lead, or its booking when later) falls within a template's
-  boot time is demand now, on the capacity the fleet will have then (sessions that end before it leave), so a
-  worker launched for it is RUNNING by its placement lead; the template mix is `plan`'s cheapest per session;
-  placement is end-time aware; an empty worker no booking needs within the boot time drains at once (the
-  forecast, not a cooldown, keeps the workers about to be used). A walk-in reserve, sized from the last hour's
-  walk-ins that a launch would serve late, keeps running room for them (it keeps workers; it launches none).
-  The forecast horizon is the fastest template's boot time (in a mixed fleet a slower template launched for
-  a session boots after its placement lead; the planner's cheapest mix here picks the fastest on a tie).
+- `LcmScaler`: LCM's autoscaler, the production tick's planner `workers.autoscaler.plan_ahead` (the same
+  functions `workers.autoscaling.autoscale_tick` calls, fed from the replay): every booked session whose
+  placement moment (its start − the placement lead, or its booking when later) falls within a template's boot
+  time is demand now, on the capacity the fleet will have then (`after_leaving`), so a worker launched for it is
+  RUNNING by its placement lead and no earlier; the template mix is `plan`'s cheapest per session; placement is
+  end-time aware; an empty worker no booking needs within the boot time drains at once (the forecast, not a
+  cooldown, keeps the workers about to be used). `walk_in_reserve`, sized from the last hour's walk-ins that a
+  launch would serve late, keeps running room for them (it keeps workers; it launches none). The forecast
+  horizon is the fastest template's boot time (in a mixed fleet a slower template launched for a session boots
+  after its placement lead; the planner's cheapest mix here picks the fastest on a tie).
 - `StaticScaler`: a fixed fleet sized for the peak (the fewest workers of the template that serve every booked
   session on time, from the ideal curve's peak up), RUNNING from the first placement to the last release.
 - `ReactiveScaler`: a utilisation-threshold scaler: utilisation is the busiest dimension (CPU, memory, nodes) of
