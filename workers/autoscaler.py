@@ -251,7 +251,7 @@ def plan(
     """
     last_scale_up = dict(last_scale_up or {})
     workers = list(workers)
-    pending = sorted(pending, key=lambda s: (s.start, s.id))
+    pending = sorted(pending, key=lambda s: (s.reserve, s.start, s.id))  # the walk-in reserve last
     active = _active_per_region(workers)
     # 1. Place the pending sessions in memory on RUNNING workers, then on coming ones.
     unmet, needed = _place(pending, workers)

@@ -4,6 +4,7 @@ never earlier and never for the walk-in reserve alone; capacity that frees befor
 demand instead; room is kept for the walk-ins the last hour says will come. The rules first on plain data, then
 through `autoscale_tick` on the database."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -141,3 +142,12 @@ def test_the_tick_keeps_an_empty_worker_for_the_last_hours_walk_ins(scaling, boo
 
     assert [(d.action, d.worker_name) for d in decisions] == ([("DRAIN", spare.name)] if drained else [])
     assert CMLWorker.objects.count() == 2  # the reserve launches nothing
+
+
+def test_the_reserve_takes_only_the_room_booked_sessions_leave():
+    capacity = dataclasses.replace(SMALL.capacity("w1", "w1").claimed(LAB), status="STARTING")  # room for one lab
+    coming = WorkerState(capacity, "r1", empty_since=NOW, up_since=NOW)
+    reserve = walk_in_reserve(NOW, [(NOW - timedelta(minutes=1), NOW + timedelta(minutes=2), LAB)], timedelta(8))
+    assert reserve and reserve[0].start < NOW + timedelta(minutes=35)  # it "starts" before the booked session
+    # Yet the booked session gets the coming worker's room, and nothing launches for the reserve.
+    assert plan_ahead(NOW, [session("s1", 0)], [coming], [SMALL], POLICY, reserve=reserve) == []
