@@ -1,8 +1,10 @@
-"""The autoscaler loop: the database in, `workers.autoscaler.plan`'s decisions carried out (SPEC §3.6).
+"""The autoscaler loop: the database in, `workers.autoscaler.plan_ahead`'s decisions carried out (SPEC §3.6, §10).
 
 `autoscale_tick()` is the "autoscaler" loop (a singleton behind a leader lease). It reads the eligible
-PENDING sessions, every worker's capacity and the enabled templates in a few queries, asks the pure
-`workers.autoscaler.plan` what to do, and carries each decision out through the services
+PENDING sessions (due within the placement lead plus the fastest template's boot), every worker's capacity as
+it will be after that boot (`after_leaving`), the last hour's bookings (`walk_in_reserve`) and the enabled
+templates in a few queries, asks the pure `workers.autoscaler.plan_ahead` what to do (the same planner
+`bench_autoscale` replays), and carries each decision out through the services
 (`worker_create`, `worker_set_desired`, `worker_cancel_drain`, `worker_drain_if_idle`,
 `worker_pause_if_idle`), recording it with its reason in `ScaleDecision`. The worker reconciler then
 does the EC2 and CML work. A crash between two decisions loses nothing: the next tick plans again from
@@ -25,8 +27,18 @@ from lcm.versions import ami_version_hint
 from scheduling.capacity import Demand, WorkerCapacity
 from scheduling.selectors import worker_capacities
 from sessions.models import LabletSession
-from sessions.states import SessionStatus
-from workers.autoscaler import Decision, PendingSession, Policy, TemplateOption, WorkerState, plan
+from sessions.states import SessionStatus, capacity_holding_q
+from workers.autoscaler import (
+    WALK_IN_WINDOW,
+    Decision,
+    PendingSession,
+    Policy,
+    TemplateOption,
+    WorkerState,
+    after_leaving,
+    plan_ahead,
+    walk_in_reserve,
+)
 from workers.models import CMLWorker, ScaleAction, ScaleDecision, SystemSettings, WorkerStatusChange, WorkerTemplate
 from workers.selectors import (
     AUTOSCALER_ACTOR,
@@ -73,8 +85,9 @@ def template_option(template: WorkerTemplate) -> TemplateOption:
     )
 
 
-def fleet_states(now=None) -> list[WorkerState]:
-    """Every worker that is not TERMINATED, with its capacity and what scaling needs, in three queries."""
+def fleet_states(now=None, *, until=None) -> list[WorkerState]:
+    """Every worker that is not TERMINATED, with its capacity and what scaling needs, in three queries (four with
+    `until`: then each worker as `after_leaving` sees it, the sessions whose timeslot ends by `until` gone)."""
     now = now or timezone.now()
     running_since = (
         WorkerStatusChange.objects.filter(worker=OuterRef("pk"), field="status", to_status=W.RUNNING)
@@ -102,7 +115,22 @@ def fleet_states(now=None) -> list[WorkerState]:
     capacities = worker_capacities([r["id"] for r in rows])
     stoppable = [r["id"] for r in rows if r["status"] in (W.DRAINING, W.STOPPING, W.STOPPED)]
     stoppers = stopped_by(stoppable) if stoppable else {}
-    return [_worker_state(r, capacities[str(r["id"])], stoppers) for r in rows]
+    states = [_worker_state(r, capacities[str(r["id"])], stoppers) for r in rows]
+    if until is None:
+        return states
+    leaving = _leaving([r["id"] for r in rows], until)
+    return [after_leaving(state, leaving.get(state.id, ()), until) for state in states]
+
+
+def _leaving(worker_ids: list, until) -> dict[str, list[tuple[Demand, datetime]]]:
+    """Per worker, (demand, timeslot end) of the sessions holding capacity on it whose timeslot ends by `until`."""
+    rows = LabletSession.objects.filter(
+        capacity_holding_q(), worker_id__in=worker_ids, timeslot_end__lte=until
+    ).select_related("definition")
+    leaving: dict[str, list[tuple[Demand, datetime]]] = {}
+    for session in rows:
+        leaving.setdefault(str(session.worker_id), []).append((Demand.of(session.definition), session.timeslot_end))
+    return leaving
 
 
 def _worker_state(row: dict, capacity: WorkerCapacity, stoppers: dict[str, str]) -> WorkerState:
@@ -133,7 +161,8 @@ def pending_sessions(now=None, limit: int = 1000, *, boot_minutes: int = 0) -> l
     """The PENDING sessions due within the placement lead plus `boot_minutes` (SPEC §10: planning from the
     forecast, a worker launched now for a session is RUNNING by its placement lead), soonest first."""
     now = now or timezone.now()
-    lead = timedelta(minutes=SystemSettings.load().placement_lead_minutes + boot_minutes)
+    placement = timedelta(minutes=SystemSettings.load().placement_lead_minutes)
+    lead = placement + timedelta(minutes=boot_minutes)
     rows = (
         LabletSession.objects.select_related("definition")
         .filter(status=SessionStatus.PENDING, timeslot_start__lte=now + lead, timeslot_end__gt=now)
@@ -152,9 +181,18 @@ def pending_sessions(now=None, limit: int = 1000, *, boot_minutes: int = 0) -> l
                 start=session.timeslot_start,
                 cml_version_min=definition.cml_version_min,
                 cml_version_max=definition.cml_version_max,
+                due=max(session.created_at, session.timeslot_start - placement),
             )
         )
     return pending
+
+
+def recent_bookings(now=None, window: timedelta = WALK_IN_WINDOW) -> list[tuple[datetime, datetime, Demand]]:
+    """(booked at, start, demand) of the sessions booked within `window` before `now`: what `walk_in_reserve` sizes
+    the room kept for walk-ins from (bookings known now, nothing about the walk-ins to come)."""
+    now = now or timezone.now()
+    rows = LabletSession.objects.filter(created_at__gt=now - window, created_at__lte=now).select_related("definition")
+    return [(s.created_at, s.timeslot_start, Demand.of(s.definition)) for s in rows]
 
 
 def last_scale_up() -> dict[str, datetime]:
@@ -178,14 +216,17 @@ def autoscale_tick(*, now=None, require_leader: bool = True) -> list[Decision]:
     now = now or timezone.now()
     templates = {str(t.pk): t for t in WorkerTemplate.objects.filter(enabled=True)}
     # Planning from the forecast: the sessions due by the fastest template's boot time after the placement lead.
+    # A worker launched now is RUNNING after that boot: the sessions that leave by then free room as well, and the
+    # room kept for walk-ins is sized from the last hour's bookings.
     boot = min((t.startup_minutes for t in templates.values()), default=0)
-    decisions = plan(
+    decisions = plan_ahead(
         now,
         pending_sessions(now, boot_minutes=boot),
-        fleet_states(now),
+        fleet_states(now, until=now + timedelta(minutes=boot)),
         [template_option(t) for t in templates.values()],
         Policy.from_settings(SystemSettings.load()),
         last_scale_up=last_scale_up(),
+        reserve=walk_in_reserve(now, recent_bookings(now), timedelta(minutes=boot)),
     )
     done = []
     for decision in decisions:

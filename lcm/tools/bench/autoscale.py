@@ -28,7 +28,7 @@ from django.conf import settings
 from lcm.management.command_utils import fail
 from lcm.tools.bench import BenchRun
 from lcm.tools.bench.autoscale_peers import LcmScaler, ReactiveScaler, StaticScaler
-from lcm.tools.bench.autoscale_sim import Leads, Replay, ideal_curve
+from lcm.tools.bench.autoscale_sim import SPENT, Leads, Replay, ideal_curve
 from lcm.tools.bench.autoscale_traces import generate_exam_day, generate_trace, read_trace
 from workers.autoscaler import Policy, TemplateOption
 from workers.autoscaling import template_option
@@ -123,6 +123,7 @@ class AutoscaleBench(BenchRun):
                 f"{r['trace']:28} {r['fleet']:11} {r['policy']:20} {booked:>16} {walk:>14} "
                 f"{r['worker_hours']:>9.1f} {r['ideal_worker_hours']:>8.1f} {ratio:>7} {r['cost']:>8.2f}"
             )
+        self._print_spent([r for r in rows if r["policy"] == "LCM"])
         self.stdout.write("")
         self.stdout.write(
             f"LCM targets: booked 100% READY before start, walk-ins >= {TARGET_WALK_INS:.0f}% on time, "
@@ -131,6 +132,28 @@ class AutoscaleBench(BenchRun):
         for line in summary["lines"]:
             self.stdout.write(line)
         self.stdout.write("targets met" if summary["met"] else "TARGETS MISSED")
+
+    def _print_spent(self, rows: list[dict]) -> None:
+        """Where LCM's worker-hours go, per row, as fractions of the ideal curve (cost-weighted)."""
+        self.stdout.write("")
+        self.stdout.write(
+            "Where LCM's worker-hours go, in fractions of the ideal curve (waste: all but busy_ideal; ratio - 1 is "
+            "waste less the ideal time no worker covered, 1 - busy_ideal):"
+        )
+        header = (
+            f"{'trace':28} {'fleet':11} " + " ".join(f"{name:>13}" for name in SPENT) + f" {'waste':>7} {'ratio-1':>7}"
+        )
+        self.stdout.write(header)
+        for r in rows:
+            spent = r["spent"]
+            excess = sum(spent[name] for name in SPENT if name != "busy_ideal")
+            figures = " ".join(f"{spent[name]:>13.3f}" for name in SPENT)
+            self.stdout.write(f"{r['trace']:28} {r['fleet']:11} {figures} {excess:>7.3f} {r['ratio'] - 1:>7.3f}")
+        self.stdout.write(
+            "boot: billed while booting (a worker is RUNNING by the placement lead, the ideal boots instantly); "
+            "stop: while stopping; idle_unused: RUNNING before its first session; idle_emptied: empty after "
+            "holding sessions; fragmentation: workers holding sessions beyond the ideal count (sessions never move)"
+        )
 
 
 def _templates() -> list[TemplateOption]:

@@ -1,15 +1,16 @@
 """The scaling policies `bench_autoscale` replays side by side (SPEC §10), each a `tick(replay)` over
 `lcm.tools.bench.autoscale_sim.Replay`:
 
-- `LcmScaler`: LCM's autoscaler, `workers.autoscaler.plan`, planning from the forecast: every booked session
-  whose placement moment (its start − the placement lead, or its booking when later) falls within a template's
-  boot time is demand now, on the capacity the fleet will have then (sessions that end before it leave), so a
-  worker launched for it is RUNNING by its placement lead; the template mix is `plan`'s cheapest per session;
-  placement is end-time aware; an empty worker no booking needs within the boot time drains at once (the
-  forecast, not a cooldown, keeps the workers about to be used). A walk-in reserve, sized from the last hour's
-  walk-ins that a launch would serve late, keeps running room for them (it keeps workers; it launches none).
-  The forecast horizon is the fastest template's boot time (in a mixed fleet a slower template launched for
-  a session boots after its placement lead; the planner's cheapest mix here picks the fastest on a tie).
+- `LcmScaler`: LCM's autoscaler, the production tick's planner `workers.autoscaler.plan_ahead` (the same
+  functions `workers.autoscaling.autoscale_tick` calls, fed from the replay): every booked session whose
+  placement moment (its start − the placement lead, or its booking when later) falls within a template's boot
+  time is demand now, on the capacity the fleet will have then (`after_leaving`), so a worker launched for it is
+  RUNNING by its placement lead and no earlier; the template mix is `plan`'s cheapest per session; placement is
+  end-time aware; an empty worker no booking needs within the boot time drains at once (the forecast, not a
+  cooldown, keeps the workers about to be used). `walk_in_reserve`, sized from the last hour's walk-ins that a
+  launch would serve late, keeps running room for them (it keeps workers; it launches none). The forecast
+  horizon is the fastest template's boot time (in a mixed fleet a slower template launched for a session boots
+  after its placement lead; the planner's cheapest mix here picks the fastest on a tie).
 - `StaticScaler`: a fixed fleet sized for the peak (the fewest workers of the template that serve every booked
   session on time, from the ideal curve's peak up), RUNNING from the first placement to the last release.
 - `ReactiveScaler`: a utilisation-threshold scaler: utilisation is the busiest dimension (CPU, memory, nodes) of
@@ -19,17 +20,19 @@
 """
 
 import math
-from dataclasses import replace
+from datetime import timedelta
 
-from lcm.tools.bench.autoscale_sim import SimWorker, _add, _at, capacity_of
-from workers.autoscaler import PendingSession, Policy, WorkerState, plan
+from lcm.tools.bench.autoscale_sim import SimWorker, _at, capacity_of
+from workers.autoscaler import PendingSession, Policy, WorkerState, after_leaving, plan_ahead, walk_in_reserve
 from workers.states import ScaleAction
 
 A = ScaleAction
-WALK_IN_WINDOW = 60  # minutes of walk-in history the reserve is sized from
 
 
 class LcmScaler:
+    """LCM's autoscaler: the production tick's planner (`workers.autoscaler.plan_ahead` over `after_leaving` workers,
+    with `walk_in_reserve`), fed from the replay instead of the database."""
+
     name = "LCM"
     end_aware = True
 
@@ -42,45 +45,29 @@ class LcmScaler:
     def tick(self, r) -> None:
         t = r.t
         horizon = min(tp.startup_minutes for tp in r.templates) if self.forecast else 0
-        pending = [s for s in r.pending() if r.place_at[s.id] <= t + horizon]
-        pending_in = [PendingSession(s.id, s.booking.demand, _at(s.booking.start)) for s in pending]
-        pending_in.extend(self._walk_in_reserve(r, t, horizon))
-        states = [self._state(r, w, t + horizon) for w in r.workers.values() if w.status != "STOPPED" or w.lcm_stopped]
-        decisions = plan(_at(t), pending_in, states, r.templates, self.policy, last_scale_up=r.last_scale_up)
-        for decision in decisions:
-            self._apply(r, decision, t)
-
-    def _walk_in_reserve(self, r, t: float, horizon: float) -> list[PendingSession]:
-        """Room kept for the walk-ins to come that a launch would serve late (booked closer to their start than a
-        boot and an instantiation): as many as arrived over the last `WALK_IN_WINDOW` minutes per boot time, at
-        the size of the largest of them."""
-        if not self.walk_in_reserve:
-            return []
-        soon = horizon + r.leads.instantiate  # a walk-in booked closer to its start than this needs room now
-        recent = [
-            s.booking
-            for s in r.sessions
-            if t - WALK_IN_WINDOW < s.booking.booked <= t and s.booking.start - s.booking.booked < soon
+        now, until = _at(t), _at(t + horizon)
+        pending = [
+            PendingSession(s.id, s.booking.demand, _at(s.booking.start), due=_at(r.place_at[s.id]))
+            for s in r.pending()
+            if r.place_at[s.id] <= t + horizon
         ]
-        if not recent:
-            return []
-        count = math.ceil(len(recent) * (horizon + r.leads.instantiate) / WALK_IN_WINDOW)
-        largest = max(recent, key=lambda b: (b.demand.cpu_cores, b.demand.memory_gb, b.demand.node_count)).demand
-        return [PendingSession(f"walk-in:{i}", largest, _at(t)) for i in range(count)]
+        reserve = []
+        if self.walk_in_reserve:
+            recent = [(_at(s.booking.booked), _at(s.booking.start), s.booking.demand) for s in r.sessions]
+            instantiate = timedelta(minutes=r.leads.instantiate)
+            reserve = walk_in_reserve(now, recent, timedelta(minutes=horizon), instantiate=instantiate)
+        states = [self._state(r, w, until) for w in r.workers.values() if w.status != "STOPPED" or w.lcm_stopped]
+        decisions = plan_ahead(
+            now, pending, states, r.templates, self.policy, last_scale_up=r.last_scale_up, reserve=reserve
+        )
+        for decision in decisions:
+            self._apply(r, decision)
 
     @staticmethod
-    def _state(r, worker: SimWorker, until: float) -> WorkerState:
-        """The worker as the plan sees it: its capacity once the sessions that leave before `until` have left."""
-        used = worker.used
-        for session_id in worker.sessions:
-            session = r.by_id[session_id]
-            if session.release_at <= until:
-                used = _add(used, session.booking.demand, -1)
-        capacity = capacity_of(worker, used=used)
-        capacity = replace(capacity, sessions=sum(1 for s in worker.sessions if r.by_id[s].release_at > until))
+    def _state(r, worker: SimWorker, until) -> WorkerState:
         serving = worker.status in ("STARTING", "RUNNING", "DRAINING")
-        return WorkerState(
-            capacity=capacity,
+        state = WorkerState(
+            capacity=capacity_of(worker),
             region=worker.template.region,
             desired_status="RUNNING" if serving else "STOPPED",
             lcm_stopped=worker.lcm_stopped,
@@ -89,16 +76,13 @@ class LcmScaler:
             cost_per_hour=worker.template.cost_per_hour,
             up_since=_at(worker.up_since),
         )
+        leaving = [(r.by_id[s].booking.demand, _at(r.by_id[s].release_at)) for s in worker.sessions]
+        return after_leaving(state, leaving, until)
 
-    def _apply(self, r, decision, t: float) -> None:
+    @staticmethod
+    def _apply(r, decision) -> None:
         if decision.action == A.LAUNCH:
-            template = next(tp for tp in r.templates if tp.id == decision.template_id)
-            if not any(s in r.place_at for s in decision.sessions):
-                return  # only the walk-in reserve: it keeps running workers, it launches none
-            due = min(r.place_at[s] for s in decision.sessions if s in r.place_at)
-            if self.forecast and due > t + template.startup_minutes:
-                return  # this template boots faster: launched on a later tick, still RUNNING in time
-            r.launch(template)
+            r.launch(next(tp for tp in r.templates if tp.id == decision.template_id))
         elif decision.action == A.START:
             r.start(r.workers[decision.worker_id])
         elif decision.action == A.CANCEL_DRAIN:
@@ -106,7 +90,7 @@ class LcmScaler:
         elif decision.action in (A.DRAIN, A.PAUSE):
             worker = r.workers[decision.worker_id]
             if worker.sessions:
-                return  # planned empty (its sessions leave within the horizon): drained when they have left
+                return  # planned empty (its sessions leave within the horizon): as `worker_drain_if_idle` refuses
             r.drain(worker)
 
 

@@ -58,6 +58,7 @@ class SimWorker:
     sessions: set[str] = field(default_factory=set)
     used: Demand = field(default_factory=lambda: Demand(0, 0, 0, 0, 0))
     ends: float = 0.0  # the latest release of the sessions it holds (0: none)
+    served: bool = False  # has held a session since it last became RUNNING
 
     @property
     def billed(self) -> bool:
@@ -112,6 +113,12 @@ def ideal_workers(demands: list[Demand], template: TemplateOption) -> int:
         (sum(d.ports for d in demands), template.ports),
     ]
     return max(math.ceil(used / total) for used, total in bounds if total > 0)
+
+
+# Where billed worker time goes: booting, stopping, RUNNING but empty before its first session (launched early or
+# for a reserve), RUNNING and empty after holding sessions (drain delay, kept for coming demand), holding sessions
+# up to the ideal curve, and holding sessions beyond it (fragmentation: sessions spread over more workers).
+SPENT = ("boot", "stop", "idle_unused", "idle_emptied", "busy_ideal", "fragmentation")
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,7 @@ class Replay:
         self.horizon = max(b.end for b in bookings) + leads.placement + 180
         self.t = float(min(b.booked for b in bookings))
         self.peak_workers = 0
+        self.spent: dict[str, float] = dict.fromkeys(SPENT, 0.0)
 
     # --- what the scalers call ---------------------------------------------------------
 
@@ -235,6 +243,7 @@ class Replay:
             self._place()  # 2. placement
             self.scaler.tick(self)  # 3. the policy
             self._stop_drained()  # 4. drained workers stop
+            self._account()
             billed = sum(1 for w in self.workers.values() if w.billed)
             self.peak_workers = max(self.peak_workers, billed)
             self.t += self.leads.tick
@@ -246,7 +255,7 @@ class Replay:
         t = self.t
         for worker in self.workers.values():
             if worker.status == "STARTING" and worker.ready_at <= t:
-                worker.status, worker.empty_since, worker.up_since = "RUNNING", t, t
+                worker.status, worker.empty_since, worker.up_since, worker.served = "RUNNING", t, t, False
             elif worker.status == "STOPPING" and worker.stop_done_at <= t:
                 worker.status = "STOPPED"
                 _bill_stop(worker, worker.stop_done_at)
@@ -284,9 +293,34 @@ class Replay:
             worker.sessions.add(session.id)
             worker.used = _add(worker.used, session.booking.demand)
             worker.ends = max(worker.ends, release)
+            worker.served = True
             session.status, session.worker, session.placed_at = "SCHEDULED", worker.id, t
             session.ready_at = max(t, session.booking.start - leads.boot) + leads.instantiate
             session.release_at = release
+
+    def _account(self) -> None:
+        """Where this tick's billed worker-minutes go (`SPENT`), in cost-weighted minutes of the cheapest template's
+        rate, so a mixed fleet's figures add up to its cost ratio."""
+        tick, unit = self.leads.tick, min(t.cost_per_hour for t in self.templates)
+        busy = 0.0
+        for worker in self.workers.values():
+            if not worker.billed:
+                continue
+            weight = tick * worker.template.cost_per_hour / unit
+            if worker.status == "STARTING":
+                self.spent["boot"] += weight
+            elif worker.status == "STOPPING":
+                self.spent["stop"] += weight
+            elif worker.sessions:
+                busy += weight
+            elif not worker.served:
+                self.spent["idle_unused"] += weight
+            else:
+                self.spent["idle_emptied"] += weight
+        held = _holding(self.bookings, self.t, self.leads.placement, self.leads.teardown)
+        ideal = min(ideal_workers(held, t) * t.cost_per_hour for t in self.templates) * tick / unit
+        self.spent["busy_ideal"] += min(busy, ideal)
+        self.spent["fragmentation"] += max(0.0, busy - ideal)
 
     def _stop_drained(self) -> None:
         for worker in self.workers.values():
@@ -333,6 +367,11 @@ class Replay:
             "decisions": dict(self.decisions),
             "cost": round(cost, 2),
             "ideal_cost": round(ideal["cost"], 2),
+            # Billed time by what it went to, as a fraction of the ideal curve (cost-weighted): their sum less
+            # `busy_ideal` is the ratio's excess over 1 (short ideal ticks no busy worker covers lower busy_ideal).
+            "spent": {k: round(v / 60 / ideal_unit_hours, 4) for k, v in self.spent.items()}
+            if (ideal_unit_hours := ideal["cost"] / min(t.cost_per_hour for t in self.templates))
+            else {},
         }
 
 
