@@ -1,0 +1,112 @@
+"""Accessibility in a real browser (issue 19): axe-core, vendored in `tests/vendor/axe-core/`, finds no
+serious or critical violation on any page — every page route of the instructor apps (the layout test's
+list), a session in several states, the Django admin (index, a change list, a change form), the login
+page and the 404 page — in the light and the dark scheme at 1366×768, and at 390×844 in both schemes.
+
+axe runs with all of its rules; nothing is disabled and no element is excluded. The script is given to
+the page through Playwright's `evaluate` (the DevTools protocol), so the page keeps its own CSP
+(`script-src 'self'`) while it is checked."""
+
+import pytest
+
+from tests.pages import test_layout_browser as layout
+from tests.pages.conftest import ROOT
+from tests.pages.test_layout_browser import SIZES, new_page, page_paths, settle
+
+day = layout.day  # the layout test's realistic day (a fixture), shared rather than copied
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+AXE = (ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js").read_text()
+FAILING = ("serious", "critical")
+# Sessions shown besides the layout test's RUNNING one: each state shows other parts (actions, grading,
+# the review hold, the report, the end).
+SESSION_STATES = ("PENDING", "READY", "GRADING", "STOPPED", "ARCHIVED", "TERMINATED")
+
+# Forms sent empty, to check the pages that show their errors: (page, button that sends the form).
+FORMS_SENT_EMPTY = (
+    ("/definitions/new/", "Create definition"),
+    ("/exams/new/", "Book exam"),
+    ("/sessions/", "Book session"),
+)
+
+RUN_AXE = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations.map((v) => ({
+    id: v.id, impact: v.impact, help: v.help,
+    targets: v.nodes.map((n) => ({target: n.target.join(" "), impact: n.impact, summary: n.failureSummary})),
+  }));
+}"""
+
+
+def all_paths(day) -> dict[str, str]:
+    """The layout test's pages, a session in more states and the admin pages an operator uses."""
+    paths = page_paths(day)
+    for status in SESSION_STATES:
+        paths[f"session {status}"] = f"/sessions/{day['sessions'][status].pk}/"
+    running = day["sessions"]["RUNNING"]
+    paths["admin index"] = "/admin/"
+    paths["admin session list"] = "/admin/lablets/labletsession/"
+    paths["admin session change"] = f"/admin/lablets/labletsession/{running.pk}/change/"
+    paths["admin worker list"] = "/admin/workers/cmlworker/"
+    paths["404"] = "/no-such-page/"
+    return paths
+
+
+def axe_violations(page) -> list[str]:
+    """Every serious or critical violation axe reports on the page shown, one line per element."""
+    page.evaluate(AXE)
+    found = []
+    for violation in page.evaluate(RUN_AXE):
+        for node in violation["targets"]:
+            impact = node["impact"] or violation["impact"]
+            if impact in FAILING:
+                summary = " ".join(node["summary"].split())[:300]
+                found.append(f"{violation['id']} [{impact}] {node['target']}: {violation['help']} — {summary}")
+    return found
+
+
+def check(page, path, status=200) -> list[str]:
+    """axe's findings on the page at `path`, which must answer `status` (not an error page checked instead)."""
+    response = page.goto(path)
+    assert response.status == status, f"{path} answered {response.status}"
+    ours = page.evaluate("document.querySelector('script[src*=\"prefs\"]') !== null")  # not the admin's pages
+    if ours:
+        settle(page)
+        # Opened, as a user reading the page would: a report's sections, the booking forms.
+        page.evaluate("document.querySelectorAll('main details').forEach((d) => { d.open = true; })")
+        settle(page)
+    else:
+        page.wait_for_load_state("load")
+    return axe_violations(page)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "size"), [("light", "laptop"), ("dark", "laptop"), ("light", "phone"), ("dark", "phone")]
+)
+def test_axe_finds_no_serious_violation_on_any_page(browser, live_server, admin_user, day, scheme, size):
+    paths = all_paths(day)
+    assert {"sessions:dashboard", "sessions:exam_detail", "workers:worker_detail", "admin session change"} <= set(paths)
+    context, page, errors = new_page(browser, live_server, admin_user, viewport=SIZES[size], color_scheme=scheme)
+    problems = []
+    for name, path in paths.items():
+        status = 404 if name == "404" else 200
+        problems += [f"{name} ({path}): {v}" for v in check(page, path, status)]
+    for path, send in FORMS_SENT_EMPTY:
+        page.goto(path)
+        settle(page)
+        page.evaluate("document.querySelectorAll('main details').forEach((d) => { d.open = true; })")
+        page.get_by_role("button", name=send).click()
+        page.locator(".field-error").first.wait_for()
+        settle(page)
+        problems += [f"{path} with errors: {v}" for v in axe_violations(page)]
+    context.close()
+
+    # Signed out: the login page.
+    context = browser.new_context(viewport=SIZES[size], base_url=live_server.url, color_scheme=scheme)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(f"JS error: {exc}"))
+    problems += [f"login: {v}" for v in check(page, "/accounts/login/")]
+    context.close()
+    assert not problems, f"{len(problems)} serious/critical axe violations ({scheme}, {size}):\n" + "\n".join(problems)
+    assert not errors, errors
