@@ -8,7 +8,9 @@ the page through Playwright's `evaluate` (the DevTools protocol), so the page ke
 (`script-src 'self'`) while it is checked."""
 
 import pytest
+from django.template.loader import render_to_string
 
+from lcm.templatetags.badges import BADGE_COLOURS_BY_KIND
 from tests.pages import test_layout_browser as layout
 from tests.pages.conftest import ROOT
 from tests.pages.test_layout_browser import SIZES, new_page, page_paths, settle
@@ -30,8 +32,8 @@ FORMS_SENT_EMPTY = (
     ("/sessions/", "Book session"),
 )
 
-RUN_AXE = """async () => {
-  const result = await axe.run(document, {resultTypes: ["violations"]});
+RUN_AXE = """async (within) => {
+  const result = await axe.run(within ? document.querySelector(within) : document, {resultTypes: ["violations"]});
   return result.violations.map((v) => ({
     id: v.id, impact: v.impact, help: v.help,
     targets: v.nodes.map((n) => ({target: n.target.join(" "), impact: n.impact, summary: n.failureSummary})),
@@ -53,11 +55,21 @@ def all_paths(day) -> dict[str, str]:
     return paths
 
 
-def axe_violations(page) -> list[str]:
-    """Every serious or critical violation axe reports on the page shown, one line per element."""
+def every_badge() -> str:
+    """A status badge (the real include) for every status of every choice set the apps registered."""
+    return "".join(
+        render_to_string("includes/status_badge.html", {"status": status, "kind": kind})
+        for kind, colours in BADGE_COLOURS_BY_KIND.items()
+        for status in colours
+    )
+
+
+def axe_violations(page, within=None) -> list[str]:
+    """Every serious or critical violation axe reports on the page shown (or in its element `within`, a CSS
+    selector), one line per element."""
     page.evaluate(AXE)
     found = []
-    for violation in page.evaluate(RUN_AXE):
+    for violation in page.evaluate(RUN_AXE, within):
         for node in violation["targets"]:
             impact = node["impact"] or violation["impact"]
             if impact in FAILING:
@@ -92,6 +104,18 @@ def test_axe_finds_no_serious_violation_on_any_page(browser, live_server, admin_
     for name, path in paths.items():
         status = 404 if name == "404" else 200
         problems += [f"{name} ({path}): {v}" for v in check(page, path, status)]
+    # Every badge colour of the states tables, not only those of the day's statuses, on the page's card.
+    page.goto("/")
+    settle(page)
+    badges = every_badge()
+    assert badges.count('class="badge bg-') > 40
+    page.evaluate(
+        "(html) => { const p = document.createElement('p'); p.id = 'badge-probe'; p.className = 'card';"
+        " p.innerHTML = html; document.querySelector('main').append(p); }",
+        badges,
+    )
+    problems += [f"badge: {v}" for v in axe_violations(page, "#badge-probe")]
+
     for path, send in FORMS_SENT_EMPTY:
         page.goto(path)
         settle(page)
