@@ -93,6 +93,59 @@ def check(page, path, status=200) -> list[str]:
     return axe_violations(page)
 
 
+def badges_checked(page) -> list[str]:
+    """Every badge colour of the states tables, not only those of the day's statuses, on a card of the
+    dashboard."""
+    page.goto("/")
+    settle(page)
+    badges = every_badge()
+    assert badges.count('class="badge bg-') > 40
+    page.evaluate(
+        "(html) => { const p = document.createElement('p'); p.id = 'badge-probe'; p.className = 'card';"
+        " p.innerHTML = html; document.querySelector('main').append(p); }",
+        badges,
+    )
+    return [f"badge: {v}" for v in axe_violations(page, "#badge-probe")]
+
+
+def forms_with_errors_checked(page) -> list[str]:
+    problems = []
+    for path, send in FORMS_SENT_EMPTY:
+        page.goto(path)
+        settle(page)
+        page.evaluate("document.querySelectorAll('main details').forEach((d) => { d.open = true; })")
+        page.get_by_role("button", name=send).click()
+        page.locator(".field-error").first.wait_for()
+        settle(page)
+        problems += [f"{path} with errors: {v}" for v in axe_violations(page)]
+    return problems
+
+
+def confirmed_actions_checked(page, day) -> list[str]:
+    """A confirmation page confirmed: the exam's bulk outcome page, the worker page with its message."""
+    problems = []
+    exam, worker = day["exam"].pk, day["worker"].pk
+    for path, send in (
+        (f"/exams/{exam}/actions/terminate/", "Terminate"),
+        (f"/workers/{worker}/confirm/drain/", "Drain"),
+    ):
+        problems += [f"{path}: {v}" for v in check(page, path)]
+        page.locator("main form.form-actions button[type=submit]").filter(has_text=send).click()
+        page.wait_for_load_state("load")
+        settle(page)
+        problems += [f"{path} confirmed ({page.url}): {v}" for v in axe_violations(page)]
+    return problems
+
+
+def signed_out_checked(browser, live_server, viewport, scheme, errors) -> list[str]:
+    context = browser.new_context(viewport=viewport, base_url=live_server.url, color_scheme=scheme)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(f"JS error: {exc}"))
+    problems = [f"login: {v}" for v in check(page, "/accounts/login/")]
+    context.close()
+    return problems
+
+
 @pytest.mark.parametrize(
     ("scheme", "size"), [("light", "laptop"), ("dark", "laptop"), ("light", "phone"), ("dark", "phone")]
 )
@@ -104,33 +157,10 @@ def test_axe_finds_no_serious_violation_on_any_page(browser, live_server, admin_
     for name, path in paths.items():
         status = 404 if name == "404" else 200
         problems += [f"{name} ({path}): {v}" for v in check(page, path, status)]
-    # Every badge colour of the states tables, not only those of the day's statuses, on the page's card.
-    page.goto("/")
-    settle(page)
-    badges = every_badge()
-    assert badges.count('class="badge bg-') > 40
-    page.evaluate(
-        "(html) => { const p = document.createElement('p'); p.id = 'badge-probe'; p.className = 'card';"
-        " p.innerHTML = html; document.querySelector('main').append(p); }",
-        badges,
-    )
-    problems += [f"badge: {v}" for v in axe_violations(page, "#badge-probe")]
-
-    for path, send in FORMS_SENT_EMPTY:
-        page.goto(path)
-        settle(page)
-        page.evaluate("document.querySelectorAll('main details').forEach((d) => { d.open = true; })")
-        page.get_by_role("button", name=send).click()
-        page.locator(".field-error").first.wait_for()
-        settle(page)
-        problems += [f"{path} with errors: {v}" for v in axe_violations(page)]
+    problems += badges_checked(page)
+    problems += forms_with_errors_checked(page)
+    problems += confirmed_actions_checked(page, day)  # last: it changes the day's exam and worker
     context.close()
-
-    # Signed out: the login page.
-    context = browser.new_context(viewport=SIZES[size], base_url=live_server.url, color_scheme=scheme)
-    page = context.new_page()
-    page.on("pageerror", lambda exc: errors.append(f"JS error: {exc}"))
-    problems += [f"login: {v}" for v in check(page, "/accounts/login/")]
-    context.close()
+    problems += signed_out_checked(browser, live_server, SIZES[size], scheme, errors)
     assert not problems, f"{len(problems)} serious/critical axe violations ({scheme}, {size}):\n" + "\n".join(problems)
     assert not errors, errors
