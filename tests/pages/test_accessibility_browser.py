@@ -51,6 +51,8 @@ def all_paths(day) -> dict[str, str]:
     paths["admin session list"] = "/admin/lablets/labletsession/"
     paths["admin session change"] = f"/admin/lablets/labletsession/{running.pk}/change/"
     paths["admin worker list"] = "/admin/workers/cmlworker/"
+    paths["admin worker add"] = "/admin/workers/cmlworker/add/"
+    paths["admin definition change"] = f"/admin/lablets/labletdefinition/{day['definition'].pk}/change/"
     paths["404"] = "/no-such-page/"
     return paths
 
@@ -142,6 +144,11 @@ def signed_out_checked(browser, live_server, viewport, scheme, errors) -> list[s
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(f"JS error: {exc}"))
     problems = [f"login: {v}" for v in check(page, "/accounts/login/")]
+    page.fill("#id_username", "nobody")
+    page.fill("#id_password", "wrong")
+    page.get_by_role("button", name="Log in").click()
+    page.locator(".form-errors").wait_for()
+    problems += [f"login refused: {v}" for v in axe_violations(page)]
     context.close()
     return problems
 
