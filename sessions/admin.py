@@ -177,8 +177,12 @@ class LabletDefinitionAdmin(ServiceSaveMixin, ActionsOnlyAdmin):
 
     @admin.display(description="Lab YAML")
     def topology(self, obj):
-        """The topology with its indentation kept (YAML is unreadable without it)."""
-        return format_html('<pre style="max-height: 30em; overflow: auto">{}</pre>', obj.lab_yaml)
+        """The topology with its indentation kept (YAML is unreadable without it); a named region a keyboard
+        can focus to scroll it."""
+        return format_html(
+            '<pre style="max-height: 30em; overflow: auto" tabindex="0" role="region" aria-label="Lab YAML">{}</pre>',
+            obj.lab_yaml,
+        )
 
 
 # ---------------------------------------------------------------------------------------
