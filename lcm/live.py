@@ -26,6 +26,10 @@ from collections.abc import Callable, Iterable
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save
+from django.http import HttpResponse, QueryDict
+from django.utils.cache import patch_vary_headers
+
+from lcm.roles import is_admin, is_instructor
 
 logger = logging.getLogger("lcm.live")
 
@@ -92,8 +96,29 @@ def versions(scopes: tuple[str, ...], *, cached: bool = True) -> tuple:
     return stored, local
 
 
+def roles_of(user) -> tuple[bool, bool]:
+    """The roles a live page's permission depends on: (admin, instructor)."""
+    return is_admin(user), is_instructor(user)
+
+
+def page_key(user_pk, roles: tuple, path: str, query: QueryDict, digest: str) -> tuple:
+    """What a remembered render is filed under: the user and their roles (a demoted user misses it), the page
+    and its query (without the digest), the digest the browser shows."""
+    rest = query.copy()
+    rest.pop("v", None)
+    return (user_pk, tuple(roles), path, rest.urlencode(), digest)
+
+
+def unchanged_response() -> HttpResponse:
+    """204: the browser keeps what it shows (htmx swaps nothing)."""
+    response = HttpResponse(status=204)
+    patch_vary_headers(response, ["HX-Request"])
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def remember(key: tuple, stamp: tuple) -> None:
-    """Record that the page `key` (user, path, query, digest) was current under `stamp` just now."""
+    """Record that the page `key` (`page_key`) was current under `stamp` just now."""
     with _lock:
         _seen[key] = (stamp, time.monotonic())
         _seen.move_to_end(key)
