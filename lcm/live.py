@@ -24,6 +24,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpResponse, QueryDict
@@ -67,30 +68,76 @@ def _bump_committed(scopes: set[str]) -> None:
         values = ", ".join(["(%s, 1)"] * len(ordered))
         sql = (
             f"INSERT INTO {TABLE} (scope, version) VALUES {values} "  # noqa: S608 - placeholders only
-            f"ON CONFLICT (scope) DO UPDATE SET version = {TABLE}.version + 1"
+            f"ON CONFLICT (scope) DO UPDATE SET version = {TABLE}.version + 1 RETURNING scope, version"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, ordered)
+            bumped = dict(cursor.fetchall())
+        if settings.LCM_LIVE_SHARED_STAMPS:
+            _raise_shared(bumped)
     except Exception:  # a stamp never undoes a committed change; the refresh interval bounds the staleness
         logger.exception("live stamp bump failed for %s", sorted(scopes))
     with _lock:
         _read_cache.clear()
 
 
-def versions(scopes: tuple[str, ...], *, cached: bool = True) -> tuple:
-    """The scopes' versions: (database versions, this process's local bumps); at most one query
-    (none when `cached` and this process read them less than `LCM_LIVE_STAMP_TTL` seconds ago)."""
-    now = time.monotonic()
-    with _lock:
-        local = tuple(_local.get(s, 0) for s in scopes)
-        recent = _read_cache.get(scopes) if cached else None
-    if recent and now - recent[0] < settings.LCM_LIVE_STAMP_TTL:
-        return recent[1], local
+# Raise each key to at least its version: concurrent bumps and a reader seeding a missing key from the table
+# leave the highest, so a shared stamp only ever moves forward and always equals a version the table had.
+_RAISE = """
+for i, key in ipairs(KEYS) do
+  local version = tonumber(ARGV[i])
+  if version > tonumber(redis.call('GET', key) or '-1') then redis.call('SET', key, version) end
+end
+"""
+
+
+def stamp_key(scope: str) -> str:
+    """The shared cache's key of a scope's stamp (`LCM_LIVE_SHARED_STAMPS`)."""
+    return f"live:stamp:{scope}"
+
+
+def _raise_shared(found: dict[str, int]) -> None:
+    if found:
+        keys = [cache.make_key(stamp_key(scope)) for scope in found]
+        cache.raw_client().eval(_RAISE, len(keys), *keys, *found.values())
+
+
+def _stored(scopes: tuple[str, ...]) -> dict[str, int]:
     placeholders = ", ".join(["%s"] * len(scopes))
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT scope, version FROM {TABLE} WHERE scope IN ({placeholders})", list(scopes))  # noqa: S608
         found = dict(cursor.fetchall())
-    stored = tuple(found.get(s, 0) for s in scopes)
+    return {scope: found.get(scope, 0) for scope in scopes}
+
+
+def _shared(scopes: tuple[str, ...], prefetched: dict | None) -> tuple:
+    """The stamps from the shared cache (`prefetched`: what the caller's `get_many` of `stamp_key`s found);
+    a missing one (a restarted Redis) is read from the table and seeded."""
+    found = prefetched if prefetched is not None else cache.get_many([stamp_key(s) for s in scopes])
+    missing = tuple(s for s in scopes if stamp_key(s) not in found)
+    seeded = {}
+    if missing:
+        seeded = _stored(missing)
+        _raise_shared(seeded)
+    return tuple(found[stamp_key(s)] if s not in seeded else seeded[s] for s in scopes)
+
+
+def versions(scopes: tuple[str, ...], *, cached: bool = True, prefetched: dict | None = None) -> tuple:
+    """The scopes' versions: (committed versions, this process's local bumps). With `LCM_LIVE_SHARED_STAMPS` the
+    committed ones come from the shared cache (one round trip, none with `prefetched`); otherwise from the table
+    (at most one query, none when `cached` and this process read them less than `LCM_LIVE_STAMP_TTL` ago)."""
+    now = time.monotonic()
+    with _lock:
+        local = tuple(_local.get(s, 0) for s in scopes)
+        recent = _read_cache.get(scopes) if cached else None
+    if settings.LCM_LIVE_SHARED_STAMPS:
+        try:
+            return _shared(scopes, prefetched), local
+        except Exception:  # the cache did not answer: the table decides, as without one
+            logger.warning("live stamps: the shared cache did not answer; reading the table", exc_info=True)
+    if recent and now - recent[0] < settings.LCM_LIVE_STAMP_TTL:
+        return recent[1], local
+    stored = tuple(_stored(scopes).values())
     with _lock:
         _read_cache[scopes] = (now, stored)
     return stored, local

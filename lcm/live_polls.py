@@ -56,19 +56,20 @@ def _load_record(user_pk, backend_path: str, generation) -> dict | None:
     return record
 
 
-def _signed_in_roles(session) -> tuple | None:
-    """The roles of the user the login session names, when the session verifies; None otherwise (go on down)."""
+def _signed_in(session, extra_keys: list[str]) -> tuple | None:
+    """((user pk, roles), what the cache holds of `extra_keys`) for the user the login session names, when
+    the session verifies; None otherwise (go on down). The auth record and the extra keys: one round trip."""
     user_pk, backend_path, session_hash = (session.get(k) for k in (SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY))
     if user_pk is None or not session_hash or backend_path not in settings.AUTHENTICATION_BACKENDS:
         return None
     user_pk = get_user_model()._meta.pk.to_python(user_pk)  # stored as text, remembered as the user's pk
-    found = cache.get_many([_GENERATION, _auth_key(user_pk)])
+    found = cache.get_many([_GENERATION, _auth_key(user_pk), *extra_keys])
     generation, record = found.get(_GENERATION, 0), found.get(_auth_key(user_pk))
     if record is None or record.get("gen") != generation:
         record = _load_record(user_pk, backend_path, generation)
     if record is None or not constant_time_compare(session_hash, record["hash"]):
         return None  # the full chain flushes (or re-keys, for a rotated secret) the session as Django does
-    return user_pk, record["roles"]
+    return (user_pk, record["roles"]), found
 
 
 class LivePollMiddleware:
@@ -102,15 +103,19 @@ class LivePollMiddleware:
         scopes = getattr(match.func, "live_scopes", None)
         if scopes is None:
             return False
+        names = tuple(scopes(**match.kwargs))
+        shared = settings.LCM_LIVE_SHARED_STAMPS
+        stamp_keys = [live.stamp_key(s) for s in names] if shared else []
         try:
-            signed_in = _signed_in_roles(self.session_store(session_key))
+            signed_in = _signed_in(self.session_store(session_key), stamp_keys)
         except Exception:  # the cache or the database did not answer: the full chain decides (and reports)
             logger.warning("live poll: the login session could not be checked early", exc_info=True)
             return False
         if signed_in is None:
             return False
-        stamp = live.versions(tuple(scopes(**match.kwargs)), cached=True)
-        return live.is_current(live.page_key(*signed_in, request.path, clean_params(request.GET), digest), stamp)
+        (user_pk, roles), found = signed_in
+        stamp = live.versions(names, cached=True, prefetched=found if shared else None)
+        return live.is_current(live.page_key(user_pk, roles, request.path, clean_params(request.GET), digest), stamp)
 
 
 def _forget_user(user_pk) -> None:

@@ -343,16 +343,19 @@ LCM_CACHE_URL = env.str("LCM_CACHE_URL", default=CELERY_BROKER_URL if CELERY_BRO
 if LCM_CACHE_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "lcm.cache.SharedRedisCache",
             "LOCATION": LCM_CACHE_URL,
             "KEY_PREFIX": "lcm",
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    # The live pages' change stamps are read from it too (lcm.live), raised after each commit beside the table.
+    LCM_LIVE_SHARED_STAMPS = True
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "lcm"}}
     SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    LCM_LIVE_SHARED_STAMPS = False
 LCM_ETCD_ENDPOINTS = env.str("LCM_ETCD_ENDPOINTS", default="")  # unset = in-process coordination
 LCM_LOOP_PLACEMENT_SECONDS = env.float("LCM_LOOP_PLACEMENT_SECONDS", default=2.0)
 # A change that calls for a tick (a new PENDING session: placement) gets one within this many seconds.
