@@ -6,12 +6,15 @@ touch through `bump`: the one history writer (`lcm.fsm.record_changes`) and a `p
 receiver on the product apps' models (`connect`). A bump counts twice:
 
 - at once in this process (`_local`), so the next poll served here sees it even before the commit;
-- after the commit in the `live_stamps` table (one `INSERT … ON CONFLICT` per bump), so every web
-  process sees changes made by the loops, Celery or the other workers.
+- after the commit in the `live_stamps` table (one `INSERT … ON CONFLICT … RETURNING` per bump), so every
+  web process sees changes made by the loops, Celery or the other workers;
+- with a shared Redis cache (`LCM_LIVE_SHARED_STAMPS`), right after that in the cache: each key raised to the
+  table's new version (an atomic max, so it never moves back), a missing key seeded from the table.
 
-A poll reads its scopes' versions (one query, cached here for `LCM_LIVE_STAMP_TTL` seconds and
-dropped by any local bump) and compares them with the versions under which the digest it shows was
-last rendered (`remember`/`is_current`). Time-dependent content (time left, "3 min ago") still
+A poll reads its scopes' versions (from the shared cache: one round trip, which `lcm.live_polls` shares with
+the login check; without one, one query cached here for `LCM_LIVE_STAMP_TTL` seconds and dropped by any
+local bump) and compares them with the versions under which the digest it shows was last rendered for the
+same user and roles (`page_key`, `remember`/`is_current`). Time-dependent content (time left, "3 min ago") still
 refreshes: a remembered render is trusted for at most `LCM_LIVE_REFRESH_SECONDS`.
 `LCM_LIVE_DIGEST_ONLY=1` turns all of this off (every poll renders and compares digests; the peer
 `bench_pages` measures).

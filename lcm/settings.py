@@ -339,12 +339,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis the login sessions are read from the cache (`cached_db`: written through to PostgreSQL, a logout deletes
 # both), so a live poll costs no session query; a per-process cache never holds sessions (a logout in one
 # gunicorn worker would not reach another), they stay in the database alone.
-LCM_CACHE_URL = env.str("LCM_CACHE_URL", default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
-if LCM_CACHE_URL:
+# (Read only to build CACHES, so not a setting of its own.)
+_cache_url = env.str("LCM_CACHE_URL", default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
+if _cache_url:
     CACHES = {
         "default": {
             "BACKEND": "lcm.cache.SharedRedisCache",
-            "LOCATION": LCM_CACHE_URL,
+            "LOCATION": _cache_url,
             "KEY_PREFIX": "lcm",
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
