@@ -20,7 +20,9 @@ refreshes: a remembered render is trusted for at most `LCM_LIVE_REFRESH_SECONDS`
 `bench_pages` measures).
 """
 
+import hashlib
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -167,20 +169,44 @@ def unchanged_response() -> HttpResponse:
     return response
 
 
+def seen_key(key: tuple) -> str:
+    """The shared cache's key of a remembered render (`page_key` less the roles, which its value carries)."""
+    user_pk, _roles, path, query, digest = key
+    return "live:seen:" + hashlib.blake2s(repr((user_pk, path, query, digest)).encode(), digest_size=16).hexdigest()
+
+
 def remember(key: tuple, stamp: tuple) -> None:
-    """Record that the page `key` (`page_key`) was current under `stamp` just now."""
+    """Record that the page `key` (`page_key`) was current under `stamp` just now: in this process and, with
+    shared stamps, in the shared cache, so the other web processes need not render it again."""
     with _lock:
         _seen[key] = (stamp, time.monotonic())
         _seen.move_to_end(key)
         while len(_seen) > _SEEN_MAX:
             _seen.popitem(last=False)
+    if settings.LCM_LIVE_SHARED_STAMPS:
+        refresh = settings.LCM_LIVE_REFRESH_SECONDS
+        try:
+            cache.set(seen_key(key), (key[1], stamp[0], time.time()), timeout=max(1, math.ceil(refresh)))
+        except Exception:  # this process still remembers it
+            logger.warning("live stamps: the shared cache did not take a render", exc_info=True)
 
 
-def is_current(key: tuple, stamp: tuple) -> bool:
-    """True when `key` was rendered under `stamp` less than `LCM_LIVE_REFRESH_SECONDS` ago."""
+def is_current(key: tuple, stamp: tuple, *, prefetched: dict | None = None) -> bool:
+    """True when `key` was rendered under `stamp` less than `LCM_LIVE_REFRESH_SECONDS` ago: by this process, or
+    (shared stamps) by any, for the same roles under the same committed stamps (`prefetched`: a `get_many`
+    that asked for `seen_key(key)`)."""
+    refresh = settings.LCM_LIVE_REFRESH_SECONDS
     with _lock:
         seen = _seen.get(key)
-    return bool(seen) and seen[0] == stamp and time.monotonic() - seen[1] < settings.LCM_LIVE_REFRESH_SECONDS
+    if seen and seen[0] == stamp and time.monotonic() - seen[1] < refresh:
+        return True
+    if not settings.LCM_LIVE_SHARED_STAMPS:
+        return False
+    try:
+        shared = prefetched.get(seen_key(key)) if prefetched is not None else cache.get(seen_key(key))
+    except Exception:
+        return False
+    return bool(shared) and shared[:2] == (key[1], stamp[0]) and time.time() - shared[2] < refresh
 
 
 def scopes_of(instance) -> set[str]:

@@ -11,8 +11,9 @@ view's own login and role checks decide, and a changed page renders):
 - that user's auth record (`auth_record`: session hash and roles, kept in the cache and dropped when the user,
   their groups or any group change, after the commit) verifies the session hash, so a logout, a password
   change or a deactivation is never answered 204;
-- this process remembers rendering that digest for that user *with the same roles* (`lcm.live.page_key`), so
-  a user demoted since the render gets the view's 403 (or redirect), not a 204.
+- this process, or another through the shared cache, remembers rendering that digest for that user *with the
+  same roles* under the current stamps (`lcm.live.page_key`, `seen_key`), so a user demoted since the render
+  gets the view's 403 (or redirect), not a 204.
 
 No session is saved, no CSRF token made, nothing logged.
 """
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
 from django.contrib.auth.models import Group
 from django.core.cache import cache
+from django.core.exceptions import DisallowedHost
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.urls import Resolver404, resolve
@@ -56,14 +58,14 @@ def _load_record(user_pk, backend_path: str, generation) -> dict | None:
     return record
 
 
-def _signed_in(session, extra_keys: list[str]) -> tuple | None:
-    """((user pk, roles), what the cache holds of `extra_keys`) for the user the login session names, when
+def _signed_in(session, extra_keys) -> tuple | None:
+    """((user pk, roles), what the cache holds of `extra_keys(user pk)`) for the user the login session names, when
     the session verifies; None otherwise (go on down). The auth record and the extra keys: one round trip."""
     user_pk, backend_path, session_hash = (session.get(k) for k in (SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY))
     if user_pk is None or not session_hash or backend_path not in settings.AUTHENTICATION_BACKENDS:
         return None
     user_pk = get_user_model()._meta.pk.to_python(user_pk)  # stored as text, remembered as the user's pk
-    found = cache.get_many([_GENERATION, _auth_key(user_pk), *extra_keys])
+    found = cache.get_many([_GENERATION, _auth_key(user_pk), *extra_keys(user_pk)])
     generation, record = found.get(_GENERATION, 0), found.get(_auth_key(user_pk))
     if record is None or record.get("gen") != generation:
         record = _load_record(user_pk, backend_path, generation)
@@ -97,6 +99,10 @@ class LivePollMiddleware:
         if not digest or not session_key:
             return False
         try:
+            request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware would check it further down
+        except DisallowedHost:
+            return False
+        try:
             match = resolve(request.path_info)
         except Resolver404:
             return False
@@ -105,9 +111,15 @@ class LivePollMiddleware:
             return False
         names = tuple(scopes(**match.kwargs))
         shared = settings.LCM_LIVE_SHARED_STAMPS
-        stamp_keys = [live.stamp_key(s) for s in names] if shared else []
+        path, query = request.path, clean_params(request.GET)
+
+        def shared_keys(user_pk) -> list[str]:  # the stamps and the other processes' render, in the same trip
+            if not shared:
+                return []
+            return [live.stamp_key(s) for s in names] + [live.seen_key(live.page_key(user_pk, (), path, query, digest))]
+
         try:
-            signed_in = _signed_in(self.session_store(session_key), stamp_keys)
+            signed_in = _signed_in(self.session_store(session_key), shared_keys)
         except Exception:  # the cache or the database did not answer: the full chain decides (and reports)
             logger.warning("live poll: the login session could not be checked early", exc_info=True)
             return False
@@ -115,7 +127,8 @@ class LivePollMiddleware:
             return False
         (user_pk, roles), found = signed_in
         stamp = live.versions(names, cached=True, prefetched=found if shared else None)
-        return live.is_current(live.page_key(user_pk, roles, request.path, clean_params(request.GET), digest), stamp)
+        key = live.page_key(user_pk, roles, path, query, digest)
+        return live.is_current(key, stamp, prefetched=found if shared else None)
 
 
 def _forget_user(user_pk) -> None:

@@ -183,6 +183,7 @@ def test_an_anonymous_poll_never_gets_204(admin_client, fleet, caches_kind):
     assert anonymous.get(poll, headers=HX).status_code == 302  # to the login page
     anonymous.cookies["sessionid"] = "not-a-session-key"
     assert anonymous.get(poll, headers=HX).status_code == 302
+    assert admin_client.get(poll, headers=HX, HTTP_HOST="evil.example").status_code == 400  # ALLOWED_HOSTS first
 
 
 def test_a_logged_out_session_never_gets_204(django_user_model, fleet, caches_kind):
@@ -256,3 +257,18 @@ def test_a_committed_write_is_seen_by_the_next_poll_over_the_shared_cache(admin_
     assert live.versions((f"session:{session.pk}",))[0] > before
     response, _ = _poll(admin_client, poll)
     assert response.status_code == 200 and "seen" in response.content.decode()
+
+
+def test_a_render_in_one_web_process_answers_the_polls_another_receives(admin_client, fleet, caches_kind):
+    poll = _poll_url(admin_client, f"/sessions/{fleet['sessions']['RUNNING'].pk}/")
+    with live._lock:
+        live._seen.clear()  # this poll reaches another process, which never rendered the page
+    response, queries = _poll(admin_client, poll)
+    if caches_kind == "shared":
+        assert response.status_code == 204 and not response.templates  # the other process's render counts
+        assert queries <= 1  # the user's auth record, read once
+    else:
+        assert response.templates  # rendered once here too, then answered early
+        assert _poll(admin_client, poll)[0].status_code == 204
+    live._bump_committed({f"session:{fleet['sessions']['RUNNING'].pk}"})
+    assert _poll(admin_client, poll)[0].templates  # a shared render is only good under its stamps
