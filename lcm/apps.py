@@ -15,9 +15,10 @@ class LcmConfig(AppConfig):
         # app registry is ready.
         from django.conf import settings
 
-        from lcm import live, loops, metrics, notifications, projection
+        from lcm import live, live_polls, loops, metrics, notifications, projection
 
         live.connect()
+        live_polls.connect()
         if settings.LCM_PROJECTION_ENABLED:
             projection.connect()
         notifications.connect()

@@ -19,7 +19,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, Value, When
-from django.http import HttpResponse, QueryDict
+from django.http import QueryDict
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils.cache import patch_vary_headers
@@ -93,17 +93,8 @@ def _digest(html: str) -> str:
     return hashlib.blake2s(_CSRF_INPUT.sub("", html).encode(), digest_size=8).hexdigest()
 
 
-def _unchanged() -> HttpResponse:
-    response = HttpResponse(status=204)
-    patch_vary_headers(response, ["HX-Request"])
-    response["Cache-Control"] = "no-store"
-    return response
-
-
 def _seen_key(request, path: str, query: QueryDict, digest: str) -> tuple:
-    rest = query.copy()
-    rest.pop("v", None)
-    return (request.user.pk, path, rest.urlencode(), digest)
+    return live.page_key(request.user.pk, live.roles_of(request.user), path, query, digest)
 
 
 def live_page(scopes=None):
@@ -114,7 +105,7 @@ def live_page(scopes=None):
     def decorator(view):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
-            names = tuple(scopes(**kwargs)) if scopes else (live.GLOBAL,)
+            names = tuple(wrapper.live_scopes(**kwargs))
             if settings.LCM_LIVE_DIGEST_ONLY or request.method != "GET":
                 return view(request, *args, **kwargs)
             digest = request.GET.get("v")
@@ -124,12 +115,19 @@ def live_page(scopes=None):
             if poll:
                 key = _seen_key(request, request.path, clean_params(request.GET), digest)
                 if live.is_current(key, request.live_stamp):
-                    return _unchanged()
+                    return live.unchanged_response()
             return view(request, *args, **kwargs)
 
+        # `lcm.live_polls.LivePollMiddleware` finds the scopes here (through the login and role decorators,
+        # which copy the attribute) and answers most unchanged polls before the chain reaches this wrapper.
+        wrapper.live_scopes = scopes or _global_scope
         return wrapper
 
     return decorator
+
+
+def _global_scope(**kwargs) -> tuple[str, ...]:
+    return (live.GLOBAL,)
 
 
 def render_live(request, template: str, context: dict, *, status: int = 200, poll: bool = True, path: str = ""):
@@ -148,7 +146,7 @@ def render_live(request, template: str, context: dict, *, status: int = 200, pol
     if stamp is not None:
         live.remember(_seen_key(request, path or request.path, query, digest), stamp)
     if request.method == "GET" and fragment and request.GET.get("v") == digest:
-        return _unchanged()
+        return live.unchanged_response()
     query["v"] = digest
     live_context = {
         "live_body": mark_safe(body),  # noqa: S308 - rendered by our own template just above

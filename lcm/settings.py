@@ -58,6 +58,9 @@ MIDDLEWARE = [
     "lcm.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "lcm.security.ContentSecurityPolicyMiddleware",
+    # An unchanged live poll of a signed-in user allowed the page is answered 204 here, before the login
+    # session, CSRF, messages and the view run (lcm.live_polls); anything else goes on down the chain.
+    "lcm.live_polls.LivePollMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -331,6 +334,29 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The cache every process shares: Redis (LCM_CACHE_URL, default the Celery broker when it is Redis; keys under
+# `lcm:`), else this process's memory (the embedded default: one process, no external service). Over a shared
+# Redis the login sessions are read from the cache (`cached_db`: written through to PostgreSQL, a logout deletes
+# both), so a live poll costs no session query; a per-process cache never holds sessions (a logout in one
+# gunicorn worker would not reach another), they stay in the database alone.
+# (Read only to build CACHES, so not a setting of its own.)
+_cache_url = env.str("LCM_CACHE_URL", default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "")
+if _cache_url:
+    CACHES = {
+        "default": {
+            "BACKEND": "lcm.cache.SharedRedisCache",
+            "LOCATION": _cache_url,
+            "KEY_PREFIX": "lcm",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    # The live pages' change stamps are read from it too (lcm.live), raised after each commit beside the table.
+    LCM_LIVE_SHARED_STAMPS = True
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "lcm"}}
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    LCM_LIVE_SHARED_STAMPS = False
 LCM_ETCD_ENDPOINTS = env.str("LCM_ETCD_ENDPOINTS", default="")  # unset = in-process coordination
 LCM_LOOP_PLACEMENT_SECONDS = env.float("LCM_LOOP_PLACEMENT_SECONDS", default=2.0)
 # A change that calls for a tick (a new PENDING session: placement) gets one within this many seconds.

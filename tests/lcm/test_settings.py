@@ -1,6 +1,9 @@
 """Every variable `.env.example` documents is read, and every LCM_* setting is used (SPEC §7)."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,27 @@ def test_a_new_system_settings_row_takes_the_policy_from_the_environment(setting
     assert (row.placement_lead_minutes, row.boot_lead_minutes, row.grading_timeout_minutes) == (50, 12, 45)
     settings.LCM_BOOT_LEAD_MINUTES = 99  # the row is the policy from now on
     assert SystemSettings.load().boot_lead_minutes == 12
+
+
+def _cache_settings(**env) -> list[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "LCM_CACHE_URL")}
+    code = (
+        "from lcm import settings as s; "
+        "print(s.CACHES['default']['BACKEND'], s.SESSION_ENGINE, s.LCM_LIVE_SHARED_STAMPS)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=base | env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout.split()
+
+
+def test_the_shared_cache_is_redis_when_configured_and_local_without_it():
+    # The embedded default (`scripts/run`): no Redis at all, the cache in the process, login sessions in the database.
+    assert _cache_settings() == [
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.contrib.sessions.backends.db",
+        "False",
+    ]
+    shared = ["lcm.cache.SharedRedisCache", "django.contrib.sessions.backends.cached_db", "True"]
+    assert _cache_settings(CELERY_BROKER_URL="redis://127.0.0.1:6379/0") == shared  # the launcher, compose
+    assert _cache_settings(LCM_CACHE_URL="redis://127.0.0.1:6379/3") == shared

@@ -3,7 +3,8 @@ process (gunicorn, 2 workers, as `lcm.tools.stack` starts it) with 1,000 session
 
 The pages are split between the dashboard, session detail pages (each its own session) and one exam's roster;
 each is one client thread that loads the page, then polls its `live` fragment every second like htmx (the
-next poll due one second after the last was due; a late answer delays it). Measured per mode, in the same run,
+next poll due one second after the last was due; a late answer delays it). The window opens after `--warmup`
+seconds and once every page had a few polls answered (at most 90 s more). Measured per mode, in the same run,
 one gunicorn started per mode on the same data:
 
     digest      today's render-and-digest poll (`LCM_LIVE_DIGEST_ONLY=1`): every poll renders
@@ -46,6 +47,7 @@ MODES = {
 }
 STATUSES = ["PENDING", "SCHEDULED", "READY", "RUNNING", "GRADING", "ARCHIVED", "TERMINATED"]
 POLL_URL = re.compile(r'hx-get="([^"]+)"')
+SETTLED_ANSWERS, SETTLE_LIMIT = 4, 90.0
 
 
 def seed(tag: str, count: int, *, exam_size: int) -> dict:
@@ -145,6 +147,14 @@ class Poller(threading.Thread):
             due = max(due + 1.0, time.monotonic())
 
 
+def _settle(pollers: list, *, answers: int, limit: float) -> None:
+    """Wait (at most `limit` seconds) until every page had `answers` polls answered: each gunicorn worker has then
+    most likely rendered it once, so the window measures steady polling, not the first renders of a loaded machine."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and any(len(p.samples) < answers for p in pollers):
+        time.sleep(0.2)
+
+
 class PagesBench(BenchRun):
     def run(self, options) -> None:
         pages, duration = options["pages"], options["seconds"]
@@ -201,6 +211,7 @@ class PagesBench(BenchRun):
         for poller in pollers:
             poller.start()
         time.sleep(options["warmup"])
+        _settle(pollers, answers=SETTLED_ANSWERS, limit=SETTLE_LIMIT)
         begin, cpu_begin = time.monotonic(), stack.cpu_seconds("web")
         time.sleep(options["seconds"])
         end, cpu = time.monotonic(), stack.cpu_seconds("web") - cpu_begin
