@@ -24,7 +24,7 @@ FMT = "%Y-%m-%dT%H:%M"
 
 def fill_exam_form(page, *, name, definition, start, end, roster):
     page.get_by_label("Exam name").fill(name)
-    page.get_by_label("Definition").select_option(label=str(definition))
+    page.get_by_label("Definition", exact=True).select_option(label=str(definition))
     page.get_by_label("Start (UTC)").fill(start.strftime(FMT))
     page.get_by_label("End (UTC)").fill(end.strftime(FMT))
     page.get_by_label("Roster").fill(roster)
@@ -56,7 +56,7 @@ def test_a_roster_with_bad_rows_keeps_the_pasted_text_and_names_both_rows(open_p
     # The pasted roster and the other fields are still there, as typed.
     assert page.get_by_label("Roster").input_value().replace("\r\n", "\n") == roster
     expect(page.get_by_label("Exam name")).to_have_value("Networking 101")
-    expect(page.get_by_label("Definition")).to_have_value(str(definition.pk))
+    expect(page.get_by_label("Definition", exact=True)).to_have_value(str(definition.pk))
     assert not Exam.objects.exists() and not LabletSession.objects.exists()
 
     # Fixing the two rows in place books the class.
