@@ -6,6 +6,9 @@ the end run `manage.py` for real to prove the line count and the exit code.
 """
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, timedelta
 from io import StringIO
@@ -670,3 +673,19 @@ def test_manage_py_json_output_is_only_json():
     assert LabletSession.objects.get().pk == uuid.UUID(data["id"])
     listed = manage("session_list", "--json")
     assert [row["id"] for row in json.loads(listed.stdout)] == [data["id"]]
+
+
+@pytest.mark.parametrize("command", [("session_list",), ("exam_show", "1"), ("bench_pages", "--pages", "1")])
+def test_a_database_missing_or_not_migrated_is_one_line_not_a_traceback(tmp_path, command):
+    def manage_with(database_url):
+        env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "lcm.settings"}
+        root = Path(__file__).resolve().parent.parent
+        return subprocess.run(
+            [sys.executable, str(root / "manage.py"), *command],
+            cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    missing = manage_with("postgres://postgres@127.0.0.1:5432/lcm_no_such_database_here")
+    assert_one_line_error(missing, "cannot use the database (check DATABASE_URL)")
+    empty = manage_with(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    assert_one_line_error(empty, "the database is not migrated (run manage.py migrate)")

@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
+from django.db.utils import OperationalError, ProgrammingError
 
 from lcm.errors import Conflict, InvalidTransition, ValidationError, first_error_line
 
@@ -117,7 +118,10 @@ class LcmCommand(BaseCommand):
     def execute(self, *args, **options):
         if options.get("stdout"):  # call_command(..., stdout=...): Django would wrap it in a plain OutputWrapper
             self.stdout = PrintableOutput(options.pop("stdout"))
-        return super().execute(*args, **options)
+        try:
+            return super().execute(*args, **options)
+        except (OperationalError, ProgrammingError) as exc:
+            raise _database_error(exc) from None
 
     def add_json_argument(self, parser):
         parser.add_argument("--json", action="store_true", help="Print JSON on stdout instead of text.")
@@ -129,6 +133,22 @@ class LcmCommand(BaseCommand):
 
     def write_json(self, data) -> None:
         self.stdout.write(json.dumps(data, indent=2, default=_json_default))
+
+
+# SQLSTATEs of a schema the migrations have not made yet: undefined table, undefined column.
+_NOT_MIGRATED = {"42P01", "42703"}
+
+
+def _database_error(exc: Exception) -> Exception:
+    """A database that is not there, not reachable or not migrated, as one line (the wrong DATABASE_URL or a
+    missing `migrate` is the user's to fix, not a traceback); any other SQL error is re-raised as it is."""
+    text = one_line(str(exc))
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    if isinstance(exc, ProgrammingError) and sqlstate not in _NOT_MIGRATED:
+        return exc
+    if sqlstate in _NOT_MIGRATED or "no such table" in text or "no such column" in text:
+        return CommandError(f"the database is not migrated (run manage.py migrate): {text}")
+    return CommandError(f"cannot use the database (check DATABASE_URL): {text}")
 
 
 def _json_default(value):
