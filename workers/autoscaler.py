@@ -447,8 +447,20 @@ def _describe(demand: Demand) -> str:
 # --- planning from the forecast (SPEC §10): what the production tick and `bench_autoscale` both run -----------
 
 WALK_IN_WINDOW = timedelta(minutes=60)  # the walk-in history the reserve is sized from
+# What stopping a worker bills (EC2 bills an instance until it is stopped; a CML worker stops in a minute or two).
+# An empty worker a booking needs within a boot plus this is kept RUNNING: stopping it and launching (or starting)
+# one again would bill the stop and the boot, more than the wait (`keep_horizon`).
+STOP_MINUTES = 2
 WALK_IN_INSTANTIATE = timedelta(minutes=2)  # a lab's instantiation: a walk-in booked closer than a boot plus this
 # to its start waits for a launched worker
+
+
+def keep_horizon(boot_minutes: float, stop_minutes: float = STOP_MINUTES) -> timedelta:
+    """How far past the placement lead `plan_ahead` looks at booked sessions: a boot, the time a worker launched now
+    needs to be RUNNING by a session's placement moment, plus a stop, so that a worker that empties shortly before
+    a booking needs it again stays RUNNING and waits (the ski-rental break-even: waiting less than a stop plus a
+    boot costs less than stopping and booting again); launches are still made only a boot ahead."""
+    return timedelta(minutes=boot_minutes + stop_minutes)
 
 
 def after_leaving(state: WorkerState, leaving: Iterable[tuple[Demand, datetime]], until: datetime) -> WorkerState:

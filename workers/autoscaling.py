@@ -36,6 +36,7 @@ from workers.autoscaler import (
     TemplateOption,
     WorkerState,
     after_leaving,
+    keep_horizon,
     plan_ahead,
     walk_in_reserve,
 )
@@ -157,12 +158,12 @@ def _worker_state(row: dict, capacity: WorkerCapacity, stoppers: dict[str, str])
     )
 
 
-def pending_sessions(now=None, limit: int = 1000, *, boot_minutes: int = 0) -> list[PendingSession]:
-    """The PENDING sessions due within the placement lead plus `boot_minutes` (SPEC §10: planning from the
-    forecast, a worker launched now for a session is RUNNING by its placement lead), soonest first."""
+def pending_sessions(now=None, limit: int = 1000, *, ahead: timedelta = timedelta(0)) -> list[PendingSession]:
+    """The PENDING sessions due within the placement lead plus `ahead` (SPEC §10: planning from the forecast, a
+    worker launched now for a session is RUNNING by its placement lead; `keep_horizon`), soonest first."""
     now = now or timezone.now()
     placement = timedelta(minutes=SystemSettings.load().placement_lead_minutes)
-    lead = placement + timedelta(minutes=boot_minutes)
+    lead = placement + ahead
     rows = (
         LabletSession.objects.select_related("definition")
         .filter(status=SessionStatus.PENDING, timeslot_start__lte=now + lead, timeslot_end__gt=now)
@@ -215,13 +216,14 @@ def autoscale_tick(*, now=None, require_leader: bool = True) -> list[Decision]:
         return []
     now = now or timezone.now()
     templates = {str(t.pk): t for t in WorkerTemplate.objects.filter(enabled=True)}
-    # Planning from the forecast: the sessions due by the fastest template's boot time after the placement lead.
+    # Planning from the forecast: the sessions due by the fastest template's boot time (plus a stop: a worker that
+    # empties shortly before a booking needs it waits rather than stopping and booting) after the placement lead.
     # A worker launched now is RUNNING after that boot: the sessions that leave by then free room as well, and the
     # room kept for walk-ins is sized from the last hour's bookings.
     boot = min((t.startup_minutes for t in templates.values()), default=0)
     decisions = plan_ahead(
         now,
-        pending_sessions(now, boot_minutes=boot),
+        pending_sessions(now, ahead=keep_horizon(boot)),
         fleet_states(now, until=now + timedelta(minutes=boot)),
         [template_option(t) for t in templates.values()],
         Policy.from_settings(SystemSettings.load()),

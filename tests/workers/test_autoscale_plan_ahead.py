@@ -14,11 +14,13 @@ from scheduling.capacity import Demand
 from sessions.models import LabletSession
 from tests.factories import DefinitionFactory, SessionFactory, WorkerFactory
 from workers.autoscaler import (
+    STOP_MINUTES,
     PendingSession,
     Policy,
     TemplateOption,
     WorkerState,
     after_leaving,
+    keep_horizon,
     plan_ahead,
     walk_in_reserve,
 )
@@ -151,3 +153,23 @@ def test_the_reserve_takes_only_the_room_booked_sessions_leave():
     assert reserve and reserve[0].start < NOW + timedelta(minutes=35)  # it "starts" before the booked session
     # Yet the booked session gets the coming worker's room, and nothing launches for the reserve.
     assert plan_ahead(NOW, [session("s1", 0)], [coming], [SMALL], POLICY, reserve=reserve) == []
+
+
+@pytest.mark.parametrize(("due_after_boot", "drained"), [(STOP_MINUTES, False), (STOP_MINUTES + 2, True)])
+def test_the_tick_keeps_an_empty_worker_a_booking_needs_within_a_boot_and_a_stop(scaling, due_after_boot, drained):
+    """Stopping a worker and booting one again bills a stop and a boot: an empty worker whose next booking is
+    placed within that time waits RUNNING for it (`keep_horizon`); a later booking lets it drain now."""
+    now = timezone.now()
+    boot = scaling
+    definition = DefinitionFactory(cpu_cores=2, memory_gb=4)
+    spare = WorkerFactory()
+    lead = SystemSettings.load().placement_lead_minutes
+    pending = SessionFactory(
+        definition=definition, timeslot_start=now + timedelta(minutes=lead + boot + due_after_boot)
+    )
+    LabletSession.objects.filter(pk=pending.pk).update(created_at=now - timedelta(hours=3))
+
+    decisions = autoscale_tick(now=timezone.now(), require_leader=False)
+
+    assert [(d.action, d.worker_name) for d in decisions] == ([("DRAIN", spare.name)] if drained else [])
+    assert keep_horizon(boot) == timedelta(minutes=boot + STOP_MINUTES)

@@ -23,7 +23,15 @@ import math
 from datetime import timedelta
 
 from lcm.tools.bench.autoscale_sim import SimWorker, _at, capacity_of
-from workers.autoscaler import PendingSession, Policy, WorkerState, after_leaving, plan_ahead, walk_in_reserve
+from workers.autoscaler import (
+    PendingSession,
+    Policy,
+    WorkerState,
+    after_leaving,
+    keep_horizon,
+    plan_ahead,
+    walk_in_reserve,
+)
 from workers.states import ScaleAction
 
 A = ScaleAction
@@ -46,10 +54,11 @@ class LcmScaler:
         t = r.t
         horizon = min(tp.startup_minutes for tp in r.templates) if self.forecast else 0
         now, until = _at(t), _at(t + horizon)
+        keep = keep_horizon(horizon, r.leads.stop).total_seconds() / 60 if self.forecast else 0
         pending = [
             PendingSession(s.id, s.booking.demand, _at(s.booking.start), due=_at(r.place_at[s.id]))
             for s in r.pending()
-            if r.place_at[s.id] <= t + horizon
+            if r.place_at[s.id] <= t + keep
         ]
         reserve = []
         if self.walk_in_reserve:
