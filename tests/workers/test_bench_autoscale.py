@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 
 from lcm.tools.bench.autoscale import DEFAULT_TRACE, DEFAULT_TRACES, compare, static_size
 from lcm.tools.bench.autoscale_peers import LcmScaler, ReactiveScaler
-from lcm.tools.bench.autoscale_sim import Leads, Replay, ideal_workers, replay
+from lcm.tools.bench.autoscale_sim import Leads, Replay, boot_floor, ideal_workers, replay
 from lcm.tools.bench.autoscale_traces import EXAM_TIMES, Booking, generate_exam_day, generate_trace, read_trace
 from scheduling.capacity import Demand
 from workers.autoscaler import Policy, TemplateOption
@@ -140,3 +140,38 @@ def test_policy_cooldowns_come_from_the_options(tmp_path):
     slow = replay(bookings, SMALL, Policy(scale_down_cooldown=timedelta(hours=6), idle_detection_enabled=False))
     fast = replay(bookings, SMALL, Policy(scale_down_cooldown=timedelta(0), idle_detection_enabled=False))
     assert slow["worker_hours"] > fast["worker_hours"]
+
+
+def test_the_boot_floor_bills_each_level_one_boot_and_bridges_short_gaps():
+    # One worker needed for 3 ticks, then 2 idle ticks, then 1: with a boot plus a stop of 3, staying up through
+    # the gap (2) is cheaper than stopping and booting again (3); with 1, booting again is.
+    assert boot_floor([1, 1, 0, 0, 1], overhead=3, tick=1) == 3 + 3 + 2
+    assert boot_floor([1, 1, 0, 0, 1], overhead=1, tick=1) == 3 + 1 + 1
+    # Two levels: the second worker is needed for one tick only and pays a whole overhead for it.
+    assert boot_floor([1, 2, 1], overhead=5, tick=1) == (3 + 5) + (1 + 5)
+    assert boot_floor([], overhead=5, tick=1) == boot_floor([0, 0], overhead=5, tick=1) == 0
+
+
+def test_lcm_bills_the_boot_floor_on_a_single_booking_and_never_less_on_a_day(tmp_path):
+    figures = replay([Booking(0, 120, 60, LAB)], SMALL, Policy(idle_detection_enabled=False))
+    # The one worker's boot (8) and stop (2) on top of the ideal 96 minutes: LCM spends exactly the floor.
+    assert figures["floor_worker_hours"] == pytest.approx(106 / 60, abs=0.01) == figures["worker_hours"]
+    assert figures["floor_ratio"] == pytest.approx(106 / 96, abs=0.001)
+    path = tmp_path / "short.csv"
+    generate_trace(path, sessions=120, seed=3)
+    day = replay(read_trace(path), SMALL, Policy(max_workers=1000, idle_detection_enabled=False))
+    assert day["ideal_worker_hours"] < day["floor_worker_hours"] <= day["worker_hours"]
+
+
+@pytest.mark.django_db
+def test_the_command_says_when_no_policy_can_meet_the_ratio_target(tmp_path):
+    """One 90-minute lab on a 15-minute-boot template: the boot and the stop alone are 17/126 of the ideal curve,
+    so the ratio target is out of any policy's reach, and the targets line says so with the floor."""
+    path = tmp_path / "one.csv"
+    path.write_text("booked_minute,start_minute,duration_minutes,cpu_cores,memory_gb,storage_gb,node_count,ports,license\n"
+                    "0,600,90,2,4,10,3,3,\n")  # fmt: skip
+    out = StringIO()
+    call_command("bench_autoscale", "--trace", str(path), "--template", "cml-large", stdout=out)
+    text = out.getvalue()
+    assert "vs floor" in text
+    assert "MISSED: ratio <= 1.08 (the floor is 1.135: no policy can meet it; LCM is 1.000 x the floor)" in text

@@ -178,6 +178,27 @@ def ideal_curve(bookings: list[Booking], templates: list[TemplateOption], leads:
     return {"hours": minutes / 60, "cost": cost, "peak": peak, "strict_cost": strict, "per_tick": per_tick}
 
 
+def boot_floor(counts: list[int], overhead: float, tick: float) -> float:
+    """The fewest billed worker-minutes of any policy whose workers are RUNNING whenever the ideal curve needs them
+    (`counts`: its workers per tick) when every worker pays `overhead` minutes (a boot and a stop) each time it is
+    brought up: perfect packing and free migration, as the ideal curve, but boots and stops billed. Level by level
+    (the k-th worker is needed while the curve is at k or more), a level costs its ticks, one overhead for its first
+    run and, for each gap between runs, the gap (kept RUNNING) or an overhead (stopped and booted again), whichever
+    is less. Any schedule of workers costs at least this: its k-th worker level covers the curve's k-th, and each
+    boot raises one level. `bench_autoscale` shows it beside the ideal curve: where it is above 1.08 × the ideal, no
+    policy that has capacity ready by the placement lead meets that target."""
+    total = 0.0
+    for level in range(1, max(counts, default=0) + 1):
+        started, gap = False, 0.0
+        for count in counts:
+            if count < level:
+                gap += tick if started else 0.0
+                continue
+            total += tick + (min(gap, overhead) if started else overhead)
+            started, gap = True, 0.0
+    return total
+
+
 class Replay:
     """One replay of one policy (`scaler`) over the bookings on a fleet of `templates`.
 
@@ -342,6 +363,12 @@ class Replay:
             if s.ready_at is not None and s.ready_at <= max(s.booking.start, s.booking.booked + instantiate)
         ]
         worker_hours = sum(w.billed_minutes for w in workers.values()) / 60
+        floor_hours = None
+        if len(self.templates) == 1:  # a mixed fleet's floor would need the template per level: not computed
+            overhead = self.templates[0].startup_minutes + self.leads.stop
+            floor_hours = (
+                boot_floor([ideal["per_tick"][t] for t in sorted(ideal["per_tick"])], overhead, self.leads.tick) / 60
+            )
         cost = sum(w.billed_minutes * w.template.cost_per_hour for w in workers.values()) / 60
         mix: dict[str, int] = {}
         for w in workers.values():
@@ -359,6 +386,12 @@ class Replay:
             "worker_hours": round(worker_hours, 2),
             "ideal_worker_hours": round(ideal["hours"], 2),
             "ratio": round(cost / ideal["cost"], 4) if ideal["cost"] else None,
+            # The boot-aware floor (`boot_floor`): the least any policy with capacity ready by the placement lead
+            # bills, in worker-hours and as a ratio to the ideal curve; None for a mixed fleet.
+            "floor_worker_hours": round(floor_hours, 2) if floor_hours is not None else None,
+            "floor_ratio": round(floor_hours / ideal["hours"], 4)
+            if floor_hours is not None and ideal["hours"]
+            else None,
             "strict_ideal_cost": round(ideal["strict_cost"], 2),
             "workers_launched": len(workers),
             "fleet_mix": mix,
