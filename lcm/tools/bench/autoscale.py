@@ -16,6 +16,10 @@ curve's cost (for one template, the same as the ratio of worker-hours); the cost
 
 LCM's targets on every fleet and trace: 100 % booked READY before their start, ≥ 95 % walk-ins on time, ratio
 ≤ 1.08, cost below both peers; the mixed fleet costs no more than the cheapest single template.
+
+Beside LCM's breakdown, per single template, the boot-aware floor (`autoscale_sim.boot_floor`): the ideal curve
+plus the boots and stops that capacity RUNNING by the placement lead costs any policy. Where it is above 1.08,
+the targets line says that no policy can meet the ratio target.
 """
 
 import json
