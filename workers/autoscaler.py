@@ -34,7 +34,8 @@ too): the same kind of worker with no session and no CML activity for the idle t
 (stopped), whether autoscaling is on or not; LCM starts it again when demand returns.
 
 Planning from the forecast (`plan_ahead`, what the production tick and `bench_autoscale` call): `plan` over the
-sessions due within a boot past the placement lead, on the workers as `after_leaving` sees them once a boot has
+sessions due within a boot plus a stop past the placement lead (`keep_horizon`: an empty worker needed that soon
+waits rather than stopping and booting again), on the workers as `after_leaving` sees them once a boot has
 passed, with the `walk_in_reserve` planned like pending sessions; a LAUNCH only a boot before its earliest
 session's placement moment, never for the reserve alone.
 """
